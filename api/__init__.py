@@ -1,0 +1,1 @@
+"""camtrace.api."""

@@ -1,0 +1,144 @@
+"""All configuration in one place: environment variables prefixed ``CAMTRACE_``.
+
+Every field has an embedded default so that nothing needs a server: no broker
+means local mode, no Qdrant URL means Qdrant Edge in the data dir, no database
+URL means SQLite in the data dir. The README's settings table is generated from
+this class (``camtrace settings --markdown``).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from camtrace.errors import ConfigError
+
+ENV_PREFIX = "CAMTRACE_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    data_dir: Path = Field(Path("./data"), description="Folder for the embedded index, SQLite database and crops.")
+    embed_model: str = Field(
+        "MarketaJu/siglip2-person-description-reid",
+        description="Embedding model: a hub id or a local SigLIP/SigLIP2/CLIP checkpoint folder.",
+    )
+    embed_processor: str | None = Field(
+        "google/siglip2-base-patch16-224",
+        description="Processor (tokenizer + image transform): hub id or folder; empty means the model folder's own.",
+    )
+    embed_batch_size: int = Field(64, ge=1, description="Crops per forward pass of the embedding model.")
+    embed_text_max_length: int = Field(64, ge=8, description="Text queries are padded/truncated to this many tokens.")
+    detector_model: str = Field(
+        "yolo11n.pt", description="Ultralytics person detector: a weights file, a folder holding one, or a known name."
+    )
+    detector_conf: float = Field(0.35, ge=0.0, le=1.0, description="Minimum person confidence.")
+    detector_imgsz: int = Field(640, ge=32, description="Detector input size in pixels.")
+    detector_batch_size: int = Field(16, ge=1, description="Frames per detector forward pass.")
+    detector_max_det: int = Field(100, ge=1, description="Maximum persons per frame.")
+    tracker: str = Field("bytetrack.yaml", description="Ultralytics tracker config (a yaml name or path); ByteTrack by default.")
+    crops_per_track: int = Field(4, ge=1, description="K: best crops kept and embedded per track.")
+    min_crop_height: int = Field(48, ge=1, description="Crops shorter than this (pixels) are dropped.")
+    min_crop_sharpness: float = Field(
+        15.0, ge=0.0, description="Crops whose variance of Laplacian is below this are dropped as blurred."
+    )
+    device: str = Field("auto", description="Compute device: auto, cpu, cuda or cuda:N.")
+    sample_fps: float = Field(5.0, gt=0.0, description="Frames per second sampled from each video.")
+    segment_seconds: float = Field(60.0, gt=0.0, description="Length of a segment: the unit of tracking and of work.")
+    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset uses embedded Qdrant Edge in the data dir.")
+    qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server.")
+    collection: str = Field("camtrace", description="Name of the vector collection (server: the alias queries use).")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; unset uses SQLite in the data dir.")
+    broker_url: str | None = Field(None, description="Celery broker URL (redis://...); unset runs in local mode.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="Logging level.")
+
+    @field_validator("embed_processor", "qdrant_url", "qdrant_api_key", "database_url", "broker_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda", "mps") or (value.startswith("cuda:") and value[5:].isdigit()):
+            return value
+        raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+
+    # Derived locations -------------------------------------------------------
+    @cached_property
+    def resolved_data_dir(self) -> Path:
+        path = self.data_dir.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def index_dir(self) -> Path:
+        return self.resolved_data_dir / "index"
+
+    @property
+    def crops_dir(self) -> Path:
+        return self.resolved_data_dir / "crops"
+
+    @property
+    def sql_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_data_dir / 'camtrace.db'}"
+
+    @property
+    def yolo_config_dir(self) -> Path:
+        return self.resolved_data_dir / "ultralytics"
+
+    def torch_device(self) -> str:
+        """The device string torch understands, resolving ``auto``."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def unknown_env_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """``CAMTRACE_*`` variables that name no setting (pydantic ignores them silently)."""
+    environ = os.environ if environ is None else environ
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    return sorted(key for key in environ if key.upper().startswith(ENV_PREFIX) and key.upper() not in known)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, failing loudly on typos and bad values."""
+    unknown = unknown_env_variables()
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(unknown)}; valid ones are listed by `camtrace settings`"
+        )
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def prepare_ultralytics_env(settings: Settings) -> None:
+    """Keep Ultralytics offline and its config inside the data dir (set before importing it)."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    settings.yolo_config_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(settings.yolo_config_dir))
+
+
+def settings_markdown() -> str:
+    """The README's settings table, generated from the class."""
+    rows = ["| variable | default | description |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "unset" if default is None else f"`{default}`"
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows)
