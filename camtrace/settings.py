@@ -56,9 +56,26 @@ class Settings(BaseSettings):
     collection: str = Field("camtrace", description="Name of the vector collection (server: the alias queries use).")
     database_url: str | None = Field(None, description="SQLAlchemy URL; unset uses SQLite in the data dir.")
     broker_url: str | None = Field(None, description="Celery broker URL (redis://...); unset runs in local mode.")
+    result_backend: str | None = Field(None, description="Celery result backend; unset uses the broker URL.")
+    visibility_timeout: int = Field(
+        3600, ge=5, description="Seconds before an unacknowledged task is redelivered; must exceed the longest task."
+    )
+    task_max_attempts: int = Field(
+        4, ge=1, description="Poison-message limit: a segment that fails this many deliveries is marked failed."
+    )
+    embed_gather_seconds: float = Field(
+        0.5, gt=0.0, description="An embed worker waits at most this long to fill a batch from several messages."
+    )
+    crops_per_message: int = Field(64, ge=1, description="Crops carried by one embed message.")
+    retention_days: float | None = Field(
+        None, gt=0.0, description="Delete points, SQL rows and crops older than this (beat); unset keeps all."
+    )
+    metrics_port: int | None = Field(None, description="Port for a worker's Prometheus metrics; unset: no endpoint.")
+    camera_backoff_max: float = Field(60.0, gt=0.0, description="Longest wait between camera reconnect attempts (s).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="Logging level.")
 
-    @field_validator("embed_processor", "qdrant_url", "qdrant_api_key", "database_url", "broker_url", mode="before")
+    @field_validator("embed_processor", "qdrant_url", "qdrant_api_key", "database_url", "broker_url", "result_backend",
+        "retention_days", "metrics_port", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -92,6 +109,22 @@ class Settings(BaseSettings):
     @property
     def yolo_config_dir(self) -> Path:
         return self.resolved_data_dir / "ultralytics"
+
+    def effective_embed_processor(self) -> str | None:
+        """The processor to load; None means the model's own.
+
+        A local model folder that ships its own processor (processor_config.json
+        or preprocessor_config.json) uses it unless CAMTRACE_EMBED_PROCESSOR was
+        set explicitly.
+        """
+        if "embed_processor" in self.model_fields_set:
+            return self.embed_processor
+        model_dir = Path(self.embed_model).expanduser()
+        if model_dir.is_dir() and any(
+            (model_dir / name).is_file() for name in ("processor_config.json", "preprocessor_config.json")
+        ):
+            return None
+        return self.embed_processor
 
     def torch_device(self) -> str:
         """The device string torch understands, resolving ``auto``."""

@@ -54,6 +54,7 @@ class Crop:
     det_conf: float
     quality: float
     image: np.ndarray  # BGR pixels of the crop
+    jpeg: bytes | None = None  # the encoded crop as stored and embedded (set once, then carried as is)
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,30 @@
-"""camtrace.detection."""
+"""camtrace.detection: video sources, person detector, tracker, crop quality and selection.
+
+Importing this package does not import torch or Ultralytics; the detector and
+tracker load them on first use.
+"""
+
+from camtrace.detection.detector import PersonDetector, resolve_weights
+from camtrace.detection.selection import CropSelector, Span, crop_box, is_cut_off, quality_score, sharpness
+from camtrace.detection.sources import SegmentSpec, VideoInfo, VideoSource, expand_source, is_sampled, is_stream_uri
+from camtrace.detection.tracking import SegmentTracker, load_tracker_config, track_frames
+
+__all__ = [
+    "CropSelector",
+    "PersonDetector",
+    "SegmentSpec",
+    "SegmentTracker",
+    "Span",
+    "VideoInfo",
+    "VideoSource",
+    "crop_box",
+    "expand_source",
+    "is_cut_off",
+    "is_sampled",
+    "is_stream_uri",
+    "load_tracker_config",
+    "quality_score",
+    "resolve_weights",
+    "sharpness",
+    "track_frames",
+]

@@ -1,0 +1,395 @@
+"""The `camtrace` command line: a thin shell over the stages."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from camtrace.errors import CamtraceError
+from camtrace.settings import Settings, load_settings, settings_markdown
+
+DEMO_QUERY = "red top, blue trousers"
+
+
+class CamtraceGroup(click.Group):
+    """Turns camtrace's own errors into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CamtraceError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+def make_services(settings: Settings | None = None):
+    from camtrace.services import Services
+
+    settings = settings or load_settings()
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    return Services(settings)
+
+
+def format_ts(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+@click.group(cls=CamtraceGroup)
+@click.version_option(package_name="camtrace")
+def cli() -> None:
+    """Find people in surveillance video by description or by photo."""
+
+
+@cli.command()
+@click.argument("source")
+@click.option("--camera", required=True, help="Camera name the footage belongs to.")
+@click.option("--start", help="Start time of the recording (ISO 8601); default: the file's modification time.")
+@click.option("--wait", is_flag=True, help="Distributed mode: follow the job with a progress bar until it ends.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def ingest(source: str, camera: str, start: str | None, wait: bool, no_progress: bool, as_json: bool) -> None:
+    """Detect, track, embed and index every person in SOURCE (a file, a folder or a stream URL).
+
+    With CAMTRACE_BROKER_URL set the work is queued for the workers and the job
+    id is printed (or followed with --wait); otherwise it runs here.
+    """
+    from camtrace.search import parse_time
+
+    services = make_services()
+    start_ts = parse_time(start, "--start")
+    try:
+        if services.settings.broker_url:
+            from camtrace.workers.jobs import follow_job, submit_ingest
+
+            job_id = submit_ingest(services.db, source, camera, start_ts)
+            if not wait:
+                click.echo(json.dumps({"job_id": job_id}) if as_json else f"queued job {job_id}")
+                return
+            job = follow_job(services.db, job_id, progress=not no_progress)
+            print_job(job, as_json)
+            if job.status != "done" or job.segments_failed:
+                sys.exit(1)
+            return
+        from camtrace.workers.local import ingest_local
+
+        summary = ingest_local(services, source, camera, start_ts, progress=not no_progress)
+    finally:
+        services.close()
+    print_summary(summary, as_json)
+    if summary.failed_segments:
+        sys.exit(1)
+
+
+def job_dict(job) -> dict:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "camera_id": job.camera_id,
+        "source": job.source,
+        "status": job.status,
+        "segments_total": job.segments_total,
+        "segments_done": job.segments_done,
+        "segments_failed": job.segments_failed,
+        "crops_indexed": job.crops_indexed,
+        "error": job.error,
+    }
+
+
+def print_job(job, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(job_dict(job), indent=2))
+        return
+    click.echo(
+        f"job {job.id} {job.status}: {job.segments_done}/{job.segments_total} segments done, "
+        f"{job.segments_failed} failed, {job.crops_indexed} crops indexed"
+    )
+    if job.error:
+        click.echo(f"errors: {job.error}", err=True)
+
+
+@cli.command()
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def jobs(limit: int, as_json: bool) -> None:
+    """List recent jobs with their progress."""
+    services = make_services()
+    rows = [job_dict(services.db.refresh_job(job.id)) for job in services.db.list_jobs(limit=limit)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(
+            f"{row['id']}  {row['status']:<8} {row['camera_id'] or '-':<12} "
+            f"{row['segments_done']}/{row['segments_total']} segments, {row['segments_failed']} failed, "
+            f"{row['crops_indexed']} crops  {row['source']}"
+        )
+
+
+@cli.command()
+@click.option("--queues", default="ingest,detect,embed", show_default=True, help="Comma-separated queues to consume.")
+@click.option("--device", help="Device for this worker's models (cpu, cuda:0, ...); overrides CAMTRACE_DEVICE.")
+@click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), help="Default: solo for embed/GPU, prefork otherwise.")
+@click.option("--concurrency", type=int, help="Processes (prefork) or threads; default 1 for solo.")
+@click.option("--name", help="Worker node name (default camtrace-<queues>@host).")
+def worker(queues: str, device: str | None, pool: str | None, concurrency: int | None, name: str | None) -> None:
+    """Run a Celery worker. GPU workers: one process per GPU, `--queues embed --device cuda:N`."""
+    import os
+    import tempfile
+
+    chosen = [queue.strip() for queue in queues.split(",") if queue.strip()]
+    if device:
+        os.environ["CAMTRACE_DEVICE"] = device
+    settings = load_settings()
+    uses_gpu = "embed" in chosen or "train" in chosen or (device or settings.device).startswith("cuda")
+    # CUDA must never be initialised before a fork: model-running workers use solo.
+    pool = pool or ("solo" if uses_gpu else "prefork")
+    if settings.metrics_port:
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="camtrace-metrics-"))
+        from camtrace.workers import metrics
+
+        metrics.serve(settings.metrics_port)
+    from camtrace.workers.tasks import app
+
+    argv = ["worker", "--queues", ",".join(chosen), "--pool", pool, "--loglevel", settings.log_level]
+    argv += ["--hostname", name or f"camtrace-{'-'.join(chosen)}@%h"]
+    if concurrency or pool == "solo":
+        argv += ["--concurrency", str(concurrency or 1)]
+    if "embed" in chosen:
+        # Batches gathers several embed messages: let it see enough of them.
+        argv += ["--prefetch-multiplier", str(max(1, settings.embed_batch_size // 8) * 2)]
+    app.worker_main(argv)
+
+
+@cli.command()
+def beat() -> None:
+    """Run Celery beat: retention (CAMTRACE_RETENTION_DAYS) and other periodic work."""
+    from camtrace.workers.tasks import app
+
+    settings = load_settings()
+    schedule = settings.resolved_data_dir / "celerybeat-schedule"
+    app.Beat(loglevel=settings.log_level, schedule=str(schedule)).run()
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def status(as_json: bool) -> None:
+    """Queues (depth), workers and cameras at a glance."""
+    from camtrace.workers.ops import cluster_status
+
+    report = cluster_status(make_services())
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    if report["mode"] == "local":
+        click.echo("mode: local (CAMTRACE_BROKER_URL unset: no queues or workers)")
+    else:
+        click.echo(f"broker: {report['broker']}")
+        for queue, depth in report["queues"].items():
+            click.echo(f"queue {queue:<8} {depth} waiting")
+        for worker_name, queues in report["workers"].items():
+            click.echo(f"worker {worker_name}: {', '.join(queues)}")
+        if not report["workers"]:
+            click.echo("no workers answered")
+    for camera in report["cameras"]:
+        click.echo(
+            f"camera {camera['id']:<12} {camera['status']:<8} last frame {camera['last_frame'] or '-'}  "
+            f"reconnects {camera['reconnects']}  {camera['url'] or ''}"
+        )
+
+
+@cli.group()
+def camera() -> None:
+    """Add, list and remove live cameras."""
+
+
+@camera.command("add")
+@click.argument("name")
+@click.argument("url")
+def camera_add(name: str, url: str) -> None:
+    """Add (or re-point) camera NAME reading from URL (rtsp://, http://...)."""
+    services = make_services()
+    services.db.ensure_camera(name, url=url)
+    click.echo(f"camera {name} -> {url}")
+
+
+@camera.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def camera_list(as_json: bool) -> None:
+    """List cameras with their status."""
+    from camtrace.workers.ops import camera_rows
+
+    rows = camera_rows(make_services().db)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(
+            f"{row['id']:<12} {row['status']:<8} last frame {row['last_frame'] or '-'}  "
+            f"reconnects {row['reconnects']}  {row['url'] or '(files only)'}"
+        )
+
+
+@camera.command("remove")
+@click.argument("name")
+def camera_remove(name: str) -> None:
+    """Remove camera NAME's stream (its indexed footage stays searchable)."""
+    services = make_services()
+    services.db.remove_camera_url(name)
+    click.echo(f"camera {name} removed")
+
+
+@camera.command("run")
+@click.option("--camera", "names", multiple=True, help="Only these cameras (default: all with a URL).")
+@click.option("--seconds", type=float, help="Stop after this long (default: run until interrupted).")
+def camera_run(names: tuple[str, ...], seconds: float | None) -> None:
+    """Record every camera with a URL, cut segments and send them for ingest; reconnects on drops."""
+    from camtrace.workers.ops import run_cameras
+
+    run_cameras(make_services(), names, seconds)
+
+
+def print_summary(summary, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), indent=2))
+        return
+    click.echo(
+        f"camera {summary.camera_id}: {summary.videos} video(s), {summary.segments} segment(s), "
+        f"{summary.frames} frames, {summary.persons} person boxes, {summary.tracks} tracks, "
+        f"{summary.crops} crops embedded in {summary.seconds:.1f} s (job {summary.job_id})"
+    )
+    for failure in summary.failed_segments:
+        click.echo(f"failed segment {failure}", err=True)
+
+
+@cli.command()
+@click.argument("text", required=False)
+@click.option("--image", "image_path", type=click.Path(), help="Search with a photo instead of a description.")
+@click.option("--no-detect", is_flag=True, help="The photo is already a person crop: do not detect first.")
+@click.option("--camera", "cameras", multiple=True, help="Only these cameras (repeatable).")
+@click.option("--since", help="Only sightings at or after this ISO time.")
+@click.option("--until", help="Only sightings at or before this ISO time.")
+@click.option("--limit", default=10, show_default=True, type=int, help="Number of tracks to return.")
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+def search(text, image_path, no_detect, cameras, since, until, limit, as_json) -> None:
+    """Find the tracks that best match TEXT (or --image PHOTO): one row per track, best first."""
+    from camtrace.errors import InputError
+    from camtrace.search import SearchService, read_photo
+
+    if bool(text) == bool(image_path):
+        raise InputError("give either a description or --image PHOTO (one of them)")
+    services = make_services()
+    try:
+        service = SearchService(services)
+        search_filter = service.make_filter(cameras, since, until)
+        if image_path:
+            results = service.by_image(read_photo(image_path), search_filter, limit, detect=not no_detect)
+        else:
+            results = service.by_text(text, search_filter, limit)
+    finally:
+        services.close()
+    if as_json:
+        click.echo(json.dumps([result.as_dict() for result in results], indent=2))
+        return
+    if not results:
+        click.echo("no matches")
+    for rank, result in enumerate(results, 1):
+        click.echo(
+            f"{rank:>3}. {result.score:.3f}  {result.camera_id:<12} {format_ts(result.ts_start)} .. "
+            f"{format_ts(result.ts_end)}  track {result.track_id}\n     {result.crop}"
+        )
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def stats(as_json: bool) -> None:
+    """Counts of cameras, videos, tracks and points, and the model version."""
+    services = make_services()
+    try:
+        counts = dict(services.db.counts())
+        counts["points"] = services.index.count()
+        counts["model_version"] = services.encoder.model_version
+    finally:
+        services.close()
+    if as_json:
+        click.echo(json.dumps(counts, indent=2))
+    else:
+        for key, value in counts.items():
+            click.echo(f"{key:<14} {value}")
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--cameras", default=3, show_default=True)
+@click.option("--identities", default=6, show_default=True)
+@click.option("--seconds", default=12.0, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def synth(out_dir: Path, cameras: int, identities: int, seconds: float, seed: int) -> None:
+    """Write synthetic footage (one video per camera) with ground truth, deterministic from SEED."""
+    from camtrace.synthetic import generate_footage
+
+    footage = generate_footage(out_dir, cameras=cameras, identities=identities, seconds=seconds, seed=seed)
+    for camera_id, path in footage.videos.items():
+        click.echo(f"{camera_id}: {path}")
+    click.echo(f"ground truth: {out_dir / 'ground_truth.json'}")
+
+
+@cli.command()
+@click.option("--seed", default=0, show_default=True)
+def demo(seed: int) -> None:
+    """The main job on embedded defaults: synthetic footage from 3 cameras -> index -> a text search."""
+    from camtrace.search import SearchService
+    from camtrace.synthetic import generate_footage
+    from camtrace.workers.local import ingest_local
+
+    services = make_services()
+    try:
+        # Load the models first: without weights the demo stops before writing anything.
+        services.detector.load()
+        services.encoder.load()
+        footage = generate_footage(services.settings.resolved_data_dir / "demo-footage", seed=seed)
+        for camera_id, path in footage.videos.items():
+            summary = ingest_local(services, str(path), camera_id, footage.start_ts[camera_id])
+            print_summary(summary, as_json=False)
+        service = SearchService(services)
+        click.echo(f'\nsearch "{DEMO_QUERY}":')
+        for rank, result in enumerate(service.by_text(DEMO_QUERY, limit=5), 1):
+            click.echo(f"{rank:>3}. {result.score:.3f}  {result.camera_id:<10} track {result.track_id}  {result.crop}")
+    finally:
+        services.close()
+
+
+@cli.command("tiny-models")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+def tiny_models(out_dir: Path) -> None:
+    """Build tiny random detector and embedder folders (for trying camtrace without downloads)."""
+    from camtrace.detection.tiny_model import build_tiny_yolo
+    from camtrace.embedding.tiny_model import build_tiny_siglip
+
+    detector = build_tiny_yolo(out_dir / "detector")
+    embedder = build_tiny_siglip(out_dir / "embedder")
+    click.echo(f"export CAMTRACE_DETECTOR_MODEL={detector.resolve()}")
+    click.echo(f"export CAMTRACE_EMBED_MODEL={embedder.resolve()}")
+
+
+@cli.command("settings")
+@click.option("--markdown", is_flag=True, help="Print the README's settings table.")
+def show_settings(markdown: bool) -> None:
+    """Show every setting with its current value."""
+    if markdown:
+        click.echo(settings_markdown())
+        return
+    for name, value in load_settings().model_dump().items():
+        click.echo(f"CAMTRACE_{name.upper()}={'' if value is None else value}")
+
+
+def main() -> None:
+    cli(prog_name="camtrace")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,465 @@
+"""Synthetic surveillance footage with ground truth, for tests and demos.
+
+``generate_footage`` draws simple person-like figures (head, torso in the top
+colour, legs in the bottom colour, optionally a backpack, bag or hat) walking
+over a textured background, writes one MP4 per camera and a
+``ground_truth.json`` that says who is where in every frame. The same
+identities walk past several cameras at known times, so cross-camera search
+can be checked. Everything is drawn from one seed: the same seed gives the
+same ground truth and the same pixels.
+
+The background is textured on purpose: crops of flat colour would fail the
+sharpness filter of crop selection.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from camtrace.errors import CamtraceError, SourceError
+
+GROUND_TRUTH_FILE = "ground_truth.json"
+
+# Colour names used in descriptions, with BGR values far enough apart to tell apart after MP4 compression.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (40, 40, 210),
+    "blue": (200, 80, 30),
+    "green": (60, 160, 40),
+    "yellow": (40, 220, 235),
+    "white": (240, 240, 240),
+    "black": (25, 25, 25),
+    "grey": (135, 135, 135),
+    "orange": (20, 130, 245),
+    "purple": (150, 40, 130),
+    "pink": (190, 150, 250),
+    "brown": (40, 75, 120),
+}
+BOTTOMS = ("trousers", "shorts", "skirt")
+ITEMS = ("backpack", "bag", "hat")
+SKIN = ((80, 130, 190), (110, 160, 220), (60, 95, 140), (150, 190, 235))
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One synthetic person: what they wear, and the description an operator would type."""
+
+    id: str
+    top: str
+    bottom: str
+    bottom_kind: str
+    item: str | None
+    item_colour: str | None
+    height_scale: float
+    skin: int
+
+    @property
+    def description(self) -> str:
+        parts = [f"{self.top} top", f"{self.bottom} {self.bottom_kind}"]
+        if self.item is not None:
+            parts.append(f"{self.item_colour} {self.item}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """One walk of one identity across one camera's view (frames inclusive)."""
+
+    identity: str
+    camera: str
+    frame_start: int
+    frame_end: int
+    ts_start: float
+    ts_end: float
+    x_start: float
+    x_end: float
+    feet_y: float
+
+
+@dataclass(frozen=True)
+class GroundTruthBox:
+    """Where an identity is drawn in one frame (tight box in source pixels; figures stay inside the frame)."""
+
+    camera: str
+    frame_index: int
+    ts: float
+    identity: str
+    box: tuple[float, float, float, float]
+
+
+@dataclass
+class Footage:
+    """Generated videos and their ground truth."""
+
+    root: Path
+    videos: dict[str, Path]
+    start_ts: dict[str, float]  # per camera: epoch seconds of frame 0
+    fps: float
+    size: tuple[int, int]
+    n_frames: int
+    identities: dict[str, Identity]
+    appearances: list[Appearance]
+    boxes: list[GroundTruthBox]
+    ground_truth_path: Path
+    seed: int = 0
+    descriptions: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.descriptions = {key: ident.description for key, ident in self.identities.items()}
+
+    @property
+    def start_times(self) -> dict[str, float]:
+        return self.start_ts
+
+    def boxes_in(self, camera: str, frame_index: int) -> list[GroundTruthBox]:
+        return [b for b in self.boxes if b.camera == camera and b.frame_index == frame_index]
+
+    def cameras_of(self, identity: str) -> list[str]:
+        """Cameras an identity appears on, in the order visited."""
+        seen: list[str] = []
+        for app in sorted(self.appearances, key=lambda a: a.ts_start):
+            if app.identity == identity and app.camera not in seen:
+                seen.append(app.camera)
+        return seen
+
+
+def generate_footage(
+    out_dir: str | Path,
+    cameras: int = 3,
+    identities: int = 6,
+    seconds: float = 12.0,
+    fps: float = 10,
+    size: tuple[int, int] = (640, 360),
+    seed: int = 0,
+    start_ts: float = 1_767_225_600.0,
+) -> Footage:
+    """Write ``cameras`` MP4 files plus ``ground_truth.json`` into ``out_dir`` and return what was written.
+
+    All cameras record the same interval starting at ``start_ts``; each file's
+    modification time is set to its start time, which is what ``VideoSource``
+    uses when no start time is given.
+    """
+    if cameras < 1 or identities < 1:
+        raise ValueError("need at least one camera and one identity")
+    width, height = size
+    if width < 160 or height < 120:
+        raise ValueError(f"frame size {size} is too small for the figures; use at least 160x120")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    n_frames = int(round(seconds * fps))
+    camera_ids = [f"cam{k + 1}" for k in range(cameras)]
+
+    people = _make_identities(rng, identities)
+    appearances = _make_schedule(rng, people, camera_ids, n_frames, fps, start_ts, size)
+    backgrounds = {cam: _background(np.random.default_rng([seed, k]), size) for k, cam in enumerate(camera_ids)}
+
+    videos: dict[str, Path] = {}
+    boxes: list[GroundTruthBox] = []
+    for cam in camera_ids:
+        path = out / f"{cam}.mp4"
+        on_cam = [a for a in appearances if a.camera == cam]
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
+        if not writer.isOpened():
+            raise CamtraceError(f"OpenCV cannot write MP4 (mp4v) to {path}; check the folder is writable")
+        try:
+            for index in range(n_frames):
+                frame, frame_boxes = _render(backgrounds[cam], on_cam, people, index, fps, start_ts, cam)
+                writer.write(frame)
+                boxes.extend(frame_boxes)
+        finally:
+            writer.release()
+        _check_readable(path, n_frames)
+        os.utime(path, (start_ts, start_ts))
+        videos[cam] = path
+
+    footage = Footage(
+        root=out,
+        videos=videos,
+        start_ts={cam: float(start_ts) for cam in camera_ids},
+        fps=float(fps),
+        size=(width, height),
+        n_frames=n_frames,
+        identities={p.id: p for p in people},
+        appearances=appearances,
+        boxes=boxes,
+        ground_truth_path=out / GROUND_TRUTH_FILE,
+        seed=seed,
+    )
+    footage.ground_truth_path.write_text(json.dumps(ground_truth_dict(footage), indent=1))
+    return footage
+
+
+def ground_truth_dict(footage: Footage) -> dict:
+    """The JSON form of the ground truth (paths relative to the footage folder)."""
+    return {
+        "seed": footage.seed,
+        "fps": footage.fps,
+        "size": list(footage.size),
+        "n_frames": footage.n_frames,
+        "cameras": {
+            cam: {"video": path.name, "start_ts": footage.start_ts[cam]} for cam, path in footage.videos.items()
+        },
+        "identities": {
+            key: {**asdict(ident), "description": ident.description} for key, ident in footage.identities.items()
+        },
+        "appearances": [asdict(a) for a in footage.appearances],
+        "boxes": [
+            {
+                "camera": b.camera,
+                "frame_index": b.frame_index,
+                "ts": b.ts,
+                "identity": b.identity,
+                "box": list(b.box),
+            }
+            for b in footage.boxes
+        ],
+    }
+
+
+# Identities and schedule ------------------------------------------------------------------------------------
+
+
+def _make_identities(rng: np.random.Generator, count: int) -> list[Identity]:
+    names = list(COLOURS)
+    people: list[Identity] = []
+    used: set[tuple] = set()
+    while len(people) < count:
+        top, bottom = rng.choice(len(names), size=2, replace=False)
+        kind = BOTTOMS[int(rng.choice(len(BOTTOMS), p=[0.6, 0.2, 0.2]))]
+        item = ITEMS[int(rng.integers(len(ITEMS)))] if rng.random() < 0.75 else None
+        item_colour = names[int(rng.integers(len(names)))] if item else None
+        key = (top, bottom, kind, item, item_colour)
+        if key in used and len(used) < 500:  # keep descriptions distinct while that is possible
+            continue
+        used.add(key)
+        people.append(
+            Identity(
+                id=f"p{len(people) + 1}",
+                top=names[int(top)],
+                bottom=names[int(bottom)],
+                bottom_kind=kind,
+                item=item,
+                item_colour=item_colour,
+                height_scale=round(float(rng.uniform(0.9, 1.1)), 3),
+                skin=int(rng.integers(len(SKIN))),
+            )
+        )
+    return people
+
+
+def _make_schedule(
+    rng: np.random.Generator,
+    people: list[Identity],
+    cameras: list[str],
+    n_frames: int,
+    fps: float,
+    start_ts: float,
+    size: tuple[int, int],
+) -> list[Appearance]:
+    """Each identity walks past up to two cameras (two whenever there are two), one after the other."""
+    width, height = size
+    visits = min(2, len(cameras))
+    gap = max(1, int(round(0.3 * fps)))  # frames between leaving one camera and entering the next
+    first, last = 1, n_frames - 2
+    slot = (last - first - gap * (visits - 1)) // visits
+    if slot < 4:
+        raise ValueError(f"{n_frames} frames are too few for {visits} visits per identity; record longer")
+    apps: list[Appearance] = []
+    for person in people:
+        route = [cameras[int(i)] for i in rng.permutation(len(cameras))[:visits]]
+        for v, cam in enumerate(route):
+            begin = first + v * (slot + gap)
+            dur = int(rng.integers(max(3, int(slot * 0.7)), slot + 1))
+            frame_start = begin + int(rng.integers(0, slot - dur + 1))
+            frame_end = frame_start + dur - 1
+            feet_y = float(rng.uniform(0.78, 0.95) * height)
+            fig_h = _figure_height(person, feet_y, height)
+            half_w = 0.32 * fig_h
+            speed = float(rng.uniform(0.06, 0.1) * width)  # pixels per second
+            distance = min(speed * dur / fps, width - 2 * half_w - 8)
+            x_start = float(rng.uniform(half_w + 4, width - half_w - 4 - distance))
+            x_end = x_start + distance
+            if rng.random() < 0.5:
+                x_start, x_end = x_end, x_start
+            apps.append(
+                Appearance(
+                    identity=person.id,
+                    camera=cam,
+                    frame_start=frame_start,
+                    frame_end=frame_end,
+                    ts_start=start_ts + frame_start / fps,
+                    ts_end=start_ts + frame_end / fps,
+                    x_start=round(x_start, 2),
+                    x_end=round(x_end, 2),
+                    feet_y=round(feet_y, 2),
+                )
+            )
+    return apps
+
+
+def _figure_height(person: Identity, feet_y: float, frame_height: int) -> float:
+    # Simple perspective: people lower in the frame are closer and taller.
+    return frame_height * (0.25 + 0.2 * feet_y / frame_height) * person.height_scale
+
+
+# Drawing ------------------------------------------------------------------------------------------------
+
+
+def _background(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    """Paving stones, a few wall blocks and grain: enough texture for sharp crops, cheap to encode."""
+    width, height = size
+    base = rng.integers(70, 150, size=3)
+    img = np.empty((height, width, 3), np.float32)
+    img[:] = base
+    tile = int(rng.integers(18, 30))
+    for y in range(0, height, tile):
+        for x in range(0, width, tile):
+            shade = rng.normal(0, 14)
+            img[y : y + tile - 1, x : x + tile - 1] += shade
+    for _ in range(6):  # wall blocks and street furniture in the upper part
+        x1, y1 = int(rng.integers(0, width - 40)), int(rng.integers(0, height // 2))
+        w, h = int(rng.integers(30, width // 3)), int(rng.integers(20, height // 3))
+        img[y1 : y1 + h, x1 : x1 + w] = rng.integers(40, 200, size=3)
+    img += rng.normal(0, 9, size=img.shape)
+    img = cv2.GaussianBlur(np.clip(img, 0, 255).astype(np.uint8), (3, 3), 0)
+    return img
+
+
+def _render(
+    background: np.ndarray,
+    apps: list[Appearance],
+    people: list[Identity],
+    index: int,
+    fps: float,
+    start_ts: float,
+    camera: str,
+) -> tuple[np.ndarray, list[GroundTruthBox]]:
+    frame = background.copy()
+    height, width = frame.shape[:2]
+    by_id = {p.id: p for p in people}
+    ts = start_ts + index / fps
+    visible = [a for a in apps if a.frame_start <= index <= a.frame_end]
+    boxes: list[GroundTruthBox] = []
+    for app in sorted(visible, key=lambda a: (a.feet_y, a.identity)):  # far (higher) figures first
+        person = by_id[app.identity]
+        progress = (index - app.frame_start) / max(1, app.frame_end - app.frame_start)
+        cx = app.x_start + (app.x_end - app.x_start) * progress
+        fig_h = _figure_height(person, app.feet_y, height)
+        phase = abs(cx - app.x_start) / (0.45 * fig_h) * math.pi
+        facing = 1 if app.x_end >= app.x_start else -1
+        mask = np.zeros((height, width), np.uint8)
+        _draw_figure(frame, mask, person, cx, app.feet_y, fig_h, phase, facing)
+        ys, xs = np.nonzero(mask)
+        if len(xs) == 0:
+            continue
+        box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+        boxes.append(GroundTruthBox(camera, index, round(ts, 6), app.identity, box))
+    return frame, boxes
+
+
+def _draw_figure(
+    frame: np.ndarray,
+    mask: np.ndarray,
+    person: Identity,
+    cx: float,
+    feet_y: float,
+    h: float,
+    phase: float,
+    facing: int,
+) -> None:
+    """Draw one figure on ``frame`` and its silhouette on ``mask`` (for the exact ground-truth box)."""
+    top, bottom = COLOURS[person.top], COLOURS[person.bottom]
+    skin = SKIN[person.skin]
+    head_r = 0.085 * h
+    head_c = (cx, feet_y - h + head_r)
+    neck_y = feet_y - h + 2 * head_r
+    hip_y = feet_y - 0.47 * h
+    torso_w = 0.3 * h
+    swing = math.sin(phase)
+
+    def poly(points: list[tuple[float, float]], colour: tuple[int, int, int]) -> None:
+        pts = np.round(np.array(points, np.float32) * 8).astype(np.int32)  # 3 fractional bits: smooth motion
+        cv2.fillPoly(frame, [pts], colour, cv2.LINE_AA, 3)
+        cv2.fillPoly(mask, [pts], 255, cv2.LINE_8, 3)
+
+    def rect(x1: float, y1: float, x2: float, y2: float, colour: tuple[int, int, int]) -> None:
+        poly([(x1, y1), (x2, y1), (x2, y2), (x1, y2)], colour)
+
+    # Legs (or a skirt with legs below), swinging with the walking phase.
+    leg_w = 0.11 * h
+    for side in (-1, 1):
+        foot_x = cx + side * 0.05 * h + side * swing * 0.12 * h
+        hip_x = cx + side * 0.06 * h
+        colour = bottom if person.bottom_kind == "trousers" else skin
+        poly(
+            [(hip_x - leg_w / 2, hip_y), (hip_x + leg_w / 2, hip_y), (foot_x + leg_w / 2, feet_y - 0.03 * h),
+             (foot_x - leg_w / 2, feet_y - 0.03 * h)],
+            colour,
+        )
+        rect(foot_x - leg_w / 2 - 0.01 * h, feet_y - 0.035 * h, foot_x + leg_w / 2 + 0.03 * h * facing, feet_y,
+             COLOURS["black"])
+    if person.bottom_kind == "shorts":
+        for side in (-1, 1):
+            hip_x = cx + side * 0.06 * h
+            rect(hip_x - leg_w * 0.65, hip_y - 0.02 * h, hip_x + leg_w * 0.65, hip_y + 0.16 * h, bottom)
+    elif person.bottom_kind == "skirt":
+        poly([(cx - torso_w / 2, hip_y - 0.03 * h), (cx + torso_w / 2, hip_y - 0.03 * h),
+              (cx + torso_w * 0.62, hip_y + 0.2 * h), (cx - torso_w * 0.62, hip_y + 0.2 * h)], bottom)
+
+    # Backpack behind the torso (on the side opposite the walking direction).
+    if person.item == "backpack":
+        back = cx - facing * torso_w / 2
+        rect(min(back, back - facing * 0.1 * h), neck_y + 0.04 * h, max(back, back - facing * 0.1 * h),
+             hip_y - 0.05 * h, COLOURS[person.item_colour])
+
+    # Torso and arms in the top colour; hands in skin colour.
+    rect(cx - torso_w / 2, neck_y, cx + torso_w / 2, hip_y, top)
+    for side in (-1, 1):
+        shoulder_x = cx + side * (torso_w / 2 + 0.03 * h)
+        hand_x = shoulder_x + side * 0.01 * h - side * swing * 0.08 * h
+        arm_w = 0.065 * h
+        poly([(shoulder_x - arm_w / 2, neck_y + 0.01 * h), (shoulder_x + arm_w / 2, neck_y + 0.01 * h),
+              (hand_x + arm_w / 2, hip_y + 0.04 * h), (hand_x - arm_w / 2, hip_y + 0.04 * h)], top)
+        rect(hand_x - arm_w / 2, hip_y + 0.04 * h, hand_x + arm_w / 2, hip_y + 0.09 * h, skin)
+
+    if person.item == "bag":
+        bag_x = cx + facing * (torso_w / 2 + 0.06 * h)
+        cv2.line(frame, (int(cx), int(neck_y)), (int(bag_x), int(hip_y)), COLOURS[person.item_colour], 2)
+        rect(bag_x - 0.07 * h, hip_y - 0.04 * h, bag_x + 0.07 * h, hip_y + 0.1 * h, COLOURS[person.item_colour])
+
+    # Head, with eyes on the facing side so that direction is visible.
+    poly(_circle(head_c, head_r), skin)
+    eye = (head_c[0] + facing * head_r * 0.45, head_c[1] - head_r * 0.15)
+    cv2.circle(frame, (int(round(eye[0])), int(round(eye[1]))), max(1, int(head_r * 0.15)), (20, 20, 20), -1)
+    if person.item == "hat":
+        rect(head_c[0] - head_r * 1.35, head_c[1] - head_r * 0.55, head_c[0] + head_r * 1.35, head_c[1] - head_r * 0.3,
+             COLOURS[person.item_colour])
+        rect(head_c[0] - head_r * 0.9, head_c[1] - head_r * 1.35, head_c[0] + head_r * 0.9, head_c[1] - head_r * 0.5,
+             COLOURS[person.item_colour])
+
+
+def _circle(centre: tuple[float, float], radius: float, n: int = 20) -> list[tuple[float, float]]:
+    return [(centre[0] + radius * math.cos(2 * math.pi * k / n), centre[1] + radius * math.sin(2 * math.pi * k / n))
+            for k in range(n)]
+
+
+def _check_readable(path: Path, n_frames: int) -> None:
+    """Fail here, with the file named, when this OpenCV build writes MP4s it cannot read back."""
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    try:
+        ok = cap.isOpened() and cap.read()[0]
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if ok else 0
+    finally:
+        cap.release()
+    if not ok or abs(count - n_frames) > 1:
+        raise SourceError(
+            f"{path} was written but reads back as {count} of {n_frames} frames; "
+            "this OpenCV build cannot round-trip mp4v MP4 files"
+        )

@@ -1,0 +1,195 @@
+"""The vector index: one small interface, two backends.
+
+``EdgeIndex`` (embedded Qdrant Edge, the default) and ``ServerIndex`` (a Qdrant
+server through ``qdrant-client``) both store one point per kept crop with the
+payload of DESIGN.md ("Point payload") and answer the same calls. Filters
+always go inside the vector query, never onto a finished top-k list, so a
+narrow filter still returns matches that exist further away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from camtrace.errors import StorageError
+from camtrace.types import IndexPoint, SearchFilter, TrackHit
+
+if TYPE_CHECKING:
+    from camtrace.settings import Settings
+
+# Payload fields that get an index (DESIGN.md): keywords for the camera /
+# track / video filters and grouping, a float range index for time.
+KEYWORD_FIELDS = ("camera_id", "track_id", "video_id")
+FLOAT_FIELDS = ("ts",)
+
+# Points per write call: large enough to amortise the call, small enough that
+# one batch of 768-d vectors stays a few MB.
+UPSERT_BATCH = 512
+
+
+def slug(model_version: str) -> str:
+    """A folder- and collection-safe name for a model version.
+
+    Characters outside ``[A-Za-z0-9._-]`` become ``-``; whenever that changes
+    the name, a short hash of the original is appended so that two versions
+    differing only in such characters ("a/b" and "a:b") never share a shard.
+    """
+    if not model_version or not model_version.strip():
+        raise StorageError("model_version is empty: every index is named after the model that made its vectors")
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", model_version.strip()).strip("-.")[:80]
+    if cleaned != model_version:
+        digest = hashlib.sha256(model_version.encode()).hexdigest()[:8]
+        cleaned = f"{cleaned}-{digest}" if cleaned else digest
+    return cleaned
+
+
+class VectorIndex(ABC):
+    """One model version's vectors and payloads, searched one result per track."""
+
+    model_version: str
+    dim: int
+
+    @abstractmethod
+    def ensure(self) -> None:
+        """Create the collection/shard (cosine, ``dim``) and its payload indexes if missing; idempotent."""
+
+    @abstractmethod
+    def upsert(self, points: Sequence[IndexPoint]) -> None:
+        """Insert or overwrite points by id (deterministic ids make repeats harmless); batched."""
+
+    @abstractmethod
+    def search(self, vector: np.ndarray, filter: SearchFilter | None = None, limit: int = 20) -> list[TrackHit]:
+        """Best point of each track, score descending, up to ``limit`` distinct tracks."""
+
+    @abstractmethod
+    def search_points(
+        self, vector: np.ndarray, filter: SearchFilter | None = None, limit: int = 20
+    ) -> list[TrackHit]:
+        """Nearest points, not grouped (a track may appear several times)."""
+
+    @abstractmethod
+    def count(self, filter: SearchFilter | None = None) -> int:
+        """Exact number of points matching ``filter`` (all points when None)."""
+
+    @abstractmethod
+    def retrieve(self, ids: Sequence[str]) -> list[IndexPoint]:
+        """Points with vectors (unit length: cosine indexes store them normalised), in the order
+        of ``ids``; unknown ids are skipped."""
+
+    @abstractmethod
+    def track_points(self, track_id: str) -> list[IndexPoint]:
+        """All points of one track with vectors, ordered by time."""
+
+    @abstractmethod
+    def delete(self, target: SearchFilter | Sequence[str]) -> None:
+        """Delete points by id, or every point matching a (non-empty) filter."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what the index holds; safe to call twice."""
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[VectorIndex]:
+        """Hold the index open across several calls (batch work); a no-op where opening is free."""
+        yield self
+
+    def __enter__(self) -> VectorIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Shared checks ---------------------------------------------------------
+    def _query_vector(self, vector: np.ndarray | Sequence[float]) -> list[float]:
+        array = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if array.shape[0] != self.dim:
+            raise StorageError(
+                f"query vector has {array.shape[0]} dimensions but the index for model "
+                f"{self.model_version!r} holds {self.dim}-d vectors; embed the query with the same model"
+            )
+        if not np.all(np.isfinite(array)):
+            raise StorageError("query vector contains NaN or infinite values; check the embedding model's output")
+        return array.tolist()
+
+    def _point_batches(self, points: Sequence[IndexPoint]) -> Iterator[tuple[list[str], list[list[float]], list[dict]]]:
+        """Validated (ids, vectors, payloads) in batches of ``UPSERT_BATCH``."""
+        for start in range(0, len(points), UPSERT_BATCH):
+            chunk = points[start : start + UPSERT_BATCH]
+            vectors = np.stack([np.asarray(p.vector, dtype=np.float32).reshape(-1) for p in chunk]) if chunk else None
+            if vectors is None:
+                continue
+            if vectors.shape[1] != self.dim:
+                raise StorageError(
+                    f"point {chunk[0].id} has a {vectors.shape[1]}-d vector but the index for model "
+                    f"{self.model_version!r} holds {self.dim}-d vectors; a different model needs its own index"
+                )
+            if not np.all(np.isfinite(vectors)):
+                bad = chunk[int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])].id
+                raise StorageError(f"point {bad} has NaN or infinite values in its vector; it was not indexed")
+            yield [str(p.id) for p in chunk], vectors.tolist(), [plain_payload(p.payload) for p in chunk]
+
+
+def plain_payload(payload: Mapping) -> dict:
+    """The payload as JSON-ready Python values (numpy scalars and tuples are common in callers)."""
+    return {str(key): _plain(value) for key, value in payload.items()}
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return plain_payload(value)
+    return value
+
+
+def is_empty_filter(filter: SearchFilter | None) -> bool:
+    return filter is None or (
+        not filter.camera_ids and not filter.exclude_camera_ids and filter.since is None and filter.until is None
+    )
+
+
+def hit_from(point_id: object, score: float, payload: Mapping | None) -> TrackHit:
+    payload = dict(payload or {})
+    return TrackHit(track_id=str(payload.get("track_id", "")), score=float(score), point_id=str(point_id), payload=payload)
+
+
+def open_index(settings: Settings, model_version: str, dim: int, *, ensure: bool = True) -> VectorIndex:
+    """The index for one model version: a Qdrant server when ``settings.qdrant_url`` is set, else Qdrant Edge.
+
+    With ``ensure`` (the default) the collection/shard and payload indexes are
+    created if missing, so an unreachable server is reported here, at start-up.
+    """
+    if settings.qdrant_url:
+        from qdrant_client import QdrantClient
+
+        from camtrace.storage.server import ServerIndex
+
+        # ensure() reaches the server at once and reports failure as a
+        # StorageError; the client's own version probe runs in a background
+        # thread and would only add a vaguer warning at a random moment.
+        client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key, check_compatibility=False)
+        index: VectorIndex = ServerIndex(
+            client, model_version, dim, alias=settings.collection, location=settings.qdrant_url
+        )
+    else:
+        from camtrace.storage.edge import EdgeIndex
+
+        index = EdgeIndex(settings.index_dir, model_version, dim)
+    if ensure:
+        try:
+            index.ensure()
+        except BaseException:
+            index.close()
+            raise
+    return index

@@ -1,0 +1,554 @@
+"""SQL metadata: cameras, videos, segments, tracks, detections and jobs.
+
+SQLAlchemy 2 ORM models plus a ``Database`` with the few calls the pipeline
+makes. The schema is created and upgraded by Alembic (``Database.migrate()``),
+never by ``create_all``, so SQLite and PostgreSQL always hold the same schema.
+
+Every write is an idempotent upsert by primary key (``INSERT ... ON CONFLICT
+DO UPDATE``), so a redelivered task rewrites its rows instead of failing or
+duplicating. Rows are plain dicts or dataclass instances whose field names
+are column names; on conflict only the columns a row names are updated, the
+others keep their stored values (``created_at`` is never rewritten).
+
+All times are epoch seconds (float), like ``ts`` in the vector payload, so
+both databases store them alike and nothing depends on time zones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Float, ForeignKey, Integer, String, Text, create_engine, event, func, select, text, update
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from camtrace.errors import NotFoundError, StorageError
+
+SEGMENT_STATUSES = ("pending", "done", "failed")
+JOB_STATUSES = ("queued", "running", "done", "failed")
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Constant key for PostgreSQL's advisory lock around migrations ("camt").
+_MIGRATION_LOCK_KEY = 0x63616D74
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Camera(Base):
+    __tablename__ = "cameras"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)  # the camera's name
+    url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    status: Mapped[str] = mapped_column(String, default="offline", server_default="offline")
+    last_frame_at: Mapped[float | None] = mapped_column(Float)
+    reconnects: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Video(Base):
+    __tablename__ = "videos"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    camera_id: Mapped[str] = mapped_column(ForeignKey("cameras.id"))
+    source: Mapped[str] = mapped_column(Text)
+    fps: Mapped[float] = mapped_column(Float)
+    frame_count: Mapped[int | None] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    start_ts: Mapped[float] = mapped_column(Float)
+    end_ts: Mapped[float | None] = mapped_column(Float)  # unknown while a live stream runs
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Segment(Base):
+    __tablename__ = "segments"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)  # "<video_id>:<index>"
+    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id"))
+    index: Mapped[int] = mapped_column(Integer)
+    start_frame: Mapped[int] = mapped_column(Integer)
+    end_frame: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String, default="pending", server_default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    job_id: Mapped[str | None] = mapped_column(String)
+
+
+class Track(Base):
+    __tablename__ = "tracks"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)  # "<video>:<segment>:<local id>"
+    camera_id: Mapped[str] = mapped_column(String, index=True)
+    video_id: Mapped[str] = mapped_column(String)
+    segment_index: Mapped[int] = mapped_column(Integer)
+    ts_start: Mapped[float] = mapped_column(Float, index=True)
+    ts_end: Mapped[float] = mapped_column(Float)
+    n_boxes: Mapped[int] = mapped_column(Integer)
+    best_crop_key: Mapped[str | None] = mapped_column(String)
+
+
+class Detection(Base):
+    """One indexed crop: the SQL twin of a vector point (same id)."""
+
+    __tablename__ = "detections"
+
+    point_id: Mapped[str] = mapped_column(String, primary_key=True)
+    track_id: Mapped[str] = mapped_column(ForeignKey("tracks.id"), index=True)
+    camera_id: Mapped[str] = mapped_column(String)
+    video_id: Mapped[str] = mapped_column(String)
+    frame_index: Mapped[int] = mapped_column(Integer)
+    ts: Mapped[float] = mapped_column(Float)
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float)
+    y2: Mapped[float] = mapped_column(Float)
+    det_conf: Mapped[float] = mapped_column(Float)
+    quality: Mapped[float] = mapped_column(Float)
+    crop_key: Mapped[str] = mapped_column(String)
+    model_version: Mapped[str] = mapped_column(String)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    kind: Mapped[str] = mapped_column(String)
+    source: Mapped[str] = mapped_column(Text)
+    camera_id: Mapped[str | None] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String, default="queued", server_default="queued")
+    segments_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    segments_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    segments_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    crops_indexed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    frames: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+
+
+JOB_COUNTERS = ("segments_total", "segments_done", "segments_failed", "crops_indexed", "frames")
+# Columns an upsert never rewrites: the first write's time stays.
+_KEEP_ON_CONFLICT = frozenset({"created_at"})
+
+
+def segment_id(video_id: str, index: int) -> str:
+    return f"{video_id}:{int(index)}"
+
+
+def alembic_config(url: str):
+    """Alembic configured from code (no alembic.ini): the migrations folder and the database URL."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # ConfigParser treats % as interpolation; URLs with escaped passwords carry it.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside one writer; busy_timeout makes writers of
+    # other processes wait instead of failing at once; foreign keys are off by
+    # default in SQLite but always on in PostgreSQL, so turn them on here too.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class Database:
+    """The metadata database: SQLite (default, one file shared by the processes of a host) or PostgreSQL."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise StorageError(
+                f"unsupported database {parsed.render_as_string(hide_password=True)}: "
+                "CAMTRACE_DATABASE_URL must be sqlite:///... or postgresql+psycopg://..."
+            )
+        self._display = parsed.render_as_string(hide_password=True)
+        kwargs: dict[str, Any] = {"echo": echo}
+        self._sqlite_path: Path | None = None
+        if self.dialect == "sqlite":
+            kwargs["connect_args"] = {"timeout": 30}
+            if parsed.database in (None, "", ":memory:"):
+                kwargs["poolclass"] = StaticPool  # one shared in-memory database
+            else:
+                self._sqlite_path = Path(parsed.database).expanduser().resolve()
+                self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(url, **kwargs)
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _set_sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Database:
+        return cls(settings.sql_url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Errors and transactions ---------------------------------------------
+    @contextlib.contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (NotFoundError, StorageError):
+            raise
+        except OperationalError as exc:
+            raise StorageError(
+                f"database {self._display}: {action} failed: {' '.join(str(exc.orig).split())}; "
+                "check that the database is reachable "
+                "and CAMTRACE_DATABASE_URL is right"
+            ) from exc
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database {self._display}: {action} failed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _write(self, action: str) -> Iterator[Connection]:
+        with self._guard(action), self.engine.begin() as conn:
+            yield conn
+
+    # Schema ----------------------------------------------------------------
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (Alembic ``upgrade head``); safe to repeat and to
+        run from several processes at once (they take turns)."""
+        from alembic import command
+
+        config = alembic_config(self.url)
+        with self._guard("migration"), self._migration_lock(), self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        if self._sqlite_path is None:
+            yield
+            return
+        from filelock import FileLock
+
+        with FileLock(str(self._sqlite_path) + ".migrate.lock", timeout=120):
+            yield
+
+    def revision(self) -> str | None:
+        """The schema revision the database is at (None before the first migration)."""
+        with self._guard("reading the schema revision"), self.engine.connect() as conn:
+            from alembic.runtime.migration import MigrationContext
+
+            return MigrationContext.configure(conn).get_current_revision()
+
+    # Upsert machinery --------------------------------------------------------
+    def _insert(self, table: Any) -> Any:
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        return insert(table)
+
+    def _upsert(self, conn: Connection, model: type[Base], rows: Sequence[dict]) -> None:
+        """INSERT ... ON CONFLICT (pk) DO UPDATE the columns each row names."""
+        table = model.__table__
+        keys = [c.name for c in table.primary_key]
+        # One row per key, the last one winning, however the driver batches
+        # the rows (PostgreSQL refuses a multi-row INSERT ... ON CONFLICT that
+        # touches one row twice).
+        unique = {tuple(row.get(k) for k in keys): row for row in rows}
+        groups: dict[tuple[str, ...], list[dict]] = {}
+        for row in unique.values():
+            groups.setdefault(tuple(sorted(row)), []).append(row)
+        for names, group in groups.items():
+            stmt = self._insert(table)
+            updates = {n: stmt.excluded[n] for n in names if n not in keys and n not in _KEEP_ON_CONFLICT}
+            if updates:
+                stmt = stmt.on_conflict_do_update(index_elements=keys, set_=updates)
+            else:
+                stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+            conn.execute(stmt, group)
+
+    # Cameras ---------------------------------------------------------------
+    def ensure_camera(self, camera_id: str, url: str | None = None) -> None:
+        """Create the camera if missing; a given ``url`` replaces the stored one."""
+        row: dict[str, Any] = {"id": camera_id}
+        if url is not None:
+            row["url"] = url
+        with self._write(f"saving camera {camera_id!r}") as conn:
+            self._upsert(conn, Camera, [row])
+
+    def update_camera(self, camera_id: str, **fields: Any) -> None:
+        """Set status, url, last_frame_at, reconnects or last_error of an existing camera."""
+        fields = _columns(Camera, fields, exclude=("id", "created_at"))
+        with self._write(f"updating camera {camera_id!r}") as conn:
+            if conn.execute(update(Camera).where(Camera.id == camera_id).values(**fields)).rowcount == 0:
+                raise NotFoundError(f"camera {camera_id!r} does not exist; add it first")
+
+    def list_cameras(self) -> list[Camera]:
+        with self._guard("listing cameras"), self._sessions() as session:
+            return list(session.scalars(select(Camera).order_by(Camera.id)))
+
+    def camera_ids(self) -> list[str]:
+        with self._guard("listing cameras"), self.engine.connect() as conn:
+            return list(conn.scalars(select(Camera.id).order_by(Camera.id)))
+
+    # Videos and segments ---------------------------------------------------
+    def upsert_video(
+        self,
+        video_id: str,
+        camera_id: str,
+        source: str,
+        fps: float,
+        width: int,
+        height: int,
+        start_ts: float,
+        end_ts: float | None = None,
+        frame_count: int | None = None,
+    ) -> None:
+        """Save a video (a file or a stream's recording); creates its camera row if missing."""
+        row = _plain_row(
+            {
+                "id": video_id,
+                "camera_id": camera_id,
+                "source": str(source),
+                "fps": fps,
+                "width": width,
+                "height": height,
+                "start_ts": start_ts,
+                "end_ts": end_ts,
+                "frame_count": frame_count,
+            }
+        )
+        with self._write(f"saving video {video_id!r}") as conn:
+            self._upsert(conn, Camera, [{"id": camera_id}])
+            self._upsert(conn, Video, [row])
+
+    def get_video(self, video_id: str) -> Video:
+        with self._guard(f"reading video {video_id!r}"), self._sessions() as session:
+            video = session.get(Video, video_id)
+        if video is None:
+            raise NotFoundError(f"video {video_id!r} does not exist")
+        return video
+
+    def upsert_segment(
+        self,
+        video_id: str,
+        index: int,
+        start_frame: int,
+        end_frame: int,
+        *,
+        status: str | None = None,
+        job_id: str | None = None,
+    ) -> str:
+        """Save a segment and return its id ``"<video_id>:<index>"``.
+
+        ``status`` and ``job_id`` left as None keep their stored values, so a
+        repeated ingest does not reset a segment that is already done.
+        """
+        row: dict[str, Any] = {
+            "id": segment_id(video_id, index),
+            "video_id": video_id,
+            "index": int(index),
+            "start_frame": int(start_frame),
+            "end_frame": int(end_frame),
+        }
+        if status is not None:
+            row["status"] = _check_status("segment", status, SEGMENT_STATUSES)
+        if job_id is not None:
+            row["job_id"] = job_id
+        with self._write(f"saving segment {row['id']!r}") as conn:
+            self._upsert(conn, Segment, [row])
+        return row["id"]
+
+    def mark_segment(self, segment_id: str, status: str, error: str | None = None) -> None:
+        """Record a segment's outcome; each ``done`` or ``failed`` counts one attempt."""
+        _check_status("segment", status, SEGMENT_STATUSES)
+        values: dict[str, Any] = {"status": status, "error": error}
+        if status in ("done", "failed"):
+            values["attempts"] = Segment.attempts + 1
+        with self._write(f"marking segment {segment_id!r}") as conn:
+            if conn.execute(update(Segment).where(Segment.id == segment_id).values(**values)).rowcount == 0:
+                raise NotFoundError(f"segment {segment_id!r} does not exist; save it with upsert_segment first")
+
+    def list_segments(self, video_id: str, status: str | None = None) -> list[Segment]:
+        query = select(Segment).where(Segment.video_id == video_id).order_by(Segment.index)
+        if status is not None:
+            query = query.where(Segment.status == _check_status("segment", status, SEGMENT_STATUSES))
+        with self._guard(f"listing segments of {video_id!r}"), self._sessions() as session:
+            return list(session.scalars(query))
+
+    # Tracks and detections ---------------------------------------------------
+    def upsert_tracks(self, rows: Iterable[Mapping | Any]) -> int:
+        """Save tracks (columns of ``Track``); returns how many rows were given."""
+        prepared = [_columns(Track, _as_dict(r), require=("id",)) for r in rows]
+        if prepared:
+            with self._write("saving tracks") as conn:
+                self._upsert(conn, Track, prepared)
+        return len(prepared)
+
+    def upsert_detections(self, rows: Iterable[Mapping | Any]) -> int:
+        """Save detections (columns of ``Detection``; a ``bbox`` of 4 numbers may stand for x1..y2).
+
+        Their tracks must be saved first (foreign key).
+        """
+        prepared = []
+        for r in rows:
+            row = _as_dict(r)
+            if "bbox" in row:
+                row = {k: v for k, v in row.items() if k != "bbox"} | dict(zip(("x1", "y1", "x2", "y2"), row["bbox"]))
+            prepared.append(_columns(Detection, row, require=("point_id",)))
+        if prepared:
+            with self._write("saving detections") as conn:
+                self._upsert(conn, Detection, prepared)
+        return len(prepared)
+
+    def tracks_by_ids(self, ids: Iterable[str]) -> dict[str, Track]:
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, Track] = {}
+        with self._guard("reading tracks"), self._sessions() as session:
+            for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
+                chunk = wanted[start : start + 500]
+                found.update((t.id, t) for t in session.scalars(select(Track).where(Track.id.in_(chunk))))
+        return found
+
+    def track_detections(self, track_id: str) -> list[Detection]:
+        query = select(Detection).where(Detection.track_id == track_id).order_by(Detection.ts, Detection.frame_index)
+        with self._guard(f"reading detections of {track_id!r}"), self._sessions() as session:
+            return list(session.scalars(query))
+
+    # Jobs ------------------------------------------------------------------
+    def create_job(
+        self,
+        kind: str,
+        source: str,
+        camera_id: str | None = None,
+        *,
+        job_id: str | None = None,
+        segments_total: int = 0,
+    ) -> Job:
+        """Create a queued job (a random id unless one is given; an existing id is left as is)."""
+        import uuid
+
+        row = {
+            "id": job_id or uuid.uuid4().hex,
+            "kind": kind,
+            "source": str(source),
+            "camera_id": camera_id,
+            "segments_total": int(segments_total),
+        }
+        with self._write("creating a job") as conn:
+            conn.execute(self._insert(Job.__table__).on_conflict_do_nothing(index_elements=["id"]), [row])
+        return self.get_job(row["id"])
+
+    def update_job(self, job_id: str, **fields: Any) -> Job:
+        """Set job columns (status, counters, error, started_at, finished_at ...) and return the job.
+
+        A move to ``running`` stamps ``started_at`` and a move to ``done`` or
+        ``failed`` stamps ``finished_at``, unless given.
+        """
+        fields = _columns(Job, fields, exclude=("id", "created_at"))
+        if "status" in fields:
+            _check_status("job", fields["status"], JOB_STATUSES)
+            now = time.time()
+            if fields["status"] == "running":
+                fields.setdefault("started_at", now)
+            elif fields["status"] in ("done", "failed"):
+                fields.setdefault("finished_at", now)
+        if fields:
+            with self._write(f"updating job {job_id!r}") as conn:
+                if conn.execute(update(Job).where(Job.id == job_id).values(**fields)).rowcount == 0:
+                    raise NotFoundError(f"job {job_id!r} does not exist")
+        return self.get_job(job_id)
+
+    def increment_job(self, job_id: str, **deltas: int) -> Job:
+        """Add to job counters in one statement, so workers finishing at once lose no count."""
+        unknown = set(deltas) - set(JOB_COUNTERS)
+        if unknown:
+            raise StorageError(f"cannot increment {sorted(unknown)}: job counters are {', '.join(JOB_COUNTERS)}")
+        values = {name: getattr(Job, name) + int(delta) for name, delta in deltas.items()}
+        if values:
+            with self._write(f"updating job {job_id!r}") as conn:
+                if conn.execute(update(Job).where(Job.id == job_id).values(**values)).rowcount == 0:
+                    raise NotFoundError(f"job {job_id!r} does not exist")
+        return self.get_job(job_id)
+
+    def get_job(self, job_id: str) -> Job:
+        with self._guard(f"reading job {job_id!r}"), self._sessions() as session:
+            job = session.get(Job, job_id)
+        if job is None:
+            raise NotFoundError(f"job {job_id!r} does not exist; `camtrace jobs` lists the known ones")
+        return job
+
+    def list_jobs(self, limit: int = 50, status: str | None = None) -> list[Job]:
+        """Newest first."""
+        query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
+        if status is not None:
+            query = query.where(Job.status == _check_status("job", status, JOB_STATUSES))
+        with self._guard("listing jobs"), self._sessions() as session:
+            return list(session.scalars(query))
+
+    # Totals ----------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        models = {"cameras": Camera, "videos": Video, "tracks": Track, "detections": Detection}
+        with self._guard("counting rows"), self.engine.connect() as conn:
+            return {
+                name: int(conn.scalar(select(func.count()).select_from(model)) or 0) for name, model in models.items()
+            }
+
+
+# Row helpers -------------------------------------------------------------------
+def _as_dict(row: Mapping | Any) -> dict[str, Any]:
+    if isinstance(row, Mapping):
+        return dict(row)
+    if dataclasses.is_dataclass(row) and not isinstance(row, type):
+        return {f.name: getattr(row, f.name) for f in dataclasses.fields(row)}
+    raise StorageError(f"a row must be a dict or a dataclass instance, not {type(row).__name__}")
+
+
+def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
+    # Database drivers reject numpy scalars, which detection code hands over freely.
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+
+
+def _columns(
+    model: type[Base], row: dict[str, Any], *, require: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> dict[str, Any]:
+    names = set(model.__table__.columns.keys()) - set(exclude)
+    unknown = set(row) - names
+    if unknown:
+        raise StorageError(
+            f"unknown column(s) {', '.join(sorted(unknown))} for table {model.__tablename__}; "
+            f"its columns are {', '.join(sorted(names))}"
+        )
+    missing = [name for name in require if row.get(name) in (None, "")]
+    if missing:
+        raise StorageError(f"a {model.__tablename__} row needs {', '.join(missing)}: {row}")
+    return _plain_row(row)
+
+
+def _check_status(what: str, status: str, allowed: Sequence[str]) -> str:
+    if status not in allowed:
+        raise StorageError(f"{what} status {status!r} is not one of {', '.join(allowed)}")
+    return status

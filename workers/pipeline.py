@@ -1,0 +1,267 @@
+"""The ingest stages composed, with no broker and no HTTP in them.
+
+``detect_segment`` turns one segment of a source into selected crops;
+``CropIndexer`` embeds crops and writes them to the crop store, the vector index
+and SQL. Local mode calls both in one process; the Celery tasks call the very
+same functions, so both modes produce the same point ids and payloads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from camtrace.detection import (
+    CropSelector,
+    PersonDetector,
+    SegmentSpec,
+    SegmentTracker,
+    VideoSource,
+    expand_source,
+    track_frames,
+)
+from camtrace.errors import CamtraceError
+from camtrace.embedding import ImageTextEncoder
+from camtrace.settings import Settings
+from camtrace.storage import CropStore, Database, VectorIndex
+from camtrace.types import Crop, IndexPoint, make_track_id, point_id
+
+JPEG_QUALITY = 90
+
+
+@dataclass
+class TrackSpan:
+    track_id: str
+    ts_start: float
+    ts_end: float
+    n_boxes: int
+
+
+@dataclass
+class SegmentResult:
+    """What detection produced for one segment: the crops to embed and every track's span."""
+
+    camera_id: str
+    video_id: str
+    segment_index: int
+    frames: int = 0
+    boxes: int = 0
+    crops: list[Crop] = field(default_factory=list)
+    tracks: list[TrackSpan] = field(default_factory=list)
+
+
+def open_sources(source: str, start_ts: float | None) -> list[VideoSource]:
+    """Open every video of a source before anything is written, so bad input changes nothing.
+
+    With a start time and several files, the files are taken as consecutive
+    recordings: each starts where the previous one ended.
+    """
+    opened: list[VideoSource] = []
+    try:
+        next_start = start_ts
+        for uri in expand_source(source):
+            video = VideoSource(uri, start_ts=next_start)
+            opened.append(video)
+            if next_start is not None and video.info.frame_count:
+                next_start = video.info.start_ts + video.info.frame_count / video.info.fps
+    except CamtraceError:
+        for video in opened:
+            video.close()
+        raise
+    return opened
+
+
+def register_video(db: Database, video: VideoSource, camera_id: str, segments: Sequence[SegmentSpec], job_id: str) -> None:
+    """Record a video and its segments (pending, owned by ``job_id``); idempotent."""
+    info = video.info
+    db.upsert_video(
+        video_id=video.video_id,
+        camera_id=camera_id,
+        source=info.uri,
+        fps=info.fps,
+        width=info.width,
+        height=info.height,
+        start_ts=info.start_ts,
+        end_ts=info.start_ts + info.frame_count / info.fps if info.frame_count else None,
+        frame_count=info.frame_count,
+    )
+    for segment in segments:
+        db.upsert_segment(
+            video.video_id, segment.index, segment.start_frame, segment.end_frame, status="pending", job_id=job_id
+        )
+
+
+def detect_segment(
+    source: VideoSource,
+    segment: SegmentSpec,
+    camera_id: str,
+    detector: PersonDetector,
+    settings: Settings,
+    on_frame: Callable[[], None] | None = None,
+) -> SegmentResult:
+    """Decode, detect, track and select crops for one segment (a fresh tracker per segment)."""
+    video_id = source.video_id
+    result = SegmentResult(camera_id=camera_id, video_id=video_id, segment_index=segment.index)
+    tracker = SegmentTracker(settings.tracker, frame_rate=settings.sample_fps)
+    selector = CropSelector(
+        k=settings.crops_per_track, min_height=settings.min_crop_height, min_sharpness=settings.min_crop_sharpness
+    )
+    frames = source.frames(settings.sample_fps, start_frame=segment.start_frame, end_frame=segment.end_frame)
+    for frame, boxes in track_frames(detector, frames, tracker):
+        selector.add(frame, boxes)
+        result.frames += 1
+        result.boxes += len(boxes)
+        if on_frame is not None:
+            on_frame()
+
+    def track_id_for(local_id: int) -> str:
+        return make_track_id(video_id, segment.index, local_id)
+
+    result.crops = selector.select(track_id_for)
+    for crop in result.crops:
+        # Encoded once here: the stored crop, the embedded pixels and what travels
+        # to an embed worker are the same bytes in local and distributed mode.
+        crop.jpeg = encode_jpeg(crop.image)
+    kept_tracks = {crop.track_id for crop in result.crops}
+    for local_id, span in sorted(selector.spans.items()):
+        track_id = track_id_for(local_id)
+        if track_id in kept_tracks:  # a track without a usable crop can never be found: not stored
+            result.tracks.append(TrackSpan(track_id, span.ts_start, span.ts_end, span.n_boxes))
+    return result
+
+
+def encode_jpeg(image_bgr: np.ndarray) -> bytes:
+    ok, buffer = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise ValueError("could not encode crop as JPEG")
+    return buffer.tobytes()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError("not a JPEG image")
+    return image
+
+
+def crop_key(camera_id: str, video_id: str, pid: str) -> str:
+    return f"{camera_id}/{video_id}/{pid}.jpg"
+
+
+class CropIndexer:
+    """Embeds crops in large batches and writes crop JPEGs, vectors and SQL rows.
+
+    Writes are ordered crop store -> vector index -> SQL, all keyed by the
+    deterministic point id, so a repeated call overwrites and a crash in the
+    middle leaves nothing that a retry does not repair.
+    """
+
+    def __init__(self, encoder: ImageTextEncoder, index: VectorIndex, db: Database, crops: CropStore) -> None:
+        self.encoder = encoder
+        self.index = index
+        self.db = db
+        self.crops = crops
+
+    def index_segment(self, result: SegmentResult) -> int:
+        """Embed and write one segment's crops and tracks; returns the number of points written."""
+        return self.write_segment(result, self.embed(result.crops))
+
+    def embed(self, crops: Sequence[Crop]) -> np.ndarray:
+        """Vectors of the crops' JPEGs, in the encoder's large batches.
+
+        The stored JPEG is embedded, not the raw pixels: a backfill from the crop
+        store (a new model version) and the distributed mode, where crops travel
+        as JPEG, then give exactly the vectors of local mode.
+        """
+        if not crops:
+            return np.zeros((0, 0), np.float32)
+        images = [cv2.cvtColor(decode_jpeg(crop_jpeg(crop)), cv2.COLOR_BGR2RGB) for crop in crops]
+        return self.encoder.encode_images(images)
+
+    def write_segment(self, result: SegmentResult, vectors: np.ndarray) -> int:
+        """Write crops, vectors and SQL rows of one segment (or one part of it)."""
+        points, rows = self.write_points(result.camera_id, result.video_id, result.crops, vectors)
+        # Tracks before detections: detections reference their track.
+        best_keys = best_crop_keys(result)
+        self.db.upsert_tracks(
+            [
+                {
+                    "id": span.track_id,
+                    "camera_id": result.camera_id,
+                    "video_id": result.video_id,
+                    "segment_index": result.segment_index,
+                    "ts_start": span.ts_start,
+                    "ts_end": span.ts_end,
+                    "n_boxes": span.n_boxes,
+                    "best_crop_key": best_keys.get(span.track_id),
+                }
+                for span in result.tracks
+            ]
+        )
+        self.db.upsert_detections(rows)
+        return len(points)
+
+    def write_points(
+        self, camera_id: str, video_id: str, crops: Sequence[Crop], vectors: np.ndarray
+    ) -> tuple[list[IndexPoint], list[dict]]:
+        """Store crop JPEGs and upsert their vectors; returns the points and their SQL rows."""
+        if not crops:
+            return [], []
+        model_version = self.encoder.model_version
+        points, rows = [], []
+        for crop, vector in zip(crops, vectors, strict=True):
+            pid = point_id(video_id, crop.frame_index, crop.track_id)
+            key = crop_key(camera_id, video_id, pid)
+            self.crops.put(key, crop_jpeg(crop))
+            payload = {
+                "camera_id": camera_id,
+                "video_id": video_id,
+                "track_id": crop.track_id,
+                "ts": float(crop.ts),
+                "frame_index": int(crop.frame_index),
+                "bbox": [float(v) for v in crop.box],
+                "det_conf": float(crop.det_conf),
+                "crop_key": key,
+                "model_version": model_version,
+            }
+            points.append(IndexPoint(id=pid, vector=vector, payload=payload))
+            x1, y1, x2, y2 = (float(v) for v in crop.box)
+            rows.append(
+                {
+                    "point_id": pid,
+                    "track_id": crop.track_id,
+                    "camera_id": camera_id,
+                    "video_id": video_id,
+                    "frame_index": int(crop.frame_index),
+                    "ts": float(crop.ts),
+                    "x1": x1,
+                    "y1": y1,
+                    "x2": x2,
+                    "y2": y2,
+                    "det_conf": float(crop.det_conf),
+                    "quality": float(crop.quality),
+                    "crop_key": key,
+                    "model_version": model_version,
+                }
+            )
+        self.index.upsert(points)
+        return points, rows
+
+
+def crop_jpeg(crop: Crop) -> bytes:
+    return crop.jpeg if crop.jpeg is not None else encode_jpeg(crop.image)
+
+
+def best_crop_keys(result: SegmentResult) -> dict[str, str]:
+    """The crop key of each track's highest-quality kept crop."""
+    best: dict[str, Crop] = {}
+    for crop in result.crops:
+        if crop.track_id not in best or crop.quality > best[crop.track_id].quality:
+            best[crop.track_id] = crop
+    return {
+        track_id: crop_key(result.camera_id, result.video_id, point_id(result.video_id, crop.frame_index, track_id))
+        for track_id, crop in best.items()
+    }
