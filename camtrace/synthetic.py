@@ -284,7 +284,9 @@ def _make_schedule(
             half_w = 0.32 * fig_h
             speed = float(rng.uniform(0.06, 0.1) * width)  # pixels per second
             distance = min(speed * dur / fps, width - 2 * half_w - 8)
-            x_start = float(rng.uniform(half_w + 4, width - half_w - 4 - distance))
+            low = half_w + 4
+            # max(): when the walk spans the whole frame, rounding may put high a hair below low.
+            x_start = float(rng.uniform(low, max(low, width - half_w - 4 - distance)))
             x_end = x_start + distance
             if rng.random() < 0.5:
                 x_start, x_end = x_end, x_start

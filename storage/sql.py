@@ -24,7 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, create_engine, event, func, select, text, update
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
@@ -81,7 +94,21 @@ class Segment(Base):
     status: Mapped[str] = mapped_column(String, default="pending", server_default="pending")
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    job_id: Mapped[str | None] = mapped_column(String)
+    job_id: Mapped[str | None] = mapped_column(String, index=True)
+    # Distributed mode: how many embed parts the detect task sent (None: not detected yet).
+    parts_total: Mapped[int | None] = mapped_column(Integer)
+    frames: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    crops: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class SegmentPart(Base):
+    """One embed message of a segment, written: a redelivered part rewrites its row."""
+
+    __tablename__ = "segment_parts"
+
+    segment_id: Mapped[str] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    crops: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Track(Base):
@@ -306,6 +333,10 @@ class Database:
             if conn.execute(update(Camera).where(Camera.id == camera_id).values(**fields)).rowcount == 0:
                 raise NotFoundError(f"camera {camera_id!r} does not exist; add it first")
 
+    def remove_camera_url(self, camera_id: str) -> None:
+        """Stop recording a camera: its URL goes, its indexed footage stays searchable."""
+        self.update_camera(camera_id, url=None, status="offline")
+
     def list_cameras(self) -> list[Camera]:
         with self._guard("listing cameras"), self._sessions() as session:
             return list(session.scalars(select(Camera).order_by(Camera.id)))
@@ -382,15 +413,102 @@ class Database:
             self._upsert(conn, Segment, [row])
         return row["id"]
 
-    def mark_segment(self, segment_id: str, status: str, error: str | None = None) -> None:
-        """Record a segment's outcome; each ``done`` or ``failed`` counts one attempt."""
+    def mark_segment(
+        self, segment_id: str, status: str, error: str | None = None, *, frames: int | None = None,
+        crops: int | None = None,
+    ) -> None:
+        """Record a segment's outcome (and its frame and crop counts when given)."""
         _check_status("segment", status, SEGMENT_STATUSES)
         values: dict[str, Any] = {"status": status, "error": error}
-        if status in ("done", "failed"):
-            values["attempts"] = Segment.attempts + 1
+        if frames is not None:
+            values["frames"] = int(frames)
+        if crops is not None:
+            values["crops"] = int(crops)
         with self._write(f"marking segment {segment_id!r}") as conn:
             if conn.execute(update(Segment).where(Segment.id == segment_id).values(**values)).rowcount == 0:
                 raise NotFoundError(f"segment {segment_id!r} does not exist; save it with upsert_segment first")
+
+    def start_segment(self, segment_id: str, job_id: str | None) -> Segment | None:
+        """Count one delivery of a segment's work; None when there is nothing to do.
+
+        Nothing to do: the segment is finished, or a newer job owns it (the
+        message is a stale redelivery). The count is what the poison-message
+        limit reads: deliveries that never finished (a worker killed) add up.
+        """
+        query = update(Segment).where(Segment.id == segment_id, Segment.status == "pending")
+        if job_id is not None:
+            query = query.where(Segment.job_id == job_id)
+        with self._write(f"starting segment {segment_id!r}") as conn:
+            if conn.execute(query.values(attempts=Segment.attempts + 1)).rowcount == 0:
+                return None
+        with self._guard(f"reading segment {segment_id!r}"), self._sessions() as session:
+            return session.get(Segment, segment_id)
+
+    def fail_segment(self, segment_id: str, error: str) -> None:
+        """Mark a segment failed with its error (a missing segment is ignored: nothing to mark)."""
+        with self._write(f"failing segment {segment_id!r}") as conn:
+            conn.execute(update(Segment).where(Segment.id == segment_id).values(status="failed", error=error))
+
+    def set_segment_parts(self, segment_id: str, parts_total: int, *, frames: int = 0) -> None:
+        """Record how many embed parts a detect task sent; a segment without crops is done at once."""
+        values: dict[str, Any] = {"parts_total": int(parts_total), "frames": int(frames)}
+        if parts_total == 0:
+            values.update(status="done", crops=0, error=None)
+        with self._write(f"saving parts of segment {segment_id!r}") as conn:
+            conn.execute(delete(SegmentPart).where(SegmentPart.segment_id == segment_id))
+            conn.execute(update(Segment).where(Segment.id == segment_id).values(**values))
+
+    def part_done(self, segment_id: str, part: int, crops: int) -> bool:
+        """Record a written embed part; marks the segment done when all its parts are in. Idempotent."""
+        with self._write(f"saving part {part} of segment {segment_id!r}") as conn:
+            self._upsert(conn, SegmentPart, [{"segment_id": segment_id, "part": int(part), "crops": int(crops)}])
+            done_parts, done_crops = conn.execute(
+                select(func.count(), func.coalesce(func.sum(SegmentPart.crops), 0)).where(
+                    SegmentPart.segment_id == segment_id
+                )
+            ).one()
+            total = conn.scalar(select(Segment.parts_total).where(Segment.id == segment_id))
+            if total is None or done_parts < total:
+                return False
+            conn.execute(
+                update(Segment)
+                .where(Segment.id == segment_id, Segment.status == "pending")
+                .values(status="done", crops=int(done_crops), error=None)
+            )
+            return True
+
+    def refresh_job(self, job_id: str) -> Job:
+        """Recompute a job's progress from its segments (idempotent, whatever got redelivered)."""
+        job = self.get_job(job_id)
+        with self._guard(f"reading segments of job {job_id!r}"), self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Segment.status, func.count(), func.coalesce(func.sum(Segment.crops), 0),
+                       func.coalesce(func.sum(Segment.frames), 0))
+                .where(Segment.job_id == job_id)
+                .group_by(Segment.status)
+            ).all()
+            errors = list(conn.scalars(
+                select(Segment.id + ": " + Segment.error).where(Segment.job_id == job_id, Segment.status == "failed")
+                .order_by(Segment.id).limit(20)
+            ))
+        if not rows:
+            return job
+        by_status = {status: (count, crops, frames) for status, count, crops, frames in rows}
+        done = by_status.get("done", (0, 0, 0))
+        failed = by_status.get("failed", (0, 0, 0))
+        total = max(job.segments_total, sum(count for count, _, _ in by_status.values()))
+        fields: dict[str, Any] = {
+            "segments_total": total,
+            "segments_done": done[0],
+            "segments_failed": failed[0],
+            "crops_indexed": int(done[1]),
+            "frames": int(done[2] + failed[2]),
+        }
+        if errors:
+            fields["error"] = "; ".join(errors)
+        if job.status in ("queued", "running") and done[0] + failed[0] >= total > 0:
+            fields["status"] = "failed" if done[0] == 0 else "done"
+        return self.update_job(job_id, **fields)
 
     def list_segments(self, video_id: str, status: str | None = None) -> list[Segment]:
         query = select(Segment).where(Segment.video_id == video_id).order_by(Segment.index)
@@ -508,6 +626,20 @@ class Database:
             query = query.where(Job.status == _check_status("job", status, JOB_STATUSES))
         with self._guard("listing jobs"), self._sessions() as session:
             return list(session.scalars(query))
+
+    # Retention ---------------------------------------------------------------
+    def detections_before(self, cutoff_ts: float, limit: int = 10_000) -> list[Detection]:
+        """Up to ``limit`` detections seen before ``cutoff_ts`` (retention works in batches)."""
+        query = select(Detection).where(Detection.ts < cutoff_ts).order_by(Detection.ts).limit(limit)
+        with self._guard("reading old detections"), self._sessions() as session:
+            return list(session.scalars(query))
+
+    def delete_detections(self, point_ids: Sequence[str]) -> None:
+        """Delete detections, then the tracks left without any."""
+        with self._write("deleting old detections") as conn:
+            for start in range(0, len(point_ids), 500):
+                conn.execute(delete(Detection).where(Detection.point_id.in_(point_ids[start : start + 500])))
+            conn.execute(delete(Track).where(~Track.id.in_(select(Detection.track_id).distinct())))
 
     # Totals ----------------------------------------------------------------
     def counts(self) -> dict[str, int]:

@@ -84,12 +84,12 @@ def test_migrate_twice_and_schema_matches_models(url: str) -> None:
     assert db.revision() is None
     db.migrate()
     db.migrate()
-    assert db.revision() == "0001"
+    assert db.revision() == "0002"
     with db.engine.connect() as conn:
         # The migration creates exactly what the ORM models describe.
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
         tables = set(inspect(conn).get_table_names())
-    assert {"cameras", "videos", "segments", "tracks", "detections", "jobs"} <= tables
+    assert {"cameras", "videos", "segments", "segment_parts", "tracks", "detections", "jobs"} <= tables
     db.close()
 
 
@@ -129,7 +129,7 @@ def test_videos_and_segments(db: Database) -> None:
     db.mark_segment(sid, "done")
     db.upsert_segment("v1", 0, 0, 1499)  # a repeated ingest does not reset a finished segment
     seg = db.list_segments("v1")[0]
-    assert (seg.status, seg.error, seg.attempts, seg.job_id) == ("done", None, 2, "job-1")
+    assert (seg.status, seg.error, seg.job_id) == ("done", None, "job-1")
     assert [s.id for s in db.list_segments("v1", status="pending")] == ["v1:1"]
     with pytest.raises(StorageError, match="not one of pending, done, failed"):
         db.mark_segment(sid, "finished")
@@ -224,3 +224,46 @@ def test_unreachable_database_names_the_setting() -> None:
     assert "secret" not in str(info.value)
     with pytest.raises(StorageError, match="CAMTRACE_DATABASE_URL"):
         Database("mysql://localhost/camtrace")
+
+
+def test_segment_deliveries_parts_and_job_progress(db: Database) -> None:
+    """What distributed workers rely on: delivery counting, idempotent parts, progress from segments."""
+    db.upsert_video("v1", "gate", "/footage/v1.mp4", 25.0, 640, 360, 1000.0, 1060.0, 1500)
+    db.create_job("ingest", "/footage/v1.mp4", "gate", job_id="job-1", segments_total=3)
+    db.update_job("job-1", status="running")
+    ids = [db.upsert_segment("v1", i, i * 500, i * 500 + 500, status="pending", job_id="job-1") for i in range(3)]
+
+    first = db.start_segment(ids[0], "job-1")
+    assert first is not None and first.attempts == 1
+    assert db.start_segment(ids[0], "job-1").attempts == 2  # a redelivery counts
+    assert db.start_segment(ids[0], "job-other") is None  # a stale message from another job
+
+    db.set_segment_parts(ids[0], 2, frames=100)
+    assert db.part_done(ids[0], 0, 10) is False
+    assert db.part_done(ids[0], 0, 10) is False  # the same part again changes nothing
+    assert db.part_done(ids[0], 1, 5) is True
+    assert db.start_segment(ids[0], "job-1") is None  # done: nothing more to do
+
+    db.set_segment_parts(ids[1], 0, frames=100)  # no crops: done at once
+    job = db.refresh_job("job-1")
+    assert (job.status, job.segments_done, job.segments_failed, job.crops_indexed) == ("running", 2, 0, 15)
+
+    db.fail_segment(ids[2], "decode error at frame 1200")
+    job = db.refresh_job("job-1")
+    assert (job.status, job.segments_done, job.segments_failed) == ("done", 2, 1)
+    assert "decode error at frame 1200" in job.error and ids[2] in job.error
+    assert job.finished_at is not None
+
+
+def test_retention_deletes_old_detections_and_their_empty_tracks(db: Database) -> None:
+    db.upsert_video("v1", "gate", "/footage/v1.mp4", 25.0, 640, 360, 1000.0, 1060.0, 1500)
+    db.upsert_tracks([
+        {"id": "old", "camera_id": "gate", "video_id": "v1", "segment_index": 0, "ts_start": 10.0, "ts_end": 20.0, "n_boxes": 3},
+        {"id": "new", "camera_id": "gate", "video_id": "v1", "segment_index": 0, "ts_start": 90.0, "ts_end": 99.0, "n_boxes": 3},
+    ])
+    db.upsert_detections([detection_row("p-old", "old", ts=15.0), detection_row("p-new", "new", ts=95.0)])
+    old = db.detections_before(50.0)
+    assert [row.point_id for row in old] == ["p-old"]
+    db.delete_detections([row.point_id for row in old])
+    assert db.counts()["detections"] == 1
+    assert set(db.tracks_by_ids(["old", "new"])) == {"new"}

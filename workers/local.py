@@ -58,34 +58,25 @@ def ingest_local(
             register_video(db, video, camera_id, segments, summary.job_id)
             for segment in segments:
                 segment_id = f"{video.video_id}:{segment.index}"
+                db.start_segment(segment_id, summary.job_id)
                 try:
                     result = detect_segment(video, segment, camera_id, services.detector, settings, bar.update)
                 except SourceError as exc:
                     # A damaged stretch of video fails its segment only; the rest of the job goes on.
-                    db.mark_segment(segment_id, "failed", error=str(exc))
+                    db.fail_segment(segment_id, str(exc))
                     summary.failed_segments.append(f"{segment_id}: {exc}")
-                    db.update_job(summary.job_id, segments_failed=len(summary.failed_segments))
                     continue
                 crops = indexer.index_segment(result)
-                db.mark_segment(segment_id, "done")
+                db.mark_segment(segment_id, "done", frames=result.frames, crops=crops)
+                db.refresh_job(summary.job_id)
                 summary.segments += 1
                 summary.frames += result.frames
                 summary.persons += result.boxes
                 summary.tracks += len(result.tracks)
                 summary.crops += crops
-                db.update_job(
-                    summary.job_id,
-                    segments_done=summary.segments,
-                    frames=summary.frames,
-                    crops_indexed=summary.crops,
-                )
         bar.close()
         summary.seconds = round(time.perf_counter() - began, 2)
-        db.update_job(
-            summary.job_id,
-            status="failed" if summary.failed_segments and not summary.segments else "done",
-            error="; ".join(summary.failed_segments) or None,
-        )
+        db.refresh_job(summary.job_id)
         return summary
     finally:
         for video in videos:

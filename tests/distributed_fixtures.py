@@ -1,0 +1,137 @@
+"""Real services for the distributed tests: a Redis server of the test's own and `camtrace worker` processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class RedisServer:
+    """A Redis of the test's own (append-only file on, so a restart keeps the queues)."""
+
+    def __init__(self, folder: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed: apt-get install redis-server (.ci/run does)")
+        self.binary = binary
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(self.answers, 15, f"redis on port {self.port}")
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()  # SIGTERM: Redis flushes its append-only file and exits
+            self.process.wait(timeout=15)
+            self.process = None
+
+
+class Worker:
+    """One `camtrace worker` process group."""
+
+    def __init__(self, queues: str, env: dict[str, str], log: Path, *extra: str) -> None:
+        self.log = log
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "camtrace.cli", "worker", "--queues", queues, *extra],
+            env=env,
+            stdout=open(log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: SIGKILL reaches the pool children too
+        )
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=15)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def camtrace_env(data_dir: Path, yolo: Path, siglip: Path, broker_url: str | None = None, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMTRACE_")}
+    env.update(
+        CAMTRACE_DATA_DIR=str(data_dir),
+        CAMTRACE_EMBED_MODEL=str(siglip),
+        CAMTRACE_DETECTOR_MODEL=str(yolo),
+        CAMTRACE_DETECTOR_CONF="0.25",
+        CAMTRACE_DETECTOR_IMGSZ="320",
+        CAMTRACE_DETECTOR_MAX_DET="6",
+        CAMTRACE_SAMPLE_FPS="5",
+        CAMTRACE_SEGMENT_SECONDS="4",
+        CAMTRACE_DEVICE="cpu",
+        CAMTRACE_VISIBILITY_TIMEOUT="10",
+        CAMTRACE_EMBED_GATHER_SECONDS="0.3",
+        CAMTRACE_LOG_LEVEL="INFO",
+        HF_HUB_OFFLINE="1",
+        YOLO_OFFLINE="1",
+        YOLO_CONFIG_DIR=str(data_dir / "ultralytics"),
+    )
+    if broker_url:
+        env["CAMTRACE_BROKER_URL"] = broker_url
+    env.update(extra)
+    return env
+
+
+def run_cli(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "camtrace.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()

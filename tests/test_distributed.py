@@ -1,0 +1,247 @@
+"""Distributed mode on real Redis and real `camtrace worker` processes.
+
+Each test starts its own Redis (append-only, so it can be stopped and started
+again) and worker processes, runs jobs on synthetic footage and compares the
+index with what local mode produces for the same input.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from camtrace.services import Services
+from camtrace.settings import Settings
+from camtrace.storage import Database
+from camtrace.workers.local import ingest_local
+from distributed_fixtures import Worker, camtrace_env, redis_server, run_cli, wait_for  # noqa: F401
+
+JOB_TIMEOUT = 240
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
+
+
+def settings_from(env: dict) -> Settings:
+    return Settings(**{k[len("CAMTRACE_"):].lower(): v for k, v in env.items() if k.startswith("CAMTRACE_")})
+
+
+def snapshot(env: dict) -> dict[str, tuple[dict, np.ndarray]]:
+    """Every indexed point of a data dir: id -> (payload, vector)."""
+    settings = settings_from({k: v for k, v in env.items() if k != "CAMTRACE_BROKER_URL"})
+    services = Services(settings)
+    try:
+        with Session(services.db) as session:
+            ids = sorted(session.point_ids())
+        points = services.index.retrieve(ids)
+        return {point.id: (point.payload, np.asarray(point.vector)) for point in points}
+    finally:
+        services.close()
+
+
+class Session:
+    """Reads the detections table (the SQL twin of the index)."""
+
+    def __init__(self, db: Database) -> None:
+        from sqlalchemy.orm import Session as OrmSession
+
+        self.session = OrmSession(db.engine)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.session.close()
+
+    def point_ids(self) -> list[str]:
+        from camtrace.storage.sql import Detection
+
+        return [row.point_id for row in self.session.query(Detection)]
+
+
+def local_reference(tmp_path: Path, yolo: Path, siglip: Path, sources: dict[str, tuple[Path, float]]):
+    env = camtrace_env(tmp_path / "local-data", yolo, siglip)
+    services = Services(settings_from(env))
+    try:
+        for camera_id, (path, start_ts) in sources.items():
+            ingest_local(services, str(path), camera_id, start_ts, progress=False)
+    finally:
+        services.close()
+    return snapshot(env)
+
+
+def submit(env: dict, path: Path, camera_id: str, start_ts: float) -> str:
+    proc = run_cli(env, "ingest", str(path), "--camera", camera_id, "--start", iso(start_ts), "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["job_id"]
+
+
+def wait_jobs(env: dict, job_ids: list[str], timeout: float = JOB_TIMEOUT):
+    db = Database(settings_from(env).sql_url)
+
+    def finished():
+        jobs = [db.refresh_job(job_id) for job_id in job_ids]
+        return jobs if all(job.status in ("done", "failed") for job in jobs) else None
+
+    try:
+        return wait_for(finished, timeout, f"jobs {job_ids}", interval=0.5)
+    finally:
+        db.close()
+
+
+def assert_same_index(distributed: dict, local: dict) -> None:
+    assert distributed.keys() == local.keys(), "point ids differ between distributed and local mode"
+    for pid, (payload, vector) in local.items():
+        other_payload, other_vector = distributed[pid]
+        assert other_payload == payload, pid
+        np.testing.assert_allclose(other_vector, vector, atol=1e-5)
+
+
+@pytest.fixture
+def workers(tmp_path, redis_server, tiny_yolo_dir, tiny_siglip_dir):
+    """Start workers on demand; all are stopped at the end of the test."""
+    env = camtrace_env(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir, redis_server.url)
+    started: list[Worker] = []
+
+    def start(queues: str, *extra: str) -> Worker:
+        worker = Worker(queues, env, tmp_path / f"worker-{len(started)}.log", *extra)
+        started.append(worker)
+        return worker
+
+    start.env = env
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def test_distributed_index_equals_local_mode(workers, tmp_path, footage, tiny_yolo_dir, tiny_siglip_dir):
+    workers("ingest,detect", "--concurrency", "1")
+    workers("embed")
+    env = workers.env
+    job_ids = [submit(env, path, camera, footage.start_ts[camera]) for camera, path in footage.videos.items()]
+    jobs = wait_jobs(env, job_ids)
+    assert all(job.status == "done" and job.segments_failed == 0 for job in jobs), [job.error for job in jobs]
+    assert all(job.segments_done == job.segments_total > 0 for job in jobs)
+
+    reference = local_reference(
+        tmp_path, tiny_yolo_dir, tiny_siglip_dir,
+        {camera: (path, footage.start_ts[camera]) for camera, path in footage.videos.items()},
+    )
+    distributed = snapshot(env)
+    assert len(reference) > 0
+    assert sum(job.crops_indexed for job in jobs) == len(distributed)
+    assert_same_index(distributed, reference)
+
+    # The operator's view of the same jobs.
+    listed = json.loads(run_cli(env, "jobs", "--json").stdout)
+    assert {row["id"] for row in listed} >= set(job_ids)
+    status = json.loads(run_cli(env, "status", "--json").stdout)
+    assert set(status["queues"]) == {"ingest", "detect", "embed", "train"}
+    assert any("embed" in queues for queues in status["workers"].values())
+
+
+def long_footage(tmp_path: Path):
+    from camtrace.synthetic import generate_footage
+
+    return generate_footage(tmp_path / "long", cameras=1, identities=4, seconds=24.0, fps=10, seed=11)
+
+
+def test_a_worker_killed_mid_segment_loses_and_duplicates_nothing(workers, tmp_path, tiny_yolo_dir, tiny_siglip_dir):
+    footage = long_footage(tmp_path)
+    (camera, path), = footage.videos.items()
+    env = workers.env
+    detector = workers("ingest,detect", "--concurrency", "1")
+    workers("embed")
+    job_id = submit(env, path, camera, footage.start_ts[camera])
+    db = Database(settings_from(env).sql_url)
+
+    def a_segment_in_flight():
+        from camtrace.storage.sql import Segment
+        from sqlalchemy import select
+
+        with db.engine.connect() as conn:
+            return conn.execute(
+                select(Segment.id).where(Segment.job_id == job_id, Segment.status == "pending", Segment.attempts > 0)
+            ).first()
+
+    wait_for(a_segment_in_flight, 120, "a segment to start", interval=0.02)
+    detector.kill()  # SIGKILL to the whole worker: no chance to hand the task back
+    assert db.refresh_job(job_id).status == "running"
+    workers("ingest,detect", "--concurrency", "1")  # a restart; the lost task comes back after the visibility timeout
+    (job,) = wait_jobs(env, [job_id])
+    assert job.status == "done" and job.segments_failed == 0, job.error
+    assert job.segments_done == job.segments_total == 6
+
+    distributed = snapshot(env)
+    reference = local_reference(tmp_path, tiny_yolo_dir, tiny_siglip_dir, {camera: (path, footage.start_ts[camera])})
+    assert_same_index(distributed, reference)  # no missing and no extra point
+    with Session(db) as session:
+        ids = session.point_ids()
+    assert len(ids) == len(set(ids)) == len(distributed)
+    db.close()
+
+
+def test_redis_stopped_during_a_job_loses_nothing(workers, redis_server, tmp_path, tiny_yolo_dir, tiny_siglip_dir):
+    footage = long_footage(tmp_path)
+    (camera, path), = footage.videos.items()
+    env = workers.env
+    workers("ingest,detect", "--concurrency", "1")
+    workers("embed")
+    job_id = submit(env, path, camera, footage.start_ts[camera])
+    db = Database(settings_from(env).sql_url)
+    wait_for(lambda: db.refresh_job(job_id).segments_done >= 1, 120, "the first segment")
+    redis_server.stop()
+    time.sleep(4)
+    assert db.refresh_job(job_id).status == "running"
+    redis_server.start()
+    (job,) = wait_jobs(env, [job_id])
+    assert job.status == "done" and job.segments_done == job.segments_total == 6, job.error
+    reference = local_reference(tmp_path, tiny_yolo_dir, tiny_siglip_dir, {camera: (path, footage.start_ts[camera])})
+    assert_same_index(snapshot(env), reference)
+    db.close()
+
+
+def truncated_copy(source: Path, target: Path, keep: float) -> Path:
+    """Re-encode as MJPEG AVI (every frame a key frame), then cut the file: the tail no longer decodes."""
+    capture = cv2.VideoCapture(str(source))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    writer = None
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if writer is None:
+            height, width = frame.shape[:2]
+            writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+        writer.write(frame)
+    capture.release()
+    writer.release()
+    data = target.read_bytes()
+    target.write_bytes(data[: int(len(data) * keep)])
+    return target
+
+
+def test_a_corrupt_segment_is_marked_failed_and_the_rest_completes(workers, tmp_path):
+    footage = long_footage(tmp_path)
+    (camera, path), = footage.videos.items()
+    broken = truncated_copy(path, tmp_path / "broken.avi", keep=0.6)  # 24 s: segments 0-2 whole, 3-5 cut
+    env = workers.env
+    workers("ingest,detect", "--concurrency", "1")
+    workers("embed")
+    job_id = submit(env, broken, camera, footage.start_ts[camera])
+    (job,) = wait_jobs(env, [job_id])
+    assert job.status == "done"
+    assert job.segments_total == 6
+    assert job.segments_failed >= 1 and job.segments_done >= 3
+    assert job.segments_done + job.segments_failed == 6
+    assert "broken.avi" in job.error and "frame" in job.error
+    db = Database(settings_from(env).sql_url)
+    assert db.counts()["detections"] == job.crops_indexed > 0
+    db.close()

@@ -1,0 +1,98 @@
+"""Jobs in distributed mode: planning an ingest, following its progress, retention.
+
+Plain functions over the stages and SQL; the Celery tasks and the CLI call them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from tqdm import tqdm
+
+from camtrace.services import Services
+from camtrace.storage import Database
+from camtrace.workers.messages import SegmentRef
+from camtrace.workers.pipeline import open_sources, register_video
+
+TERMINAL = ("done", "failed")
+
+
+def plan_ingest(
+    db: Database, job_id: str, source: str, camera_id: str, start_ts: float | None, segment_seconds: float
+) -> list[SegmentRef]:
+    """Register a source's videos and segments under ``job_id``; returns one ref per segment."""
+    videos = open_sources(source, start_ts)
+    refs: list[SegmentRef] = []
+    try:
+        for video in videos:
+            segments = video.segments(segment_seconds)
+            register_video(db, video, camera_id, segments, job_id)
+            refs.extend(
+                SegmentRef(
+                    job_id=job_id,
+                    uri=video.info.uri,
+                    camera_id=camera_id,
+                    video_id=video.video_id,
+                    start_ts=video.info.start_ts,
+                    index=segment.index,
+                    start_frame=segment.start_frame,
+                    end_frame=segment.end_frame,
+                )
+                for segment in segments
+            )
+    finally:
+        for video in videos:
+            video.close()
+    db.update_job(job_id, status="running" if refs else "done", segments_total=len(refs))
+    return refs
+
+
+def submit_ingest(db: Database, source: str, camera_id: str, start_ts: float | None) -> str:
+    """Queue an ingest job; returns its id at once (workers do the rest)."""
+    from camtrace.workers.tasks import ingest
+
+    job_id = str(uuid.uuid4())
+    db.ensure_camera(camera_id)
+    db.create_job("ingest", source, camera_id, job_id=job_id)
+    ingest.apply_async(kwargs={"job_id": job_id, "source": source, "camera_id": camera_id, "start_ts": start_ts})
+    return job_id
+
+
+def follow_job(db: Database, job_id: str, progress: bool = True, poll_seconds: float = 0.5, timeout: float | None = None):
+    """Wait for a job to finish, showing segments done/total; returns the final job row."""
+    job = db.refresh_job(job_id)  # NotFoundError names the job
+    bar = tqdm(total=job.segments_total or None, unit="segment", desc=f"job {job_id[:8]}", disable=not progress)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        job = db.refresh_job(job_id)
+        if job.segments_total and bar.total != job.segments_total:
+            bar.total = job.segments_total
+        bar.n = job.segments_done + job.segments_failed
+        bar.set_postfix(crops=job.crops_indexed, failed=job.segments_failed)
+        bar.refresh()
+        if job.status in TERMINAL:
+            bar.close()
+            return job
+        if deadline is not None and time.monotonic() > deadline:
+            bar.close()
+            return job
+        time.sleep(poll_seconds)
+
+
+def apply_retention(services: Services, cutoff_ts: float, batch: int = 5000) -> int:
+    """Delete everything seen before ``cutoff_ts``: points first, then SQL rows, then crop files.
+
+    In that order a crash leaves at most SQL rows or files whose points are
+    gone, which the next run deletes; never a point whose crop is missing.
+    """
+    db = services.db
+    deleted = 0
+    while True:
+        old = db.detections_before(cutoff_ts, limit=batch)
+        if not old:
+            return deleted
+        services.index.delete([row.point_id for row in old])
+        db.delete_detections([row.point_id for row in old])
+        services.crops.delete([row.crop_key for row in old])
+        deleted += len(old)

@@ -1,0 +1,205 @@
+"""Celery tasks: thin shells that turn messages into calls of the pipeline stages.
+
+ingest -> one detect task per segment -> embed tasks with crop JPEGs -> index.
+Every write is keyed by deterministic ids, so a redelivered task overwrites;
+a segment that keeps failing is marked failed in SQL instead of looping.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from celery.signals import worker_process_init
+from celery_batches import Batches
+
+from camtrace.detection import VideoSource
+from camtrace.errors import SourceError, StorageError
+from camtrace.services import Services
+from camtrace.workers import metrics
+from camtrace.workers.celery_app import make_celery
+from camtrace.workers.jobs import plan_ingest
+from camtrace.workers.messages import SegmentRef, part_from_message, part_to_message, split_into_parts
+from camtrace.workers.pipeline import CropIndexer, detect_segment
+
+log = logging.getLogger(__name__)
+
+app = make_celery()
+settings = app.camtrace_settings
+
+# Errors worth retrying: the index, the database or the broker is away for a while.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StorageError, ConnectionError, TimeoutError, OSError)
+try:  # SQLAlchemy's connection-level errors
+    from sqlalchemy.exc import OperationalError
+
+    TRANSIENT_ERRORS += (OperationalError,)
+except ImportError:  # pragma: no cover
+    pass
+
+_services: Services | None = None
+
+
+def services() -> Services:
+    """One set of stages per worker process, built on first use (never before a fork)."""
+    global _services
+    if _services is None:
+        _services = Services(settings)
+    return _services
+
+
+@worker_process_init.connect
+def _fresh_process(**_: object) -> None:
+    # A forked child must not reuse its parent's connections or models.
+    global _services
+    _services = None
+
+
+def backoff(retries: int) -> float:
+    return min(60.0, 2.0**retries)
+
+
+@app.task(name="camtrace.ingest", bind=True, max_retries=20, acks_late=True)
+def ingest(self, job_id: str, source: str, camera_id: str, start_ts: float | None = None) -> int:
+    """Split a source into segments and send one detect task per segment."""
+    db = services().db
+    try:
+        refs = plan_ingest(db, job_id, source, camera_id, start_ts, settings.segment_seconds)
+    except SourceError as exc:
+        db.update_job(job_id, status="failed", error=str(exc))
+        return 0
+    except TRANSIENT_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries))
+    for ref in refs:
+        detect.apply_async(kwargs={"ref": ref.as_dict()})
+    return len(refs)
+
+
+@app.task(name="camtrace.detect", bind=True, max_retries=20, acks_late=True)
+def detect(self, ref: dict) -> int:
+    """Decode, detect, track and select one segment; send its crops to the embed queue."""
+    segment = SegmentRef(**ref)
+    stages = services()
+    db = stages.db
+    started = time.perf_counter()
+    try:
+        state = db.start_segment(segment.segment_id, segment.job_id)
+        if state is None:  # done already, or belongs to a newer job: a redelivery
+            return 0
+        if state.attempts > settings.task_max_attempts:
+            db.fail_segment(
+                segment.segment_id, f"gave up after {state.attempts - 1} deliveries (worker lost or kept failing)"
+            )
+            db.refresh_job(segment.job_id)
+            return 0
+        try:
+            with VideoSource(segment.uri, start_ts=segment.start_ts) as video:
+                result = detect_segment(video, segment, segment.camera_id, stages.detector, settings)
+        except SourceError as exc:
+            # A damaged segment will not decode on a retry either: fail it, keep the job going.
+            db.fail_segment(segment.segment_id, str(exc))
+            db.refresh_job(segment.job_id)
+            metrics.TASK_ERRORS.labels("detect").inc()
+            return 0
+        parts = split_into_parts(result, settings.crops_per_message)
+        db.set_segment_parts(segment.segment_id, len(parts), frames=result.frames)
+        if not parts:
+            db.refresh_job(segment.job_id)
+        for number, part in enumerate(parts):
+            embed.apply_async(
+                kwargs={"job_id": segment.job_id, "segment_id": segment.segment_id, "part": number,
+                        "message": part_to_message(part)}
+            )
+        metrics.FRAMES.inc(result.frames)
+        metrics.TASK_SECONDS.labels("detect").observe(time.perf_counter() - started)
+        return len(result.crops)
+    except TRANSIENT_ERRORS as exc:
+        metrics.TASK_ERRORS.labels("detect").inc()
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries))
+
+
+@app.task(
+    name="camtrace.embed",
+    base=Batches,
+    flush_every=max(1, settings.embed_batch_size // 8),
+    flush_interval=settings.embed_gather_seconds,
+    acks_late=True,
+)
+def embed(requests) -> None:
+    """Embed the crops of several messages together, then write each message's part.
+
+    Messages are gathered up to a batch or a short deadline so the GPU is fed
+    large batches; each part is written and marked on its own. Batches
+    acknowledge their messages when this returns, so nothing may escape: a
+    part that cannot be written now is sent again with a delay.
+    """
+    started = time.perf_counter()
+    try:
+        retry = embed_batch([request.kwargs for request in requests])
+    except Exception as exc:  # anything unexpected: hand every part back rather than lose it
+        log.exception("embed batch of %d messages failed", len(requests))
+        retry = [(request.kwargs, exc) for request in requests]
+    for kwargs, exc in retry:
+        requeue_part(kwargs, exc)
+    metrics.TASK_SECONDS.labels("embed").observe(time.perf_counter() - started)
+
+
+def embed_batch(messages: list[dict]) -> list[tuple[dict, BaseException]]:
+    """Embed and write parts; returns the parts to retry with the error that stopped them."""
+    stages = services()
+    db = stages.db
+    indexer = CropIndexer(stages.encoder, stages.index, db, stages.crops)
+    decoded = []
+    for kwargs in messages:
+        try:
+            decoded.append((kwargs, part_from_message(kwargs["message"])))
+        except (KeyError, TypeError, ValueError) as exc:  # a malformed message will never succeed
+            log.error("dropped a malformed embed message: %s", exc)
+            if "segment_id" in kwargs:
+                db.fail_segment(kwargs["segment_id"], f"bad embed message: {exc}")
+    crops = [crop for _, part in decoded for crop in part.crops]
+    try:
+        vectors = indexer.embed(crops)
+    except ValueError as exc:  # an undecodable crop: fail its segments, keep the worker going
+        for kwargs, _ in decoded:
+            db.fail_segment(kwargs["segment_id"], f"embedding failed: {exc}")
+            db.refresh_job(kwargs["job_id"])
+        return []
+    metrics.BATCH_SIZE.observe(len(crops))
+    retry: list[tuple[dict, BaseException]] = []
+    offset = 0
+    for kwargs, part in decoded:
+        part_vectors = vectors[offset : offset + len(part.crops)]
+        offset += len(part.crops)
+        try:
+            written = indexer.write_segment(part, part_vectors)
+            if db.part_done(kwargs["segment_id"], kwargs["part"], written):
+                db.refresh_job(kwargs["job_id"])
+            metrics.CROPS.inc(written)
+        except TRANSIENT_ERRORS as exc:
+            retry.append((kwargs, exc))
+    return retry
+
+
+def requeue_part(kwargs: dict, exc: BaseException) -> None:
+    """Send an embed part again after a backoff; past the poison limit, fail its segment."""
+    attempt = int(kwargs.get("attempt", 0)) + 1
+    metrics.TASK_ERRORS.labels("embed").inc()
+    if attempt > settings.task_max_attempts * 3:
+        services().db.fail_segment(kwargs["segment_id"], f"could not write part {kwargs['part']}: {exc}")
+        services().db.refresh_job(kwargs["job_id"])
+        return
+    log.warning("embed part %s/%s failed (%s); retry %d", kwargs["segment_id"], kwargs["part"], exc, attempt)
+    embed.apply_async(kwargs={**kwargs, "attempt": attempt}, countdown=backoff(attempt))
+
+
+@app.task(name="camtrace.retention", bind=True, max_retries=5, acks_late=True)
+def retention(self) -> int:
+    """Delete points, SQL rows and crops older than CAMTRACE_RETENTION_DAYS."""
+    from camtrace.workers.jobs import apply_retention
+
+    if not settings.retention_days:
+        return 0
+    try:
+        return apply_retention(services(), time.time() - settings.retention_days * 86400)
+    except TRANSIENT_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries))
