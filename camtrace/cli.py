@@ -248,9 +248,9 @@ def camera_remove(name: str) -> None:
 @click.option("--seconds", type=float, help="Stop after this long (default: run until interrupted).")
 def camera_run(names: tuple[str, ...], seconds: float | None) -> None:
     """Record every camera with a URL, cut segments and send them for ingest; reconnects on drops."""
-    from camtrace.workers.ops import run_cameras
+    from camtrace.workers.ops import CameraFleet
 
-    run_cameras(make_services(), names, seconds)
+    CameraFleet(make_services(), names).run(seconds)
 
 
 def print_summary(summary, as_json: bool) -> None:

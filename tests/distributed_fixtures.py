@@ -14,6 +14,8 @@ from typing import Callable
 
 import pytest
 
+from camtrace.settings import Settings
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -121,6 +123,11 @@ def camtrace_env(data_dir: Path, yolo: Path, siglip: Path, broker_url: str | Non
         env["CAMTRACE_BROKER_URL"] = broker_url
     env.update(extra)
     return env
+
+
+def settings_from(env: dict) -> Settings:
+    """The Settings object a process started with ``env`` would load."""
+    return Settings(**{k[len("CAMTRACE_"):].lower(): v for k, v in env.items() if k.startswith("CAMTRACE_")})
 
 
 def run_cli(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -17,20 +17,17 @@ import numpy as np
 import pytest
 
 from camtrace.services import Services
-from camtrace.settings import Settings
 from camtrace.storage import Database
 from camtrace.workers.local import ingest_local
-from distributed_fixtures import Worker, camtrace_env, redis_server, run_cli, wait_for  # noqa: F401
+from distributed_fixtures import (  # noqa: F401
+    Worker, camtrace_env, redis_server, run_cli, settings_from, wait_for,
+)
 
 JOB_TIMEOUT = 240
 
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
-
-
-def settings_from(env: dict) -> Settings:
-    return Settings(**{k[len("CAMTRACE_"):].lower(): v for k, v in env.items() if k.startswith("CAMTRACE_")})
 
 
 def snapshot(env: dict) -> dict[str, tuple[dict, np.ndarray]]:

@@ -56,29 +56,42 @@ def cluster_status(services: Services) -> dict:
     return report
 
 
-def run_cameras(services: Services, names: tuple[str, ...] = (), seconds: float | None = None) -> list[CameraRecorder]:
-    """Record the cameras until interrupted (or for ``seconds``); each segment becomes an ingest."""
-    settings = services.settings
-    db = services.db
-    cameras = [camera for camera in db.list_cameras() if camera.url and (not names or camera.id in names)]
-    missing = set(names) - {camera.id for camera in cameras}
-    if missing:
-        raise NotFoundError(f"no camera with a URL named {', '.join(sorted(missing))}; add one with `camtrace camera add`")
-    lock = threading.Lock()  # local mode ingests one segment at a time in this process
+class CameraFleet:
+    """One recorder per camera with a URL, following `camera add`/`camera remove` while it runs.
 
-    def on_segment(camera_id: str, path: Path, start_ts: float) -> None:
-        if settings.broker_url:
+    Every ``poll_seconds`` the camera table is read again: a new camera (or a new
+    URL) starts a recorder, a removed one stops its recorder. Each finished
+    segment becomes an ingest: a job for the workers in distributed mode, an
+    in-process ingest in local mode.
+    """
+
+    def __init__(self, services: Services, names: tuple[str, ...] = (), poll_seconds: float = 5.0) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.db = services.db
+        self.names = set(names)
+        self.poll_seconds = poll_seconds
+        self.recorders: dict[str, tuple[CameraRecorder, threading.Event, threading.Thread]] = {}
+        self.finished: list[CameraRecorder] = []  # recorders stopped by a remove or a new URL
+        self._ingest_lock = threading.Lock()  # local mode ingests one segment at a time
+        known = set(self.db.camera_ids())
+        missing = self.names - known
+        if missing:
+            raise NotFoundError(f"no camera named {', '.join(sorted(missing))}; add one with `camtrace camera add`")
+
+    def on_segment(self, camera_id: str, path: Path, start_ts: float) -> None:
+        if self.settings.broker_url:
             from camtrace.workers.jobs import submit_ingest
 
-            submit_ingest(db, str(path), camera_id, start_ts)
+            submit_ingest(self.db, str(path), camera_id, start_ts)
             return
         from camtrace.workers.local import ingest_local
 
-        with lock:
-            ingest_local(services, str(path), camera_id, start_ts, progress=False)
+        with self._ingest_lock:
+            ingest_local(self.services, str(path), camera_id, start_ts, progress=False)
 
-    def on_status(status: CameraStatus) -> None:
-        db.update_camera_status(
+    def on_status(self, status: CameraStatus) -> None:
+        self.db.update_camera(
             status.camera_id,
             status=status.status,
             last_frame_at=status.last_frame_at,
@@ -86,31 +99,62 @@ def run_cameras(services: Services, names: tuple[str, ...] = (), seconds: float 
             last_error=status.last_error,
         )
 
-    recorders = [
-        CameraRecorder(
-            camera.id,
-            camera.url,
-            settings.resolved_data_dir / "segments",
-            settings.segment_seconds,
-            settings.sample_fps,
-            on_segment,
-            on_status,
-            backoff_max=settings.camera_backoff_max,
+    def sync(self) -> None:
+        """Start recorders for cameras that appeared, stop those whose URL went or changed."""
+        wanted = {
+            camera.id: camera.url
+            for camera in self.db.list_cameras()
+            if camera.url and (not self.names or camera.id in self.names)
+        }
+        for camera_id in list(self.recorders):
+            recorder, _, _ = self.recorders[camera_id]
+            if wanted.get(camera_id) != recorder.url:
+                log.info("camera %s removed or re-pointed: stopping its recorder", camera_id)
+                self._stop(camera_id)
+        for camera_id, url in wanted.items():
+            if camera_id not in self.recorders:
+                log.info("recording camera %s from %s", camera_id, url)
+                self._start(camera_id, url)
+
+    def _start(self, camera_id: str, url: str) -> None:
+        recorder = CameraRecorder(
+            camera_id,
+            url,
+            self.settings.resolved_data_dir / "segments",
+            self.settings.segment_seconds,
+            self.settings.sample_fps,
+            self.on_segment,
+            self.on_status,
+            backoff_max=self.settings.camera_backoff_max,
         )
-        for camera in cameras
-    ]
-    stop = threading.Event()
-    threads = run_recorders(recorders, stop)
-    try:
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while any(thread.is_alive() for thread in threads):
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
+        stop = threading.Event()
+        (thread,) = run_recorders([recorder], stop)
+        self.recorders[camera_id] = (recorder, stop, thread)
+
+    def _stop(self, camera_id: str) -> None:
+        recorder, stop, thread = self.recorders.pop(camera_id)
         stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
-    return recorders
+        thread.join(timeout=30)
+        self.finished.append(recorder)
+
+    def run(self, seconds: float | None = None, stop: threading.Event | None = None) -> None:
+        """Record until interrupted, ``stop`` is set, or ``seconds`` have passed."""
+        stop = stop or threading.Event()
+        deadline = None if seconds is None else time.monotonic() + seconds
+        try:
+            while not stop.is_set():
+                self.sync()
+                wait = self.poll_seconds
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:
+                        break
+                stop.wait(wait)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for camera_id in list(self.recorders):
+            self._stop(camera_id)
