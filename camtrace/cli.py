@@ -66,7 +66,7 @@ def ingest(source: str, camera: str, start: str | None, wait: bool, no_progress:
         if services.settings.broker_url:
             from camtrace.workers.jobs import follow_job, submit_ingest
 
-            job_id = submit_ingest(services.db, source, camera, start_ts)
+            job_id = submit_ingest(services.db, source, camera, start_ts, patient=False)
             if not wait:
                 click.echo(json.dumps({"job_id": job_id}) if as_json else f"queued job {job_id}")
                 return
@@ -141,27 +141,21 @@ def worker(queues: str, device: str | None, pool: str | None, concurrency: int |
     import os
     import tempfile
 
-    chosen = [queue.strip() for queue in queues.split(",") if queue.strip()]
+    from camtrace.workers.celery_app import worker_argv
+
     if device:
         os.environ["CAMTRACE_DEVICE"] = device
     settings = load_settings()
-    uses_gpu = "embed" in chosen or "train" in chosen or (device or settings.device).startswith("cuda")
-    # CUDA must never be initialised before a fork: model-running workers use solo.
-    pool = pool or ("solo" if uses_gpu else "prefork")
+    argv = worker_argv(settings, queues, pool=pool, concurrency=concurrency, name=name)
     if settings.metrics_port:
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="camtrace-metrics-"))
         from camtrace.workers import metrics
 
-        metrics.serve(settings.metrics_port)
+        from camtrace.workers.celery_app import QUEUES
+
+        metrics.serve(settings.metrics_port, settings.broker_url, QUEUES)
     from camtrace.workers.tasks import app
 
-    argv = ["worker", "--queues", ",".join(chosen), "--pool", pool, "--loglevel", settings.log_level]
-    argv += ["--hostname", name or f"camtrace-{'-'.join(chosen)}@%h"]
-    if concurrency or pool == "solo":
-        argv += ["--concurrency", str(concurrency or 1)]
-    if "embed" in chosen:
-        # Batches gathers several embed messages: let it see enough of them.
-        argv += ["--prefetch-multiplier", str(max(1, settings.embed_batch_size // 8) * 2)]
     app.worker_main(argv)
 
 
@@ -176,17 +170,43 @@ def beat() -> None:
 
 
 @cli.command()
+@click.option("--days", type=float, help="Keep this many days (default: CAMTRACE_RETENTION_DAYS).")
+def retention(days: float | None) -> None:
+    """Delete points, SQL rows, crops and recorded segments older than the retention limit, now.
+
+    Beat runs the same every hour when CAMTRACE_RETENTION_DAYS is set.
+    """
+    import time
+
+    from camtrace.errors import ConfigError
+    from camtrace.workers.jobs import apply_retention
+
+    services = make_services()
+    days = days if days is not None else services.settings.retention_days
+    if not days or days <= 0:
+        raise ConfigError("no retention limit: pass --days N or set CAMTRACE_RETENTION_DAYS")
+    try:
+        deleted = apply_retention(services, time.time() - days * 86400)
+    finally:
+        services.close()
+    click.echo(f"deleted {deleted} point(s) older than {days:g} day(s)")
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True)
 def status(as_json: bool) -> None:
     """Queues (depth), workers and cameras at a glance."""
     from camtrace.workers.ops import cluster_status
 
     report = cluster_status(make_services())
+    broker_down = 1 if report.get("broker_error") else 0  # monitoring scripts see the outage in the exit code
     if as_json:
         click.echo(json.dumps(report, indent=2))
-        return
+        sys.exit(broker_down)
     if report["mode"] == "local":
         click.echo("mode: local (CAMTRACE_BROKER_URL unset: no queues or workers)")
+    elif report["broker_error"]:
+        click.echo(f"broker: {report['broker_error']}", err=True)
     else:
         click.echo(f"broker: {report['broker']}")
         for queue, depth in report["queues"].items():
@@ -200,6 +220,7 @@ def status(as_json: bool) -> None:
             f"camera {camera['id']:<12} {camera['status']:<8} last frame {camera['last_frame'] or '-'}  "
             f"reconnects {camera['reconnects']}  {camera['url'] or ''}"
         )
+    sys.exit(broker_down)
 
 
 @cli.group()

@@ -34,3 +34,7 @@ class NotFoundError(CamtraceError):
 
 class StorageError(CamtraceError):
     """The vector index, the SQL database or the crop store failed."""
+
+
+class BrokerError(CamtraceError):
+    """The message broker (Redis) cannot be reached."""

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
         return self.resolved_data_dir / "crops"
 
     @property
+    def recordings_dir(self) -> Path:
+        """Segment files cut from live cameras (retention deletes them with their footage)."""
+        return self.resolved_data_dir / "segments"
+
+    @property
     def sql_url(self) -> str:
         return self.database_url or f"sqlite:///{self.resolved_data_dir / 'camtrace.db'}"
 

@@ -641,6 +641,23 @@ class Database:
                 conn.execute(delete(Detection).where(Detection.point_id.in_(point_ids[start : start + 500])))
             conn.execute(delete(Track).where(~Track.id.in_(select(Detection.track_id).distinct())))
 
+    def delete_videos_before(self, cutoff_ts: float) -> list[str]:
+        """Delete videos that ended before ``cutoff_ts`` and have no detections left; returns their sources."""
+        has_detections = select(Detection.video_id).distinct()
+        query = select(Video.id, Video.source).where(
+            Video.end_ts.is_not(None), Video.end_ts < cutoff_ts, Video.id.not_in(has_detections)
+        )
+        with self._write("deleting old videos") as conn:
+            old = conn.execute(query).all()
+            ids = [video_id for video_id, _ in old]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                segments = select(Segment.id).where(Segment.video_id.in_(chunk))
+                conn.execute(delete(SegmentPart).where(SegmentPart.segment_id.in_(segments)))
+                conn.execute(delete(Segment).where(Segment.video_id.in_(chunk)))
+                conn.execute(delete(Video).where(Video.id.in_(chunk)))
+        return [source for _, source in old]
+
     # Totals ----------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         models = {"cameras": Camera, "videos": Video, "tracks": Track, "detections": Detection}

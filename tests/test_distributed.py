@@ -20,7 +20,7 @@ from camtrace.services import Services
 from camtrace.storage import Database
 from camtrace.workers.local import ingest_local
 from distributed_fixtures import (  # noqa: F401
-    Worker, camtrace_env, redis_server, run_cli, settings_from, wait_for,
+    Worker, camtrace_env, free_port, redis_server, run_cli, settings_from, wait_for,
 )
 
 JOB_TIMEOUT = 240
@@ -107,8 +107,8 @@ def workers(tmp_path, redis_server, tiny_yolo_dir, tiny_siglip_dir):
     env = camtrace_env(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir, redis_server.url)
     started: list[Worker] = []
 
-    def start(queues: str, *extra: str) -> Worker:
-        worker = Worker(queues, env, tmp_path / f"worker-{len(started)}.log", *extra)
+    def start(queues: str, *extra: str, **env_extra: str) -> Worker:
+        worker = Worker(queues, {**env, **env_extra}, tmp_path / f"worker-{len(started)}.log", *extra)
         started.append(worker)
         return worker
 
@@ -119,8 +119,9 @@ def workers(tmp_path, redis_server, tiny_yolo_dir, tiny_siglip_dir):
 
 
 def test_distributed_index_equals_local_mode(workers, tmp_path, footage, tiny_yolo_dir, tiny_siglip_dir):
-    workers("ingest,detect", "--concurrency", "1")
-    workers("embed")
+    detect_metrics, embed_metrics = free_port(), free_port()
+    workers("ingest,detect", "--concurrency", "2", CAMTRACE_METRICS_PORT=str(detect_metrics))
+    workers("embed", CAMTRACE_METRICS_PORT=str(embed_metrics))
     env = workers.env
     job_ids = [submit(env, path, camera, footage.start_ts[camera]) for camera, path in footage.videos.items()]
     jobs = wait_jobs(env, job_ids)
@@ -136,12 +137,39 @@ def test_distributed_index_equals_local_mode(workers, tmp_path, footage, tiny_yo
     assert sum(job.crops_indexed for job in jobs) == len(distributed)
     assert_same_index(distributed, reference)
 
+    # Prometheus: the prefork worker adds up its children; the embed worker counts what it indexed.
+    frames = sum(job.frames for job in jobs)
+    detect_scrape = scrape(detect_metrics)
+    assert detect_scrape["camtrace_frames_total"] == frames > 0
+    assert detect_scrape['camtrace_task_seconds_count{task="detect"}'] == sum(job.segments_total for job in jobs)
+    embed_scrape = scrape(embed_metrics)
+    assert embed_scrape["camtrace_crops_total"] == len(distributed)
+    assert embed_scrape["camtrace_embed_batch_crops_sum"] == len(distributed)
+    assert {embed_scrape[f'camtrace_queue_depth{{queue="{queue}"}}'] for queue in ("ingest", "detect", "embed")} == {0}
+    # Messages were gathered: fewer batches than embed messages.
+    assert embed_scrape["camtrace_embed_batch_crops_count"] < sum(job.segments_total for job in jobs)
+
     # The operator's view of the same jobs.
     listed = json.loads(run_cli(env, "jobs", "--json").stdout)
     assert {row["id"] for row in listed} >= set(job_ids)
     status = json.loads(run_cli(env, "status", "--json").stdout)
     assert set(status["queues"]) == {"ingest", "detect", "embed", "train"}
     assert any("embed" in queues for queues in status["workers"].values())
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A worker's /metrics page as {sample name with labels: value}."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()) if k != "pid")
+            samples[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return samples
 
 
 def long_footage(tmp_path: Path):
@@ -195,7 +223,16 @@ def test_redis_stopped_during_a_job_loses_nothing(workers, redis_server, tmp_pat
     db = Database(settings_from(env).sql_url)
     wait_for(lambda: db.refresh_job(job_id).segments_done >= 1, 120, "the first segment")
     redis_server.stop()
-    time.sleep(4)
+    down_since = time.monotonic()
+    # While it is down, the operator's commands say so instead of hanging or tracing back.
+    status = run_cli(env, "status")
+    assert status.returncode == 1 and "cannot reach the broker" in status.stderr, status.stderr
+    refused = run_cli(env, "ingest", str(path), "--camera", "late")
+    assert refused.returncode == 2 and "cannot reach the broker" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    failed_job = json.loads(run_cli(env, "jobs", "--json").stdout)[0]
+    assert failed_job["camera_id"] == "late" and failed_job["status"] == "failed"
+    time.sleep(max(0.0, 4 - (time.monotonic() - down_since)))
     assert db.refresh_job(job_id).status == "running"
     redis_server.start()
     (job,) = wait_jobs(env, [job_id])

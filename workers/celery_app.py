@@ -23,6 +23,20 @@ TASK_ROUTES = {
 }
 
 
+def redis_transport_options(visibility_timeout: int) -> dict:
+    """Redelivery of tasks whose worker died: after ``visibility_timeout``, swept often enough to matter.
+
+    kombu sweeps the unacknowledged set every interval x throttle seconds
+    (100 s by default), which would leave a lost task waiting far longer than
+    the timeout itself; a sweep is one cheap sorted-set query.
+    """
+    return {
+        "visibility_timeout": visibility_timeout,
+        "unacked_restore_interval": max(1.0, min(10.0, visibility_timeout / 5)),
+        "unacked_restore_throttle": 1,
+    }
+
+
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or load_settings()
     if not settings.broker_url:
@@ -45,7 +59,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options=redis_transport_options(settings.visibility_timeout),
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
@@ -62,3 +76,27 @@ def make_celery(settings: Settings | None = None) -> Celery:
         }
     app.camtrace_settings = settings
     return app
+
+
+def worker_argv(
+    settings: Settings, queues: str, pool: str | None = None, concurrency: int | None = None, name: str | None = None
+) -> list[str]:
+    """The `celery worker` arguments for a camtrace worker consuming ``queues`` (comma-separated)."""
+    from camtrace.errors import ConfigError
+
+    chosen = [queue.strip() for queue in queues.split(",") if queue.strip()]
+    unknown = sorted(set(chosen) - set(QUEUES))
+    if unknown or not chosen:
+        raise ConfigError(f"unknown queue(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(QUEUES)}")
+    runs_models_on_gpu = settings.device.startswith("cuda") and ("embed" in chosen or "detect" in chosen)
+    # CUDA must never be initialised before a fork, and one process per GPU
+    # owns its memory: model-running GPU workers and the embed/train queues use solo.
+    pool = pool or ("solo" if runs_models_on_gpu or "embed" in chosen or "train" in chosen else "prefork")
+    argv = ["worker", "--queues", ",".join(chosen), "--pool", pool, "--loglevel", settings.log_level]
+    argv += ["--hostname", name or f"camtrace-{'-'.join(chosen)}@%h"]
+    if concurrency or pool == "solo":
+        argv += ["--concurrency", str(concurrency or 1)]
+    if "embed" in chosen:
+        # Batches gathers several embed messages: let it see enough of them.
+        argv += ["--prefetch-multiplier", str(max(1, settings.embed_batch_size // 8) * 2)]
+    return argv

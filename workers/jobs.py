@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 from tqdm import tqdm
 
+from camtrace.errors import BrokerError
 from camtrace.services import Services
 from camtrace.storage import Database
 from camtrace.workers.messages import SegmentRef
@@ -48,14 +50,34 @@ def plan_ingest(
     return refs
 
 
-def submit_ingest(db: Database, source: str, camera_id: str, start_ts: float | None) -> str:
-    """Queue an ingest job; returns its id at once (workers do the rest)."""
+# A person at the command line wants to hear within seconds that the broker is away;
+# services (the camera recorder) keep the app's patient policy and wait it out.
+QUICK_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
+
+
+def submit_ingest(db: Database, source: str, camera_id: str, start_ts: float | None, patient: bool = True) -> str:
+    """Queue an ingest job; returns its id at once (workers do the rest).
+
+    If the broker cannot take the task, the job is marked failed with the
+    reason and ``BrokerError`` says which broker and what to check.
+    """
     from camtrace.workers.tasks import ingest
 
     job_id = str(uuid.uuid4())
     db.ensure_camera(camera_id)
     db.create_job("ingest", source, camera_id, job_id=job_id)
-    ingest.apply_async(kwargs={"job_id": job_id, "source": source, "camera_id": camera_id, "start_ts": start_ts})
+    options = {} if patient else {"retry_policy": QUICK_PUBLISH_RETRY}
+    try:
+        ingest.apply_async(
+            kwargs={"job_id": job_id, "source": source, "camera_id": camera_id, "start_ts": start_ts}, **options
+        )
+    except Exception as exc:  # kombu's OperationalError and the transport's own connection errors
+        broker = ingest.app.conf.broker_url
+        db.update_job(job_id, status="failed", error=f"could not queue the job: {exc}")
+        raise BrokerError(
+            f"cannot reach the broker {broker} to queue {source}: {exc}; "
+            "is Redis running and CAMTRACE_BROKER_URL right? (nothing was queued)"
+        ) from exc
     return job_id
 
 
@@ -81,18 +103,27 @@ def follow_job(db: Database, job_id: str, progress: bool = True, poll_seconds: f
 
 
 def apply_retention(services: Services, cutoff_ts: float, batch: int = 5000) -> int:
-    """Delete everything seen before ``cutoff_ts``: points first, then SQL rows, then crop files.
+    """Delete everything seen before ``cutoff_ts``; returns the number of points deleted.
 
-    In that order a crash leaves at most SQL rows or files whose points are
-    gone, which the next run deletes; never a point whose crop is missing.
+    Points go first, then SQL rows, then crop files: a crash in between leaves
+    at most rows or files whose points are gone, which the next run deletes,
+    never a point whose crop is missing. Videos that ended before the cutoff go
+    last, with the segment files the camera recorder wrote for them (a user's
+    own video files are never touched).
     """
     db = services.db
     deleted = 0
     while True:
         old = db.detections_before(cutoff_ts, limit=batch)
         if not old:
-            return deleted
+            break
         services.index.delete([row.point_id for row in old])
         db.delete_detections([row.point_id for row in old])
         services.crops.delete([row.crop_key for row in old])
         deleted += len(old)
+    recordings = services.settings.recordings_dir.resolve()
+    for source in db.delete_videos_before(cutoff_ts):
+        path = Path(source).resolve()
+        if path.is_relative_to(recordings):
+            path.unlink(missing_ok=True)
+    return deleted

@@ -20,13 +20,37 @@ TASK_SECONDS = Histogram("camtrace_task_seconds", "Task latency", ["task"], buck
 TASK_ERRORS = Counter("camtrace_task_errors_total", "Task failures (retried or final)", ["task"])
 
 
-def serve(port: int) -> None:
-    """Expose the metrics of every worker process of this host on ``port``."""
+class QueueDepthCollector:
+    """``camtrace_queue_depth{queue=...}``: messages waiting per queue, read from the broker at scrape time."""
+
+    def __init__(self, broker_url: str, queues: tuple[str, ...]) -> None:
+        self.broker_url = broker_url
+        self.queues = queues
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        from camtrace.workers.ops import queue_depths
+
+        gauge = GaugeMetricFamily("camtrace_queue_depth", "Messages waiting per queue", labels=["queue"])
+        try:
+            depths = queue_depths(self.broker_url, self.queues)
+        except Exception:  # the broker is away: report no depth rather than fail the whole scrape
+            depths = {}
+        for queue, depth in depths.items():
+            gauge.add_metric([queue], depth)
+        yield gauge
+
+
+def serve(port: int, broker_url: str | None = None, queues: tuple[str, ...] = ()) -> None:
+    """Expose the metrics of every worker process of this host on ``port`` (and queue depths)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        start_http_server(port, registry=registry)
     else:
-        start_http_server(port)
+        from prometheus_client import REGISTRY as registry
+    if broker_url and queues:
+        registry.register(QueueDepthCollector(broker_url, queues))
+    start_http_server(port, registry=registry)

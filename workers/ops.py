@@ -38,8 +38,8 @@ def queue_depths(broker_url: str, queues: tuple[str, ...]) -> dict[str, int]:
     """Messages waiting per queue (the Redis transport keeps each queue as a list)."""
     import redis
 
-    client = redis.Redis.from_url(broker_url, socket_connect_timeout=3)
-    return {queue: int(client.llen(queue)) for queue in queues}
+    with redis.Redis.from_url(broker_url, socket_connect_timeout=3, socket_timeout=3) as client:
+        return {queue: int(client.llen(queue)) for queue in queues}
 
 
 def cluster_status(services: Services) -> dict:
@@ -49,9 +49,14 @@ def cluster_status(services: Services) -> dict:
         return report
     from camtrace.workers.celery_app import QUEUES, make_celery
 
-    app = make_celery(settings)
-    report.update(mode="distributed", broker=settings.broker_url, queues=queue_depths(settings.broker_url, QUEUES))
-    replies = app.control.inspect(timeout=2.0).active_queues() or {}
+    report.update(mode="distributed", broker=settings.broker_url, queues={}, workers={}, broker_error=None)
+    try:
+        report["queues"] = queue_depths(settings.broker_url, QUEUES)
+        app = make_celery(settings)
+        replies = app.control.inspect(timeout=2.0).active_queues() or {}
+    except Exception as exc:  # the broker is away: still show the cameras, say what failed
+        report["broker_error"] = f"cannot reach the broker {settings.broker_url}: {exc}; is Redis running?"
+        return report
     report["workers"] = {name: sorted(queue["name"] for queue in queues) for name, queues in replies.items()}
     return report
 
@@ -120,7 +125,7 @@ class CameraFleet:
         recorder = CameraRecorder(
             camera_id,
             url,
-            self.settings.resolved_data_dir / "segments",
+            self.settings.recordings_dir,
             self.settings.segment_seconds,
             self.settings.sample_fps,
             self.on_segment,
