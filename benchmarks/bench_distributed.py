@@ -76,8 +76,7 @@ def run_distributed(env: dict, footage, warmup, cpu_workers: int, logs: Path) ->
     workers.append(Worker("embed", env, logs / "embed.log"))
     try:
         # Warm-up: every CPU worker and the embed worker load their models.
-        (warm_camera, warm_path), = warmup.videos.items()
-        warm_jobs = [submit(env, warm_path, f"warm{i}", warmup.start_ts[warm_camera]) for i in range(cpu_workers)]
+        warm_jobs = [submit(env, path, f"warm-{camera}", warmup.start_ts[camera]) for camera, path in warmup.videos.items()]
         wait_done(env, warm_jobs)
         started = time.perf_counter()
         job_ids = [submit(env, path, camera, footage.start_ts[camera]) for camera, path in footage.videos.items()]
@@ -96,6 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cameras", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=16.0)
+    parser.add_argument("--imgsz", type=int, default=640, help="detector input size (the default's size)")
     parser.add_argument("--real", action="store_true", help="use the models named by CAMTRACE_* settings")
     args = parser.parse_args()
 
@@ -104,6 +104,8 @@ def main() -> None:
     from camtrace.synthetic import generate_footage
 
     work = Path(tempfile.mkdtemp(prefix="camtrace-bench-distributed-"))
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(work / "ultralytics"))
+    os.environ.setdefault("YOLO_OFFLINE", "1")
     if args.real:
         yolo = Path(os.environ["CAMTRACE_DETECTOR_MODEL"])
         siglip = Path(os.environ["CAMTRACE_EMBED_MODEL"])
@@ -114,15 +116,16 @@ def main() -> None:
         yolo = build_tiny_yolo(work / "tiny-yolo")
         siglip = build_tiny_siglip(work / "tiny-siglip")
     footage = generate_footage(work / "footage", cameras=args.cameras, seconds=args.seconds, seed=3)
-    warmup = generate_footage(work / "warmup", cameras=1, seconds=4.0, seed=4)
+    warmup = generate_footage(work / "warmup", cameras=2, seconds=4.0, seed=4)  # one video per CPU worker
 
     redis = RedisServer(work / "redis")
     redis.start()
     results: dict[str, tuple[int, int, float]] = {}
     try:
-        results["local mode"] = run_local(camtrace_env(work / "local", yolo, siglip), footage)
+        sizes = {"CAMTRACE_DETECTOR_IMGSZ": str(args.imgsz)}
+        results["local mode"] = run_local(camtrace_env(work / "local", yolo, siglip, **sizes), footage)
         for cpu_workers in (1, 2):
-            env = camtrace_env(work / f"dist{cpu_workers}", yolo, siglip, redis.url,
+            env = camtrace_env(work / f"dist{cpu_workers}", yolo, siglip, redis.url, **sizes,
                                CAMTRACE_VISIBILITY_TIMEOUT="600", CAMTRACE_LOG_LEVEL="WARNING")
             label = f"distributed, {cpu_workers} CPU worker{'s' if cpu_workers > 1 else ''}"
             results[label] = run_distributed(env, footage, warmup, cpu_workers, work)
@@ -130,7 +133,7 @@ def main() -> None:
         redis.stop()
 
     print(f"{args.cameras} cameras x {args.seconds:g} s synthetic footage, models: {'real' if args.real else 'tiny'}, "
-          f"{os.cpu_count()} CPU cores")
+          f"detector input {args.imgsz} px, {os.cpu_count()} CPU cores")
     local_fps = results["local mode"][0] / results["local mode"][2]
     for label, (frames, crops, elapsed) in results.items():
         fps = frames / elapsed

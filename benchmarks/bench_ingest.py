@@ -25,6 +25,8 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="camtrace-bench-ingest-"))
     os.environ.setdefault("CAMTRACE_DATA_DIR", str(work / "data"))
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(work / "ultralytics"))
+    os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("CAMTRACE_SAMPLE_FPS", "5")
     if not args.real:
         from camtrace.detection.tiny_model import build_tiny_yolo

@@ -66,7 +66,7 @@ def ingest(source: str, camera: str, start: str | None, wait: bool, no_progress:
         if services.settings.broker_url:
             from camtrace.workers.jobs import follow_job, submit_ingest
 
-            job_id = submit_ingest(services.db, source, camera, start_ts, patient=False)
+            job_id = submit_ingest(services, source, camera, start_ts, patient=False)
             if not wait:
                 click.echo(json.dumps({"job_id": job_id}) if as_json else f"queued job {job_id}")
                 return
@@ -85,22 +85,9 @@ def ingest(source: str, camera: str, start: str | None, wait: bool, no_progress:
         sys.exit(1)
 
 
-def job_dict(job) -> dict:
-    return {
-        "id": job.id,
-        "kind": job.kind,
-        "camera_id": job.camera_id,
-        "source": job.source,
-        "status": job.status,
-        "segments_total": job.segments_total,
-        "segments_done": job.segments_done,
-        "segments_failed": job.segments_failed,
-        "crops_indexed": job.crops_indexed,
-        "error": job.error,
-    }
-
-
 def print_job(job, as_json: bool) -> None:
+    from camtrace.workers.jobs import job_dict
+
     if as_json:
         click.echo(json.dumps(job_dict(job), indent=2))
         return
@@ -117,8 +104,9 @@ def print_job(job, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def jobs(limit: int, as_json: bool) -> None:
     """List recent jobs with their progress."""
-    services = make_services()
-    rows = [job_dict(services.db.refresh_job(job.id)) for job in services.db.list_jobs(limit=limit)]
+    from camtrace.workers.jobs import job_rows
+
+    rows = job_rows(make_services().db, limit)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -167,6 +155,19 @@ def beat() -> None:
     settings = load_settings()
     schedule = settings.resolved_data_dir / "celerybeat-schedule"
     app.Beat(loglevel=settings.log_level, schedule=str(schedule)).run()
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=8000, show_default=True, type=int)
+def api(host: str, port: int) -> None:
+    """Serve the query service over HTTP: /search, /search/image, /crops, /jobs, /cameras, /status."""
+    import uvicorn
+
+    from camtrace.api.app import create_app
+
+    settings = load_settings()
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
 
 
 @cli.command()

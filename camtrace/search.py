@@ -24,6 +24,7 @@ class SearchResult:
     ts_start: float
     ts_end: float
     crop: str  # a file path a person can open
+    crop_key: str  # the crop's key in the crop store (the API serves it at /crops/<key>)
     point_id: str
     frame_index: int
     ts: float
@@ -49,9 +50,14 @@ def read_photo(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"photo '{path}' does not exist")
-    image = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_COLOR)
+    return decode_photo(path.read_bytes(), str(path))
+
+
+def decode_photo(data: bytes, name: str) -> np.ndarray:
+    """Decode an uploaded or read photo to BGR pixels; ``name`` is what the error message calls it."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
-        raise InputError(f"photo '{path}' is not an image OpenCV can read (use a JPEG or PNG)")
+        raise InputError(f"photo '{name}' is not an image OpenCV can read (use a JPEG or PNG)")
     return image
 
 
@@ -129,6 +135,7 @@ class SearchService:
                     ts_start=track.ts_start if track else payload["ts"],
                     ts_end=track.ts_end if track else payload["ts"],
                     crop=str(self.services.crops.path(payload["crop_key"])),
+                    crop_key=payload["crop_key"],
                     point_id=hit.point_id,
                     frame_index=int(payload["frame_index"]),
                     ts=float(payload["ts"]),

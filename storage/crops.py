@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from camtrace.errors import NotFoundError, StorageError
+from camtrace.errors import InputError, NotFoundError, StorageError
 
 
 class CropStore:
@@ -27,17 +27,17 @@ class CropStore:
     def path(self, key: str) -> Path:
         """The file a key names; rejects keys that would leave the store's folder."""
         if not isinstance(key, str) or not key.strip():
-            raise StorageError(f"crop key {key!r} is empty")
+            raise InputError(f"crop key {key!r} is empty")
         posix = PurePosixPath(key)
         if "\\" in key or "\x00" in key or posix.is_absolute() or any(part in ("..", "") for part in key.split("/")):
-            raise StorageError(
+            raise InputError(
                 f"crop key {key!r} is not a relative path inside the crop store "
                 "(no '..', no leading '/', no empty parts, '/' as separator)"
             )
         path = self.root.joinpath(*posix.parts)
         # A symlinked folder inside the store could still point outside it.
         if not path.resolve().is_relative_to(self.root):
-            raise StorageError(f"crop key {key!r} resolves outside the crop store {self.root}")
+            raise InputError(f"crop key {key!r} resolves outside the crop store {self.root}")
         return path
 
     def put(self, key: str, data: bytes) -> Path:

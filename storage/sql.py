@@ -46,7 +46,7 @@ from sqlalchemy.pool import StaticPool
 from camtrace.errors import NotFoundError, StorageError
 
 SEGMENT_STATUSES = ("pending", "done", "failed")
-JOB_STATUSES = ("queued", "running", "done", "failed")
+JOB_STATUSES = ("queued", "running", "done", "failed", "superseded")  # superseded: a newer ingest took every segment
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Constant key for PostgreSQL's advisory lock around migrations ("camt").
 _MIGRATION_LOCK_KEY = 0x63616D74
@@ -491,12 +491,16 @@ class Database:
                 select(Segment.id + ": " + Segment.error).where(Segment.job_id == job_id, Segment.status == "failed")
                 .order_by(Segment.id).limit(20)
             ))
-        if not rows:
-            return job
         by_status = {status: (count, crops, frames) for status, count, crops, frames in rows}
         done = by_status.get("done", (0, 0, 0))
         failed = by_status.get("failed", (0, 0, 0))
-        total = max(job.segments_total, sum(count for count, _, _ in by_status.values()))
+        owned = sum(count for count, _, _ in by_status.values())
+        # Segments re-registered by a newer ingest of the same video belong to that job now;
+        # this one finishes with what it still owns instead of waiting for them forever.
+        taken = max(0, job.segments_total - owned) if job.status == "running" else 0
+        if not rows and not taken:
+            return job
+        total = max(job.segments_total, owned)
         fields: dict[str, Any] = {
             "segments_total": total,
             "segments_done": done[0],
@@ -504,10 +508,15 @@ class Database:
             "crops_indexed": int(done[1]),
             "frames": int(done[2] + failed[2]),
         }
+        if taken:
+            errors.append(f"{taken} segment(s) taken over by a newer ingest of the same video")
         if errors:
             fields["error"] = "; ".join(errors)
-        if job.status in ("queued", "running") and done[0] + failed[0] >= total > 0:
-            fields["status"] = "failed" if done[0] == 0 else "done"
+        if job.status in ("queued", "running") and done[0] + failed[0] + taken >= total > 0:
+            if owned == 0:
+                fields["status"] = "superseded"
+            else:
+                fields["status"] = "failed" if done[0] == 0 else "done"
         return self.update_job(job_id, **fields)
 
     def list_segments(self, video_id: str, status: str | None = None) -> list[Segment]:
@@ -583,7 +592,7 @@ class Database:
     def update_job(self, job_id: str, **fields: Any) -> Job:
         """Set job columns (status, counters, error, started_at, finished_at ...) and return the job.
 
-        A move to ``running`` stamps ``started_at`` and a move to ``done`` or
+        A move to ``running`` stamps ``started_at`` and a move to ``done``, ``superseded`` or
         ``failed`` stamps ``finished_at``, unless given.
         """
         fields = _columns(Job, fields, exclude=("id", "created_at"))
@@ -592,7 +601,7 @@ class Database:
             now = time.time()
             if fields["status"] == "running":
                 fields.setdefault("started_at", now)
-            elif fields["status"] in ("done", "failed"):
+            elif fields["status"] in ("done", "failed", "superseded"):
                 fields.setdefault("finished_at", now)
         if fields:
             with self._write(f"updating job {job_id!r}") as conn:

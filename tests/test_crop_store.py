@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from camtrace.errors import NotFoundError, StorageError
+from camtrace.errors import InputError, NotFoundError, StorageError
 from camtrace.storage.crops import CropStore
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"
@@ -37,7 +37,7 @@ def test_put_get_exists_delete(tmp_path: Path) -> None:
 )
 def test_keys_cannot_escape_the_root(tmp_path: Path, key: str) -> None:
     store = CropStore(tmp_path / "crops")
-    with pytest.raises(StorageError, match="crop key"):
+    with pytest.raises(InputError, match="crop key"):
         store.put(key, JPEG)
     assert not (tmp_path / "outside.jpg").exists()
 
@@ -48,7 +48,7 @@ def test_symlinked_folder_cannot_lead_outside(tmp_path: Path) -> None:
     store = CropStore(tmp_path / "crops")
     store.root.mkdir(parents=True)
     (store.root / "cam").symlink_to(outside, target_is_directory=True)
-    with pytest.raises(StorageError, match="outside the crop store"):
+    with pytest.raises(InputError, match="outside the crop store"):
         store.put("cam/x.jpg", JPEG)
     assert list(outside.iterdir()) == []
 

@@ -267,7 +267,7 @@ def test_a_corrupt_segment_is_marked_failed_and_the_rest_completes(workers, tmp_
     (camera, path), = footage.videos.items()
     broken = truncated_copy(path, tmp_path / "broken.avi", keep=0.6)  # 24 s: segments 0-2 whole, 3-5 cut
     env = workers.env
-    workers("ingest,detect", "--concurrency", "1")
+    workers("ingest,detect", "--concurrency", "1", CAMTRACE_RETENTION_DAYS="300")  # the footage is older
     workers("embed")
     job_id = submit(env, broken, camera, footage.start_ts[camera])
     (job,) = wait_jobs(env, [job_id])
@@ -278,4 +278,15 @@ def test_a_corrupt_segment_is_marked_failed_and_the_rest_completes(workers, tmp_
     assert "broken.avi" in job.error and "frame" in job.error
     db = Database(settings_from(env).sql_url)
     assert db.counts()["detections"] == job.crops_indexed > 0
+
+    # The task beat sends every hour, sent now: everything older than 300 days goes.
+    from camtrace.workers.celery_app import beat_schedule, producer
+
+    entry = beat_schedule(settings_from({**env, "CAMTRACE_RETENTION_DAYS": "300"}))["retention"]
+    producer(settings_from(env)).send_task(entry["task"], ignore_result=True)
+    wait_for(lambda: db.counts()["detections"] == 0, 60, "retention to run on the worker")
+    services = Services(settings_from({k: v for k, v in env.items() if k != "CAMTRACE_BROKER_URL"}))
+    assert services.index.count() == 0  # the points, not only their SQL rows
+    services.close()
+    assert db.counts()["videos"] == 0
     db.close()

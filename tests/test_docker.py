@@ -18,7 +18,8 @@ def compose() -> dict:
 
 def test_compose_has_every_part_of_a_deployment():
     services = compose()["services"]
-    assert {"redis", "qdrant", "postgres", "cpu-worker", "gpu-worker", "beat", "cameras"} <= set(services)
+    assert {"redis", "qdrant", "postgres", "api", "cpu-worker", "gpu-worker", "beat", "cameras"} <= set(services)
+    assert services["api"]["ports"] == ["8000:8000"] and services["api"]["command"][0] == "api"
 
 
 def test_gpu_workers_scale_out_one_gpu_each():
@@ -59,5 +60,5 @@ def test_dockerfiles_install_the_package_and_run_the_cli():
         text = (DOCKER / dockerfile).read_text()
         assert "pip install ." in text
         assert 'ENTRYPOINT ["camtrace"]' in text
-        for folder in ("camtrace", "detection", "embedding", "storage", "workers"):
+        for folder in ("camtrace", "detection", "embedding", "storage", "workers", "training", "api"):
             assert f"COPY {folder} {folder}" in text

@@ -255,6 +255,39 @@ def test_segment_deliveries_parts_and_job_progress(db: Database) -> None:
     assert job.finished_at is not None
 
 
+def test_a_job_whose_segments_a_newer_ingest_took_over_still_finishes(db: Database) -> None:
+    db.upsert_video("v1", "gate", "/footage/v1.mp4", 25.0, 640, 360, 1000.0, 1060.0, 1500)
+    db.create_job("ingest", "/footage/v1.mp4", "gate", job_id="old", segments_total=2)
+    ids = [db.upsert_segment("v1", i, i * 750, i * 750 + 750, status="pending", job_id="old") for i in range(2)]
+    db.update_job("old", status="running")
+    # The same video ingested again while the first job runs: the newer job owns both segments now.
+    db.create_job("ingest", "/footage/v1.mp4", "gate", job_id="new", segments_total=2)
+    for i in range(2):
+        db.upsert_segment("v1", i, i * 750, i * 750 + 750, status="pending", job_id="new")
+    db.update_job("new", status="running")
+    assert db.refresh_job("new").status == "running"
+    old = db.refresh_job("old")
+    assert old.status == "superseded" and "2 segment(s) taken over by a newer ingest" in old.error
+    assert old.finished_at is not None
+    for segment_id in ids:
+        db.set_segment_parts(segment_id, 0)
+    assert db.refresh_job("new").status == "done"
+    assert db.refresh_job("old").status == "superseded"  # stays finished
+
+    # Part of a job taken over (overlapping folders): it finishes with the segments it kept.
+    db.upsert_video("v2", "gate", "/footage/v2.mp4", 25.0, 640, 360, 2000.0, 2060.0, 1500)
+    db.create_job("ingest", "/footage/", "gate", job_id="folder", segments_total=2)
+    kept = db.upsert_segment("v2", 0, 0, 1500, status="pending", job_id="folder")
+    db.upsert_segment("v1", 0, 0, 750, status="pending", job_id="folder")
+    db.update_job("folder", status="running")
+    db.upsert_segment("v1", 0, 0, 750, status="pending", job_id="later")
+    assert db.refresh_job("folder").status == "running"  # its own segment is not finished yet
+    db.set_segment_parts(kept, 0)
+    folder = db.refresh_job("folder")
+    assert (folder.status, folder.segments_done, folder.segments_total) == ("done", 1, 2)
+    assert "1 segment(s) taken over" in folder.error
+
+
 def test_retention_deletes_old_detections_and_their_empty_tracks(db: Database) -> None:
     db.upsert_video("v1", "gate", "/footage/v1.mp4", 25.0, 640, 360, 1000.0, 1060.0, 1500)
     db.upsert_tracks([

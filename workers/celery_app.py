@@ -23,6 +23,19 @@ TASK_ROUTES = {
 }
 
 
+def beat_schedule(settings: Settings) -> dict:
+    """Periodic work run by `camtrace beat`, from settings.
+
+    The one place periodic tasks are registered: retention hourly when
+    CAMTRACE_RETENTION_DAYS is set; the training schedule adds its
+    ``camtrace.train`` entry here (the ``train`` queue and route exist already).
+    """
+    schedule: dict = {}
+    if settings.retention_days:
+        schedule["retention"] = {"task": "camtrace.retention", "schedule": 3600.0}
+    return schedule
+
+
 def redis_transport_options(visibility_timeout: int) -> dict:
     """Redelivery of tasks whose worker died: after ``visibility_timeout``, swept often enough to matter.
 
@@ -70,11 +83,19 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_hijack_root_logger=False,
         timezone="UTC",
     )
-    if settings.retention_days:
-        app.conf.beat_schedule = {
-            "retention": {"task": "camtrace.retention", "schedule": 3600.0},
-        }
+    app.conf.beat_schedule = beat_schedule(settings)
     app.camtrace_settings = settings
+    return app
+
+
+_producers: dict[str, Celery] = {}
+
+
+def producer(settings: Settings) -> Celery:
+    """A Celery app for sending tasks to ``settings.broker_url`` (one per broker, kept for its connection pool)."""
+    app = _producers.get(settings.broker_url or "")
+    if app is None:
+        app = _producers[settings.broker_url or ""] = make_celery(settings)
     return app
 
 

@@ -17,7 +17,7 @@ from camtrace.storage import Database
 from camtrace.workers.messages import SegmentRef
 from camtrace.workers.pipeline import open_sources, register_video
 
-TERMINAL = ("done", "failed")
+TERMINAL = ("done", "failed", "superseded")
 
 
 def plan_ingest(
@@ -50,32 +50,63 @@ def plan_ingest(
     return refs
 
 
+def job_dict(job) -> dict:
+    """A job row as the CLI's --json and the API show it."""
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "camera_id": job.camera_id,
+        "source": job.source,
+        "status": job.status,
+        "segments_total": job.segments_total,
+        "segments_done": job.segments_done,
+        "segments_failed": job.segments_failed,
+        "crops_indexed": job.crops_indexed,
+        "frames": job.frames,
+        "error": job.error,
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+    }
+
+
+def job_rows(db: Database, limit: int = 50) -> list[dict]:
+    """The newest jobs with their progress brought up to date."""
+    return [job_dict(db.refresh_job(job.id)) for job in db.list_jobs(limit=limit)]
+
+
 # A person at the command line wants to hear within seconds that the broker is away;
 # services (the camera recorder) keep the app's patient policy and wait it out.
 QUICK_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
 
 
-def submit_ingest(db: Database, source: str, camera_id: str, start_ts: float | None, patient: bool = True) -> str:
+def submit_ingest(
+    services: Services, source: str, camera_id: str, start_ts: float | None, patient: bool = True
+) -> str:
     """Queue an ingest job; returns its id at once (workers do the rest).
 
-    If the broker cannot take the task, the job is marked failed with the
-    reason and ``BrokerError`` says which broker and what to check.
+    The task is sent by name, so producers (the CLI, the API, the camera
+    service) never import the workers' code. If the broker cannot take it,
+    the job is marked failed with the reason and ``BrokerError`` says which
+    broker and what to check.
     """
-    from camtrace.workers.tasks import ingest
+    from camtrace.workers.celery_app import producer
 
+    db, settings = services.db, services.settings
     job_id = str(uuid.uuid4())
     db.ensure_camera(camera_id)
     db.create_job("ingest", source, camera_id, job_id=job_id)
     options = {} if patient else {"retry_policy": QUICK_PUBLISH_RETRY}
     try:
-        ingest.apply_async(
-            kwargs={"job_id": job_id, "source": source, "camera_id": camera_id, "start_ts": start_ts}, **options
+        producer(settings).send_task(
+            "camtrace.ingest",
+            kwargs={"job_id": job_id, "source": source, "camera_id": camera_id, "start_ts": start_ts},
+            ignore_result=True,  # progress lives in SQL; nothing waits on the result backend
+            **options,
         )
     except Exception as exc:  # kombu's OperationalError and the transport's own connection errors
-        broker = ingest.app.conf.broker_url
         db.update_job(job_id, status="failed", error=f"could not queue the job: {exc}")
         raise BrokerError(
-            f"cannot reach the broker {broker} to queue {source}: {exc}; "
+            f"cannot reach the broker {settings.broker_url} to queue {source}: {exc}; "
             "is Redis running and CAMTRACE_BROKER_URL right? (nothing was queued)"
         ) from exc
     return job_id

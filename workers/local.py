@@ -51,11 +51,12 @@ def ingest_local(
             job_id=summary.job_id,
             segments_total=sum(len(segments) for _, segments in plans),
         )
+        for video, segments in plans:  # every segment is registered before the job counts as running
+            register_video(db, video, camera_id, segments, summary.job_id)
         db.update_job(summary.job_id, status="running")
         expected_frames = sum(expected_sampled_frames(video, settings.sample_fps) for video in videos)
         bar = tqdm(total=expected_frames or None, unit="frame", desc=f"ingest {camera_id}", disable=not progress)
         for video, segments in plans:
-            register_video(db, video, camera_id, segments, summary.job_id)
             for segment in segments:
                 segment_id = f"{video.video_id}:{segment.index}"
                 db.start_segment(segment_id, summary.job_id)

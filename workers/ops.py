@@ -47,12 +47,12 @@ def cluster_status(services: Services) -> dict:
     report: dict = {"mode": "local", "cameras": camera_rows(services.db)}
     if not settings.broker_url:
         return report
-    from camtrace.workers.celery_app import QUEUES, make_celery
+    from camtrace.workers.celery_app import QUEUES, producer
 
     report.update(mode="distributed", broker=settings.broker_url, queues={}, workers={}, broker_error=None)
     try:
         report["queues"] = queue_depths(settings.broker_url, QUEUES)
-        app = make_celery(settings)
+        app = producer(settings)
         replies = app.control.inspect(timeout=2.0).active_queues() or {}
     except Exception as exc:  # the broker is away: still show the cameras, say what failed
         report["broker_error"] = f"cannot reach the broker {settings.broker_url}: {exc}; is Redis running?"
@@ -88,7 +88,7 @@ class CameraFleet:
         if self.settings.broker_url:
             from camtrace.workers.jobs import submit_ingest
 
-            submit_ingest(self.db, str(path), camera_id, start_ts)
+            submit_ingest(self.services, str(path), camera_id, start_ts)
             return
         from camtrace.workers.local import ingest_local
 
