@@ -28,7 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' helpers for a private Redis and worker processes
 
-from distributed_fixtures import RedisServer, Worker, camtrace_env, run_cli, settings_from, wait_for  # noqa: E402
+from bench_ingest import ingest_footage  # noqa: E402
+from distributed_fixtures import RedisServer, Worker, camtrace_env, run_cli, settings_from, wait_jobs  # noqa: E402
 
 
 def submit(env: dict, path: Path, camera: str, start_ts: float) -> str:
@@ -39,36 +40,14 @@ def submit(env: dict, path: Path, camera: str, start_ts: float) -> str:
     return proc.stdout.split()[-1]
 
 
-def wait_done(env: dict, job_ids: list[str], timeout: float = 1800):
-    from camtrace.storage import Database
-
-    db = Database(settings_from(env).sql_url)
-    try:
-        def finished():
-            jobs = [db.refresh_job(job_id) for job_id in job_ids]
-            return jobs if all(job.status in ("done", "failed") for job in jobs) else None
-
-        return wait_for(finished, timeout, "the benchmark jobs", interval=0.1)
-    finally:
-        db.close()
-
-
 def run_local(env: dict, footage) -> tuple[int, int, float]:
     from camtrace.services import Services
-    from camtrace.workers.local import ingest_local
 
     services = Services(settings_from(env))
-    services.detector.load()
-    services.encoder.load()
-    frames = crops = 0
-    started = time.perf_counter()
-    for camera, path in footage.videos.items():
-        summary = ingest_local(services, str(path), camera, footage.start_ts[camera], progress=False)
-        frames += summary.frames
-        crops += summary.crops
-    elapsed = time.perf_counter() - started
-    services.close()
-    return frames, crops, elapsed
+    try:
+        return ingest_footage(services, footage)
+    finally:
+        services.close()
 
 
 def run_distributed(env: dict, footage, warmup, cpu_workers: int, logs: Path) -> tuple[int, int, float]:
@@ -77,10 +56,10 @@ def run_distributed(env: dict, footage, warmup, cpu_workers: int, logs: Path) ->
     try:
         # Warm-up: every CPU worker and the embed worker load their models.
         warm_jobs = [submit(env, path, f"warm-{camera}", warmup.start_ts[camera]) for camera, path in warmup.videos.items()]
-        wait_done(env, warm_jobs)
+        wait_jobs(env, warm_jobs, timeout=1800, interval=0.1)
         started = time.perf_counter()
         job_ids = [submit(env, path, camera, footage.start_ts[camera]) for camera, path in footage.videos.items()]
-        jobs = wait_done(env, job_ids)
+        jobs = wait_jobs(env, job_ids, timeout=1800, interval=0.1)
         elapsed = time.perf_counter() - started
     finally:
         for worker in workers:

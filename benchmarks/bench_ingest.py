@@ -16,6 +16,21 @@ import time
 from pathlib import Path
 
 
+def ingest_footage(services, footage) -> tuple[int, int, float]:
+    """Ingest every camera of ``footage`` in local mode, models loaded first; (frames, crops, seconds)."""
+    from camtrace.workers.local import ingest_local
+
+    services.detector.load()
+    services.encoder.load()
+    frames = crops = 0
+    started = time.perf_counter()
+    for camera_id, path in footage.videos.items():
+        summary = ingest_local(services, str(path), camera_id, footage.start_ts[camera_id], progress=False)
+        frames += summary.frames
+        crops += summary.crops
+    return frames, crops, time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cameras", type=int, default=2)
@@ -40,21 +55,10 @@ def main() -> None:
     from camtrace.services import Services
     from camtrace.settings import load_settings
     from camtrace.synthetic import generate_footage
-    from camtrace.workers.local import ingest_local
-
     settings = load_settings()
     services = Services(settings)
     footage = generate_footage(work / "footage", cameras=args.cameras, seconds=args.seconds, seed=1)
-    services.detector.load()
-    services.encoder.load()
-
-    frames = crops = 0
-    started = time.perf_counter()
-    for camera_id, path in footage.videos.items():
-        summary = ingest_local(services, str(path), camera_id, footage.start_ts[camera_id], progress=False)
-        frames += summary.frames
-        crops += summary.crops
-    elapsed = time.perf_counter() - started
+    frames, crops, elapsed = ingest_footage(services, footage)
 
     # Detection alone on the same frames, to show what the rest of the pipeline costs.
     from camtrace.detection import VideoSource

@@ -35,6 +35,22 @@ def make_services(settings: Settings | None = None):
     return Services(settings)
 
 
+def echo_rows(rows: list[dict], as_json: bool, line) -> None:
+    """Rows as a JSON list, or one ``line(row)`` each."""
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(line(row))
+
+
+def camera_line(row: dict) -> str:
+    return (
+        f"{row['id']:<12} {row['status']:<8} last frame {row['last_frame'] or '-'}  "
+        f"reconnects {row['reconnects']}  {row['url'] or '(files only)'}"
+    )
+
+
 def format_ts(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).astimezone().isoformat(timespec="seconds")
 
@@ -106,16 +122,15 @@ def jobs(limit: int, as_json: bool) -> None:
     """List recent jobs with their progress."""
     from camtrace.workers.jobs import job_rows
 
-    rows = job_rows(make_services().db, limit)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        click.echo(
-            f"{row['id']}  {row['status']:<8} {row['camera_id'] or '-':<12} "
+    echo_rows(
+        job_rows(make_services().db, limit),
+        as_json,
+        lambda row: (
+            f"{row['id']}  {row['status']:<10} {row['camera_id'] or '-':<12} "
             f"{row['segments_done']}/{row['segments_total']} segments, {row['segments_failed']} failed, "
             f"{row['crops_indexed']} crops  {row['source']}"
-        )
+        ),
+    )
 
 
 @cli.command()
@@ -217,10 +232,7 @@ def status(as_json: bool) -> None:
         if not report["workers"]:
             click.echo("no workers answered")
     for camera in report["cameras"]:
-        click.echo(
-            f"camera {camera['id']:<12} {camera['status']:<8} last frame {camera['last_frame'] or '-'}  "
-            f"reconnects {camera['reconnects']}  {camera['url'] or ''}"
-        )
+        click.echo(f"camera {camera_line(camera)}")
     sys.exit(broker_down)
 
 
@@ -245,15 +257,7 @@ def camera_list(as_json: bool) -> None:
     """List cameras with their status."""
     from camtrace.workers.ops import camera_rows
 
-    rows = camera_rows(make_services().db)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        click.echo(
-            f"{row['id']:<12} {row['status']:<8} last frame {row['last_frame'] or '-'}  "
-            f"reconnects {row['reconnects']}  {row['url'] or '(files only)'}"
-        )
+    echo_rows(camera_rows(make_services().db), as_json, camera_line)
 
 
 @camera.command("remove")

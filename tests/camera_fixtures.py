@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import cv2
@@ -20,9 +21,17 @@ class MjpegCamera:
     the way an IP camera behaves when it reboots.
     """
 
-    def __init__(self, fps: float = 10.0, size: tuple[int, int] = (160, 120)) -> None:
-        self.fps = fps
+    def __init__(
+        self,
+        fps: float | None = 10.0,
+        size: tuple[int, int] = (160, 120),
+        frames_per_connection: int | None = None,
+        draw: Callable[[int], np.ndarray] | None = None,
+    ) -> None:
+        self.fps = fps  # None: as fast as the reader takes them
         self.size = size
+        self.frames_per_connection = frames_per_connection  # then the stream ends, like a closed source
+        self.draw = draw or self.moving_block
         self.down_until = 0.0
         self.generation = 0  # bumped on drop: open streams notice and end
         self.connections = 0
@@ -47,15 +56,21 @@ class MjpegCamera:
                 self.send_header("Cache-Control", "no-cache")
                 self.end_headers()
                 try:
+                    sent = 0
                     while generation == camera.generation and not camera.closed:
-                        jpeg = camera.frame_jpeg()
+                        if camera.frames_per_connection is not None and sent >= camera.frames_per_connection:
+                            break
+                        _, jpeg = cv2.imencode(".jpg", camera.draw(sent))
+                        jpeg = jpeg.tobytes()
                         self.wfile.write(
                             b"--" + BOUNDARY + b"\r\nContent-Type: image/jpeg\r\n"
                             + f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n"
                         )
                         self.wfile.flush()
                         camera.frames_sent += 1
-                        time.sleep(1.0 / camera.fps)
+                        sent += 1
+                        if camera.fps:
+                            time.sleep(1.0 / camera.fps)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
@@ -68,15 +83,13 @@ class MjpegCamera:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/stream.mjpg"
 
-    def frame_jpeg(self) -> bytes:
+    def moving_block(self, _: int) -> np.ndarray:
         """A person-sized block moving across a grey scene; each frame differs."""
         width, height = self.size
         image = np.full((height, width, 3), 90, np.uint8)
         x = (self.frames_sent * 4) % (width - 30)
         cv2.rectangle(image, (x, 30), (x + 24, 100), (40, 40, 200), -1)
-        ok, data = cv2.imencode(".jpg", image)
-        assert ok
-        return data.tobytes()
+        return image
 
     def start(self) -> None:
         self.thread.start()

@@ -44,30 +44,9 @@ def tiny_detector(tiny_yolo_dir: Path):
 @pytest.fixture
 def mjpeg_stream_url():
     """A live MJPEG-over-HTTP stream on localhost: 20 frames whose grey level is 10 x the frame number, then it ends."""
-    import http.server
-    import socketserver
-    import threading
+    from camera_fixtures import MjpegCamera
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-            self.end_headers()
-            try:
-                for i in range(20):
-                    ok, jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), i * 10, np.uint8))
-                    head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
-                    self.wfile.write(head + jpeg.tobytes() + b"\r\n")
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the reader stopped early: that is what a closed source does
-
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/live.mjpg"
-    server.shutdown()
-    server.server_close()
+    camera = MjpegCamera(fps=None, frames_per_connection=20, draw=lambda i: np.full((120, 160, 3), i * 10, np.uint8))
+    camera.start()
+    yield camera.url
+    camera.stop()

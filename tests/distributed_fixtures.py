@@ -130,6 +130,23 @@ def settings_from(env: dict) -> Settings:
     return Settings(**{k[len("CAMTRACE_"):].lower(): v for k, v in env.items() if k.startswith("CAMTRACE_")})
 
 
+def wait_jobs(env: dict, job_ids: list[str], timeout: float = 240, interval: float = 0.5):
+    """Wait until every job has ended; returns their rows."""
+    from camtrace.storage import Database
+    from camtrace.workers.jobs import TERMINAL
+
+    db = Database(settings_from(env).sql_url)
+
+    def finished():
+        jobs = [db.refresh_job(job_id) for job_id in job_ids]
+        return jobs if all(job.status in TERMINAL for job in jobs) else None
+
+    try:
+        return wait_for(finished, timeout, f"jobs {job_ids}", interval=interval)
+    finally:
+        db.close()
+
+
 def run_cli(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "camtrace.cli", *args], env=env, capture_output=True, text=True, timeout=timeout

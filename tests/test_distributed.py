@@ -19,11 +19,10 @@ import pytest
 from camtrace.services import Services
 from camtrace.storage import Database
 from camtrace.workers.local import ingest_local
+from storage_fixtures import postgres_url  # noqa: F401
 from distributed_fixtures import (  # noqa: F401
-    Worker, camtrace_env, free_port, redis_server, run_cli, settings_from, wait_for,
+    Worker, camtrace_env, free_port, redis_server, run_cli, settings_from, wait_for, wait_jobs,
 )
-
-JOB_TIMEOUT = 240
 
 
 def iso(ts: float) -> str:
@@ -80,19 +79,6 @@ def submit(env: dict, path: Path, camera_id: str, start_ts: float) -> str:
     return json.loads(proc.stdout)["job_id"]
 
 
-def wait_jobs(env: dict, job_ids: list[str], timeout: float = JOB_TIMEOUT):
-    db = Database(settings_from(env).sql_url)
-
-    def finished():
-        jobs = [db.refresh_job(job_id) for job_id in job_ids]
-        return jobs if all(job.status in ("done", "failed") for job in jobs) else None
-
-    try:
-        return wait_for(finished, timeout, f"jobs {job_ids}", interval=0.5)
-    finally:
-        db.close()
-
-
 def assert_same_index(distributed: dict, local: dict) -> None:
     assert distributed.keys() == local.keys(), "point ids differ between distributed and local mode"
     for pid, (payload, vector) in local.items():
@@ -123,7 +109,16 @@ def test_distributed_index_equals_local_mode(workers, tmp_path, footage, tiny_yo
     workers("ingest,detect", "--concurrency", "2", CAMTRACE_METRICS_PORT=str(detect_metrics))
     workers("embed", CAMTRACE_METRICS_PORT=str(embed_metrics))
     env = workers.env
-    job_ids = [submit(env, path, camera, footage.start_ts[camera]) for camera, path in footage.videos.items()]
+    *queued, (last_camera, last_path) = footage.videos.items()
+    job_ids = [submit(env, path, camera, footage.start_ts[camera]) for camera, path in queued]
+    # The last one the way an operator follows a job: --wait shows a progress bar and ends with the job.
+    followed = run_cli(env, "ingest", str(last_path), "--camera", last_camera,
+                       "--start", iso(footage.start_ts[last_camera]), "--wait", "--json")
+    assert followed.returncode == 0, followed.stderr
+    final = json.loads(followed.stdout)
+    assert final["status"] == "done" and final["segments_done"] == final["segments_total"] > 0
+    assert "segment" in followed.stderr and f"{final['segments_total']}/{final['segments_total']}" in followed.stderr
+    job_ids.append(final["id"])
     jobs = wait_jobs(env, job_ids)
     assert all(job.status == "done" and job.segments_failed == 0 for job in jobs), [job.error for job in jobs]
     assert all(job.segments_done == job.segments_total > 0 for job in jobs)
@@ -240,6 +235,41 @@ def test_redis_stopped_during_a_job_loses_nothing(workers, redis_server, tmp_pat
     reference = local_reference(tmp_path, tiny_yolo_dir, tiny_siglip_dir, {camera: (path, footage.start_ts[camera])})
     assert_same_index(snapshot(env), reference)
     db.close()
+
+
+def test_the_database_away_during_a_job_loses_nothing(tmp_path, redis_server, postgres_url, tiny_yolo_dir,
+                                                      tiny_siglip_dir):
+    """PostgreSQL, as in production, refuses every connection for a few seconds in the middle of a job."""
+    from storage_fixtures import _admin_connection
+
+    footage = long_footage(tmp_path)
+    (camera, path), = footage.videos.items()
+    env = camtrace_env(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir, redis_server.url,
+                       CAMTRACE_DATABASE_URL=postgres_url)
+    workers = [Worker("ingest,detect", env, tmp_path / "detect.log", "--concurrency", "1"),
+               Worker("embed", env, tmp_path / "embed.log")]
+    admin, _ = _admin_connection()
+    name = postgres_url.rsplit("/", 1)[1]
+    db = Database(postgres_url)
+    try:
+        job_id = submit(env, path, camera, footage.start_ts[camera])
+        wait_for(lambda: db.refresh_job(job_id).segments_done >= 1, 120, "the first segment")
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        time.sleep(5)  # every worker write in this time fails and is retried with backoff
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        (job,) = wait_jobs(env, [job_id])
+        assert job.status == "done" and job.segments_done == job.segments_total == 6, job.error
+        errors = (tmp_path / "detect.log").read_text() + (tmp_path / "embed.log").read_text()
+        assert "not currently accepting connections" in errors or "terminating connection" in errors  # it did fail
+        reference = local_reference(tmp_path, tiny_yolo_dir, tiny_siglip_dir, {camera: (path, footage.start_ts[camera])})
+        assert_same_index(snapshot(env), reference)
+    finally:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        for worker in workers:
+            worker.stop()
+        db.close()
+        admin.close()
 
 
 def truncated_copy(source: Path, target: Path, keep: float) -> Path:
