@@ -589,6 +589,15 @@ class Database:
             conn.execute(self._insert(Job.__table__).on_conflict_do_nothing(index_elements=["id"]), [row])
         return self.get_job(row["id"])
 
+    def jobs_for_sources(self, sources: Sequence[str]) -> list[Job]:
+        """Every job that ingests one of ``sources``."""
+        jobs: list[Job] = []
+        with self._guard("reading jobs by source"), self._sessions() as session:
+            for start in range(0, len(sources), 500):
+                chunk = [str(source) for source in sources[start : start + 500]]
+                jobs.extend(session.scalars(select(Job).where(Job.source.in_(chunk))))
+        return jobs
+
     def update_job(self, job_id: str, **fields: Any) -> Job:
         """Set job columns (status, counters, error, started_at, finished_at ...) and return the job.
 

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -140,6 +141,28 @@ class CameraRecorder:
             log.exception("could not record status of camera %s", self.camera_id)
 
 
+SEGMENT_STAMP = "%Y%m%dT%H%M%S.%f"
+
+
+def segment_file_name(camera_id: str, start_ts: float) -> str:
+    """``<camera>-<UTC start, ms>.mp4``: the name alone says whose segment it is and when it began."""
+    seconds, millis = divmod(int(round(start_ts * 1000)), 1000)
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc).replace(microsecond=millis * 1000)
+    return f"{camera_id}-{moment.strftime(SEGMENT_STAMP)[:-3]}.mp4"
+
+
+def parse_segment_file_name(path: Path) -> tuple[str, float] | None:
+    """(camera id, start time) of a finished segment file, or None for anything else."""
+    if path.suffix != ".mp4" or path.name.endswith(".part.mp4"):
+        return None
+    camera_id, _, stamp = path.stem.rpartition("-")
+    try:
+        moment = datetime.strptime(stamp, SEGMENT_STAMP).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return (camera_id, moment.timestamp()) if camera_id else None
+
+
 class SegmentWriter:
     """Writes sampled frames to a temporary file, renamed into place when complete."""
 
@@ -147,8 +170,7 @@ class SegmentWriter:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.start_ts = start_ts
         self.frames = 0
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(start_ts)) + f"{start_ts % 1:.3f}"[1:]
-        self.path = out_dir / f"{camera_id}-{stamp}.mp4"
+        self.path = out_dir / segment_file_name(camera_id, start_ts)
         self.tmp = self.path.with_name(self.path.stem + ".part.mp4")
         height, width = shape[:2]
         self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))

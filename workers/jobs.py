@@ -18,6 +18,7 @@ from camtrace.workers.messages import SegmentRef
 from camtrace.workers.pipeline import open_sources, register_video
 
 TERMINAL = ("done", "failed", "superseded")
+NOT_QUEUED = "could not queue the job"  # the error of a job the broker never took
 
 
 def plan_ingest(
@@ -80,21 +81,29 @@ QUICK_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step":
 
 
 def submit_ingest(
-    services: Services, source: str, camera_id: str, start_ts: float | None, patient: bool = True
+    services: Services,
+    source: str,
+    camera_id: str,
+    start_ts: float | None,
+    patient: bool = True,
+    job_id: str | None = None,
 ) -> str:
     """Queue an ingest job; returns its id at once (workers do the rest).
 
     The task is sent by name, so producers (the CLI, the API, the camera
     service) never import the workers' code. If the broker cannot take it,
     the job is marked failed with the reason and ``BrokerError`` says which
-    broker and what to check.
+    broker and what to check; trying again with the same ``job_id`` reuses
+    that job instead of adding another.
     """
     from camtrace.workers.celery_app import producer
 
     db, settings = services.db, services.settings
-    job_id = str(uuid.uuid4())
+    job_id = job_id or str(uuid.uuid4())
     db.ensure_camera(camera_id)
-    db.create_job("ingest", source, camera_id, job_id=job_id)
+    job = db.create_job("ingest", source, camera_id, job_id=job_id)
+    if job.status != "queued":  # a retry of a job that could not be queued before
+        db.update_job(job_id, status="queued", error=None, finished_at=None)
     options = {} if patient else {"retry_policy": QUICK_PUBLISH_RETRY}
     try:
         producer(settings).send_task(
@@ -104,7 +113,7 @@ def submit_ingest(
             **options,
         )
     except Exception as exc:  # kombu's OperationalError and the transport's own connection errors
-        db.update_job(job_id, status="failed", error=f"could not queue the job: {exc}")
+        db.update_job(job_id, status="failed", error=f"{NOT_QUEUED}: {exc}")
         raise BrokerError(
             f"cannot reach the broker {settings.broker_url} to queue {source}: {exc}; "
             "is Redis running and CAMTRACE_BROKER_URL right? (nothing was queued)"

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import uuid
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from camtrace.errors import NotFoundError
+from camtrace.errors import BrokerError, NotFoundError, StorageError
 from camtrace.services import Services
 from camtrace.storage import Database
-from camtrace.workers.cameras import CameraRecorder, CameraStatus, run_recorders
+from camtrace.workers.cameras import CameraRecorder, CameraStatus, parse_segment_file_name, run_recorders
+from camtrace.workers.jobs import NOT_QUEUED
 
 log = logging.getLogger(__name__)
 
@@ -67,33 +70,87 @@ class CameraFleet:
     Every ``poll_seconds`` the camera table is read again: a new camera (or a new
     URL) starts a recorder, a removed one stops its recorder. Each finished
     segment becomes an ingest: a job for the workers in distributed mode, an
-    in-process ingest in local mode.
+    in-process ingest in local mode. Recorders never wait for that: segments
+    go through a hand-off queue, retried with backoff while the broker or the
+    database is away, and a segment file that was never handed on (the service
+    stopped during an outage) is picked up when the service starts again.
     """
 
-    def __init__(self, services: Services, names: tuple[str, ...] = (), poll_seconds: float = 5.0) -> None:
+    def __init__(
+        self, services: Services, names: tuple[str, ...] = (), poll_seconds: float = 5.0, drain_seconds: float = 30.0
+    ) -> None:
         self.services = services
+        self.drain_seconds = drain_seconds  # how long a stop waits for queued segments to be handed on
         self.settings = services.settings
         self.db = services.db
         self.names = set(names)
         self.poll_seconds = poll_seconds
         self.recorders: dict[str, tuple[CameraRecorder, threading.Event, threading.Thread]] = {}
         self.finished: list[CameraRecorder] = []  # recorders stopped by a remove or a new URL
-        self._ingest_lock = threading.Lock()  # local mode ingests one segment at a time
+        self.handed_on = 0  # segments turned into ingests
+        self._outbox: queue.Queue[tuple[str, Path, float] | None] = queue.Queue()
+        self._closing = threading.Event()
+        self._hand_off_thread: threading.Thread | None = None
         known = set(self.db.camera_ids())
         missing = self.names - known
         if missing:
             raise NotFoundError(f"no camera named {', '.join(sorted(missing))}; add one with `camtrace camera add`")
 
     def on_segment(self, camera_id: str, path: Path, start_ts: float) -> None:
+        self._outbox.put((camera_id, path, start_ts))
+
+    def hand_off(self, camera_id: str, path: Path, start_ts: float, job_id: str) -> None:
         if self.settings.broker_url:
             from camtrace.workers.jobs import submit_ingest
 
-            submit_ingest(self.services, str(path), camera_id, start_ts)
+            submit_ingest(self.services, str(path), camera_id, start_ts, patient=False, job_id=job_id)
             return
         from camtrace.workers.local import ingest_local
 
-        with self._ingest_lock:
-            ingest_local(self.services, str(path), camera_id, start_ts, progress=False)
+        ingest_local(self.services, str(path), camera_id, start_ts, progress=False)
+
+    def _hand_off_loop(self) -> None:
+        """Turn queued segments into ingests in order; keep retrying one while its error is transient."""
+        while True:
+            item = self._outbox.get()
+            if item is None:
+                return
+            job_id = str(uuid.uuid4())  # one job per segment, however many tries it takes
+            delay = 1.0
+            while True:
+                try:
+                    self.hand_off(*item, job_id=job_id)
+                    self.handed_on += 1
+                    break
+                except (BrokerError, StorageError) as exc:
+                    log.warning("segment %s not handed on yet (%s); retrying in %.0f s", item[1], exc, delay)
+                    if self._closing.wait(delay):
+                        return  # the file stays on disk and is recovered at the next start
+                    delay = min(30.0, delay * 2)
+                except Exception:  # this segment will not go (a damaged file): the others must
+                    log.exception("segment %s of camera %s could not be ingested; skipped", item[1], item[0])
+                    break
+
+    def recover(self) -> int:
+        """Queue the finished segment files that no job has taken; delete half-written ones."""
+        folder = self.settings.recordings_dir
+        if not folder.is_dir():
+            return 0
+        for partial in folder.glob("*/*.part.mp4"):
+            partial.unlink(missing_ok=True)  # cut off by a crash mid-segment: it does not decode
+        found = {path: parse_segment_file_name(path) for path in sorted(folder.glob("*/*.mp4"))}
+        found = {path: parsed for path, parsed in found.items() if parsed is not None}
+        taken = {
+            job.source
+            for job in self.db.jobs_for_sources([str(path) for path in found])
+            if not (job.status == "failed" and (job.error or "").startswith(NOT_QUEUED))
+        }
+        pending = [(path, parsed) for path, parsed in found.items() if str(path) not in taken]
+        for path, (camera_id, start_ts) in pending:
+            self.on_segment(camera_id, path, start_ts)
+        if pending:
+            log.info("recovered %d recorded segment(s) that were never ingested", len(pending))
+        return len(pending)
 
     def on_status(self, status: CameraStatus) -> None:
         self.db.update_camera(
@@ -146,7 +203,10 @@ class CameraFleet:
         """Record until interrupted, ``stop`` is set, or ``seconds`` have passed."""
         stop = stop or threading.Event()
         deadline = None if seconds is None else time.monotonic() + seconds
+        self._hand_off_thread = threading.Thread(target=self._hand_off_loop, name="camera-hand-off", daemon=True)
+        self._hand_off_thread.start()
         try:
+            self.recover()
             while not stop.is_set():
                 self.sync()
                 wait = self.poll_seconds
@@ -161,5 +221,11 @@ class CameraFleet:
             self.close()
 
     def close(self) -> None:
+        """Stop every recorder (each finishes its segment), then hand on what is queued, for a while."""
         for camera_id in list(self.recorders):
             self._stop(camera_id)
+        if self._hand_off_thread is not None:
+            self._outbox.put(None)
+            self._hand_off_thread.join(timeout=self.drain_seconds)
+            self._closing.set()  # an outage outlasted the drain: the files wait for the next start
+            self._hand_off_thread.join(timeout=5)
