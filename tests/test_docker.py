@@ -62,3 +62,33 @@ def test_dockerfiles_install_the_package_and_run_the_cli():
         assert 'ENTRYPOINT ["camtrace"]' in text
         for folder in ("camtrace", "detection", "embedding", "storage", "workers", "training", "api"):
             assert f"COPY {folder} {folder}" in text
+
+
+def test_kubernetes_workers_scale_on_the_length_of_their_queue():
+    from camtrace.settings import Settings
+    from camtrace.workers.celery_app import QUEUES
+
+    documents = list(yaml.safe_load_all((DOCKER / "k8s" / "workers.yaml").read_text()))
+    deployments = {doc["metadata"]["name"]: doc for doc in documents if doc["kind"] == "Deployment"}
+    scalers = [doc for doc in documents if doc["kind"] == "ScaledObject"]
+    assert set(deployments) == {"camtrace-gpu-worker", "camtrace-cpu-worker"}
+    runner = CliRunner()
+    consumed = {}
+    for name, deployment in deployments.items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        args = container["args"]
+        assert runner.invoke(cli, [args[0], "--help"]).exit_code == 0
+        consumed[name] = set(args[args.index("--queues") + 1].split(","))
+        for variable in container.get("env", []):
+            if variable["name"].startswith("CAMTRACE_"):
+                assert variable["name"][len("CAMTRACE_"):].lower() in Settings.model_fields
+    gpu = deployments["camtrace-gpu-worker"]["spec"]["template"]["spec"]["containers"][0]
+    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1 and "cuda:0" in gpu["args"]
+    assert len(scalers) == 2
+    for scaler in scalers:
+        target = scaler["spec"]["scaleTargetRef"]["name"]
+        (trigger,) = scaler["spec"]["triggers"]
+        assert trigger["type"] == "redis" and trigger["metadata"]["listName"] in QUEUES
+        assert trigger["metadata"]["listName"] in consumed[target]  # it scales on a queue it consumes
+        # camtrace refuses unknown CAMTRACE_ variables, so KEDA's address must not be one.
+        assert not trigger["metadata"]["addressFromEnv"].startswith("CAMTRACE_")
