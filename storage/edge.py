@@ -31,7 +31,16 @@ import qdrant_edge as qe
 from filelock import FileLock, Timeout
 
 from camtrace.errors import InputError, StorageError
-from camtrace.storage.index import FLOAT_FIELDS, KEYWORD_FIELDS, VectorIndex, hit_from, is_empty_filter, slug
+from camtrace.storage.index import (
+    FLOAT_FIELDS,
+    KEYWORD_FIELDS,
+    Condition,
+    VectorIndex,
+    filter_conditions,
+    hit_from,
+    is_empty_filter,
+    slug,
+)
 from camtrace.types import IndexPoint, SearchFilter, TrackHit
 
 # Grouping by track over-fetches this many points per wanted track, then
@@ -41,30 +50,20 @@ MAX_FETCH = 10_000
 SCROLL_PAGE = 1000
 
 
+def edge_condition(condition: Condition) -> qe.FieldCondition:
+    if condition.any_of is not None:
+        return qe.FieldCondition(key=condition.key, match=qe.MatchAny(list(condition.any_of)))
+    return qe.FieldCondition(key=condition.key, range=qe.RangeFloat(gte=condition.gte, lte=condition.lte))
+
+
 def edge_filter(filter: SearchFilter | None, exclude_tracks: Sequence[str] = ()) -> qe.Filter | None:
     """The SearchFilter as a Qdrant Edge filter (applied inside the query)."""
-    must: list = []
-    must_not: list = []
-    if filter is not None:
-        if filter.camera_ids:
-            must.append(qe.FieldCondition(key="camera_id", match=qe.MatchAny(list(filter.camera_ids))))
-        if filter.since is not None or filter.until is not None:
-            must.append(
-                qe.FieldCondition(
-                    key="ts",
-                    range=qe.RangeFloat(
-                        gte=None if filter.since is None else float(filter.since),
-                        lte=None if filter.until is None else float(filter.until),
-                    ),
-                )
-            )
-        if filter.exclude_camera_ids:
-            must_not.append(qe.FieldCondition(key="camera_id", match=qe.MatchAny(list(filter.exclude_camera_ids))))
-    if exclude_tracks:
-        must_not.append(qe.FieldCondition(key="track_id", match=qe.MatchAny(list(exclude_tracks))))
+    must, must_not = filter_conditions(filter, exclude_tracks)
     if not must and not must_not:
         return None
-    return qe.Filter(must=must or None, must_not=must_not or None)
+    return qe.Filter(
+        must=[edge_condition(c) for c in must] or None, must_not=[edge_condition(c) for c in must_not] or None
+    )
 
 
 class EdgeIndex(VectorIndex):

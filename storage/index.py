@@ -14,6 +14,7 @@ import hashlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -151,6 +152,41 @@ def _plain(value: object) -> object:
     if isinstance(value, Mapping):
         return plain_payload(value)
     return value
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One payload condition of a search filter, before a backend turns it into its own Qdrant type:
+    a match on any of ``any_of`` when given, otherwise a float range."""
+
+    key: str
+    any_of: tuple[str, ...] | None = None
+    gte: float | None = None
+    lte: float | None = None
+
+
+def filter_conditions(
+    filter: SearchFilter | None, exclude_tracks: Sequence[str] = ()
+) -> tuple[list[Condition], list[Condition]]:
+    """(must, must_not): what a SearchFilter (and tracks already taken) mean as payload conditions."""
+    must: list[Condition] = []
+    must_not: list[Condition] = []
+    if filter is not None:
+        if filter.camera_ids:
+            must.append(Condition("camera_id", any_of=tuple(filter.camera_ids)))
+        if filter.since is not None or filter.until is not None:
+            must.append(
+                Condition(
+                    "ts",
+                    gte=None if filter.since is None else float(filter.since),
+                    lte=None if filter.until is None else float(filter.until),
+                )
+            )
+        if filter.exclude_camera_ids:
+            must_not.append(Condition("camera_id", any_of=tuple(filter.exclude_camera_ids)))
+    if exclude_tracks:
+        must_not.append(Condition("track_id", any_of=tuple(exclude_tracks)))
+    return must, must_not
 
 
 def is_empty_filter(filter: SearchFilter | None) -> bool:

@@ -22,35 +22,35 @@ from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
 
 from camtrace.errors import InputError, StorageError
-from camtrace.storage.index import FLOAT_FIELDS, KEYWORD_FIELDS, VectorIndex, hit_from, is_empty_filter, slug
+from camtrace.storage.index import (
+    FLOAT_FIELDS,
+    KEYWORD_FIELDS,
+    Condition,
+    VectorIndex,
+    filter_conditions,
+    hit_from,
+    is_empty_filter,
+    slug,
+)
 from camtrace.types import IndexPoint, SearchFilter, TrackHit
 
 SCROLL_PAGE = 1000
 
 
+def server_condition(condition: Condition) -> qm.FieldCondition:
+    if condition.any_of is not None:
+        return qm.FieldCondition(key=condition.key, match=qm.MatchAny(any=list(condition.any_of)))
+    return qm.FieldCondition(key=condition.key, range=qm.Range(gte=condition.gte, lte=condition.lte))
+
+
 def server_filter(filter: SearchFilter | None) -> qm.Filter | None:
     """The SearchFilter as a Qdrant filter (applied inside the query)."""
-    if filter is None:
-        return None
-    must: list[qm.Condition] = []
-    must_not: list[qm.Condition] = []
-    if filter.camera_ids:
-        must.append(qm.FieldCondition(key="camera_id", match=qm.MatchAny(any=list(filter.camera_ids))))
-    if filter.since is not None or filter.until is not None:
-        must.append(
-            qm.FieldCondition(
-                key="ts",
-                range=qm.Range(
-                    gte=None if filter.since is None else float(filter.since),
-                    lte=None if filter.until is None else float(filter.until),
-                ),
-            )
-        )
-    if filter.exclude_camera_ids:
-        must_not.append(qm.FieldCondition(key="camera_id", match=qm.MatchAny(any=list(filter.exclude_camera_ids))))
+    must, must_not = filter_conditions(filter)
     if not must and not must_not:
         return None
-    return qm.Filter(must=must or None, must_not=must_not or None)
+    return qm.Filter(
+        must=[server_condition(c) for c in must] or None, must_not=[server_condition(c) for c in must_not] or None
+    )
 
 
 class ServerIndex(VectorIndex):
