@@ -70,6 +70,32 @@ def _tower_sizes(hidden: int, layers: int, heads: int, intermediate: int) -> dic
     }
 
 
+def _text_config(tokenizer: Any, sizes: dict[str, int], max_length: int, **extra: Any) -> dict[str, Any]:
+    """A text tower of ``sizes`` over the local tokenizer: its vocabulary and special token ids."""
+    return {
+        **sizes,
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": max_length,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": None,
+        **extra,
+    }
+
+
+def _save_random(folder: Path, model_class: Any, config: Any, processor: Any, seed: int) -> Path:
+    """Build ``model_class(config)`` with seeded random weights and save it with its processor."""
+    import torch
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def build_random_siglip(
     folder: Path,
     *,
@@ -84,34 +110,20 @@ def build_random_siglip(
     seed: int = 0,
 ) -> Path:
     """A randomly initialised ``SiglipModel`` + ``SiglipProcessor`` of the given sizes, saved to ``folder``."""
-    import torch
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
 
-    folder = Path(folder)
     tokenizer = build_tokenizer(vocab_words, max_length)
     sizes = _tower_sizes(hidden_size, num_layers, num_heads, intermediate_size)
     config = SiglipConfig(
-        text_config={
-            **sizes,
-            "vocab_size": len(tokenizer),
-            "max_position_embeddings": max_length,
-            "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "bos_token_id": None,
-            "projection_size": hidden_size,
-        },
+        text_config=_text_config(tokenizer, sizes, max_length, projection_size=hidden_size),
         vision_config={**sizes, "image_size": image_size, "patch_size": patch_size},
     )
     # As siglip2-base-patch16-224's processor: squash to a square, scale to [-1, 1].
     image_processor = SiglipImageProcessor(
         size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
     )
-    torch.manual_seed(seed)
-    model = SiglipModel(config).eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
-    return folder
+    processor = SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    return _save_random(folder, SiglipModel, config, processor, seed)
 
 
 def build_tiny_siglip(folder: Path, vocab_words: Iterable[str] | None = None, *, seed: int = 0) -> Path:
@@ -149,58 +161,31 @@ def build_base_like_siglip(folder: Path, *, seed: int = 0) -> Path:
 
 def build_tiny_siglip2(folder: Path, vocab_words: Iterable[str] | None = None, *, seed: int = 0) -> Path:
     """A tiny random ``Siglip2Model`` (NaFlex: variable aspect ratio, at most 16 patches of 8x8)."""
-    import torch
     from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model, Siglip2Processor
 
-    folder = Path(folder)
     tokenizer = build_tokenizer(vocab_words)
     sizes = _tower_sizes(32, 2, 2, 64)
     config = Siglip2Config(
-        text_config={
-            **sizes,
-            "vocab_size": len(tokenizer),
-            "max_position_embeddings": 64,
-            "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "bos_token_id": None,
-            "projection_size": 32,
-        },
+        text_config=_text_config(tokenizer, sizes, 64, projection_size=32),
         vision_config={**sizes, "patch_size": 8, "num_patches": 16},
     )
     image_processor = Siglip2ImageProcessor(patch_size=8, max_num_patches=16)
-    torch.manual_seed(seed)
-    model = Siglip2Model(config).eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    Siglip2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
-    return folder
+    processor = Siglip2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    return _save_random(folder, Siglip2Model, config, processor, seed)
 
 
 def build_tiny_clip(folder: Path, vocab_words: Iterable[str] | None = None, *, seed: int = 0) -> Path:
     """A tiny random ``CLIPModel`` + ``CLIPProcessor`` (projection dim 16)."""
-    import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    folder = Path(folder)
     tokenizer = build_tokenizer(vocab_words)
     sizes = _tower_sizes(32, 2, 2, 64)
     config = CLIPConfig(
-        text_config={
-            **sizes,
-            "vocab_size": len(tokenizer),
-            "max_position_embeddings": 64,
-            "pad_token_id": tokenizer.pad_token_id,
-            # CLIP pools at the first eos_token_id (any id but the legacy 2).
-            "eos_token_id": tokenizer.eos_token_id,
-            "bos_token_id": None,
-        },
+        # CLIP pools at the first eos_token_id (any id but the legacy 2): the tokenizer's own.
+        text_config=_text_config(tokenizer, sizes, 64),
         vision_config={**sizes, "image_size": 32, "patch_size": 8},
         projection_dim=16,
     )
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    torch.manual_seed(seed)
-    model = CLIPModel(config).eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
-    return folder
+    processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    return _save_random(folder, CLIPModel, config, processor, seed)
