@@ -22,20 +22,6 @@ from pathlib import Path
 import numpy as np
 
 
-def person_crops(count: int, seed: int = 0) -> list[np.ndarray]:
-    """RGB crops shaped like detector output: tall, 64-256 px high, a torso and legs in flat colours."""
-    rng = np.random.default_rng(seed)
-    crops = []
-    for _ in range(count):
-        h = int(rng.integers(64, 257))
-        w = max(16, int(h * rng.uniform(0.3, 0.6)))
-        crop = rng.integers(0, 80, (h, w, 3), dtype=np.uint8)
-        crop[h // 5 : h // 2, w // 5 : 4 * w // 5] = rng.integers(0, 256, 3, dtype=np.uint8)
-        crop[h // 2 :, w // 4 : 3 * w // 4] = rng.integers(0, 256, 3, dtype=np.uint8)
-        crops.append(crop)
-    return crops
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="checkpoint folder or hub id (default: a random base-size SigLIP)")
@@ -51,6 +37,7 @@ def main() -> None:
 
     from camtrace.embedding import ImageTextEncoder
     from camtrace.embedding.tiny_model import build_base_like_siglip, build_tiny_siglip
+    from camtrace.synthetic import person_crops
 
     with tempfile.TemporaryDirectory(prefix="camtrace-bench-") as tmp:
         if args.model:
@@ -66,7 +53,7 @@ def main() -> None:
         start = time.perf_counter()
         encoder.load()
         load_s = time.perf_counter() - start
-        crops = person_crops(args.crops)
+        crops = person_crops(args.crops, heights=(64, 257), min_width=16, background_max=80)
         naive_n = min(args.crops, args.naive_crops if args.naive_crops is not None else 64)
 
         # Warm-up: first calls pay for allocator growth, kernel selection and lazy imports

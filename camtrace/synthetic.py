@@ -196,6 +196,30 @@ def generate_footage(
     return footage
 
 
+def person_crops(
+    count: int,
+    seed: int = 0,
+    heights: tuple[int, int] = (40, 200),
+    min_width: int = 3,
+    background_max: int = 60,
+) -> list[np.ndarray]:
+    """RGB crops shaped like detector output: tall, a coloured torso and legs on a noisy background.
+
+    Heights are drawn from ``[heights[0], heights[1])`` and widths are 0.3-0.6 of
+    the height (at least ``min_width``); deterministic from ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    crops = []
+    for _ in range(count):
+        h = int(rng.integers(*heights))
+        w = max(min_width, int(h * rng.uniform(0.3, 0.6)))
+        crop = rng.integers(0, background_max, (h, w, 3), dtype=np.uint8)
+        crop[h // 5 : h // 2, w // 5 : 4 * w // 5] = rng.integers(0, 256, 3, dtype=np.uint8)
+        crop[h // 2 :, w // 4 : 3 * w // 4] = rng.integers(0, 256, 3, dtype=np.uint8)
+        crops.append(crop)
+    return crops
+
+
 def ground_truth_dict(footage: Footage) -> dict:
     """The JSON form of the ground truth (paths relative to the footage folder)."""
     return {

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from camtrace.synthetic import person_crops
+
 
 @pytest.fixture(scope="session")
 def tiny_clip_dir(session_dir: Path) -> Path:
@@ -23,14 +25,5 @@ def tiny_siglip2_dir(session_dir: Path) -> Path:
 
 
 def make_crops(count: int, seed: int = 0) -> list[np.ndarray]:
-    """Person-shaped RGB crops of varied sizes: a coloured torso and legs on a noisy background."""
-    rng = np.random.default_rng(seed)
-    crops = []
-    for _ in range(count):
-        h = int(rng.integers(40, 200))
-        w = max(3, int(h * rng.uniform(0.3, 0.6)))
-        crop = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
-        crop[h // 5 : h // 2, w // 5 : 4 * w // 5] = rng.integers(0, 256, 3, dtype=np.uint8)
-        crop[h // 2 :, w // 4 : 3 * w // 4] = rng.integers(0, 256, 3, dtype=np.uint8)
-        crops.append(crop)
-    return crops
+    """Person-shaped RGB crops of varied sizes, 40-200 px high (tiny widths included)."""
+    return person_crops(count, seed)
