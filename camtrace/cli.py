@@ -144,7 +144,7 @@ def worker(queues: str, device: str | None, pool: str | None, concurrency: int |
     import os
     import tempfile
 
-    from camtrace.workers.celery_app import worker_argv
+    from camtrace.workers.celery_app import QUEUES, worker_argv
 
     if device:
         os.environ["CAMTRACE_DEVICE"] = device
@@ -153,8 +153,6 @@ def worker(queues: str, device: str | None, pool: str | None, concurrency: int |
     if settings.metrics_port:
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="camtrace-metrics-"))
         from camtrace.workers import metrics
-
-        from camtrace.workers.celery_app import QUEUES
 
         metrics.serve(settings.metrics_port, settings.broker_url, QUEUES)
     from camtrace.workers.tasks import app

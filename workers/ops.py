@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import uuid
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from camtrace.errors import BrokerError, NotFoundError, StorageError
 from camtrace.services import Services
 from camtrace.storage import Database
 from camtrace.workers.cameras import CameraRecorder, CameraStatus, parse_segment_file_name, run_recorders
-from camtrace.workers.jobs import NOT_QUEUED
+from camtrace.workers.jobs import NOT_QUEUED, submit_ingest
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,6 @@ class CameraFleet:
 
     def hand_off(self, camera_id: str, path: Path, start_ts: float, job_id: str) -> None:
         if self.settings.broker_url:
-            from camtrace.workers.jobs import submit_ingest
-
             submit_ingest(self.services, str(path), camera_id, start_ts, patient=False, job_id=job_id)
             return
         from camtrace.workers.local import ingest_local
