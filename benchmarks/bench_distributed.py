@@ -22,7 +22,7 @@ import argparse
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ from distributed_fixtures import RedisServer, Worker, camtrace_env, run_cli, set
 
 
 def submit(env: dict, path: Path, camera: str, start_ts: float) -> str:
-    start = datetime.fromtimestamp(start_ts, tz=timezone.utc).isoformat()
+    start = datetime.fromtimestamp(start_ts, tz=UTC).isoformat()
     proc = run_cli(env, "ingest", str(path), "--camera", camera, "--start", start)
     if proc.returncode != 0:
         raise SystemExit(f"submitting {path} failed:\n{proc.stderr}")

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from camtrace.storage.edge import EdgeIndex
 from camtrace.storage.index import VectorIndex
 from camtrace.storage.server import ServerIndex
+
 from camtrace.types import IndexPoint, SearchFilter, point_id
 
 T0 = 1_700_000_000.0
@@ -200,13 +200,13 @@ def main(argv: list[str] | None = None) -> int:
             report(results[-1])
 
     if len(results) == 2:
-        e, l = results
+        edge_result, local_result = results
         print("ratios (qdrant-edge vs qdrant-client local):")
-        print(f"  upserts/s            x{e['upserts_per_s'] / l['upserts_per_s']:.1f}")
-        print(f"  grouped search p50   x{l['grouped_p50_ms'] / e['grouped_p50_ms']:.1f} faster")
-        print(f"  grouped search p95   x{l['grouped_p95_ms'] / e['grouped_p95_ms']:.1f} faster")
-        print(f"  point search p50     x{l['points_p50_ms'] / e['points_p50_ms']:.1f} faster")
-        print(f"  track recall@{args.k}      {e['track_recall_at_k']:.3f} vs {l['track_recall_at_k']:.3f}")
+        print(f"  upserts/s            x{edge_result['upserts_per_s'] / local_result['upserts_per_s']:.1f}")
+        print(f"  grouped search p50   x{local_result['grouped_p50_ms'] / edge_result['grouped_p50_ms']:.1f} faster")
+        print(f"  grouped search p95   x{local_result['grouped_p95_ms'] / edge_result['grouped_p95_ms']:.1f} faster")
+        print(f"  point search p50     x{local_result['points_p50_ms'] / edge_result['points_p50_ms']:.1f} faster")
+        print(f"  track recall@{args.k}      {edge_result['track_recall_at_k']:.3f} vs {local_result['track_recall_at_k']:.3f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

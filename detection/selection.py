@@ -9,8 +9,8 @@ and frame-cut crops are dropped before they cost any memory.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import cv2
 import numpy as np

@@ -44,7 +44,7 @@ person detector, so tests must not expect its boxes to sit on the figures.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +109,7 @@ def build_tiny_yolo(folder: Path, seed: int = 0) -> Path:
         "model": model.float().eval(),
         "ema": None,
         "train_args": {"task": "detect", "imgsz": CALIBRATION_SIZE},
-        "date": datetime.now(timezone.utc).isoformat(),
+        "date": datetime.now(UTC).isoformat(),
         "version": ultralytics_version,
         "note": "tiny randomly initialised person detector for tests (camtrace.detection.tiny_model)",
     }

@@ -8,7 +8,8 @@ tracker; ``make_track_id`` makes them unique across segments.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 

@@ -28,9 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import qdrant_edge as qe
-from filelock import FileLock, Timeout
-
-from camtrace.errors import InputError, StorageError
 from camtrace.storage.index import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
@@ -41,6 +38,9 @@ from camtrace.storage.index import (
     is_empty_filter,
     slug,
 )
+from filelock import FileLock, Timeout
+
+from camtrace.errors import InputError, StorageError
 from camtrace.types import IndexPoint, SearchFilter, TrackHit
 
 # Grouping by track over-fetches this many points per wanted track, then

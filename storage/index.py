@@ -207,9 +207,8 @@ def open_index(settings: Settings, model_version: str, dim: int, *, ensure: bool
     created if missing, so an unreachable server is reported here, at start-up.
     """
     if settings.qdrant_url:
-        from qdrant_client import QdrantClient
-
         from camtrace.storage.server import ServerIndex
+        from qdrant_client import QdrantClient
 
         # ensure() reaches the server at once and reports failure as a
         # StorageError; the client's own version probe runs in a background

@@ -17,11 +17,6 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-from qdrant_client import QdrantClient
-from qdrant_client import models as qm
-from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
-
-from camtrace.errors import InputError, StorageError
 from camtrace.storage.index import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
@@ -32,6 +27,11 @@ from camtrace.storage.index import (
     is_empty_filter,
     slug,
 )
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
+
+from camtrace.errors import InputError, StorageError
 from camtrace.types import IndexPoint, SearchFilter, TrackHit
 
 SCROLL_PAGE = 1000

@@ -5,23 +5,23 @@ from __future__ import annotations
 import subprocess
 import sys
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 import pytest
+from camtrace.api.app import create_app
+from camtrace.storage.sql import Detection
+from camtrace.workers.local import ingest_local
+from distributed_fixtures import camtrace_env, free_port, redis_server, settings_from, wait_for  # noqa: F401
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from camtrace.api.app import create_app
 from camtrace.search import SearchService
 from camtrace.services import Services
-from camtrace.storage.sql import Detection
-from camtrace.workers.local import ingest_local
-from distributed_fixtures import camtrace_env, free_port, redis_server, settings_from, wait_for  # noqa: F401
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat()
 
 
 @pytest.fixture(scope="module")

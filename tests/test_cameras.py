@@ -7,15 +7,15 @@ import threading
 import time
 from pathlib import Path
 
-from click.testing import CliRunner
-
 from camera_fixtures import mjpeg_camera  # noqa: F401
-from camtrace.cli import cli
 from camtrace.detection import VideoSource
-from camtrace.services import Services
 from camtrace.workers.cameras import CameraRecorder, CameraStatus
 from camtrace.workers.ops import CameraFleet
+from click.testing import CliRunner
 from distributed_fixtures import camtrace_env, settings_from, wait_for
+
+from camtrace.cli import cli
+from camtrace.services import Services
 
 
 class Recorded:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from camtrace.workers.celery_app import QUEUES, make_celery, worker_argv
 from click.testing import CliRunner
 
 from camtrace.cli import cli
 from camtrace.errors import ConfigError
 from camtrace.settings import Settings
-from camtrace.workers.celery_app import QUEUES, make_celery, worker_argv
 
 
 def settings(tmp_path, **fields) -> Settings:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from camtrace.detection import PersonDetector, SegmentTracker, VideoSource, resolve_weights, track_frames
 from detection_fixtures import tiny_detector  # noqa: F401
 
-from camtrace.detection import PersonDetector, SegmentTracker, VideoSource, resolve_weights, track_frames
 from camtrace.errors import ConfigError, ModelLoadError
 from camtrace.settings import Settings
 from camtrace.types import Frame

@@ -9,24 +9,31 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-
-from camtrace.services import Services
 from camtrace.storage import Database
 from camtrace.workers.local import ingest_local
-from storage_fixtures import postgres_url  # noqa: F401
 from distributed_fixtures import (  # noqa: F401
-    Worker, camtrace_env, free_port, redis_server, run_cli, settings_from, wait_for, wait_jobs,
+    Worker,
+    camtrace_env,
+    free_port,
+    redis_server,
+    run_cli,
+    settings_from,
+    wait_for,
+    wait_jobs,
 )
+from storage_fixtures import postgres_url  # noqa: F401
+
+from camtrace.services import Services
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat()
 
 
 def snapshot(env: dict) -> dict[str, tuple[dict, np.ndarray]]:

@@ -65,8 +65,9 @@ def test_dockerfiles_install_the_package_and_run_the_cli():
 
 
 def test_kubernetes_workers_scale_on_the_length_of_their_queue():
-    from camtrace.settings import Settings
     from camtrace.workers.celery_app import QUEUES
+
+    from camtrace.settings import Settings
 
     documents = list(yaml.safe_load_all((DOCKER / "k8s" / "workers.yaml").read_text()))
     deployments = {doc["metadata"]["name"]: doc for doc in documents if doc["kind"] == "Deployment"}

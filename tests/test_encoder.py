@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from camtrace.embedding import ImageTextEncoder, resolve_device
+from camtrace.embedding.tiny_model import build_tiny_siglip
 from embedding_fixtures import make_crops, tiny_clip_dir, tiny_siglip2_dir  # noqa: F401  (fixtures)
 from PIL import Image
 from transformers import AutoConfig, AutoModel, AutoProcessor  # noqa: F401  (import cost kept out of timings)
 
-from camtrace.embedding import ImageTextEncoder, resolve_device
-from camtrace.embedding.tiny_model import build_tiny_siglip
 from camtrace.errors import ConfigError, InputError, ModelLoadError
 from camtrace.settings import Settings
 

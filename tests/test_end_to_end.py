@@ -11,16 +11,17 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import cv2
 import pytest
+from camtrace.storage import Database
 from click.testing import CliRunner
+from sqlalchemy.orm import Session
 
 from camtrace.cli import cli
 from camtrace.settings import Settings
-from camtrace.storage import Database
-from sqlalchemy.orm import Session
 
 
 def cli_env(data_dir: Path, yolo: Path, siglip: Path) -> dict[str, str]:
@@ -69,7 +70,7 @@ def indexed(tmp_path_factory, tiny_yolo_dir, tiny_siglip_dir, footage):
 def iso(ts: float) -> str:
     from datetime import datetime, timezone
 
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat()
 
 
 def database(camtrace: Camtrace) -> Database:

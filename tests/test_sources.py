@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 import pytest
+from camtrace.detection import SegmentSpec, VideoSource, expand_source, is_sampled
 from detection_fixtures import avi_file, mjpeg_stream_url  # noqa: F401
 
-from camtrace.detection import SegmentSpec, VideoSource, expand_source, is_sampled
 from camtrace.errors import SourceError
 
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from camtrace.storage.sql import Base, Database
 from sqlalchemy import inspect, text
+from storage_fixtures import postgres_url  # noqa: F401  (fixture)
 
 from camtrace.errors import NotFoundError, StorageError
-from camtrace.storage.sql import Base, Database
-from storage_fixtures import postgres_url  # noqa: F401  (fixture)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

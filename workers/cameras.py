@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import cv2
 
@@ -147,7 +147,7 @@ SEGMENT_STAMP = "%Y%m%dT%H%M%S.%f"
 def segment_file_name(camera_id: str, start_ts: float) -> str:
     """``<camera>-<UTC start, ms>.mp4``: the name alone says whose segment it is and when it began."""
     seconds, millis = divmod(int(round(start_ts * 1000)), 1000)
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc).replace(microsecond=millis * 1000)
+    moment = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=millis * 1000)
     return f"{camera_id}-{moment.strftime(SEGMENT_STAMP)[:-3]}.mp4"
 
 
@@ -157,7 +157,7 @@ def parse_segment_file_name(path: Path) -> tuple[str, float] | None:
         return None
     camera_id, _, stamp = path.stem.rpartition("-")
     try:
-        moment = datetime.strptime(stamp, SEGMENT_STAMP).replace(tzinfo=timezone.utc)
+        moment = datetime.strptime(stamp, SEGMENT_STAMP).replace(tzinfo=UTC)
     except ValueError:
         return None
     return (camera_id, moment.timestamp()) if camera_id else None

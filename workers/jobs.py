@@ -9,13 +9,13 @@ import time
 import uuid
 from pathlib import Path
 
+from camtrace.storage import Database
+from camtrace.workers.messages import SegmentRef
+from camtrace.workers.pipeline import open_sources, register_video
 from tqdm import tqdm
 
 from camtrace.errors import BrokerError
 from camtrace.services import Services
-from camtrace.storage import Database
-from camtrace.workers.messages import SegmentRef
-from camtrace.workers.pipeline import open_sources, register_video
 
 TERMINAL = ("done", "failed", "superseded")
 NOT_QUEUED = "could not queue the job"  # the error of a job the broker never took

@@ -6,12 +6,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from camtrace.detection import VideoSource
+from camtrace.workers.pipeline import CropIndexer, detect_segment, open_sources, register_video
 from tqdm import tqdm
 
-from camtrace.detection import VideoSource
 from camtrace.errors import SourceError
 from camtrace.services import Services
-from camtrace.workers.pipeline import CropIndexer, detect_segment, open_sources, register_video
 
 
 @dataclass

@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
-from camtrace.types import Crop
 from camtrace.workers.pipeline import SegmentResult, TrackSpan, crop_jpeg
+
+from camtrace.types import Crop
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,8 @@ class QueueDepthCollector:
         self.queues = queues
 
     def collect(self):
-        from prometheus_client.core import GaugeMetricFamily
-
         from camtrace.workers.ops import queue_depths
+        from prometheus_client.core import GaugeMetricFamily
 
         gauge = GaugeMetricFamily("camtrace_queue_depth", "Messages waiting per queue", labels=["queue"])
         try:

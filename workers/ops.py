@@ -7,20 +7,21 @@ import queue
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from camtrace.errors import BrokerError, NotFoundError, StorageError
-from camtrace.services import Services
 from camtrace.storage import Database
 from camtrace.workers.cameras import CameraRecorder, CameraStatus, parse_segment_file_name, run_recorders
 from camtrace.workers.jobs import NOT_QUEUED, submit_ingest
+
+from camtrace.errors import BrokerError, NotFoundError, StorageError
+from camtrace.services import Services
 
 log = logging.getLogger(__name__)
 
 
 def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
 
 
 def camera_rows(db: Database) -> list[dict]:

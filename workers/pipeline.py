@@ -8,12 +8,11 @@ same functions, so both modes produce the same point ids and payloads.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
-
 from camtrace.detection import (
     CropSelector,
     PersonDetector,
@@ -23,10 +22,11 @@ from camtrace.detection import (
     expand_source,
     track_frames,
 )
-from camtrace.errors import CamtraceError
 from camtrace.embedding import ImageTextEncoder
-from camtrace.settings import Settings
 from camtrace.storage import CropStore, Database, VectorIndex
+
+from camtrace.errors import CamtraceError
+from camtrace.settings import Settings
 from camtrace.types import Crop, IndexPoint, make_track_id, point_id
 
 JPEG_QUALITY = 90

@@ -10,17 +10,17 @@ from __future__ import annotations
 import logging
 import time
 
-from celery.signals import worker_process_init
-from celery_batches import Batches
-
 from camtrace.detection import VideoSource
-from camtrace.errors import SourceError, StorageError
-from camtrace.services import Services
 from camtrace.workers import metrics
 from camtrace.workers.celery_app import make_celery
 from camtrace.workers.jobs import plan_ingest
 from camtrace.workers.messages import SegmentRef, part_from_message, part_to_message, split_into_parts
 from camtrace.workers.pipeline import CropIndexer, detect_segment
+from celery.signals import worker_process_init
+from celery_batches import Batches
+
+from camtrace.errors import SourceError, StorageError
+from camtrace.services import Services
 
 log = logging.getLogger(__name__)
 
