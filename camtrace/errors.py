@@ -37,4 +37,4 @@ class StorageError(CamtraceError):
 
 
 class BrokerError(CamtraceError):
-    """The message broker (Redis) cannot be reached."""
+    """The message broker (Redis or RabbitMQ) cannot be reached."""

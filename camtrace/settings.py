@@ -8,17 +8,28 @@ this class (``camtrace settings --markdown``).
 
 from __future__ import annotations
 
+import math
 import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from camtrace.errors import ConfigError
 
 ENV_PREFIX = "CAMTRACE_"
+
+# Broker URL schemes by broker: kombu's Redis transport and its AMQP (RabbitMQ) transport.
+BROKER_SCHEMES = {"redis": "redis", "rediss": "redis", "sentinel": "redis", "amqp": "rabbitmq", "amqps": "rabbitmq",
+                  "pyamqp": "rabbitmq"}
+# A segment task may take this many times the segment's own length (a CPU worker that keeps up with
+# real time does it in well under one), plus this many seconds to load the models on a worker's first task.
+TASK_TIME_SEGMENTS = 3
+MODEL_LOAD_SECONDS = 30
+HARD_LIMIT_GRACE_SECONDS = 10  # after the soft limit, before the worker process is killed
+VISIBILITY_MARGIN_SECONDS = 20  # the derived visibility timeout is this far above the hard limit
 
 
 class Settings(BaseSettings):
@@ -55,10 +66,20 @@ class Settings(BaseSettings):
     qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server.")
     collection: str = Field("camtrace", description="Name of the vector collection (server: the alias queries use).")
     database_url: str | None = Field(None, description="SQLAlchemy URL; unset uses SQLite in the data dir.")
-    broker_url: str | None = Field(None, description="Celery broker URL (redis://...); unset runs in local mode.")
-    result_backend: str | None = Field(None, description="Celery result backend; unset uses the broker URL.")
-    visibility_timeout: int = Field(
-        3600, ge=5, description="Seconds before an unacknowledged task is redelivered; must exceed the longest task."
+    broker_url: str | None = Field(
+        None, description="Celery broker URL: redis://... or amqp://... (RabbitMQ); unset runs in local mode."
+    )
+    result_backend: str | None = Field(
+        None, description="Celery result backend; unset uses a Redis broker's URL, none with RabbitMQ (no task reads results)."
+    )
+    visibility_timeout: int | None = Field(
+        None,
+        ge=5,
+        description="Redis broker: seconds before a task whose worker died is delivered again; unset: 3 x "
+        "CAMTRACE_SEGMENT_SECONDS + 60 (240 s for 60 s segments). Must exceed the hard task time limit, 3 x segment + 40 s.",
+    )
+    rabbitmq_queue_type: Literal["quorum", "classic"] = Field(
+        "quorum", description="RabbitMQ broker: queue type; quorum (replicated, RabbitMQ 3.8+) or classic."
     )
     task_max_attempts: int = Field(
         4, ge=1, description="Poison-message limit: a segment that fails this many deliveries is marked failed."
@@ -79,6 +100,23 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str | None) -> str | None:
+        if value is not None and value.split("://", 1)[0].split("+")[0].lower() not in BROKER_SCHEMES:
+            raise ValueError("must be a Redis (redis://host:6379/0) or RabbitMQ (amqp://user:password@host:5672/vhost) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _visibility_exceeds_the_task_time_limit(self) -> Settings:
+        if self.visibility_timeout is not None and self.visibility_timeout <= self.task_hard_time_limit:
+            raise ValueError(
+                f"CAMTRACE_VISIBILITY_TIMEOUT={self.visibility_timeout} must exceed the task time limit of "
+                f"{self.task_hard_time_limit} s (from CAMTRACE_SEGMENT_SECONDS={self.segment_seconds:g}), or a running "
+                "task would be delivered a second time: raise it, or leave it unset to derive it"
+            )
+        return self
 
     @field_validator("device")
     @classmethod
@@ -114,6 +152,31 @@ class Settings(BaseSettings):
     @property
     def yolo_config_dir(self) -> Path:
         return self.resolved_data_dir / "ultralytics"
+
+    # Derived task bounds ------------------------------------------------------
+    @property
+    def broker_kind(self) -> Literal["redis", "rabbitmq"] | None:
+        """Which broker CAMTRACE_BROKER_URL names; None in local mode."""
+        if not self.broker_url:
+            return None
+        return BROKER_SCHEMES[self.broker_url.split("://", 1)[0].split("+")[0].lower()]  # type: ignore[return-value]
+
+    @property
+    def task_time_limit(self) -> int:
+        """Seconds a segment task may run before it stops and hands its segment back (the soft limit)."""
+        return math.ceil(TASK_TIME_SEGMENTS * self.segment_seconds + MODEL_LOAD_SECONDS)
+
+    @property
+    def task_hard_time_limit(self) -> int:
+        """Seconds after which a prefork worker kills a segment task that ignored the soft limit."""
+        return self.task_time_limit + HARD_LIMIT_GRACE_SECONDS
+
+    @property
+    def effective_visibility_timeout(self) -> int:
+        """Redis: seconds until a task whose worker died is delivered again (just above the longest task)."""
+        if self.visibility_timeout is not None:
+            return self.visibility_timeout
+        return self.task_hard_time_limit + VISIBILITY_MARGIN_SECONDS
 
     def effective_embed_processor(self) -> str | None:
         """The processor to load; None means the model's own.
@@ -158,7 +221,8 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            (f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: " if err["loc"] else "") + err["msg"]
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None
 

@@ -34,12 +34,80 @@ def test_reliability_settings_follow_the_settings(tmp_path):
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
     assert conf.task_publish_retry
+    assert settings(tmp_path).broker_kind == "redis"
     options = conf.broker_transport_options
     assert options["visibility_timeout"] == 600
     # Lost tasks are looked for every 10 s, not kombu's default of every 100 s.
     assert options["unacked_restore_interval"] * options["unacked_restore_throttle"] <= 10
-    short = make_celery(settings(tmp_path, visibility_timeout=10)).conf.broker_transport_options
-    assert short["unacked_restore_interval"] * short["unacked_restore_throttle"] <= 2
+    short = make_celery(settings(tmp_path, segment_seconds=1, visibility_timeout=45)).conf.broker_transport_options
+    assert short["unacked_restore_interval"] * short["unacked_restore_throttle"] <= 45 / 5
+
+
+def test_redis_redelivers_just_above_the_task_time_limit_derived_from_the_segment_length(tmp_path):
+    derived = settings(tmp_path, segment_seconds=60)
+    assert derived.visibility_timeout is None
+    # A segment task may take 3 segment lengths + 30 s; Celery kills it 10 s later; Redis redelivers 20 s after that.
+    assert (derived.task_time_limit, derived.task_hard_time_limit, derived.effective_visibility_timeout) == (210, 220, 240)
+    options = make_celery(derived).conf.broker_transport_options
+    assert options["visibility_timeout"] == 240 and options["unacked_restore_interval"] == 10
+    short = settings(tmp_path, segment_seconds=4)
+    assert short.effective_visibility_timeout == 72 < 3600
+
+
+def worker_tasks(monkeypatch, tmp_path, **env: str):
+    """The workers' task module as a worker started with ``env`` loads it."""
+    import importlib
+    import sys
+
+    for name, value in {"CAMTRACE_DATA_DIR": str(tmp_path), **env}.items():
+        monkeypatch.setenv(name, value)
+    module = sys.modules.get("camtrace.workers.tasks")
+    return importlib.reload(module) if module else importlib.import_module("camtrace.workers.tasks")
+
+
+def test_segment_tasks_carry_the_derived_time_limits(tmp_path, monkeypatch):
+    tasks = worker_tasks(monkeypatch, tmp_path, CAMTRACE_BROKER_URL="redis://127.0.0.1:6390/0",
+                         CAMTRACE_SEGMENT_SECONDS="4")
+    assert (tasks.detect.soft_time_limit, tasks.detect.time_limit) == (42, 52)
+    assert tasks.ingest.time_limit == 52 < tasks.settings.effective_visibility_timeout == 72
+    assert tasks.embed.time_limit is None  # batches are not segment tasks
+    assert tasks.backoff(10) == 72 / 3  # a delayed retry stays well inside the visibility timeout
+    assert tasks.embed.time_limit is None  # batches are not segment tasks; training is not bounded either
+
+
+def test_a_visibility_timeout_below_the_task_time_limit_is_refused_naming_both(tmp_path, monkeypatch):
+    from camtrace.settings import load_settings
+
+    assert settings(tmp_path, segment_seconds=4, visibility_timeout=53).effective_visibility_timeout == 53
+    monkeypatch.setenv("CAMTRACE_SEGMENT_SECONDS", "4")
+    monkeypatch.setenv("CAMTRACE_VISIBILITY_TIMEOUT", "52")
+    with pytest.raises(ConfigError, match="CAMTRACE_VISIBILITY_TIMEOUT=52 must exceed the task time limit of 52 s"):
+        load_settings()
+    monkeypatch.setenv("CAMTRACE_BROKER_URL", "kafka://127.0.0.1:9092")
+    monkeypatch.delenv("CAMTRACE_VISIBILITY_TIMEOUT")
+    with pytest.raises(ConfigError, match="CAMTRACE_BROKER_URL.*amqp://"):
+        load_settings()
+
+
+def test_rabbitmq_uses_quorum_queues_publisher_confirms_and_no_result_backend(tmp_path, monkeypatch):
+    rabbit = Settings(data_dir=tmp_path, broker_url="amqp://guest:guest@127.0.0.1:5672//")
+    assert rabbit.broker_kind == "rabbitmq"
+    app = make_celery(rabbit)
+    conf = app.conf
+    for queue in conf.task_queues:
+        assert queue.queue_arguments == {"x-queue-type": "quorum"}
+        # Not direct: Celery's native delayed delivery carries countdown retries only through other exchanges.
+        assert queue.exchange.type == "topic" and queue.routing_key == queue.name
+    assert conf.broker_transport_options == {"confirm_publish": True}
+    assert conf.worker_detect_quorum_queues and conf.task_acks_late and conf.worker_prefetch_multiplier == 1
+    assert "visibility_timeout" not in conf.broker_transport_options
+    assert app.backend.__class__.__name__ == "DisabledBackend"
+    classic = make_celery(Settings(data_dir=tmp_path, broker_url="amqp://h//", rabbitmq_queue_type="classic"))
+    assert {queue.queue_arguments["x-queue-type"] for queue in classic.conf.task_queues} == {"classic"}
+    # The embed worker's prefetch holds more messages than one batch gathers, on either broker.
+    argv = worker_argv(rabbit, "embed")
+    tasks = worker_tasks(monkeypatch, tmp_path, CAMTRACE_BROKER_URL=rabbit.broker_url)
+    assert int(argv[argv.index("--prefetch-multiplier") + 1]) >= tasks.embed.flush_every
 
 
 def test_retention_is_scheduled_only_when_a_limit_is_set(tmp_path):

@@ -2,7 +2,11 @@
 
 Queues: ``ingest`` (split sources into segments, CPU), ``detect`` (decode, detect,
 track, select; CPU or GPU), ``embed`` (encode and index; GPU), ``train``. Each
-queue has its own direct exchange and routing key, and tasks are routed by name.
+queue has its own exchange and routing key, and tasks are routed by name.
+
+Two brokers: Redis (the simple default; a task whose worker died comes back
+after the visibility timeout) and RabbitMQ (quorum queues; a dead worker's
+unacknowledged tasks come back as soon as its connection closes).
 """
 
 from __future__ import annotations
@@ -50,15 +54,54 @@ def redis_transport_options(visibility_timeout: int) -> dict:
     }
 
 
+def task_queues(settings: Settings) -> list[Queue]:
+    """One queue per stage, each with an exchange of its own.
+
+    On RabbitMQ the queues are quorum queues (replicated, and Celery then uses
+    per-consumer prefetch as they require) and the exchanges are topic
+    exchanges: Celery's native delayed delivery, which carries retries with a
+    countdown through the broker instead of holding them in a worker, binds
+    only non-direct exchanges. A topic exchange with the queue's name as
+    routing key routes exactly like a direct one.
+    """
+    if settings.broker_kind == "rabbitmq":
+        arguments = {"x-queue-type": settings.rabbitmq_queue_type}
+        return [Queue(name, Exchange(name, type="topic"), routing_key=name, queue_arguments=arguments) for name in QUEUES]
+    return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
+
+
+def broker_options(settings: Settings) -> dict:
+    """The Celery settings that differ between Redis and RabbitMQ."""
+    if settings.broker_kind == "rabbitmq":
+        return {
+            # A publish returns once the broker has the message (quorum queues want confirms).
+            "broker_transport_options": {"confirm_publish": True},
+            # A worker whose host vanished (no closed socket to tell) is noticed within two beats.
+            "broker_heartbeat": 30,
+            "worker_detect_quorum_queues": True,
+            "task_default_exchange_type": "topic",
+        }
+    timeout = settings.effective_visibility_timeout
+    return {
+        "broker_transport_options": redis_transport_options(timeout),
+        "result_backend_transport_options": {"visibility_timeout": timeout},
+    }
+
+
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or load_settings()
     if not settings.broker_url:
         from camtrace.errors import ConfigError
 
-        raise ConfigError("distributed mode needs a broker: set CAMTRACE_BROKER_URL (for example redis://127.0.0.1:6379/0)")
-    app = Celery("camtrace", broker=settings.broker_url, backend=settings.result_backend or settings.broker_url)
+        raise ConfigError(
+            "distributed mode needs a broker: set CAMTRACE_BROKER_URL (for example redis://127.0.0.1:6379/0 "
+            "or amqp://guest:guest@127.0.0.1:5672//)"
+        )
+    # Progress lives in SQL and no task reads a result: RabbitMQ gets no result backend.
+    backend = settings.result_backend or (settings.broker_url if settings.broker_kind == "redis" else None)
+    app = Celery("camtrace", broker=settings.broker_url, backend=backend)
     app.conf.update(
-        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
+        task_queues=task_queues(settings),
         task_routes={task: {"queue": queue, "routing_key": queue} for task, queue in TASK_ROUTES.items()},
         task_default_queue="ingest",
         task_default_exchange="ingest",
@@ -72,8 +115,6 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options=redis_transport_options(settings.visibility_timeout),
-        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         # A task that sends follow-up tasks keeps trying while the broker is away.
@@ -82,10 +123,20 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_send_task_events=False,
         worker_hijack_root_logger=False,
         timezone="UTC",
+        **broker_options(settings),
     )
     app.conf.beat_schedule = beat_schedule(settings)
     app.camtrace_settings = settings
     return app
+
+
+def declare_queues(app: Celery) -> None:
+    """Declare every camtrace queue with its exchange and binding (waits for the broker)."""
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=None, interval_start=1, interval_step=1, interval_max=5)
+        channel = connection.default_channel
+        for queue in app.conf.task_queues:
+            queue(channel).declare()
 
 
 _producers: dict[str, Celery] = {}

@@ -113,10 +113,12 @@ def submit_ingest(
             **options,
         )
     except Exception as exc:  # kombu's OperationalError and the transport's own connection errors
+        from camtrace.workers.ops import broker_hint
+
         db.update_job(job_id, status="failed", error=f"{NOT_QUEUED}: {exc}")
         raise BrokerError(
             f"cannot reach the broker {settings.broker_url} to queue {source}: {exc}; "
-            "is Redis running and CAMTRACE_BROKER_URL right? (nothing was queued)"
+            f"{broker_hint(settings.broker_url)} (nothing was queued)"
         ) from exc
     return job_id
 

@@ -39,11 +39,44 @@ def camera_rows(db: Database) -> list[dict]:
 
 
 def queue_depths(broker_url: str, queues: tuple[str, ...]) -> dict[str, int]:
-    """Messages waiting per queue (the Redis transport keeps each queue as a list)."""
+    """Messages waiting per queue (ready, not yet delivered to a worker)."""
+    from camtrace.settings import BROKER_SCHEMES
+
+    if BROKER_SCHEMES.get(broker_url.split("://", 1)[0].lower()) == "rabbitmq":
+        return rabbitmq_queue_depths(broker_url, queues)
     import redis
 
+    # The Redis transport keeps each queue as a list.
     with redis.Redis.from_url(broker_url, socket_connect_timeout=3, socket_timeout=3) as client:
         return {queue: int(client.llen(queue)) for queue in queues}
+
+
+def rabbitmq_queue_depths(broker_url: str, queues: tuple[str, ...]) -> dict[str, int]:
+    """RabbitMQ: a passive queue.declare answers with the queue's message count (no management plugin needed)."""
+    from amqp.exceptions import NotFound
+    from kombu import Connection
+
+    depths: dict[str, int] = {}
+    with Connection(broker_url, connect_timeout=3, transport_options={"max_retries": 0}) as connection:
+        connection.ensure_connection(max_retries=1)
+        channel = connection.channel()
+        for queue in queues:
+            try:
+                depths[queue] = int(channel.queue_declare(queue=queue, passive=True).message_count)
+            except NotFound:  # no worker has declared it yet: nothing waits in it
+                depths[queue] = 0
+                channel = connection.channel()  # the broker closes a channel after a failed passive declare
+    return depths
+
+
+def broker_hint(broker_url: str) -> str:
+    """What to check when the broker does not answer."""
+    from camtrace.settings import BROKER_SCHEMES
+
+    kind = BROKER_SCHEMES.get(broker_url.split("://", 1)[0].lower())
+    if kind == "rabbitmq":
+        return "is RabbitMQ running, and do the user, password and vhost in CAMTRACE_BROKER_URL exist?"
+    return "is Redis running?"
 
 
 def cluster_status(services: Services) -> dict:
@@ -59,7 +92,7 @@ def cluster_status(services: Services) -> dict:
         app = producer(settings)
         replies = app.control.inspect(timeout=2.0).active_queues() or {}
     except Exception as exc:  # the broker is away: still show the cameras, say what failed
-        report["broker_error"] = f"cannot reach the broker {settings.broker_url}: {exc}; is Redis running?"
+        report["broker_error"] = f"cannot reach the broker {settings.broker_url}: {exc}; {broker_hint(settings.broker_url)}"
         return report
     report["workers"] = {name: sorted(queue["name"] for queue in queues) for name, queues in replies.items()}
     return report

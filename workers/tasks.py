@@ -12,11 +12,12 @@ import time
 
 from camtrace.detection import VideoSource
 from camtrace.workers import metrics
-from camtrace.workers.celery_app import make_celery
+from camtrace.workers.celery_app import declare_queues, make_celery
 from camtrace.workers.jobs import plan_ingest
 from camtrace.workers.messages import SegmentRef, part_from_message, part_to_message, split_into_parts
 from camtrace.workers.pipeline import CropIndexer, detect_segment
-from celery.signals import worker_process_init
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_init, worker_process_init
 from celery_batches import Batches
 
 from camtrace.errors import SourceError, StorageError
@@ -54,11 +55,50 @@ def _fresh_process(**_: object) -> None:
     _services = None
 
 
+@worker_init.connect
+def _declare_every_queue(**_: object) -> None:
+    # RabbitMQ: native delayed delivery binds every camtrace queue and its exchange, including
+    # queues this worker does not consume, so they must exist before the consumer starts.
+    if settings.broker_kind == "rabbitmq":
+        declare_queues(app)
+
+
 def backoff(retries: int) -> float:
-    return min(60.0, 2.0**retries)
+    # A Redis worker holds a delayed retry unacknowledged: keep the delay well inside the visibility timeout.
+    return min(60.0, 2.0**retries, settings.effective_visibility_timeout / 3)
 
 
-@app.task(name="camtrace.ingest", bind=True, max_retries=20, acks_late=True)
+PUBLISH_PATIENCE_SECONDS = 300.0
+
+
+def send_patiently(task, **options) -> None:
+    """Send a follow-up task, riding out a broker outage.
+
+    kombu retries a publish on its transport's connection errors (task_publish_retry), but a publish that
+    races the reconnect can fail with other errors (the Redis transport raises AttributeError then). The
+    task sending it must not fail for that: a failed late-acknowledged task is acknowledged, and its
+    segment would be lost. A long outage ends in the soft time limit, which hands the task back.
+    """
+    deadline = time.monotonic() + PUBLISH_PATIENCE_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            task.apply_async(**options)
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("could not send %s (%r); trying again in %.1f s", task.name, exc, delay)
+            time.sleep(delay)
+            delay = min(5.0, delay * 2)
+
+
+# Segment tasks are bounded (see Settings.task_time_limit): on Redis the visibility timeout sits just above
+# the hard limit, so a running task is never delivered twice and a lost one is back within that bound.
+SEGMENT_TIME_LIMITS = {"soft_time_limit": settings.task_time_limit, "time_limit": settings.task_hard_time_limit}
+
+
+@app.task(name="camtrace.ingest", bind=True, max_retries=20, acks_late=True, **SEGMENT_TIME_LIMITS)
 def ingest(self, job_id: str, source: str, camera_id: str, start_ts: float | None = None) -> int:
     """Split a source into segments and send one detect task per segment."""
     db = services().db
@@ -69,12 +109,14 @@ def ingest(self, job_id: str, source: str, camera_id: str, start_ts: float | Non
         return 0
     except TRANSIENT_ERRORS as exc:
         raise self.retry(exc=exc, countdown=backoff(self.request.retries))
+    except SoftTimeLimitExceeded as exc:  # planning is idempotent: start over
+        raise self.retry(exc=exc, countdown=0)
     for ref in refs:
-        detect.apply_async(kwargs={"ref": ref.as_dict()})
+        send_patiently(detect, kwargs={"ref": ref.as_dict()})
     return len(refs)
 
 
-@app.task(name="camtrace.detect", bind=True, max_retries=20, acks_late=True)
+@app.task(name="camtrace.detect", bind=True, max_retries=20, acks_late=True, **SEGMENT_TIME_LIMITS)
 def detect(self, ref: dict) -> int:
     """Decode, detect, track and select one segment; send its crops to the embed queue."""
     segment = SegmentRef(**ref)
@@ -105,7 +147,8 @@ def detect(self, ref: dict) -> int:
         if not parts:
             db.refresh_job(segment.job_id)
         for number, part in enumerate(parts):
-            embed.apply_async(
+            send_patiently(
+                embed,
                 kwargs={"job_id": segment.job_id, "segment_id": segment.segment_id, "part": number,
                         "message": part_to_message(part)}
             )
@@ -115,6 +158,12 @@ def detect(self, ref: dict) -> int:
     except TRANSIENT_ERRORS as exc:
         metrics.TASK_ERRORS.labels("detect").inc()
         raise self.retry(exc=exc, countdown=backoff(self.request.retries))
+    except SoftTimeLimitExceeded as exc:
+        # Too slow this time (a busy host, a first model load): deliver it again; the segment's
+        # attempt counter ends it as failed after CAMTRACE_TASK_MAX_ATTEMPTS tries.
+        log.warning("segment %s ran past %d s; handing it back", segment.segment_id, settings.task_time_limit)
+        metrics.TASK_ERRORS.labels("detect").inc()
+        raise self.retry(exc=exc, countdown=0)
 
 
 @app.task(
@@ -189,7 +238,7 @@ def requeue_part(kwargs: dict, exc: BaseException) -> None:
         services().db.refresh_job(kwargs["job_id"])
         return
     log.warning("embed part %s/%s failed (%s); retry %d", kwargs["segment_id"], kwargs["part"], exc, attempt)
-    embed.apply_async(kwargs={**kwargs, "attempt": attempt}, countdown=backoff(attempt))
+    send_patiently(embed, kwargs={**kwargs, "attempt": attempt}, countdown=backoff(attempt))
 
 
 @app.task(name="camtrace.retention", bind=True, max_retries=5, acks_late=True)
