@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from camtrace.workers.celery_app import QUEUES, make_celery, worker_argv
 from click.testing import CliRunner
+from distributed_fixtures import broker  # noqa: F401
 
 from camtrace.cli import cli
 from camtrace.errors import ConfigError
@@ -145,3 +146,17 @@ def test_an_unknown_queue_is_refused_with_the_valid_names(tmp_path):
     assert result.exit_code == 2
     assert "unknown queue(s) gpu" in result.output
     assert set(QUEUES) == {"ingest", "detect", "embed", "train"}
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"], indirect=True)
+def test_queue_depth_counts_the_messages_waiting_on_either_broker(broker, tmp_path):
+    from camtrace.workers.celery_app import declare_queues
+    from camtrace.workers.ops import queue_depths
+
+    app = make_celery(Settings(data_dir=tmp_path, broker_url=broker.url))
+    declare_queues(app)
+    for number in range(3):
+        app.send_task("camtrace.detect", kwargs={"ref": {"number": number}}, ignore_result=True)
+    app.send_task("camtrace.embed", kwargs={}, ignore_result=True)
+    assert queue_depths(broker.url, QUEUES) == {"ingest": 0, "detect": 3, "embed": 1, "train": 0}
+    assert queue_depths(broker.url, ("never-declared", "detect")) == {"never-declared": 0, "detect": 3}

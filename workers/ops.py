@@ -57,7 +57,7 @@ def rabbitmq_queue_depths(broker_url: str, queues: tuple[str, ...]) -> dict[str,
     from kombu import Connection
 
     depths: dict[str, int] = {}
-    with Connection(broker_url, connect_timeout=3, transport_options={"max_retries": 0}) as connection:
+    with Connection(broker_url, connect_timeout=3) as connection:
         connection.ensure_connection(max_retries=1)
         channel = connection.channel()
         for queue in queues:

@@ -85,6 +85,8 @@ def send_patiently(task, **options) -> None:
         try:
             task.apply_async(**options)
             return
+        except SoftTimeLimitExceeded:
+            raise
         except Exception as exc:
             if time.monotonic() > deadline:
                 raise
