@@ -1,4 +1,8 @@
-"""Real services for the distributed tests: a Redis server of the test's own and `camtrace worker` processes."""
+"""Real services for the distributed tests: a broker of the test's own and `camtrace worker` processes.
+
+The broker is a Redis server started for the test, or a vhost of its own on the
+machine's RabbitMQ server (127.0.0.1:5672, guest/guest; `.ci/run` starts it).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +40,8 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
 
 class RedisServer:
     """A Redis of the test's own (append-only file on, so a restart keeps the queues)."""
+
+    kind = "redis"
 
     def __init__(self, folder: Path) -> None:
         binary = shutil.which("redis-server")
@@ -72,6 +79,56 @@ class RedisServer:
             self.process.terminate()  # SIGTERM: Redis flushes its append-only file and exits
             self.process.wait(timeout=15)
             self.process = None
+
+
+class RabbitVhost:
+    """A vhost of the test's own on the shared RabbitMQ server; the server itself is never stopped.
+
+    ``stop`` is an outage as the test's processes see it: the guest user loses
+    its permissions on the vhost, so every new connection is refused, and the
+    vhost's open connections are closed by the server. ``start`` gives the
+    permissions back; the workers' and producers' reconnect loops get in again.
+    """
+
+    kind = "rabbitmq"
+    host, port = "127.0.0.1", 5672
+
+    def __init__(self) -> None:
+        if shutil.which("rabbitmqctl") is None:
+            raise RuntimeError("rabbitmq-server is not installed: apt-get install rabbitmq-server (.ci/run does)")
+        if not port_answers(self.host, self.port):
+            raise RuntimeError("RabbitMQ does not answer on 127.0.0.1:5672: run `rabbitmq-server -detached` (.ci/run does)")
+        self.name = f"camtrace-test-{uuid.uuid4().hex[:12]}"
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@{self.host}:{self.port}/{self.name}"
+
+    def create(self) -> None:
+        rabbitmqctl("add_vhost", self.name)
+        self.start()
+
+    def start(self) -> None:
+        rabbitmqctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+
+    def stop(self) -> None:
+        rabbitmqctl("clear_permissions", "-p", self.name, "guest")
+        rabbitmqctl("close_all_connections", "-p", self.name, "camtrace test: broker outage")
+
+    def delete(self) -> None:
+        rabbitmqctl("delete_vhost", self.name)
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+
+
+def port_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 class Worker:
@@ -112,7 +169,6 @@ def camtrace_env(data_dir: Path, yolo: Path, siglip: Path, broker_url: str | Non
         CAMTRACE_SAMPLE_FPS="5",
         CAMTRACE_SEGMENT_SECONDS="4",
         CAMTRACE_DEVICE="cpu",
-        CAMTRACE_VISIBILITY_TIMEOUT="10",
         CAMTRACE_EMBED_GATHER_SECONDS="0.3",
         CAMTRACE_LOG_LEVEL="INFO",
         HF_HUB_OFFLINE="1",
@@ -159,3 +215,21 @@ def redis_server(tmp_path: Path):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def broker(request, tmp_path: Path):
+    """Redis, or with ``@pytest.mark.parametrize("broker", ["redis", "rabbitmq"], indirect=True)`` either broker.
+
+    Both have ``url``, ``kind``, and ``stop``/``start`` for an outage.
+    """
+    if getattr(request, "param", "redis") == "rabbitmq":
+        vhost = RabbitVhost()
+        vhost.create()
+        yield vhost
+        vhost.delete()
+    else:
+        server = RedisServer(tmp_path / "redis")
+        server.start()
+        yield server
+        server.stop()
