@@ -77,18 +77,27 @@ class Session:
 BOTH_BROKERS = pytest.mark.parametrize("broker", ["redis", "rabbitmq"], indirect=True)
 
 
+_references: dict[tuple, tuple[dict, list]] = {}
+
+
 def local_reference(tmp_path: Path, yolo: Path, siglip: Path, sources: dict[str, tuple[Path, float]],
                     summaries: list | None = None):
-    env = camtrace_env(tmp_path / "local-data", yolo, siglip)
-    services = Services(settings_from(env))
-    try:
-        for camera_id, (path, start_ts) in sources.items():
-            summary = ingest_local(services, str(path), camera_id, start_ts, progress=False)
-            if summaries is not None:
-                summaries.append(summary)
-    finally:
-        services.close()
-    return snapshot(env)
+    """What local mode indexes for ``sources`` (computed once per run for the same files and models)."""
+    key = (yolo, siglip, tuple(sorted((camera, str(path), ts) for camera, (path, ts) in sources.items())))
+    if key not in _references:
+        env = camtrace_env(tmp_path / "local-data", yolo, siglip)
+        services = Services(settings_from(env))
+        done = []
+        try:
+            for camera_id, (path, start_ts) in sources.items():
+                done.append(ingest_local(services, str(path), camera_id, start_ts, progress=False))
+        finally:
+            services.close()
+        _references[key] = (snapshot(env), done)
+    reference, done = _references[key]
+    if summaries is not None:
+        summaries.extend(done)
+    return reference
 
 
 def submit(env: dict, path: Path, camera_id: str, start_ts: float) -> str:
@@ -192,10 +201,12 @@ def scrape(port: int) -> dict[str, float]:
     return samples
 
 
-def long_footage(tmp_path: Path):
+@pytest.fixture(scope="session")
+def long_footage(session_dir: Path):
+    """One camera, 24 s: six 4 s segments."""
     from camtrace.synthetic import generate_footage
 
-    return generate_footage(tmp_path / "long", cameras=1, identities=4, seconds=24.0, fps=10, seed=11)
+    return generate_footage(session_dir / "long", cameras=1, identities=4, seconds=24.0, fps=10, seed=11)
 
 
 def segment_rows(db: Database, job_id: str, *conditions):
@@ -208,14 +219,14 @@ def segment_rows(db: Database, job_id: str, *conditions):
 
 
 @BOTH_BROKERS
-def test_a_worker_killed_mid_segment_loses_and_duplicates_nothing(workers, broker, tmp_path, tiny_yolo_dir,
-                                                                  tiny_siglip_dir):
+def test_a_worker_killed_mid_segment_loses_and_duplicates_nothing(workers, broker, tmp_path, long_footage,
+                                                                  tiny_yolo_dir, tiny_siglip_dir):
     """Default settings. RabbitMQ hands the dead worker's task back as its connection closes, so a new
     worker has it at once; Redis hands it back after the derived visibility timeout (here 72 s, from
     the tests' 4 s segments), found by a sweep every 10 s."""
     from camtrace.storage.sql import Segment
 
-    footage = long_footage(tmp_path)
+    footage = long_footage
     (camera, path), = footage.videos.items()
     env = workers.env
     settings = settings_from(env)
@@ -260,7 +271,8 @@ def test_a_worker_killed_mid_segment_loses_and_duplicates_nothing(workers, broke
 
 
 @BOTH_BROKERS
-def test_the_broker_stopped_during_a_job_loses_nothing(workers, broker, tmp_path, tiny_yolo_dir, tiny_siglip_dir):
+def test_the_broker_stopped_during_a_job_loses_nothing(workers, broker, tmp_path, long_footage, tiny_yolo_dir,
+                                                      tiny_siglip_dir):
     """Redis is stopped for a few seconds. RabbitMQ is shared with the machine, so the test's vhost goes
     away instead: its connections are closed by the server and new ones are refused until its
     permissions come back. Either way the detect worker loses its connection mid-segment (RabbitMQ
@@ -268,7 +280,7 @@ def test_the_broker_stopped_during_a_job_loses_nothing(workers, broker, tmp_path
     during the outage, so it starts against an absent broker and the job cannot end before it."""
     from camtrace.storage.sql import Segment
 
-    footage = long_footage(tmp_path)
+    footage = long_footage
     (camera, path), = footage.videos.items()
     env = workers.env
     detector = workers("ingest,detect", "--concurrency", "1")
@@ -297,12 +309,12 @@ def test_the_broker_stopped_during_a_job_loses_nothing(workers, broker, tmp_path
     db.close()
 
 
-def test_the_database_away_during_a_job_loses_nothing(tmp_path, redis_server, postgres_url, tiny_yolo_dir,
-                                                      tiny_siglip_dir):
+def test_the_database_away_during_a_job_loses_nothing(tmp_path, redis_server, postgres_url, long_footage,
+                                                      tiny_yolo_dir, tiny_siglip_dir):
     """PostgreSQL, as in production, refuses every connection for a few seconds in the middle of a job."""
     from storage_fixtures import _admin_connection
 
-    footage = long_footage(tmp_path)
+    footage = long_footage
     (camera, path), = footage.videos.items()
     env = camtrace_env(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir, redis_server.url,
                        CAMTRACE_DATABASE_URL=postgres_url)
@@ -352,8 +364,8 @@ def truncated_copy(source: Path, target: Path, keep: float) -> Path:
     return target
 
 
-def test_a_corrupt_segment_is_marked_failed_and_the_rest_completes(workers, tmp_path):
-    footage = long_footage(tmp_path)
+def test_a_corrupt_segment_is_marked_failed_and_the_rest_completes(workers, tmp_path, long_footage):
+    footage = long_footage
     (camera, path), = footage.videos.items()
     broken = truncated_copy(path, tmp_path / "broken.avi", keep=0.6)  # 24 s: segments 0-2 whole, 3-5 cut
     env = workers.env
