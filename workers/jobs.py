@@ -114,10 +114,11 @@ def submit_ingest(
         )
     except Exception as exc:  # kombu's OperationalError and the transport's own connection errors
         from camtrace.workers.ops import broker_hint
+        from kombu.utils.url import maybe_sanitize_url
 
         db.update_job(job_id, status="failed", error=f"{NOT_QUEUED}: {exc}")
         raise BrokerError(
-            f"cannot reach the broker {settings.broker_url} to queue {source}: {exc}; "
+            f"cannot reach the broker {maybe_sanitize_url(settings.broker_url)} to queue {source}: {exc}; "
             f"{broker_hint(settings.broker_url)} (nothing was queued)"
         ) from exc
     return job_id

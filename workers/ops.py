@@ -85,14 +85,16 @@ def cluster_status(services: Services) -> dict:
     if not settings.broker_url:
         return report
     from camtrace.workers.celery_app import QUEUES, producer
+    from kombu.utils.url import maybe_sanitize_url
 
-    report.update(mode="distributed", broker=settings.broker_url, queues={}, workers={}, broker_error=None)
+    shown = maybe_sanitize_url(settings.broker_url)  # the password stays out of reports and logs
+    report.update(mode="distributed", broker=shown, queues={}, workers={}, broker_error=None)
     try:
         report["queues"] = queue_depths(settings.broker_url, QUEUES)
         app = producer(settings)
         replies = app.control.inspect(timeout=2.0).active_queues() or {}
     except Exception as exc:  # the broker is away: still show the cameras, say what failed
-        report["broker_error"] = f"cannot reach the broker {settings.broker_url}: {exc}; {broker_hint(settings.broker_url)}"
+        report["broker_error"] = f"cannot reach the broker {shown}: {exc}; {broker_hint(settings.broker_url)}"
         return report
     report["workers"] = {name: sorted(queue["name"] for queue in queues) for name, queues in replies.items()}
     return report
