@@ -149,9 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/jobs", status_code=202)
     def submit(request: IngestRequest) -> dict:
         """Queue an ingest for the workers; follow it at /jobs/{id}."""
-        from camtrace.workers.jobs import job_dict, submit_ingest
-
         from camtrace.search import parse_time
+        from camtrace.workers.jobs import job_dict, submit_ingest
 
         if not settings.broker_url:
             raise ConfigError(

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timezone
 
 import pytest
 from camtrace.api.app import create_app
+from camtrace.search import SearchService
 from camtrace.storage.sql import Detection
 from camtrace.workers.local import ingest_local
 from distributed_fixtures import camtrace_env, free_port, redis_server, settings_from, wait_for  # noqa: F401
@@ -16,7 +17,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from camtrace.search import SearchService
 from camtrace.services import Services
 
 
