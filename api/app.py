@@ -93,7 +93,7 @@ class LazySearch:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The FastAPI app over one set of stages built from ``settings``."""
-    from camtrace.api.routers import auth, system
+    from camtrace.api.routers import audit, auth, cameras, feedback, jobs, search, system, trace, tracks, users
 
     settings = settings or load_settings()
     services = Services(settings)
@@ -132,7 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"error": str(exc.detail), "kind": "HTTPError"}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
-    for router in (auth.router, system.router):
+    for module in (system, auth, search, tracks, trace, feedback, cameras, jobs, users, audit):
+        router = module.router
         app.include_router(router)
 
     @app.get("/login", include_in_schema=False)

@@ -140,3 +140,23 @@ class Auditor:
 def auditor(request: Request) -> Auditor:
     user = getattr(request.state, "user", None)
     return Auditor(access_of(request), user.username if user else None, client_of(request))
+
+
+def parse_moment(value: str | float | None, name: str) -> float | None:
+    """An ISO 8601 time or epoch seconds, for query parameters such as ``since``."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    from datetime import datetime
+
+    from camtrace.errors import InputError
+
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise InputError(f"{name}: '{value}' is not an ISO time such as 2026-01-31T14:05:00 nor epoch seconds") from None

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(None, description="Port for a worker's Prometheus metrics; unset: no endpoint.")
     camera_backoff_max: float = Field(60.0, gt=0.0, description="Longest wait between camera reconnect attempts (s).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="Logging level.")
+    ingest_roots: str = Field(
+        "", description="Comma-separated folders the HTTP API may ingest from (POST /api/jobs); empty disables HTTP ingest."
+    )
+    max_upload_mb: int = Field(20, ge=1, description="Largest photo the HTTP API accepts for a photo search (MiB).")
 
     @field_validator("embed_processor", "qdrant_url", "qdrant_api_key", "database_url", "broker_url", "result_backend",
         "retention_days", "metrics_port", mode="before")
@@ -114,6 +118,10 @@ class Settings(BaseSettings):
     @property
     def yolo_config_dir(self) -> Path:
         return self.resolved_data_dir / "ultralytics"
+
+    def ingest_root_paths(self) -> list[Path]:
+        """CAMTRACE_INGEST_ROOTS as resolved folders (symlinks and .. followed)."""
+        return [Path(part.strip()).expanduser().resolve() for part in self.ingest_roots.split(",") if part.strip()]
 
     def effective_embed_processor(self) -> str | None:
         """The processor to load; None means the model's own.
