@@ -32,7 +32,9 @@ from camtrace.storage.index import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
     Condition,
+    RecommendQuery,
     VectorIndex,
+    VectorQuery,
     filter_conditions,
     hit_from,
     is_empty_filter,
@@ -54,6 +56,12 @@ def edge_condition(condition: Condition) -> qe.FieldCondition:
     if condition.any_of is not None:
         return qe.FieldCondition(key=condition.key, match=qe.MatchAny(list(condition.any_of)))
     return qe.FieldCondition(key=condition.key, range=qe.RangeFloat(gte=condition.gte, lte=condition.lte))
+
+
+def edge_vector_query(query: VectorQuery) -> qe.Query:
+    if isinstance(query, RecommendQuery):
+        return qe.Query.RecommendBestScore(qe.RecommendQuery(query.positives, query.negatives))
+    return qe.Query.Nearest(query.vector)
 
 
 def edge_filter(filter: SearchFilter | None, exclude_tracks: Sequence[str] = ()) -> qe.Filter | None:
@@ -232,32 +240,33 @@ class EdgeIndex(VectorIndex):
             )
         return [hit_from(p.id, p.score, p.payload) for p in found]
 
-    def search(self, vector: np.ndarray, filter: SearchFilter | None = None, limit: int = 20) -> list[TrackHit]:
+    def _grouped(
+        self, query: VectorQuery, filter: SearchFilter | None, count: int, score_threshold: float | None
+    ) -> list[TrackHit]:
         """One hit per track: over-fetch, keep each track's first (best) point, then ask again
-        (fetching more each round) excluding the tracks already found, until ``limit`` tracks
+        (fetching more each round) excluding the tracks already found, until ``count`` tracks
         or no candidates are left. Excluding found tracks inside the query bounds the work
         even when one track owns thousands of the nearest points.
 
         Each later round's points score no higher than the previous round's
         last point, so the concatenation stays sorted.
         """
-        if limit <= 0:
-            return []
-        query = self._query_vector(vector)
+        edge_query = edge_vector_query(query)
         hits: list[TrackHit] = []
         seen: set[str] = set()
         growth = 1
         with self._use("search") as shard:
-            while len(hits) < limit:
+            while len(hits) < count:
                 # Doubling per round keeps the rounds few when many tracks
                 # each own a run of near-identical crops.
-                fetch = min(OVERFETCH * (limit - len(hits)) * growth, MAX_FETCH)
+                fetch = min(OVERFETCH * (count - len(hits)) * growth, MAX_FETCH)
                 growth *= 2
                 found = shard.query(
                     qe.QueryRequest(
                         limit=fetch,
-                        query=qe.Query.Nearest(query),
+                        query=edge_query,
                         filter=edge_filter(filter, exclude_tracks=sorted(seen)),
+                        score_threshold=score_threshold,
                         with_payload=True,
                     )
                 )
@@ -271,7 +280,7 @@ class EdgeIndex(VectorIndex):
         # Already in order for an exact scan; an HNSW index (after optimize())
         # may return near-ties slightly out of order across rounds.
         hits.sort(key=lambda h: -h.score)
-        return hits[:limit]
+        return hits[:count]
 
     def count(self, filter: SearchFilter | None = None) -> int:
         with self._use("count") as shard:
