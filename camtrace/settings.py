@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset uses embedded Qdrant Edge in the data dir.")
     qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server.")
     collection: str = Field("camtrace", description="Name of the vector collection (server: the alias queries use).")
+    search_max_results: int = Field(
+        200, ge=1, le=10_000, description="Largest page (limit) a search, re-id or trace may ask for."
+    )
+    trace_min_score: float = Field(
+        0.7, ge=-1.0, le=1.0,
+        description="Cosine similarity an undecided re-id candidate needs to appear on a trace (overridable per call).",
+    )
     database_url: str | None = Field(None, description="SQLAlchemy URL; unset uses SQLite in the data dir.")
     broker_url: str | None = Field(None, description="Celery broker URL (redis://...); unset runs in local mode.")
     result_backend: str | None = Field(None, description="Celery result backend; unset uses the broker URL.")
