@@ -377,10 +377,11 @@ function candidateCard(result) {
       el("span", { class: "score" }, formatScore(result.score))),
     el("div", { class: "card-body" },
       el("div", { class: "camera" }, result.camera_id),
-      el("div", { class: "time" }, formatSpan(result.ts_start, result.ts_end))),
+      el("div", { class: "time" }, formatSpan(result.ts_start, result.ts_end)),
+      el("div", { class: "muted small" }, `${formatDuration(result.ts_end - result.ts_start)} · similarity ${formatScore(result.score)}`)),
     canDecide && el("div", { class: "decide" },
-      el("button", { class: "confirm", dataset: { testid: "confirm" }, title: "The same person", onclick: (event) => decide(result, "same", card, event.currentTarget) }, "✓ Same"),
-      el("button", { class: "reject", dataset: { testid: "reject" }, title: "Not the same person", onclick: (event) => decide(result, "different", card, event.currentTarget) }, "✕ Different")));
+      el("button", { class: "confirm", dataset: { testid: "confirm" }, title: "The same person", onclick: (event) => decide(result, "same", card, event.currentTarget) }, "✓ Confirm"),
+      el("button", { class: "reject", dataset: { testid: "reject" }, title: "Not the same person", onclick: (event) => decide(result, "different", card, event.currentTarget) }, "✕ Reject")));
   return card;
 }
 
@@ -416,9 +417,9 @@ async function loadTrace() {
   drawTrace(trace);
 }
 
-const LANE_LABEL_WIDTH = 150;
-const STEP_WIDTH = 132;
-const STEP_HEIGHT = 96;
+const LANE_LABEL_WIDTH = 110;
+const STEP_WIDTH = 168;
+const STEP_HEIGHT = 84;
 const ROW_GAP = 8;
 
 // One lane per camera along a time axis. A step's block starts at its time;
