@@ -233,9 +233,8 @@ function resultCard(result, { onOpen, onElsewhere }) {
   return card;
 }
 
-async function searchRequest(offset) {
+async function searchRequest(query, offset) {
   const filters = currentFilters();
-  const query = state.query;
   if (query.kind === "text") {
     return api("/api/search/text", { method: "POST", json: { text: query.text, ...filters, limit: PAGE_SIZE, offset } });
   }
@@ -250,12 +249,16 @@ async function searchRequest(offset) {
   return api(`/api/search/image?${params}`, { method: "POST", form });
 }
 
-async function runSearch({ append = false } = {}) {
-  if (!state.query) return;
+// Run `query` (default: the current one again); the page changes only when the service answered,
+// so a failed search leaves the previous results in place.
+async function runSearch({ append = false, query = state.query, title } = {}) {
+  if (!query) return;
   await guarded(async () => {
     const offset = append ? state.offset + PAGE_SIZE : 0;
-    const answer = await searchRequest(offset);
+    const answer = await searchRequest(query, offset);
+    state.query = query;
     state.offset = offset;
+    if (title) $("results-title").textContent = title;
     showView("results");
     $("welcome").hidden = true;
     if (state.query.kind === "image") renderPersons(answer);
@@ -277,9 +280,7 @@ async function runSearch({ append = false } = {}) {
 }
 
 function searchText(text) {
-  state.query = { kind: "text", text };
-  $("results-title").textContent = `“${text}”`;
-  runSearch();
+  runSearch({ query: { kind: "text", text }, title: `“${text}”` });
 }
 
 function searchPhoto(file) {
@@ -288,12 +289,13 @@ function searchPhoto(file) {
     showError(new Error(`'${file.name}' is not an image: drop a JPEG or PNG photo.`));
     return;
   }
-  state.query = { kind: "image", file, person: null, crop: $("photo-is-crop").checked };
-  $("results-title").textContent = `Photo: ${file.name}`;
-  const preview = $("photo-preview");
-  if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
-  preview.src = URL.createObjectURL(file);
-  runSearch();
+  const query = { kind: "image", file, person: null, crop: $("photo-is-crop").checked };
+  runSearch({ query, title: `Photo: ${file.name}` }).then(() => {
+    if (state.query !== query) return; // the service refused it
+    const preview = $("photo-preview");
+    if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
+    preview.src = URL.createObjectURL(file);
+  });
 }
 
 function renderPersons(answer) {
@@ -315,10 +317,7 @@ function renderPersons(answer) {
       "aria-pressed": String(chosen),
       title: `Person ${person.index + 1}, detector confidence ${person.confidence.toFixed(2)}`,
       dataset: { testid: "person-choice", index: person.index },
-      onclick: () => {
-        state.query.person = person.index;
-        runSearch();
-      },
+      onclick: () => runSearch({ query: { ...state.query, person: person.index } }),
     },
     person.crop_url ? el("img", { src: person.crop_url, alt: `Person ${person.index + 1}` }) : el("span", {}, `#${person.index + 1}`),
     el("span", { class: "small" }, `${Math.round(person.confidence * 100)} %`)));
@@ -362,6 +361,7 @@ async function loadCandidates({ append = false } = {}) {
   if (state.track !== track) return; // another track was opened meanwhile
   state.candidateOffset = offset;
   const grid = $("candidates");
+  grid.dataset.generation = String(Number(grid.dataset.generation || 0) + 1); // lets a test see a fresh answer
   if (!append) grid.replaceChildren();
   for (const result of answer.results) grid.append(candidateCard(result));
   $("candidates-hint").hidden = grid.children.length > 0;
@@ -540,7 +540,10 @@ function niceInterval(raw) {
 async function exportTrace(format, button) {
   const track = state.track;
   await guarded(async () => {
-    const response = await api(`/api/trace/${encodeURIComponent(track.track_id)}/export?format=${format}`, { raw: true });
+    const params = new URLSearchParams({ format });
+    const { min_score: minScore } = currentFilters();
+    if (minScore !== undefined) params.set("min_score", minScore);
+    const response = await api(`/api/trace/${encodeURIComponent(track.track_id)}/export?${params}`, { raw: true });
     const blob = await response.blob();
     const disposition = response.headers.get("content-disposition") || "";
     const match = /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(disposition);
