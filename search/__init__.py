@@ -5,8 +5,17 @@ investigators' feedback and trace export. Plain classes and functions: the
 CLI and the HTTP service are thin shells around ``SearchService``.
 """
 
-from camtrace.search.service import (
+from camtrace.search.records import (
+    DetectedPerson,
+    FeedbackRecord,
     SearchResult,
+    Trace,
+    TraceStep,
+    TrackCrop,
+    TrackView,
+)
+from camtrace.search.service import (
+    PhotoSearch,
     SearchService,
     decode_photo,
     largest_person,
@@ -15,8 +24,15 @@ from camtrace.search.service import (
 )
 
 __all__ = [
+    "DetectedPerson",
+    "FeedbackRecord",
+    "PhotoSearch",
     "SearchResult",
     "SearchService",
+    "Trace",
+    "TraceStep",
+    "TrackCrop",
+    "TrackView",
     "decode_photo",
     "largest_person",
     "parse_time",

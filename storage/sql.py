@@ -586,6 +586,10 @@ class Database:
         with self._guard(f"reading detections of {track_id!r}"), self._sessions() as session:
             return list(session.scalars(query))
 
+    def get_detection(self, point_id: str) -> Detection | None:
+        with self._guard(f"reading detection {point_id!r}"), self._sessions() as session:
+            return session.get(Detection, point_id)
+
     # Jobs ------------------------------------------------------------------
     def create_job(
         self,
