@@ -143,11 +143,11 @@ class FeedbackIn(BaseModel):
 
 
 class FeedbackOut(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    id: int
     track_id: str
     candidate_track_id: str
     verdict: Verdict
-    user: str
+    username: str = Field(description="Who gave the verdict.")
     created_at: float
 
 
