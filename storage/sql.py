@@ -706,7 +706,7 @@ class Database:
         self, track_id: str, candidate_track_id: str, verdict: str, username: str, *, created_at: float | None = None
     ) -> Feedback:
         """Store a verdict on a pair of tracks, replacing any earlier verdict on the same (unordered) pair."""
-        _check_status("feedback verdict", verdict, FEEDBACK_VERDICTS)
+        _check_verdict(verdict)
         if track_id == candidate_track_id:
             raise StorageError(f"feedback needs two different tracks, got {track_id!r} twice")
         pair = _pair_clause(track_id, candidate_track_id)
@@ -739,7 +739,7 @@ class Database:
         ``verdict`` keeps only "same" or "different"; ``since`` only verdicts given at or after that epoch time.
         """
         if verdict is not None:
-            _check_status("feedback verdict", verdict, FEEDBACK_VERDICTS)
+            _check_verdict(verdict)
         with self._guard("reading feedback"), self._sessions() as session:
             rows = _latest_per_pair(session.scalars(select(Feedback)))
         return [
@@ -801,6 +801,11 @@ def _columns(
     if missing:
         raise StorageError(f"a {model.__tablename__} row needs {', '.join(missing)}: {row}")
     return _plain_row(row)
+
+
+def _check_verdict(verdict: str) -> None:
+    if verdict not in FEEDBACK_VERDICTS:
+        raise StorageError(f"feedback verdict {verdict!r} is not one of {', '.join(FEEDBACK_VERDICTS)}")
 
 
 def _check_status(what: str, status: str, allowed: Sequence[str]) -> str:
