@@ -87,6 +87,9 @@ class LazySearch:
         if self._service is None:
             from camtrace.search import SearchService
 
+            index = self._services.index
+            if hasattr(index, "keep_open"):  # the embedded index: keep the shard loaded between searches
+                index.keep_open = self._services.settings.index_keep_open_seconds
             self._service = SearchService(self._services)
         return getattr(self._service, name)
 

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
         "", description="Comma-separated folders the HTTP API may ingest from (POST /api/jobs); empty disables HTTP ingest."
     )
     max_upload_mb: int = Field(20, ge=1, description="Largest photo the HTTP API accepts for a photo search (MiB).")
+    index_keep_open_seconds: float = Field(
+        2.0, ge=0.0, description="The query service keeps the embedded index open this long after a search, so the next "
+        "skips loading it; released at once when another process waits for it (0: close after every call).",
+    )
 
     @field_validator("embed_processor", "qdrant_url", "qdrant_api_key", "database_url", "broker_url", "result_backend",
         "retention_days", "metrics_port", mode="before")

@@ -77,7 +77,9 @@ def edge_filter(filter: SearchFilter | None, exclude_tracks: Sequence[str] = ())
 class EdgeIndex(VectorIndex):
     """Qdrant Edge shard ``<root>/<slug(model_version)>``, shared between processes under a file lock."""
 
-    def __init__(self, root: Path | str, model_version: str, dim: int, *, lock_timeout: float = 120.0) -> None:
+    def __init__(
+        self, root: Path | str, model_version: str, dim: int, *, lock_timeout: float = 120.0, keep_open: float = 0.0
+    ) -> None:
         self.model_version = model_version
         self.dim = int(dim)
         self.root = Path(root)
@@ -96,6 +98,13 @@ class EdgeIndex(VectorIndex):
         self._mutex = threading.RLock()  # serialises threads of this process
         self._depth = 0
         self._shard: qe.EdgeShard | None = None
+        # Seconds the shard stays open after its last use, so that the next
+        # call (the query service's next search) skips loading it; it is
+        # released at once when another process waits for it. 0: close after
+        # every call.
+        self.keep_open = keep_open
+        self._last_used = 0.0
+        self._linger: threading.Thread | None = None
 
     # Opening and locking -------------------------------------------------
     def _config(self) -> qe.EdgeConfig:
@@ -109,7 +118,7 @@ class EdgeIndex(VectorIndex):
         batch of work, not a whole long-running job.
         """
         with self._mutex:
-            if self._depth == 0:
+            if self._shard is None:
                 self._open()
             self._depth += 1
             try:
@@ -117,7 +126,40 @@ class EdgeIndex(VectorIndex):
             finally:
                 self._depth -= 1
                 if self._depth == 0:
+                    if self.keep_open > 0 and not self._another_process_waits():
+                        self._last_used = time.monotonic()
+                        self._start_linger()
+                    else:
+                        self._release()
+
+    def _another_process_waits(self) -> bool:
+        """A process waiting for the shard holds the turnstile (see ``_open``)."""
+        try:
+            self._turnstile.acquire(timeout=0)
+        except Timeout:
+            return True
+        self._turnstile.release()
+        return False
+
+    def _start_linger(self) -> None:
+        if self._linger is None:  # set back to None under the mutex when it ends, so none is missed
+            self._linger = threading.Thread(target=self._linger_until_idle, name=f"edge-linger-{self.name}", daemon=True)
+            self._linger.start()
+
+    def _linger_until_idle(self) -> None:
+        """Release the kept-open shard after ``keep_open`` idle seconds, or as soon as another process waits."""
+        while True:
+            time.sleep(min(0.05, self.keep_open))
+            with self._mutex:
+                if self._shard is None or self._depth > 0:
+                    if self._shard is None:
+                        self._linger = None
+                        return
+                    continue
+                if time.monotonic() - self._last_used >= self.keep_open or self._another_process_waits():
+                    self._linger = None
                     self._release()
+                    return
 
     def _open(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -323,9 +365,11 @@ class EdgeIndex(VectorIndex):
             shard.update(operation)
 
     def close(self) -> None:
-        # Nothing stays open between calls; a session still running in this
-        # process is left to its own ``with`` block.
-        return None
+        # Only a kept-open shard stays open between calls; a session still
+        # running in this process is left to its own ``with`` block.
+        with self._mutex:
+            if self._depth == 0 and self._shard is not None:
+                self._release()
 
     def optimize(self) -> bool:
         """Build HNSW and merge segments. Blocks for minutes at 100k+ points and holds
