@@ -40,8 +40,9 @@ def index(request: pytest.FixtureRequest, tmp_path: Path):
         idx: VectorIndex = EdgeIndex(tmp_path / "index", "m", DIM)
     else:
         idx = ServerIndex(QdrantClient(location=":memory:"), "m", DIM)
-    idx.ensure()
-    yield idx
+    with idx.session():  # one open Edge shard per test instead of one per call
+        idx.ensure()
+        yield idx
     idx.close()
 
 
