@@ -149,7 +149,7 @@ def _row(number: int, step: TraceStep, crops: CropStore | None) -> str:
         '<span class="missing">crop no longer stored</span>')
     transit = "" if step.transit_seconds is None else f"{step.transit_seconds:g} s"
     flag = '<span class="implausible">implausible: seen elsewhere at the same time</span>' if step.implausible else ""
-    merged = escape(", ".join(step.merged_track_ids))
+    merged = ("same stop: " + escape(", ".join(step.merged_track_ids))) if step.merged_track_ids else ""
     return (
         f"<tr class=\"step\"><td>{number}</td><td>{crop}</td><td>{escape(step.camera_id)}</td>"
         f"<td>{escape(iso(step.ts_start))}<br>{escape(iso(step.ts_end))}</td><td>{escape(transit)}</td>"

@@ -8,7 +8,8 @@ Rules, in order:
 - tracks are ordered by start time, and consecutive tracks of one camera merge into one step
   (a person split at a segment boundary, or a tracker losing and finding them again). Certain
   tracks merge with certain ones and candidates with candidates, never across: a candidate stays
-  visible as such until someone decides on it. Implausible candidates never merge;
+  visible as such until someone decides on it. Implausible candidates never merge, and do not
+  keep the tracks around them from merging;
 - each step's ``transit_seconds`` is the gap from the previous step's end (negative: overlap).
 """
 
@@ -48,19 +49,16 @@ def build_trace(seed_track_id: str, entries: Sequence[TraceEntry], min_score: fl
         if e.status not in CERTAIN and any(overlaps(e, c) for c in certain if c.track_id != e.track_id)
     }
     ordered = sorted(entries, key=lambda e: (e.ts_start, e.ts_end, _RANK[e.status], e.track_id))
-    groups: list[list[TraceEntry]] = []
-    for entry in ordered:
-        last = groups[-1][-1] if groups else None
-        if (
-            last is not None
-            and last.camera_id == entry.camera_id
-            and (last.status in CERTAIN) == (entry.status in CERTAIN)
-            and last.track_id not in flagged
-            and entry.track_id not in flagged
-        ):
-            groups[-1].append(entry)
+    # Implausible candidates stand alone and do not break the runs of the others.
+    groups: list[list[TraceEntry]] = [[e] for e in ordered if e.track_id in flagged]
+    runs: list[list[TraceEntry]] = []
+    for entry in (e for e in ordered if e.track_id not in flagged):
+        last = runs[-1][-1] if runs else None
+        if last is not None and last.camera_id == entry.camera_id and (last.status in CERTAIN) == (entry.status in CERTAIN):
+            runs[-1].append(entry)
         else:
-            groups.append([entry])
+            runs.append([entry])
+    groups = sorted(groups + runs, key=lambda g: (g[0].ts_start, g[0].ts_end, _RANK[g[0].status], g[0].track_id))
     steps: list[TraceStep] = []
     for group in groups:
         lead = min(group, key=lambda e: (_RANK[e.status], -e.score, e.ts_start))

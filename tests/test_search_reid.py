@@ -148,6 +148,14 @@ def test_build_trace_flags_only_candidates_that_overlap_certain_tracks():
         ("s", False), ("ok", False), ("c", False), ("clash", True), ("late", False)]
     assert [s.transit_seconds for s in trace.steps] == [None, 1, 1, -5, 5]
 
+    # The seed split in two on cam1, with a lookalike seen meanwhile elsewhere: still one step for the seed.
+    split = build_trace("s", [TraceEntry("s", "cam1", 0, 10, 1.0, "seed", "k1"),
+                              TraceEntry("s2", "cam1", 12, 20, 1.0, "confirmed", "k2"),
+                              TraceEntry("look", "cam2", 5, 8, 0.9, "candidate", "k3")])
+    assert [(s.track_id, s.merged_track_ids, s.ts_end, s.implausible) for s in split.steps] == [
+        ("s", ["s2"], 20, False), ("look", [], 8, True)]
+    assert split.steps[0].crop_key == "k1"
+
 
 def test_feedback_is_stored_with_who_and_when_and_the_newest_verdict_wins(service):
     first = service.feedback("A1", "B1", "same", user="ines")
