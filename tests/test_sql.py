@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import camtrace.storage.access  # noqa: F401  (its tables share Base: the schema comparison needs them)
 import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
