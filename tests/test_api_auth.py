@@ -210,3 +210,28 @@ def test_serve_starts_on_the_embedded_defaults_and_says_how_to_create_the_first_
 
 
 
+
+
+def test_a_route_that_declares_no_role_is_admin_only(api):
+    from camtrace.api.app import create_app
+    from distributed_fixtures import settings_from
+    from fastapi.testclient import TestClient
+
+    app = create_app(settings_from(api.env))
+
+    @app.get("/api/forgotten")
+    def forgotten() -> dict:
+        return {"secret": 42}
+
+    from starlette.routing import Mount
+
+    page = next(route for route in app.router.routes if isinstance(route, Mount))
+    app.router.routes.remove(page)  # the page's catch-all mount stays last
+    app.router.routes.append(page)
+
+    with TestClient(app) as client:
+        assert client.get("/api/forgotten").status_code == 401
+        for user in ("operator", "investigator"):
+            assert client.get("/api/forgotten", headers={"Authorization": f"Bearer {api.tokens[user]}"}).status_code == 403
+        allowed = client.get("/api/forgotten", headers={"Authorization": f"Bearer {api.tokens['admin']}"})
+        assert allowed.json() == {"secret": 42}
