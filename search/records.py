@@ -9,7 +9,7 @@ TRACE_STATUSES = ("seed", "confirmed", "candidate")
 
 class _Record:
     def as_dict(self) -> dict:
-        return asdict(self)  # type: ignore[call-overload]
+        return asdict(self)
 
 
 @dataclass

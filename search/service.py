@@ -212,7 +212,7 @@ class SearchService:
                 )
             if persons:
                 chosen = person if person is not None else max(persons, key=_area).index
-                x1, y1, x2, y2 = clip_box(image_bgr, persons[chosen].box)  # type: ignore[misc]
+                x1, y1, x2, y2 = (int(v) for v in persons[chosen].box)  # already whole pixels inside the photo
                 query = image_bgr[y1:y2, x1:x2]
         elif person is not None:
             raise InputError("a person can only be picked on a photo searched with detection (detect=True)")
