@@ -108,6 +108,13 @@ function formatSpan(start, end) {
   const sameDay = new Date(start * 1000).toDateString() === new Date(end * 1000).toDateString();
   return `${formatTime(start)} – ${formatTime(end, !sameDay)}`;
 }
+function formatDate(ts) {
+  const d = new Date(ts * 1000);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+}
+function formatClock(start, end) {
+  return `${formatTime(start, false)} – ${formatTime(end, false)}`;
+}
 function formatDuration(seconds) {
   const s = Math.max(0, Math.round(seconds));
   if (s < 60) return `${s} s`;
@@ -227,8 +234,8 @@ function resultCard(result, { onOpen, onElsewhere }) {
       el("span", { class: "score", dataset: { testid: "score" } }, formatScore(result.score))),
     el("div", { class: "card-body" },
       el("div", { class: "camera", dataset: { testid: "card-camera" } }, result.camera_id),
-      el("div", { class: "time" }, formatSpan(result.ts_start, result.ts_end)),
-      el("div", { class: "muted small" }, formatDuration(result.ts_end - result.ts_start))),
+      el("div", { class: "time" }, formatClock(result.ts_start, result.ts_end)),
+      el("div", { class: "muted small" }, `${formatDate(result.ts_start)} · ${formatDuration(result.ts_end - result.ts_start)}`)),
     el("button", { class: "elsewhere", dataset: { testid: "find-elsewhere-card" }, onclick: onElsewhere }, "Find elsewhere"));
   return card;
 }
@@ -377,8 +384,8 @@ function candidateCard(result) {
       el("span", { class: "score" }, formatScore(result.score))),
     el("div", { class: "card-body" },
       el("div", { class: "camera" }, result.camera_id),
-      el("div", { class: "time" }, formatSpan(result.ts_start, result.ts_end)),
-      el("div", { class: "muted small" }, `${formatDuration(result.ts_end - result.ts_start)} · similarity ${formatScore(result.score)}`)),
+      el("div", { class: "time" }, formatClock(result.ts_start, result.ts_end)),
+      el("div", { class: "muted small" }, `${formatDate(result.ts_start)} · ${formatDuration(result.ts_end - result.ts_start)}`)),
     canDecide && el("div", { class: "decide" },
       el("button", { class: "confirm", dataset: { testid: "confirm" }, title: "The same person", onclick: (event) => decide(result, "same", card, event.currentTarget) }, "✓ Confirm"),
       el("button", { class: "reject", dataset: { testid: "reject" }, title: "Not the same person", onclick: (event) => decide(result, "different", card, event.currentTarget) }, "✕ Reject")));
@@ -418,22 +425,35 @@ async function loadTrace() {
 }
 
 const LANE_LABEL_WIDTH = 110;
-const STEP_WIDTH = 168;
-const STEP_HEIGHT = 84;
-const ROW_GAP = 8;
+const STEP_WIDTH = 150; // seed and confirmed steps: crop and text
+const CANDIDATE_WIDTH = 46; // candidates: the crop and its score, details on hover
+const STEP_HEIGHT = 54;
+const ROW_GAP = 6;
+const CERTAIN = new Set(["seed", "confirmed"]);
+
+const stepWidth = (step) => (step.status === "candidate" ? CANDIDATE_WIDTH : STEP_WIDTH);
+
+function transitText(seconds) {
+  if (seconds === null || seconds === undefined) return "start";
+  return seconds < 0 ? `overlap ${formatDuration(-seconds)}` : `+${formatDuration(seconds)}`;
+}
 
 // One lane per camera along a time axis. A step's block starts at its time;
-// blocks that would overlap in a lane go to a second row of that lane, and
-// connectors with the transit time link the steps in time order.
+// blocks that would overlap in a lane go to another row of that lane. The
+// certain steps (seed, confirmed) are linked in time order and the links carry
+// the transit time; each block also names its gap to the step before it.
 function drawTrace(trace) {
   const box = $("trace-timeline");
   box.replaceChildren();
-  const steps = [...trace.steps].sort((a, b) => a.ts_start - b.ts_start);
+  const showCandidates = $("trace-candidates").checked;
+  const steps = trace.steps
+    .filter((step) => showCandidates || step.status !== "candidate")
+    .sort((a, b) => a.ts_start - b.ts_start);
   if (!steps.length) {
     box.append(el("p", { class: "muted" }, "No steps yet."));
     return;
   }
-  const width = Math.max(box.clientWidth, 640) - LANE_LABEL_WIDTH - 24;
+  const width = Math.max(box.clientWidth, 640) - LANE_LABEL_WIDTH - 8;
   const t0 = steps[0].ts_start;
   const t1 = Math.max(...steps.map((s) => s.ts_end));
   const span = Math.max(t1 - t0, 1);
@@ -443,28 +463,46 @@ function drawTrace(trace) {
   const cameras = [...new Set(steps.map((s) => s.camera_id))];
   const lanes = new Map(cameras.map((camera) => [camera, { rows: [], top: 0, height: 0 }]));
   const placed = new Map();
+  // Certain steps take the first rows of their lane; candidates fill in around them.
+  const certainFirst = [...steps.filter((s) => CERTAIN.has(s.status)), ...steps.filter((s) => !CERTAIN.has(s.status))];
+  const certainGap = new Map();
+  let previousCertain = null;
   for (const step of steps) {
+    if (!CERTAIN.has(step.status)) continue;
+    certainGap.set(step, previousCertain ? step.ts_start - previousCertain.ts_end : null);
+    previousCertain = step;
+  }
+  // Candidates may overlap each other by up to half a block (a fanned stack: the
+  // order number and the flag stay visible), never a certain step.
+  const GAP = 6;
+  const STACK = CANDIDATE_WIDTH * 0.5;
+  for (const step of certainFirst) {
     const lane = lanes.get(step.camera_id);
     const x = xOf(step.ts_start);
-    let row = lane.rows.findIndex((rightEdge) => rightEdge + 6 <= x);
-    if (row === -1) row = lane.rows.push(0) - 1;
-    lane.rows[row] = x + STEP_WIDTH;
+    const right = x + stepWidth(step);
+    const candidate = !CERTAIN.has(step.status);
+    const clear = ([l, r, otherIsCandidate]) => {
+      const margin = candidate && otherIsCandidate ? -STACK : GAP;
+      return r + margin <= x || right + margin <= l;
+    };
+    let row = lane.rows.findIndex((intervals) => intervals.every(clear));
+    if (row === -1) row = lane.rows.push([]) - 1;
+    lane.rows[row].push([x, right, candidate]);
     placed.set(step, { x, row });
   }
-  let top = 28; // room for the axis labels
+  let top = 24; // room for the axis labels
   for (const lane of lanes.values()) {
     lane.top = top;
     lane.height = lane.rows.length * (STEP_HEIGHT + ROW_GAP) + ROW_GAP;
     top += lane.height;
   }
-  const height = top + 4;
+  const height = top + 2;
   const canvas = el("div", { class: "timeline-canvas", style: { height: `${height}px` } });
 
-  // Axis: ticks at round intervals.
   const tickEvery = niceInterval(span / 6);
   for (let t = Math.ceil(t0 / tickEvery) * tickEvery; t <= t1; t += tickEvery) {
     const left = LANE_LABEL_WIDTH + xOf(t);
-    canvas.append(el("div", { class: "tick", style: { left: `${left}px`, height: `${height - 20}px` } }),
+    canvas.append(el("div", { class: "tick", style: { left: `${left}px`, height: `${height - 18}px` } }),
       el("div", { class: "tick-label", style: { left: `${left}px` } }, formatTime(t, false)));
   }
   for (const [camera, lane] of lanes) {
@@ -474,58 +512,63 @@ function drawTrace(trace) {
 
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("class", "connectors");
-  svg.setAttribute("width", String(LANE_LABEL_WIDTH + width + STEP_WIDTH));
+  svg.setAttribute("width", String(LANE_LABEL_WIDTH + width));
   svg.setAttribute("height", String(height));
   canvas.append(svg);
 
-  const centres = [];
+  const chain = [];
   steps.forEach((step, order) => {
     const lane = lanes.get(step.camera_id);
     const { x, row } = placed.get(step);
     const left = LANE_LABEL_WIDTH + x;
     const blockTop = lane.top + ROW_GAP + row * (STEP_HEIGHT + ROW_GAP);
-    const spanWidth = Math.max(3, ((step.ts_end - step.ts_start) / span) * usable);
-    const classes = ["step", step.status, step.implausible ? "implausible" : ""].join(" ");
-    const merged = step.merged_track_ids && step.merged_track_ids.length ? ` (+${step.merged_track_ids.length} merged)` : "";
+    const spanWidth = Math.max(4, ((step.ts_end - step.ts_start) / span) * usable);
+    const merged = step.merged_track_ids?.length ? `, ${step.merged_track_ids.length + 1} tracks merged` : "";
+    const blockWidth = stepWidth(step);
     const block = el("button", {
-      class: classes,
-      style: { left: `${left}px`, top: `${blockTop}px`, width: `${STEP_WIDTH}px`, height: `${STEP_HEIGHT}px` },
-      title: `${step.camera_id}, ${formatSpan(step.ts_start, step.ts_end)}, ${step.status}${merged}` +
-        (step.implausible ? " — transit too fast to be plausible" : ""),
+      class: ["step", step.status, step.implausible ? "implausible" : ""].join(" "),
+      style: { left: `${left}px`, top: `${blockTop}px`, width: `${blockWidth}px`, height: `${STEP_HEIGHT}px` },
+      title: `${order + 1}. ${step.camera_id}, ${formatSpan(step.ts_start, step.ts_end)}, ${step.status}` +
+        `${step.score === null ? "" : `, score ${formatScore(step.score)}`}${merged}; ` +
+        (step.transit_seconds === null ? "first step" : `${transitText(step.transit_seconds)} after the step before`) +
+        (step.implausible ? ". Seen at the same time as a certain step: cannot be the same person" : ""),
       dataset: { testid: "trace-step", track: step.track_id, status: step.status, implausible: String(step.implausible) },
       onclick: () => openTrack(step.track_id),
     },
-    el("img", { src: step.crop_url, alt: "" }),
-    el("span", { class: "step-text" },
-      el("span", { class: "step-order" }, `${order + 1}`),
+    el("span", { class: "step-crop" },
+      el("img", { src: step.crop_url, alt: "" }),
+      step.status === "candidate" && step.score !== null ? el("span", { class: "step-score" }, step.score.toFixed(2)) : ""),
+    el("span", { class: "step-order" }, `${order + 1}`),
+    step.implausible && step.status === "candidate" ? el("span", { class: "step-flag", dataset: { testid: "implausible" } }, "⚠") : "",
+    step.status === "candidate" ? "" : el("span", { class: "step-text" },
       el("span", { class: "step-status" }, step.status),
       el("span", { class: "step-time" }, formatTime(step.ts_start, false)),
-      el("span", { class: "step-score" }, step.status === "seed" ? "" : formatScore(step.score)),
-      step.implausible ? el("span", { class: "flag", dataset: { testid: "implausible" } }, "⚠ transit") : ""),
-    el("span", { class: "span-bar", style: { width: `${Math.min(spanWidth, STEP_WIDTH)}px` } }));
+      step.implausible
+        ? el("span", { class: "flag", dataset: { testid: "implausible" } }, "⚠ same time")
+        : el("span", { class: "step-transit", dataset: { testid: "transit" } }, transitText(certainGap.get(step)))),
+    el("span", { class: "span-bar", style: { width: `${Math.min(spanWidth, blockWidth)}px` } }));
     canvas.append(block);
-    centres.push({ x: left, y: blockTop + STEP_HEIGHT / 2, step });
+    if (CERTAIN.has(step.status)) chain.push({ left, top: blockTop, step });
   });
 
-  // Connectors between consecutive steps, labelled with the transit time.
-  for (let i = 1; i < centres.length; i += 1) {
-    const from = centres[i - 1];
-    const to = centres[i];
-    const x1 = from.x + STEP_WIDTH;
-    const x2 = to.x;
-    const midX = (x1 + x2) / 2;
+  for (let i = 1; i < chain.length; i += 1) {
+    const from = chain[i - 1];
+    const to = chain[i];
+    const x1 = from.left + STEP_WIDTH;
+    const y1 = from.top + STEP_HEIGHT / 2;
+    const x2 = to.left;
+    const y2 = to.top + STEP_HEIGHT / 2;
+    const bend = Math.max(40, Math.abs(x2 - x1) / 2);
     const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
-    path.setAttribute("d", `M ${x1} ${from.y} C ${midX} ${from.y}, ${midX} ${to.y}, ${x2} ${to.y}`);
-    path.setAttribute("class", to.step.implausible ? "link implausible" : "link");
+    path.setAttribute("d", `M ${x1} ${y1} C ${x1 + bend} ${y1}, ${x2 - bend} ${y2}, ${x2} ${y2}`);
+    path.setAttribute("class", "link");
     svg.append(path);
-    const transit = to.step.transit_seconds;
-    if (transit !== null && transit !== undefined) {
-      canvas.append(el("span", {
-        class: `transit${to.step.implausible ? " implausible" : ""}`,
-        dataset: { testid: "transit" },
-        style: { left: `${midX}px`, top: `${(from.y + to.y) / 2}px` },
-      }, transit < 0 ? "overlap" : `+${formatDuration(transit)}`));
-    }
+    const gap = to.step.ts_start - from.step.ts_end;
+    canvas.append(el("span", {
+      class: "transit",
+      dataset: { testid: "chain-transit" },
+      style: { left: `${(x1 + x2) / 2}px`, top: `${(y1 + y2) / 2}px` },
+    }, transitText(gap)));
   }
   box.append(canvas);
 }
@@ -599,6 +642,7 @@ function wire() {
   $("more-candidates").addEventListener("click", (event) => guarded(() => loadCandidates({ append: true }), event.currentTarget));
   $("same-camera").addEventListener("change", () => guarded(loadCandidates));
   $("open-trace").addEventListener("click", (event) => guarded(loadTrace, event.currentTarget));
+  $("trace-candidates").addEventListener("change", () => { if (state.trace) drawTrace(state.trace); });
   for (const button of document.querySelectorAll("#exports button")) {
     button.addEventListener("click", () => exportTrace(button.dataset.format, button));
   }
