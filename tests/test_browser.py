@@ -246,6 +246,7 @@ def test_photo_search_by_drop_and_errors_are_shown(browser, page_service, tmp_pa
     expect(page.get_by_test_id("persons")).to_be_visible()
     expect(page.get_by_test_id("result-card").first).to_be_visible()
     choices = page.get_by_test_id("person-choice")
+    expect(page.locator('[data-testid="person-choice"][aria-pressed="true"]')).to_have_count(1)  # the service's pick
     if choices.count() > 1:  # another person: the search runs again for them
         choices.nth(1).click()
         expect(choices.nth(1)).to_have_attribute("aria-pressed", "true")
