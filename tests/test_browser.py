@@ -211,6 +211,16 @@ def test_operator_searches_but_cannot_decide_or_export(browser, page_service, tm
     expect(page.get_by_test_id("trace-step").first).to_be_visible()
     expect(page.get_by_test_id("export-csv")).to_be_hidden()
     page.screenshot(path=tmp_path / "operator-1366.png")
+
+    # The open track is in the address: the browser's Back and Forward and a reload follow it.
+    track = page.get_by_test_id("track-id").inner_text()
+    page.go_back()
+    expect(page.get_by_test_id("results-view")).to_be_visible()
+    expect(page.get_by_test_id("result-card").first).to_be_visible()
+    page.go_forward()
+    expect(page.get_by_test_id("track-id")).to_have_text(track)
+    page.reload()
+    expect(page.get_by_test_id("track-id")).to_have_text(track)
     assert script_errors == []
 
 

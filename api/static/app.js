@@ -163,6 +163,8 @@ async function startApp(me) {
   document.body.classList.toggle("can-decide", FEEDBACK_ROLES.has(me.role));
   await guarded(loadCameras);
   $("search-text").focus();
+  const linked = trackInAddress();
+  if (linked) await openTrack(linked, { fromHistory: true });
 }
 
 async function loadCameras() {
@@ -333,7 +335,14 @@ function renderPersons(answer) {
 
 // ---------------------------------------------------------------- track and investigation
 
-async function openTrack(trackId, { findElsewhere = false } = {}) {
+// The open track is in the address (#track/<id>): the browser's Back returns to
+// the results, and a reload or a shared link opens the same track.
+const TRACK_HASH = "#track/";
+function trackInAddress() {
+  return location.hash.startsWith(TRACK_HASH) ? decodeURIComponent(location.hash.slice(TRACK_HASH.length)) : null;
+}
+
+async function openTrack(trackId, { findElsewhere = false, fromHistory = false } = {}) {
   await guarded(async () => {
     const track = await api(`/api/tracks/${encodeURIComponent(trackId)}`);
     state.track = track;
@@ -353,6 +362,9 @@ async function openTrack(trackId, { findElsewhere = false } = {}) {
     $("more-candidates").hidden = true;
     $("trace-panel").hidden = true;
     showView("track");
+    if (!fromHistory && trackInAddress() !== track.track_id) {
+      history.pushState({ trackId: track.track_id }, "", TRACK_HASH + encodeURIComponent(track.track_id));
+    }
     if (findElsewhere) await loadCandidates();
   });
 }
@@ -637,7 +649,7 @@ function wire() {
   });
   $("more-results").addEventListener("click", () => runSearch({ append: true }));
   $("error-close").addEventListener("click", clearError);
-  $("back").addEventListener("click", backToResults);
+  $("back").addEventListener("click", () => backToResults());
   $("find-elsewhere").addEventListener("click", (event) => guarded(loadCandidates, event.currentTarget));
   $("more-candidates").addEventListener("click", (event) => guarded(() => loadCandidates({ append: true }), event.currentTarget));
   $("same-camera").addEventListener("change", () => guarded(loadCandidates));
@@ -649,6 +661,12 @@ function wire() {
   for (const id of ["since", "until", "min-score"]) {
     $(id).addEventListener("change", () => { if (state.query && !$("results-view").hidden) runSearch(); });
   }
+  window.addEventListener("popstate", () => {
+    if (!state.me) return;
+    const linked = trackInAddress();
+    if (linked) openTrack(linked, { fromHistory: true });
+    else backToResults({ fromHistory: true });
+  });
   window.addEventListener("resize", () => { if (state.traceOpen && state.trace) drawTrace(state.trace); });
 
   // Drag and drop a photo anywhere on the page.
@@ -685,10 +703,11 @@ function wire() {
   });
 }
 
-function backToResults() {
+function backToResults({ fromHistory = false } = {}) {
   state.track = null;
   state.traceOpen = false;
   showView("results");
+  if (!fromHistory && trackInAddress()) history.pushState(null, "", location.pathname + location.search);
 }
 
 async function boot() {
