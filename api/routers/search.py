@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 from typing import Annotated
 
-import numpy as np
 from camtrace.api.deps import Auditor, UploadTooLargeError, allow, auditor, current_user, search_of, settings_of
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import (
@@ -21,8 +20,6 @@ from camtrace.api.schemas import (
 )
 from camtrace.storage.access import Principal
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
-
-from camtrace.errors import InputError
 
 RESULT_FIELDS = set(SearchResultOut.model_fields) - {"crop_url"}
 router = APIRouter(prefix="/api/search", tags=["search"], responses=AUTHENTICATED)
@@ -58,15 +55,6 @@ def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     return data
 
 
-def _crop(image: np.ndarray, box) -> np.ndarray:
-    height, width = image.shape[:2]
-    x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
-    x2, y2 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
-    if x2 <= x1 or y2 <= y1:
-        return image
-    return image[y1:y2, x1:x2]
-
-
 @router.post("/image", responses=errors(400, 404, 413))
 @allow("operator")
 def search_image(
@@ -91,20 +79,8 @@ def search_image(
     data = _read_upload(file, settings_of(request).max_upload_mb * 2**20)
     image = decode_photo(data, file.filename or "upload")
     search_filter = search.make_filter(cameras, since, until, allowed_cameras=user.cameras)
-    persons = search.persons(image) if detect else []
-    chosen: int | None = None
-    query = image
-    if persons:
-        if person is None:
-            chosen = max(persons, key=lambda p: (p.box[2] - p.box[0]) * (p.box[3] - p.box[1])).index
-        elif person >= len(persons):
-            raise InputError(f"person {person} does not exist: the photo shows {len(persons)} person(s), numbered from 0")
-        else:
-            chosen = person
-        query = _crop(image, next(p for p in persons if p.index == chosen).box)
-    elif person is not None:
-        raise InputError(f"person {person} does not exist: no person was detected in the photo (search with detect=false)")
-    results = search.by_image(query, search_filter, limit=limit, offset=offset, min_score=min_score, detect=False)
+    found = search.by_photo(image, search_filter, limit, offset=offset, min_score=min_score, detect=detect, person=person)
+    results, persons, chosen = found.results, found.persons, found.person
     audit(
         "search_image",
         {"file": file.filename, "bytes": len(data), "cameras": cameras, "since": since, "until": until,
