@@ -22,6 +22,9 @@ from click.testing import CliRunner
 from distributed_fixtures import camtrace_env, free_port, settings_from
 
 PASSWORD = "correct horse battery"
+# Test modules import these fixtures, which makes one fixture per module: the
+# index and the service are built once per run all the same, kept here.
+_SHARED: dict[str, object] = {}
 
 
 def iso(ts: float) -> str:
@@ -84,18 +87,24 @@ class ThreadedServer:
 @pytest.fixture(scope="session")
 def api_env(session_dir: Path, tiny_yolo_dir, tiny_siglip_dir, footage) -> dict:
     """A data dir holding the footage of every camera, indexed by `camtrace ingest`, and the test users."""
+    if "env" in _SHARED:
+        return _SHARED["env"]
     ingest_root = session_dir / "api-ingest-root"
     ingest_root.mkdir()
     env = camtrace_env(session_dir / "api-data", tiny_yolo_dir, tiny_siglip_dir,
                        CAMTRACE_INGEST_ROOTS=str(ingest_root), CAMTRACE_MAX_UPLOAD_MB="1", CAMTRACE_LOG_LEVEL="WARNING")
     for camera, path in sorted(footage.videos.items()):
         run_cli(env, "ingest", str(path), "--camera", camera, "--start", iso(footage.start_ts[camera]), "--no-progress")
+    _SHARED["env"] = env
     return env
 
 
 @pytest.fixture(scope="session")
-def api(api_env: dict, footage) -> ApiService:
+def api(request, api_env: dict, footage) -> ApiService:
     from camtrace.api.app import create_app
+
+    if "api" in _SHARED:
+        return _SHARED["api"]
 
     cameras = sorted(footage.videos)
     env = api_env
@@ -111,5 +120,7 @@ def api(api_env: dict, footage) -> ApiService:
         tokens[name] = json.loads(out)["token"]
     app = create_app(settings_from(env))
     port = free_port()
-    with ThreadedServer(app, port):
-        yield ApiService(f"http://127.0.0.1:{port}", env, app, cameras, tokens)
+    server = ThreadedServer(app, port).__enter__()
+    request.config.add_cleanup(server.__exit__)
+    _SHARED["api"] = ApiService(f"http://127.0.0.1:{port}", env, app, cameras, tokens)
+    return _SHARED["api"]
