@@ -199,6 +199,13 @@ def access_store():
     return AccessStore(make_services().db)
 
 
+def audit_cli(access, action: str, detail: dict, ids: list[str]) -> None:
+    """User and token changes made at the command line are audited like those made over HTTP."""
+    import getpass
+
+    access.audit(f"cli:{getpass.getuser()}", action, detail, ids, client="cli")
+
+
 def read_password(from_stdin: bool) -> str:
     if from_stdin or not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\n")
@@ -221,6 +228,7 @@ def user_add(name: str, role: str, cameras: tuple[str, ...], password_stdin: boo
     access = access_store()
     password = read_password(True) if password_stdin else None
     token = access.add_user(name, role, list(cameras) or None, password)
+    audit_cli(access, "user_add", {"username": name, "role": role, "cameras": list(cameras) or None}, [name])
     if as_json:
         click.echo(json.dumps({**access.get_user(name).as_dict(), "token": token}))
     else:
@@ -239,7 +247,9 @@ def user_list(as_json: bool) -> None:
 @click.argument("name")
 def user_remove(name: str) -> None:
     """Remove user NAME with its tokens and sessions (its audit rows stay)."""
-    access_store().remove_user(name)
+    access = access_store()
+    access.remove_user(name)
+    audit_cli(access, "user_remove", {"username": name}, [name])
     click.echo(f"user {name} removed")
 
 
@@ -247,7 +257,9 @@ def user_remove(name: str) -> None:
 @click.argument("name")
 def user_passwd(name: str) -> None:
     """Set NAME's password for the page (asked for, or read from stdin); ends its open sessions."""
-    access_store().set_password(name, read_password(False))
+    access = access_store()
+    access.set_password(name, read_password(False))
+    audit_cli(access, "user_passwd", {"username": name}, [name])
     click.echo(f"password of {name} set")
 
 
@@ -261,7 +273,9 @@ def token() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def token_create(name: str, as_json: bool) -> None:
     """Create another API token for user NAME (shown once)."""
-    new = access_store().create_token(name)
+    access = access_store()
+    new = access.create_token(name)
+    audit_cli(access, "token_create", {"username": name}, [name])
     click.echo(json.dumps({"username": name, "token": new}) if as_json else new)
 
 

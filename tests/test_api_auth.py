@@ -145,6 +145,10 @@ def test_tokens_are_stored_hashed_and_removed_users_lose_access(api):
         assert admin.delete("/api/users/temp").status_code == 404
         assert admin.delete("/api/users/admin").status_code == 403  # not oneself
     assert httpx.get(f"{api.url}/api/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    rows = json.loads(run_cli(api.env, "audit", "--json", "--limit", "500"))
+    about_temp = [(r["action"], r["client"]) for r in rows if r["result_ids"] == ["temp"]]
+    assert ("user_add", "cli") in about_temp and ("token_create", "cli") in about_temp
+    assert ("user_remove", "127.0.0.1") in about_temp  # removed over HTTP: the client's address
 
 
 def test_admins_create_users_over_http_with_a_token_shown_once(api):
