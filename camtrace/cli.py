@@ -173,14 +173,133 @@ def beat() -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=8000, show_default=True, type=int)
-def api(host: str, port: int) -> None:
-    """Serve the query service over HTTP: /search, /search/image, /crops, /jobs, /cameras, /status."""
+def serve(host: str, port: int) -> None:
+    """Serve the operators' page and the HTTP API (/api/...); every data endpoint needs credentials."""
     import uvicorn
 
     from camtrace.api.app import create_app
 
     settings = load_settings()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    app = create_app(settings)
+    if app.state.access.user_count() == 0:
+        click.echo(
+            "no users yet: create the first admin with `camtrace user add admin --role admin --password-stdin` "
+            "(prints an API token; the password is for the page)",
+            err=True,
+        )
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+
+
+cli.add_command(serve, "api")  # the command's earlier name
+
+
+def access_store():
+    from camtrace.storage.access import AccessStore
+
+    return AccessStore(make_services().db)
+
+
+def audit_cli(access, action: str, detail: dict, ids: list[str]) -> None:
+    """User and token changes made at the command line are audited like those made over HTTP."""
+    import getpass
+
+    access.audit(f"cli:{getpass.getuser()}", action, detail, ids, client="cli")
+
+
+def read_password(from_stdin: bool) -> str:
+    if from_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    return click.prompt("password", hide_input=True, confirmation_prompt=True)
+
+
+@cli.group()
+def user() -> None:
+    """Users of the HTTP API and the page: roles operator, investigator, admin."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["operator", "investigator", "admin"]), required=True)
+@click.option("--camera", "cameras", multiple=True, help="Limit the user to this camera (repeatable); default: all cameras.")
+@click.option("--password-stdin", is_flag=True, help="Read a password for the page's login from stdin.")
+@click.option("--json", "as_json", is_flag=True, help="Print the user and the token as JSON.")
+def user_add(name: str, role: str, cameras: tuple[str, ...], password_stdin: bool, as_json: bool) -> None:
+    """Create user NAME and print an API token (shown once: only its hash is stored)."""
+    access = access_store()
+    password = read_password(True) if password_stdin else None
+    token = access.add_user(name, role, list(cameras) or None, password)
+    audit_cli(access, "user_add", {"username": name, "role": role, "cameras": list(cameras) or None}, [name])
+    if as_json:
+        click.echo(json.dumps({**access.get_user(name).as_dict(), "token": token}))
+    else:
+        click.echo(f"user {name} ({role}) created; API token (shown once): {token}")
+
+
+@user.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def user_list(as_json: bool) -> None:
+    """List users with their role and cameras."""
+    rows = [{**user.as_dict(), "created_at": created} for user, created in access_store().users()]
+    echo_rows(rows, as_json, lambda r: f"{r['username']:<16} {r['role']:<13} {', '.join(r['cameras'] or ['all cameras'])}")
+
+
+@user.command("remove")
+@click.argument("name")
+def user_remove(name: str) -> None:
+    """Remove user NAME with its tokens and sessions (its audit rows stay)."""
+    access = access_store()
+    access.remove_user(name)
+    audit_cli(access, "user_remove", {"username": name}, [name])
+    click.echo(f"user {name} removed")
+
+
+@user.command("passwd")
+@click.argument("name")
+def user_passwd(name: str) -> None:
+    """Set NAME's password for the page (asked for, or read from stdin); ends its open sessions."""
+    access = access_store()
+    access.set_password(name, read_password(False))
+    audit_cli(access, "user_passwd", {"username": name}, [name])
+    click.echo(f"password of {name} set")
+
+
+@cli.group()
+def token() -> None:
+    """API tokens (sent as 'Authorization: Bearer <token>')."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+def token_create(name: str, as_json: bool) -> None:
+    """Create another API token for user NAME (shown once)."""
+    access = access_store()
+    new = access.create_token(name)
+    audit_cli(access, "token_create", {"username": name}, [name])
+    click.echo(json.dumps({"username": name, "token": new}) if as_json else new)
+
+
+@cli.command()
+@click.option("--user", "username", help="Only this user's actions.")
+@click.option("--since", help="Only actions at or after this ISO time.")
+@click.option("--until", help="Only actions at or before this ISO time.")
+@click.option("--action", help="Only this action (search_text, track_view, login_failed ...).")
+@click.option("--limit", default=100, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True)
+def audit(username, since, until, action, limit, as_json) -> None:
+    """The audit log, newest first: searches, views, re-id, traces, feedback, exports and logins."""
+    from camtrace.api.deps import parse_moment
+
+    rows = access_store().audit_rows(
+        username=username, since=parse_moment(since, "--since"), until=parse_moment(until, "--until"), action=action,
+        limit=limit,
+    )
+    echo_rows(
+        [row.as_dict() for row in rows],
+        as_json,
+        lambda r: f"{format_ts(r['ts'])}  {r['username'] or '-':<14} {r['action']:<14} {json.dumps(r['detail'])}"
+        + (f"  -> {len(r['result_ids'])} ids" if r["result_ids"] else ""),
+    )
 
 
 @cli.command()

@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset uses embedded Qdrant Edge in the data dir.")
     qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server.")
     collection: str = Field("camtrace", description="Name of the vector collection (server: the alias queries use).")
+    search_max_results: int = Field(
+        200, ge=1, le=10_000, description="Largest page (limit) a search, re-id or trace may ask for."
+    )
+    trace_min_score: float = Field(
+        0.7, ge=-1.0, le=1.0,
+        description="Cosine similarity an undecided re-id candidate needs to appear on a trace (overridable per call).",
+    )
     database_url: str | None = Field(None, description="SQLAlchemy URL; unset uses SQLite in the data dir.")
     broker_url: str | None = Field(
         None, description="Celery broker URL: redis://... or amqp://... (RabbitMQ); unset runs in local mode."
@@ -94,6 +101,14 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(None, description="Port for a worker's Prometheus metrics; unset: no endpoint.")
     camera_backoff_max: float = Field(60.0, gt=0.0, description="Longest wait between camera reconnect attempts (s).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="Logging level.")
+    ingest_roots: str = Field(
+        "", description="Comma-separated folders the HTTP API may ingest from (POST /api/jobs); empty disables HTTP ingest."
+    )
+    max_upload_mb: int = Field(20, ge=1, description="Largest photo the HTTP API accepts for a photo search (MiB).")
+    index_keep_open_seconds: float = Field(
+        2.0, ge=0.0, description="The query service keeps the embedded index open this long after a search, so the next "
+        "skips loading it; released at once when another process waits for it (0: close after every call).",
+    )
 
     @field_validator("embed_processor", "qdrant_url", "qdrant_api_key", "database_url", "broker_url", "result_backend",
         "retention_days", "metrics_port", mode="before")
@@ -177,6 +192,10 @@ class Settings(BaseSettings):
         if self.visibility_timeout is not None:
             return self.visibility_timeout
         return self.task_hard_time_limit + VISIBILITY_MARGIN_SECONDS
+
+    def ingest_root_paths(self) -> list[Path]:
+        """CAMTRACE_INGEST_ROOTS as resolved folders (symlinks and .. followed)."""
+        return [Path(part.strip()).expanduser().resolve() for part in self.ingest_roots.split(",") if part.strip()]
 
     def effective_embed_processor(self) -> str | None:
         """The processor to load; None means the model's own.

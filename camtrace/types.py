@@ -65,6 +65,7 @@ class SearchFilter:
     since: float | None = None
     until: float | None = None
     exclude_camera_ids: tuple[str, ...] = ()
+    exclude_track_ids: tuple[str, ...] = ()  # re-id: the query track and tracks already decided
 
 
 @dataclass(frozen=True)

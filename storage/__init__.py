@@ -22,6 +22,7 @@ _EXPORTS = {
     "Track": "camtrace.storage.sql",
     "Detection": "camtrace.storage.sql",
     "Job": "camtrace.storage.sql",
+    "Feedback": "camtrace.storage.sql",
     "segment_id": "camtrace.storage.sql",
     "CropStore": "camtrace.storage.crops",
 }
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from camtrace.storage.edge import EdgeIndex
     from camtrace.storage.index import VectorIndex, open_index, slug
     from camtrace.storage.server import ServerIndex
-    from camtrace.storage.sql import Camera, Database, Detection, Job, Segment, Track, Video, segment_id
+    from camtrace.storage.sql import Camera, Database, Detection, Feedback, Job, Segment, Track, Video, segment_id
 
 
 def __getattr__(name: str):

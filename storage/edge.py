@@ -32,7 +32,9 @@ from camtrace.storage.index import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
     Condition,
+    RecommendQuery,
     VectorIndex,
+    VectorQuery,
     filter_conditions,
     hit_from,
     is_empty_filter,
@@ -56,6 +58,12 @@ def edge_condition(condition: Condition) -> qe.FieldCondition:
     return qe.FieldCondition(key=condition.key, range=qe.RangeFloat(gte=condition.gte, lte=condition.lte))
 
 
+def edge_vector_query(query: VectorQuery) -> qe.Query:
+    if isinstance(query, RecommendQuery):
+        return qe.Query.RecommendBestScore(qe.RecommendQuery(query.positives, query.negatives))
+    return qe.Query.Nearest(query.vector)
+
+
 def edge_filter(filter: SearchFilter | None, exclude_tracks: Sequence[str] = ()) -> qe.Filter | None:
     """The SearchFilter as a Qdrant Edge filter (applied inside the query)."""
     must, must_not = filter_conditions(filter, exclude_tracks)
@@ -69,7 +77,9 @@ def edge_filter(filter: SearchFilter | None, exclude_tracks: Sequence[str] = ())
 class EdgeIndex(VectorIndex):
     """Qdrant Edge shard ``<root>/<slug(model_version)>``, shared between processes under a file lock."""
 
-    def __init__(self, root: Path | str, model_version: str, dim: int, *, lock_timeout: float = 120.0) -> None:
+    def __init__(
+        self, root: Path | str, model_version: str, dim: int, *, lock_timeout: float = 120.0, keep_open: float = 0.0
+    ) -> None:
         self.model_version = model_version
         self.dim = int(dim)
         self.root = Path(root)
@@ -88,6 +98,13 @@ class EdgeIndex(VectorIndex):
         self._mutex = threading.RLock()  # serialises threads of this process
         self._depth = 0
         self._shard: qe.EdgeShard | None = None
+        # Seconds the shard stays open after its last use, so that the next
+        # call (the query service's next search) skips loading it; it is
+        # released at once when another process waits for it. 0: close after
+        # every call.
+        self.keep_open = keep_open
+        self._last_used = 0.0
+        self._linger: threading.Thread | None = None
 
     # Opening and locking -------------------------------------------------
     def _config(self) -> qe.EdgeConfig:
@@ -101,7 +118,7 @@ class EdgeIndex(VectorIndex):
         batch of work, not a whole long-running job.
         """
         with self._mutex:
-            if self._depth == 0:
+            if self._shard is None:
                 self._open()
             self._depth += 1
             try:
@@ -109,7 +126,40 @@ class EdgeIndex(VectorIndex):
             finally:
                 self._depth -= 1
                 if self._depth == 0:
+                    if self.keep_open > 0 and not self._another_process_waits():
+                        self._last_used = time.monotonic()
+                        self._start_linger()
+                    else:
+                        self._release()
+
+    def _another_process_waits(self) -> bool:
+        """A process waiting for the shard holds the turnstile (see ``_open``)."""
+        try:
+            self._turnstile.acquire(timeout=0)
+        except Timeout:
+            return True
+        self._turnstile.release()
+        return False
+
+    def _start_linger(self) -> None:
+        if self._linger is None:  # set back to None under the mutex when it ends, so none is missed
+            self._linger = threading.Thread(target=self._linger_until_idle, name=f"edge-linger-{self.name}", daemon=True)
+            self._linger.start()
+
+    def _linger_until_idle(self) -> None:
+        """Release the kept-open shard after ``keep_open`` idle seconds, or as soon as another process waits."""
+        while True:
+            time.sleep(min(0.05, self.keep_open))
+            with self._mutex:
+                if self._shard is None or self._depth > 0:
+                    if self._shard is None:
+                        self._linger = None
+                        return
+                    continue
+                if time.monotonic() - self._last_used >= self.keep_open or self._another_process_waits():
+                    self._linger = None
                     self._release()
+                    return
 
     def _open(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -232,32 +282,33 @@ class EdgeIndex(VectorIndex):
             )
         return [hit_from(p.id, p.score, p.payload) for p in found]
 
-    def search(self, vector: np.ndarray, filter: SearchFilter | None = None, limit: int = 20) -> list[TrackHit]:
+    def _grouped(
+        self, query: VectorQuery, filter: SearchFilter | None, count: int, score_threshold: float | None
+    ) -> list[TrackHit]:
         """One hit per track: over-fetch, keep each track's first (best) point, then ask again
-        (fetching more each round) excluding the tracks already found, until ``limit`` tracks
+        (fetching more each round) excluding the tracks already found, until ``count`` tracks
         or no candidates are left. Excluding found tracks inside the query bounds the work
         even when one track owns thousands of the nearest points.
 
         Each later round's points score no higher than the previous round's
         last point, so the concatenation stays sorted.
         """
-        if limit <= 0:
-            return []
-        query = self._query_vector(vector)
+        edge_query = edge_vector_query(query)
         hits: list[TrackHit] = []
         seen: set[str] = set()
         growth = 1
         with self._use("search") as shard:
-            while len(hits) < limit:
+            while len(hits) < count:
                 # Doubling per round keeps the rounds few when many tracks
                 # each own a run of near-identical crops.
-                fetch = min(OVERFETCH * (limit - len(hits)) * growth, MAX_FETCH)
+                fetch = min(OVERFETCH * (count - len(hits)) * growth, MAX_FETCH)
                 growth *= 2
                 found = shard.query(
                     qe.QueryRequest(
                         limit=fetch,
-                        query=qe.Query.Nearest(query),
+                        query=edge_query,
                         filter=edge_filter(filter, exclude_tracks=sorted(seen)),
+                        score_threshold=score_threshold,
                         with_payload=True,
                     )
                 )
@@ -271,7 +322,7 @@ class EdgeIndex(VectorIndex):
         # Already in order for an exact scan; an HNSW index (after optimize())
         # may return near-ties slightly out of order across rounds.
         hits.sort(key=lambda h: -h.score)
-        return hits[:limit]
+        return hits[:count]
 
     def count(self, filter: SearchFilter | None = None) -> int:
         with self._use("count") as shard:
@@ -314,9 +365,11 @@ class EdgeIndex(VectorIndex):
             shard.update(operation)
 
     def close(self) -> None:
-        # Nothing stays open between calls; a session still running in this
-        # process is left to its own ``with`` block.
-        return None
+        # Only a kept-open shard stays open between calls; a session still
+        # running in this process is left to its own ``with`` block.
+        with self._mutex:
+            if self._depth == 0 and self._shard is not None:
+                self._release()
 
     def optimize(self) -> bool:
         """Build HNSW and merge segments. Blocks for minutes at 100k+ points and holds

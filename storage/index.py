@@ -51,6 +51,39 @@ def slug(model_version: str) -> str:
     return cleaned
 
 
+@dataclass(frozen=True)
+class NearestQuery:
+    """The points closest to one vector (cosine similarity)."""
+
+    vector: list[float]
+
+
+@dataclass(frozen=True)
+class RecommendQuery:
+    """Qdrant's recommend query with the best_score strategy: a point scores by its nearest
+    positive example, unless a negative example is nearer (then its score is negative)."""
+
+    positives: list[list[float]]
+    negatives: list[list[float]]
+
+
+VectorQuery = NearestQuery | RecommendQuery
+
+
+def best_score_scale(similarity: float) -> float:
+    """Qdrant's best_score strategy reports ``scaled_fast_sigmoid(cosine)`` (both the engine and
+    the client's local mode); this maps a cosine similarity onto that scale."""
+    return 0.5 * (similarity / (1.0 + abs(similarity)) + 1.0)
+
+
+def similarity_from_best_score(score: float) -> float:
+    """The inverse of ``best_score_scale`` for a recommend score: the cosine similarity to the nearest
+    positive example, or minus the similarity to the nearest negative one when that one wins."""
+    sign = 1.0 if score >= 0 else -1.0
+    squashed = 2.0 * abs(score) - 1.0
+    return sign * squashed / (1.0 - abs(squashed))
+
+
 class VectorIndex(ABC):
     """One model version's vectors and payloads, searched one result per track."""
 
@@ -65,9 +98,57 @@ class VectorIndex(ABC):
     def upsert(self, points: Sequence[IndexPoint]) -> None:
         """Insert or overwrite points by id (deterministic ids make repeats harmless); batched."""
 
+    def search(
+        self,
+        vector: np.ndarray,
+        filter: SearchFilter | None = None,
+        limit: int = 20,
+        *,
+        offset: int = 0,
+        min_score: float | None = None,
+    ) -> list[TrackHit]:
+        """Best point of each track, score (cosine similarity) descending: the tracks ranked
+        ``offset`` to ``offset + limit``; ``min_score`` drops points below it inside the query."""
+        if limit <= 0:
+            return []
+        hits = self._grouped(NearestQuery(self._query_vector(vector)), filter, offset + limit, min_score)
+        return hits[offset:]
+
+    def recommend(
+        self,
+        positives: Sequence[np.ndarray],
+        negatives: Sequence[np.ndarray] = (),
+        filter: SearchFilter | None = None,
+        limit: int = 20,
+        *,
+        offset: int = 0,
+        min_score: float | None = None,
+    ) -> list[TrackHit]:
+        """Tracks like the ``positives`` and unlike the ``negatives`` (raw vectors, so both backends
+        answer alike whatever is stored), one hit per track, best first.
+
+        A hit's score is the cosine similarity to its nearest positive; a hit nearer to a negative
+        gets minus its similarity to that negative and ranks below every other hit. ``min_score``
+        (a cosine similarity) keeps only hits whose nearest positive is at least that similar.
+        """
+        if limit <= 0:
+            return []
+        if len(positives) == 0:
+            raise StorageError("a recommend query needs at least one positive example vector")
+        query = RecommendQuery([self._query_vector(v) for v in positives], [self._query_vector(v) for v in negatives])
+        threshold = None if min_score is None else best_score_scale(float(min_score))
+        hits = self._grouped(query, filter, offset + limit, threshold)
+        return [
+            TrackHit(track_id=h.track_id, score=similarity_from_best_score(h.score), point_id=h.point_id, payload=h.payload)
+            for h in hits[offset:]
+        ]
+
     @abstractmethod
-    def search(self, vector: np.ndarray, filter: SearchFilter | None = None, limit: int = 20) -> list[TrackHit]:
-        """Best point of each track, score descending, up to ``limit`` distinct tracks."""
+    def _grouped(
+        self, query: VectorQuery, filter: SearchFilter | None, count: int, score_threshold: float | None
+    ) -> list[TrackHit]:
+        """The first ``count`` tracks by their best point's score under ``query`` (the backend's own
+        scale), best first; points scoring below ``score_threshold`` are left out inside the query."""
 
     @abstractmethod
     def search_points(
@@ -169,6 +250,8 @@ def filter_conditions(
     filter: SearchFilter | None, exclude_tracks: Sequence[str] = ()
 ) -> tuple[list[Condition], list[Condition]]:
     """(must, must_not): what a SearchFilter (and tracks already taken) mean as payload conditions."""
+    if filter is not None and filter.exclude_track_ids:
+        exclude_tracks = tuple(filter.exclude_track_ids) + tuple(exclude_tracks)
     must: list[Condition] = []
     must_not: list[Condition] = []
     if filter is not None:
@@ -191,7 +274,11 @@ def filter_conditions(
 
 def is_empty_filter(filter: SearchFilter | None) -> bool:
     return filter is None or (
-        not filter.camera_ids and not filter.exclude_camera_ids and filter.since is None and filter.until is None
+        not filter.camera_ids
+        and not filter.exclude_camera_ids
+        and not filter.exclude_track_ids
+        and filter.since is None
+        and filter.until is None
     )
 
 

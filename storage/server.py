@@ -21,7 +21,9 @@ from camtrace.storage.index import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
     Condition,
+    RecommendQuery,
     VectorIndex,
+    VectorQuery,
     filter_conditions,
     hit_from,
     is_empty_filter,
@@ -41,6 +43,16 @@ def server_condition(condition: Condition) -> qm.FieldCondition:
     if condition.any_of is not None:
         return qm.FieldCondition(key=condition.key, match=qm.MatchAny(any=list(condition.any_of)))
     return qm.FieldCondition(key=condition.key, range=qm.Range(gte=condition.gte, lte=condition.lte))
+
+
+def server_vector_query(query: VectorQuery) -> list[float] | qm.RecommendQuery:
+    if isinstance(query, RecommendQuery):
+        return qm.RecommendQuery(
+            recommend=qm.RecommendInput(
+                positive=query.positives, negative=query.negatives, strategy=qm.RecommendStrategy.BEST_SCORE
+            )
+        )
+    return query.vector
 
 
 def server_filter(filter: SearchFilter | None) -> qm.Filter | None:
@@ -181,18 +193,19 @@ class ServerIndex(VectorIndex):
             self.client.delete(self.collection_name, points_selector=selector, wait=True)
 
     # Reads -----------------------------------------------------------------
-    def search(self, vector: np.ndarray, filter: SearchFilter | None = None, limit: int = 20) -> list[TrackHit]:
-        if limit <= 0:
-            return []
-        query = self._query_vector(vector)
+    def _grouped(
+        self, query: VectorQuery, filter: SearchFilter | None, count: int, score_threshold: float | None
+    ) -> list[TrackHit]:
+        # query_points_groups has no offset: a page is the first offset + limit groups, sliced by the caller.
         with self._call("grouped search"):
             result = self.client.query_points_groups(
                 self.collection_name,
-                query=query,
+                query=server_vector_query(query),
                 group_by="track_id",
                 group_size=1,
-                limit=limit,
+                limit=count,
                 query_filter=server_filter(filter),
+                score_threshold=score_threshold,
                 with_payload=True,
             )
         hits = [hit_from(g.hits[0].id, g.hits[0].score, g.hits[0].payload) for g in result.groups if g.hits]

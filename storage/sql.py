@@ -1,4 +1,4 @@
-"""SQL metadata: cameras, videos, segments, tracks, detections and jobs.
+"""SQL metadata: cameras, videos, segments, tracks, detections, jobs and re-id feedback.
 
 SQLAlchemy 2 ORM models plus a ``Database`` with the few calls the pipeline
 makes. The schema is created and upgraded by Alembic (``Database.migrate()``),
@@ -34,6 +34,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    or_,
     select,
     text,
     update,
@@ -164,6 +165,26 @@ class Job(Base):
     finished_at: Mapped[float | None] = mapped_column(Float)
 
 
+class Feedback(Base):
+    """An investigator's verdict on whether two tracks show the same person.
+
+    A pair is unordered: a newer verdict on (a, b) or (b, a) replaces the older
+    row (``Database.add_feedback`` deletes it in the same transaction), and
+    readers still keep only the newest row per pair, so two verdicts written at
+    the same moment from two processes resolve to the later one.
+    """
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    track_id: Mapped[str] = mapped_column(String, index=True)
+    candidate_track_id: Mapped[str] = mapped_column(String, index=True)
+    verdict: Mapped[str] = mapped_column(String)  # one of FEEDBACK_VERDICTS
+    username: Mapped[str] = mapped_column(String)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
+
+
+FEEDBACK_VERDICTS = ("same", "different")
 JOB_COUNTERS = ("segments_total", "segments_done", "segments_failed", "crops_indexed", "frames")
 # Columns an upsert never rewrites: the first write's time stays.
 _KEEP_ON_CONFLICT = frozenset({"created_at"})
@@ -565,6 +586,10 @@ class Database:
         with self._guard(f"reading detections of {track_id!r}"), self._sessions() as session:
             return list(session.scalars(query))
 
+    def get_detection(self, point_id: str) -> Detection | None:
+        with self._guard(f"reading detection {point_id!r}"), self._sessions() as session:
+            return session.get(Detection, point_id)
+
     # Jobs ------------------------------------------------------------------
     def create_job(
         self,
@@ -676,6 +701,52 @@ class Database:
                 conn.execute(delete(Video).where(Video.id.in_(chunk)))
         return [source for _, source in old]
 
+    # Re-identification feedback ----------------------------------------------
+    def add_feedback(
+        self, track_id: str, candidate_track_id: str, verdict: str, username: str, *, created_at: float | None = None
+    ) -> Feedback:
+        """Store a verdict on a pair of tracks, replacing any earlier verdict on the same (unordered) pair."""
+        _check_verdict(verdict)
+        if track_id == candidate_track_id:
+            raise StorageError(f"feedback needs two different tracks, got {track_id!r} twice")
+        pair = _pair_clause(track_id, candidate_track_id)
+        row = {
+            "track_id": track_id,
+            "candidate_track_id": candidate_track_id,
+            "verdict": verdict,
+            "username": username,
+            "created_at": time.time() if created_at is None else float(created_at),
+        }
+        with self._write(f"saving feedback on {track_id!r} and {candidate_track_id!r}") as conn:
+            conn.execute(delete(Feedback).where(pair))
+            new_id = conn.execute(Feedback.__table__.insert().values(**row)).inserted_primary_key[0]
+        return Feedback(id=new_id, **row)
+
+    def feedback_for(self, track_ids: Iterable[str]) -> list[Feedback]:
+        """The current verdicts on every pair that involves one of ``track_ids`` (newest per pair)."""
+        wanted = list(dict.fromkeys(track_ids))
+        rows: dict[int, Feedback] = {}
+        with self._guard("reading feedback"), self._sessions() as session:
+            for start in range(0, len(wanted), 400):
+                chunk = wanted[start : start + 400]
+                query = select(Feedback).where(or_(Feedback.track_id.in_(chunk), Feedback.candidate_track_id.in_(chunk)))
+                rows.update((row.id, row) for row in session.scalars(query))
+        return _latest_per_pair(rows.values())
+
+    def feedback_pairs(self, verdict: str | None = None, since: float | None = None) -> list[Feedback]:
+        """Every current verdict (newest per pair), oldest first: what training reads as labelled pairs.
+
+        ``verdict`` keeps only "same" or "different"; ``since`` only verdicts given at or after that epoch time.
+        """
+        if verdict is not None:
+            _check_verdict(verdict)
+        with self._guard("reading feedback"), self._sessions() as session:
+            rows = _latest_per_pair(session.scalars(select(Feedback)))
+        return [
+            row for row in rows
+            if (verdict is None or row.verdict == verdict) and (since is None or row.created_at >= since)
+        ]
+
     # Totals ----------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         models = {"cameras": Camera, "videos": Video, "tracks": Track, "detections": Detection}
@@ -686,6 +757,23 @@ class Database:
 
 
 # Row helpers -------------------------------------------------------------------
+def _pair_clause(a: str, b: str) -> Any:
+    return or_(
+        (Feedback.track_id == a) & (Feedback.candidate_track_id == b),
+        (Feedback.track_id == b) & (Feedback.candidate_track_id == a),
+    )
+
+
+def _latest_per_pair(rows: Iterable[Feedback]) -> list[Feedback]:
+    latest: dict[frozenset[str], Feedback] = {}
+    for row in rows:
+        key = frozenset((row.track_id, row.candidate_track_id))
+        kept = latest.get(key)
+        if kept is None or (row.created_at, row.id) > (kept.created_at, kept.id):
+            latest[key] = row
+    return sorted(latest.values(), key=lambda row: (row.created_at, row.id))
+
+
 def _as_dict(row: Mapping | Any) -> dict[str, Any]:
     if isinstance(row, Mapping):
         return dict(row)
@@ -713,6 +801,11 @@ def _columns(
     if missing:
         raise StorageError(f"a {model.__tablename__} row needs {', '.join(missing)}: {row}")
     return _plain_row(row)
+
+
+def _check_verdict(verdict: str) -> None:
+    if verdict not in FEEDBACK_VERDICTS:
+        raise StorageError(f"feedback verdict {verdict!r} is not one of {', '.join(FEEDBACK_VERDICTS)}")
 
 
 def _check_status(what: str, status: str, allowed: Sequence[str]) -> str:

@@ -1,0 +1,162 @@
+"""Dependencies of the routes: the stages, the caller, role checks and the audit log.
+
+Access is denied by default: ``enforce_access`` runs before every API route
+and lets a request through only when the route declared who may call it
+(``@allow("operator")`` etc., or ``@public``) and the caller holds that role.
+A route that forgets to declare anything answers 401/403 to everyone but admins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from camtrace.storage.access import AccessStore, Principal
+from fastapi import Depends, Request
+
+from camtrace.errors import CamtraceError
+from camtrace.services import Services
+from camtrace.settings import Settings
+
+ROLE_RANK = {"operator": 0, "investigator": 1, "admin": 2}
+SESSION_COOKIE = "camtrace_session"
+PUBLIC = "public"
+
+
+class AuthError(CamtraceError):
+    """Missing, wrong or expired credentials (HTTP 401)."""
+
+
+class ForbiddenError(CamtraceError):
+    """The caller's role does not allow this (HTTP 403)."""
+
+
+class TooManyAttemptsError(CamtraceError):
+    """Too many failed logins for this name from this client (HTTP 429 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UploadTooLargeError(CamtraceError):
+    """An upload over CAMTRACE_MAX_UPLOAD_MB (HTTP 413)."""
+
+
+def allow(role: str) -> Callable[[Callable], Callable]:
+    """Declare the least role that may call a route: operator < investigator < admin."""
+    if role not in ROLE_RANK and role != PUBLIC:
+        raise ValueError(f"unknown role {role}")
+
+    def mark(endpoint: Callable) -> Callable:
+        endpoint.camtrace_role = role  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
+
+
+public = allow(PUBLIC)
+
+
+def route_role(endpoint: Callable) -> str:
+    return getattr(endpoint, "camtrace_role", "admin")
+
+
+def services_of(request: Request) -> Services:
+    return request.app.state.services
+
+
+def settings_of(request: Request) -> Settings:
+    return request.app.state.services.settings
+
+
+def access_of(request: Request) -> AccessStore:
+    return request.app.state.access
+
+
+def search_of(request: Request):
+    return request.app.state.search
+
+
+def client_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def credentials_user(request: Request, access: AccessStore) -> Principal | None:
+    """The user named by a Bearer token or the session cookie; None when neither is given or valid."""
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("the Authorization header must read 'Bearer <token>'; `camtrace token create NAME` makes one")
+        return access.user_for_token(token.strip())
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id:
+        return access.user_for_session(session_id)
+    return None
+
+
+def enforce_access(request: Request) -> None:
+    """Runs before every API route: authenticate, then check the route's declared role."""
+    route = request.scope.get("route")
+    role = route_role(route.endpoint) if route is not None else "admin"
+    if role == PUBLIC:
+        return
+    user = credentials_user(request, access_of(request))
+    if user is None:
+        raise AuthError("sign in first: send 'Authorization: Bearer <token>' or log in at /login")
+    if ROLE_RANK.get(user.role, -1) < ROLE_RANK[role]:
+        raise ForbiddenError(f"user '{user.username}' is {user.role}; this needs the {role} role or higher")
+    request.state.user = user
+
+
+def current_user(request: Request) -> Principal:
+    user = getattr(request.state, "user", None)
+    if user is None:  # a public route asked for a user: authenticate here
+        user = credentials_user(request, access_of(request))
+        if user is None:
+            raise AuthError("sign in first: send 'Authorization: Bearer <token>' or log in at /login")
+        request.state.user = user
+    return user
+
+
+def allowed_cameras(user: Principal = Depends(current_user)) -> Sequence[str] | None:
+    return user.cameras
+
+
+@dataclass
+class Auditor:
+    """Writes one audit row for the current caller."""
+
+    access: AccessStore
+    username: str | None
+    client: str
+
+    def __call__(self, action: str, detail: dict[str, Any] | None = None, result_ids: Sequence[str] = ()) -> None:
+        self.access.audit(self.username, action, detail, result_ids, self.client)
+
+
+def auditor(request: Request) -> Auditor:
+    user = getattr(request.state, "user", None)
+    return Auditor(access_of(request), user.username if user else None, client_of(request))
+
+
+def parse_moment(value: str | float | None, name: str) -> float | None:
+    """An ISO 8601 time or epoch seconds, for query parameters such as ``since``."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    from datetime import datetime
+
+    from camtrace.errors import InputError
+
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise InputError(f"{name}: '{value}' is not an ISO time such as 2026-01-31T14:05:00 nor epoch seconds") from None

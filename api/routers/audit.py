@@ -1,0 +1,31 @@
+"""The audit log (admins): who searched, viewed, judged and exported what, and every login."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from camtrace.api.deps import access_of, allow, parse_moment
+from camtrace.api.responses import AUTHENTICATED, errors
+from camtrace.api.schemas import AuditOut, AuditPageOut
+from fastapi import APIRouter, Query, Request
+
+router = APIRouter(prefix="/api/audit", tags=["audit"], responses=AUTHENTICATED)
+
+
+@router.get("", responses=errors(400))
+@allow("admin")
+def audit_log(
+    request: Request,
+    user: str | None = None,
+    action: str | None = None,
+    since: Annotated[str | None, Query(description="ISO 8601 time or epoch seconds")] = None,
+    until: Annotated[str | None, Query(description="ISO 8601 time or epoch seconds")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> AuditPageOut:
+    """Newest first."""
+    rows = access_of(request).audit_rows(
+        username=user, action=action, since=parse_moment(since, "since"), until=parse_moment(until, "until"),
+        limit=limit, offset=offset,
+    )
+    return AuditPageOut(rows=[AuditOut(**row.as_dict()) for row in rows], limit=limit, offset=offset)

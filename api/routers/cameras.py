@@ -1,0 +1,32 @@
+"""Cameras: everyone sees the cameras they may search; admins add them."""
+
+from __future__ import annotations
+
+from camtrace.api.deps import Auditor, allow, auditor, current_user, services_of
+from camtrace.api.responses import AUTHENTICATED, errors
+from camtrace.api.schemas import CameraIn, CameraOut
+from camtrace.storage.access import Principal
+from fastapi import APIRouter, Depends, Request
+
+router = APIRouter(prefix="/api/cameras", tags=["cameras"], responses=AUTHENTICATED)
+
+
+@router.get("")
+@allow("operator")
+def cameras(request: Request, user: Principal = Depends(current_user)) -> list[CameraOut]:
+    from camtrace.workers.ops import camera_rows
+
+    rows = camera_rows(services_of(request).db)
+    return [CameraOut(**row) for row in rows if user.cameras is None or row["id"] in user.cameras]
+
+
+@router.post("", status_code=201, responses=errors(400))
+@allow("admin")
+def add_camera(body: CameraIn, request: Request, audit: Auditor = Depends(auditor)) -> CameraOut:
+    """Add a camera (or set its stream URL); the recording service picks it up."""
+    from camtrace.workers.ops import camera_rows
+
+    db = services_of(request).db
+    db.ensure_camera(body.id, body.url)
+    audit("camera_add", body.model_dump(), [body.id])
+    return next(CameraOut(**row) for row in camera_rows(db) if row["id"] == body.id)

@@ -1,0 +1,23 @@
+"""Investigators' verdicts on re-id candidates: the same person, or a different one."""
+
+from __future__ import annotations
+
+from camtrace.api.deps import Auditor, allow, auditor, current_user, search_of
+from camtrace.api.responses import AUTHENTICATED, errors
+from camtrace.api.schemas import FeedbackIn, FeedbackOut
+from camtrace.storage.access import Principal
+from fastapi import APIRouter, Depends, Request
+
+router = APIRouter(prefix="/api", tags=["feedback"], responses=AUTHENTICATED)
+
+
+@router.post("/feedback", responses=errors(400, 404))
+@allow("investigator")
+def feedback(
+    body: FeedbackIn, request: Request, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
+) -> FeedbackOut:
+    record = search_of(request).feedback(
+        body.track_id, body.candidate_track_id, body.verdict, user=user.username, allowed_cameras=user.cameras
+    )
+    audit("feedback", body.model_dump(), [body.track_id, body.candidate_track_id])
+    return FeedbackOut(**record.as_dict())

@@ -1,0 +1,115 @@
+"""Search by text, by photo and from a track (re-id); every call filtered by the caller's cameras inside the vector search."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+
+from camtrace.api.deps import Auditor, UploadTooLargeError, allow, auditor, current_user, search_of, settings_of
+from camtrace.api.responses import AUTHENTICATED, errors
+from camtrace.api.schemas import (
+    MAX_LIMIT,
+    ImageSearchOut,
+    PersonOut,
+    SearchOut,
+    SearchResultOut,
+    TextSearchIn,
+    TrackSearchIn,
+    TrackSearchOut,
+    crop_url,
+)
+from camtrace.storage.access import Principal
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+
+RESULT_FIELDS = set(SearchResultOut.model_fields) - {"crop_url"}
+router = APIRouter(prefix="/api/search", tags=["search"], responses=AUTHENTICATED)
+
+
+def results_out(results) -> list[SearchResultOut]:
+    return [
+        SearchResultOut(**{k: v for k, v in r.as_dict().items() if k in RESULT_FIELDS}, crop_url=crop_url(r.crop_key))
+        for r in results
+    ]
+
+
+@router.post("/text", responses=errors(400, 404))
+@allow("operator")
+def search_text(
+    body: TextSearchIn,
+    request: Request,
+    user: Principal = Depends(current_user),
+    audit: Auditor = Depends(auditor),
+) -> SearchOut:
+    """One result per track, best first, filtered by camera and time inside the vector search."""
+    search = search_of(request)
+    search_filter = search.make_filter(body.cameras, body.since, body.until, allowed_cameras=user.cameras)
+    results = search.by_text(body.text, search_filter, limit=body.limit, offset=body.offset, min_score=body.min_score)
+    audit("search_text", body.model_dump(), [r.track_id for r in results])
+    return SearchOut(results=results_out(results), limit=body.limit, offset=body.offset)
+
+
+def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:
+    data = upload.file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise UploadTooLargeError(f"photo '{upload.filename}' is larger than {max_bytes // 2**20} MiB (CAMTRACE_MAX_UPLOAD_MB)")
+    return data
+
+
+@router.post("/image", responses=errors(400, 404, 413))
+@allow("operator")
+def search_image(
+    request: Request,
+    file: Annotated[UploadFile, File(description="A JPEG or PNG: a full frame or a person crop")],
+    cameras: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
+    since: str | None = None,
+    until: str | None = None,
+    min_score: Annotated[float | None, Query(ge=-1.0, le=1.0)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
+    offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
+    detect: bool = True,
+    person: Annotated[int | None, Query(ge=0, description="Index into the persons found; default: the largest.")] = None,
+    user: Principal = Depends(current_user),
+    audit: Auditor = Depends(auditor),
+) -> ImageSearchOut:
+    """Search with a photo. With ``detect`` (default) every person in it is found and one is searched
+    for: ``person`` (an index into ``persons``) or the largest; without, the whole photo is the query."""
+    from camtrace.search import decode_photo
+
+    search = search_of(request)
+    data = _read_upload(file, settings_of(request).max_upload_mb * 2**20)
+    image = decode_photo(data, file.filename or "upload")
+    search_filter = search.make_filter(cameras, since, until, allowed_cameras=user.cameras)
+    found = search.by_photo(image, search_filter, limit, offset=offset, min_score=min_score, detect=detect, person=person)
+    results, persons, chosen = found.results, found.persons, found.person
+    audit(
+        "search_image",
+        {"file": file.filename, "bytes": len(data), "cameras": cameras, "since": since, "until": until,
+         "min_score": min_score, "limit": limit, "offset": offset, "detect": detect, "person": chosen},
+        [r.track_id for r in results],
+    )
+    persons_out = [
+        PersonOut(index=p.index, box=[float(v) for v in p.box], confidence=float(p.confidence),
+                  crop_url="data:image/jpeg;base64," + base64.b64encode(p.crop_jpeg).decode())
+        for p in persons
+    ]
+    return ImageSearchOut(results=results_out(results), limit=limit, offset=offset, persons=persons_out, person=chosen)
+
+
+@router.post("/track/{track_id}", responses=errors(400, 404))
+@allow("operator")
+def search_track(
+    track_id: str,
+    request: Request,
+    body: TrackSearchIn | None = None,
+    user: Principal = Depends(current_user),
+    audit: Auditor = Depends(auditor),
+) -> TrackSearchOut:
+    """Find this person elsewhere: tracks like ``track_id`` on other cameras (``same_camera``: also its own),
+    never the query track, without the candidates already judged."""
+    body = body or TrackSearchIn()
+    results = search_of(request).reid(
+        track_id, limit=body.limit, offset=body.offset, same_camera=body.same_camera, min_score=body.min_score,
+        allowed_cameras=user.cameras,
+    )
+    audit("reid", {"track_id": track_id, **body.model_dump()}, [r.track_id for r in results])
+    return TrackSearchOut(results=results_out(results))

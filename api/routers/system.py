@@ -1,0 +1,25 @@
+"""Health (no credentials) and Prometheus metrics (credentials needed)."""
+
+from __future__ import annotations
+
+from camtrace.api.deps import allow, public, settings_of
+from camtrace.api.responses import AUTHENTICATED
+from camtrace.api.schemas import HealthOut
+from fastapi import APIRouter, Request, Response
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz")
+@public
+def healthz(request: Request) -> HealthOut:
+    return HealthOut(status="ok", mode="distributed" if settings_of(request).broker_url else "local")
+
+
+@router.get("/metrics", responses=AUTHENTICATED, response_class=Response)
+@allow("operator")
+def metrics() -> Response:
+    """Prometheus metrics of this service process."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

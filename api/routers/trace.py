@@ -1,0 +1,76 @@
+"""A person's trace across cameras, and its export for hand-over."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from camtrace.api.deps import Auditor, allow, auditor, current_user, search_of, services_of
+from camtrace.api.responses import AUTHENTICATED, errors
+from camtrace.api.schemas import ExportFormat, TraceOut, TraceStepOut, crop_url
+from camtrace.storage.access import Principal
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+router = APIRouter(prefix="/api/trace", tags=["trace"], responses=AUTHENTICATED)
+MEDIA = {"csv": "text/csv", "json": "application/json", "html": "text/html"}
+
+
+def trace_out(trace) -> TraceOut:
+    return TraceOut(
+        seed_track_id=trace.seed_track_id,
+        steps=[
+            TraceStepOut(
+                track_id=s.track_id, camera_id=s.camera_id, ts_start=s.ts_start, ts_end=s.ts_end, score=s.score,
+                status=s.status, crop_url=crop_url(s.crop_key), transit_seconds=s.transit_seconds,
+                implausible=bool(s.implausible), merged_track_ids=list(s.merged_track_ids),
+            )
+            for s in trace.steps
+        ],
+    )
+
+
+MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0)]
+
+
+@router.get("/{track_id}", responses=errors(404))
+@allow("operator")
+def trace(
+    track_id: str,
+    request: Request,
+    min_score: MinScore = None,
+    user: Principal = Depends(current_user),
+    audit: Auditor = Depends(auditor),
+) -> TraceOut:
+    """The seed, the confirmed matches and the best candidates, time-ordered, with transit times."""
+    found = search_of(request).trace(track_id, allowed_cameras=user.cameras, min_score=min_score)
+    audit("trace", {"track_id": track_id, "min_score": min_score}, [s.track_id for s in found.steps])
+    return trace_out(found)
+
+
+@router.get(
+    "/{track_id}/export",
+    response_class=Response,
+    responses={200: {"content": {m: {} for m in MEDIA.values()}, "description": "The trace as a file."}, **errors(404)},
+)
+@allow("investigator")
+def export_trace(
+    track_id: str,
+    request: Request,
+    format: ExportFormat = "csv",
+    min_score: MinScore = None,
+    user: Principal = Depends(current_user),
+    audit: Auditor = Depends(auditor),
+) -> Response:
+    """Download the trace as CSV, JSON or a self-contained HTML report (names who exported it and when)."""
+    from camtrace.search import export
+
+    found = search_of(request).trace(track_id, allowed_cameras=user.cameras, min_score=min_score)
+    writer = {"csv": export.trace_csv, "json": export.trace_json, "html": export.trace_html}[format]
+    body = writer(found, exported_by=user.username, exported_at=time.time(), crops=services_of(request).crops)
+    audit("export", {"track_id": track_id, "format": format, "min_score": min_score}, [s.track_id for s in found.steps])
+    safe_id = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in track_id)
+    return Response(
+        body,
+        media_type=MEDIA[format],
+        headers={"Content-Disposition": f'attachment; filename="trace-{safe_id}.{format}"'},
+    )
