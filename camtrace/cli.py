@@ -277,6 +277,74 @@ def camera_run(names: tuple[str, ...], seconds: float | None) -> None:
     CameraFleet(make_services(), names).run(seconds)
 
 
+@cli.group()
+def models() -> None:
+    """The model registry: trained models, promotion (re-index and switch) and rollback."""
+
+
+def model_line(row: dict) -> str:
+    from camtrace.training.registry import metric_value
+
+    metric = load_settings().promote_metric
+    value = metric_value(row["metrics"], metric)
+    shown = "-" if value is None else f"{value:.1f}"
+    return (
+        f"{row['id']:>4}  {row['status']:<10} {metric} {shown:>5}  {row['model_version']}  "
+        f"index {row['index_name'] or '-'}  {row['folder']}"
+    )
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def models_list(as_json: bool) -> None:
+    """Registered models, oldest first, with status, validation figure and index."""
+    services = make_services()
+    echo_rows([entry.as_dict() for entry in services.registry.list()], as_json, model_line)
+
+
+@models.command("promote")
+@click.argument("model_id", type=int)
+@click.option("--force", is_flag=True, help="Promote even if it does not beat the active model.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def models_promote(model_id: int, force: bool, no_progress: bool, as_json: bool) -> None:
+    """Re-index with model MODEL_ID and switch to it, if it beats the active model by CAMTRACE_PROMOTE_MARGIN."""
+    from camtrace.training.promotion import promote
+
+    services = make_services()
+    try:
+        result = promote(services, model_id, force=force, progress=not no_progress)
+    finally:
+        services.close()
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    click.echo(result.comparison.reason + (" (forced)" if result.forced else ""))
+    click.echo(
+        f"model {result.model_id} active: index {result.index_name} holds {result.reindex.points} points "
+        f"({result.reindex.embedded} embedded in {result.reindex.seconds:.1f} s)"
+    )
+    if result.reindex.missing_crops:
+        click.echo(f"{len(result.reindex.missing_crops)} crop(s) missing from the crop store were not re-indexed", err=True)
+
+
+@models.command("rollback")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def models_rollback(no_progress: bool) -> None:
+    """Switch back to the previously active model and its index."""
+    from camtrace.training.promotion import rollback
+
+    services = make_services()
+    try:
+        restored = rollback(services, progress=not no_progress)
+    finally:
+        services.close()
+    if restored is None:
+        click.echo(f"no registered model active: {services.settings.embed_model} (CAMTRACE_EMBED_MODEL) serves again")
+    else:
+        click.echo(f"model {restored.id} active again: index {restored.index_name}")
+
+
 def print_summary(summary, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary.as_dict(), indent=2))
@@ -335,8 +403,9 @@ def stats(as_json: bool) -> None:
     services = make_services()
     try:
         counts = dict(services.db.counts())
-        counts["points"] = services.index.count()
-        counts["model_version"] = services.encoder.model_version
+        model = services.model()
+        counts["points"] = model.index.count()
+        counts["model_version"] = model.encoder.model_version
     finally:
         services.close()
     if as_json:

@@ -99,8 +99,9 @@ class SearchService:
     def by_text(self, text: str, search_filter: SearchFilter | None = None, limit: int = 10) -> list[SearchResult]:
         if not text.strip():
             raise InputError("the search text is empty; describe the person, e.g. 'man, grey hoodie, blue jeans'")
-        vector = self.services.encoder.encode_texts([text])[0]
-        return self.by_vector(vector, search_filter, limit)
+        model = self.services.model()  # one model embeds the query and owns the index searched
+        vector = model.encoder.encode_texts([text])[0]
+        return self.by_vector(vector, search_filter, limit, index=model.index)
 
     def by_image(
         self, image_bgr: np.ndarray, search_filter: SearchFilter | None = None, limit: int = 10, detect: bool = True
@@ -111,13 +112,17 @@ class SearchService:
             person = largest_person(image_bgr, self.services.detector.detect([image_bgr])[0])
             if person is not None:
                 query = person
-        vector = self.services.encoder.encode_images([cv2.cvtColor(query, cv2.COLOR_BGR2RGB)])[0]
-        return self.by_vector(vector, search_filter, limit)
+        model = self.services.model()
+        vector = model.encoder.encode_images([cv2.cvtColor(query, cv2.COLOR_BGR2RGB)])[0]
+        return self.by_vector(vector, search_filter, limit, index=model.index)
 
-    def by_vector(self, vector: np.ndarray, search_filter: SearchFilter | None, limit: int) -> list[SearchResult]:
+    def by_vector(
+        self, vector: np.ndarray, search_filter: SearchFilter | None, limit: int, index=None
+    ) -> list[SearchResult]:
+        """Search ``index`` (that of the model which made ``vector``; default: the active model's)."""
         if limit < 1:
             raise InputError("--limit must be at least 1")
-        hits = self.services.index.search(vector, search_filter, limit)
+        hits = (index or self.services.index).search(vector, search_filter, limit)
         return self._results(hits)
 
     def _results(self, hits: list[TrackHit]) -> list[SearchResult]:

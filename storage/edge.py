@@ -285,6 +285,13 @@ class EdgeIndex(VectorIndex):
         by_id = {str(r.id): r for r in records}
         return [self._point(by_id[str(i)]) for i in ids if str(i) in by_id]
 
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        with self._use("retrieve") as shard:
+            records = shard.retrieve([str(i) for i in ids], with_payload=False, with_vector=False)
+        return {str(r.id) for r in records}
+
     def track_points(self, track_id: str) -> list[IndexPoint]:
         flt = qe.Filter(must=[qe.FieldCondition(key="track_id", match=qe.MatchValue(str(track_id)))])
         records = []

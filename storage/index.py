@@ -56,6 +56,8 @@ class VectorIndex(ABC):
 
     model_version: str
     dim: int
+    name: str  # the Edge shard folder or the server collection: what the model registry records
+
 
     @abstractmethod
     def ensure(self) -> None:
@@ -83,6 +85,10 @@ class VectorIndex(ABC):
     def retrieve(self, ids: Sequence[str]) -> list[IndexPoint]:
         """Points with vectors (unit length: cosine indexes store them normalised), in the order
         of ``ids``; unknown ids are skipped."""
+
+    @abstractmethod
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the index holds (no vectors read): how a re-index resumes."""
 
     @abstractmethod
     def track_points(self, track_id: str) -> list[IndexPoint]:

@@ -19,6 +19,7 @@ TASK_ROUTES = {
     "camtrace.detect": "detect",
     "camtrace.embed": "embed",
     "camtrace.train": "train",
+    "camtrace.reindex": "embed",  # re-embedding stored crops for a new model runs on the embed (GPU) workers
     "camtrace.retention": "ingest",
 }
 

@@ -147,7 +147,8 @@ def embed_batch(messages: list[dict]) -> list[tuple[dict, BaseException]]:
     """Embed and write parts; returns the parts to retry with the error that stopped them."""
     stages = services()
     db = stages.db
-    indexer = CropIndexer(stages.encoder, stages.index, db, stages.crops)
+    model = stages.model()  # the encoder and the index of one model, whatever a promotion switches meanwhile
+    indexer = CropIndexer(model.encoder, model.index, db, stages.crops)
     decoded = []
     for kwargs in messages:
         try:
@@ -201,5 +202,19 @@ def retention(self) -> int:
         return 0
     try:
         return apply_retention(services(), time.time() - settings.retention_days * 86400)
+    except TRANSIENT_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries))
+
+
+_reindex_encoders: dict = {}  # one loaded encoder per registered model, per worker process
+
+
+@app.task(name="camtrace.reindex", bind=True, max_retries=20, acks_late=True)
+def reindex(self, job_id: str, model_id: int | None, point_ids: list[str]) -> int:
+    """Re-embed a batch of stored crops with a registered model into that model's index (promotion)."""
+    from camtrace.training.promotion import reindex_batch
+
+    try:
+        return reindex_batch(services(), job_id, model_id, point_ids, _reindex_encoders)
     except TRANSIENT_ERRORS as exc:
         raise self.retry(exc=exc, countdown=backoff(self.request.retries))
