@@ -277,6 +277,109 @@ def camera_run(names: tuple[str, ...], seconds: float | None) -> None:
     CameraFleet(make_services(), names).run(seconds)
 
 
+@cli.command("train")
+@click.option("--dataset", "datasets", multiple=True, required=True, help="Training data as KIND:PATH (repeatable).")
+@click.option("--val", help="Validation data as KIND:PATH (default: the val split of the training data).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder for the trained model.")
+@click.option("--base", help="Model to start from (default: CAMTRACE_EMBED_MODEL).")
+@click.option("--head-epochs", type=int, default=2, show_default=True, help="Epochs training only the heads.")
+@click.option("--epochs", type=int, default=10, show_default=True, help="Epochs training the whole model, after the heads.")
+@click.option("--lr", type=float, default=5e-6, show_default=True, help="Learning rate of the whole-model stage.")
+@click.option("--head-lr", type=float, default=1e-4, show_default=True, help="Learning rate of the heads stage.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Images per batch (P identities x K images).")
+@click.option("--images-per-identity", type=int, default=4, show_default=True, help="K: images of one identity per batch.")
+@click.option("--accumulate", type=int, default=1, show_default=True, help="Batches per optimizer step.")
+@click.option("--smoothing", type=float, default=0.1, show_default=True, help="Label smoothing of the contrastive loss.")
+@click.option("--text-weight", type=float, default=1.0, show_default=True, help="Weight of the image-text loss.")
+@click.option("--image-weight", type=float, default=0.5, show_default=True, help="Weight of the image-image loss.")
+@click.option("--text-drop", type=float, default=0.2, show_default=True, help="Chance of dropping each caption feature.")
+@click.option("--checkpoint-every", type=int, default=200, show_default=True, help="Steps between checkpoints.")
+@click.option("--resume", is_flag=True, help="Require a checkpoint in --out to resume from (resuming is automatic).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", "num_workers", type=int, default=0, show_default=True, help="Data loader processes.")
+@click.option("--no-register", is_flag=True, help="Do not add the trained model to the model registry.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr, batch_size, images_per_identity,
+                  accumulate, smoothing, text_weight, image_weight, text_drop, checkpoint_every, resume, seed,
+                  num_workers, no_register, no_progress, as_json) -> None:
+    """Fine-tune the embedding model on person datasets (heads first, then the whole model).
+
+    Datasets: cuhk-pedes:, icfg-pedes:, rstpreid: (JSON), market1501: (folder), csv:, synthetic:
+    (a `camtrace synth` folder). The output is a checkpoint folder CAMTRACE_EMBED_MODEL can name.
+    """
+    from dataclasses import asdict
+
+    from camtrace.training.evaluate import format_table
+    from camtrace.training.trainer import TrainConfig, train
+
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    config = TrainConfig(
+        datasets=list(datasets), out_dir=out_dir, val=val, base=base, head_epochs=head_epochs, epochs=epochs, lr=lr,
+        head_lr=head_lr, batch_size=batch_size, images_per_identity=images_per_identity, accumulate=accumulate,
+        smoothing=smoothing, text_weight=text_weight, image_weight=image_weight, text_drop=text_drop,
+        checkpoint_every=checkpoint_every, resume=True if resume else None, seed=seed, num_workers=num_workers,
+        device=settings.device, text_max_length=settings.embed_text_max_length,
+    )
+    result = train(config, progress=not no_progress)
+    model_id = None
+    if not no_register:
+        services = make_services(settings)
+        try:
+            model_id = services.registry.register(
+                result.out_dir,
+                parent=config.base or settings.embed_model,
+                datasets={"train": list(config.datasets), "val": config.val},
+                settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+                metrics={**(result.val_metrics or {}), **({"dataset": config.val} if config.val else {})},
+            )
+        finally:
+            services.close()
+    summary = {"out_dir": str(result.out_dir), "steps": result.steps, "resumed_from": result.resumed_from,
+               "model_id": model_id, "history": result.history, "val_metrics": result.val_metrics}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    for entry in result.history:
+        click.echo(f"epoch {entry['epoch']:>3} ({entry['stage']}): loss {entry['loss']:.4f}")
+    if result.val_metrics:
+        click.echo(format_table(result.val_metrics))
+    registered = f"; registered as model {model_id}" if model_id is not None else ""
+    click.echo(f"trained {result.steps} steps -> {result.out_dir}{registered}")
+
+
+@cli.command("eval")
+@click.option("--dataset", required=True, help="Evaluation data as KIND:PATH.")
+@click.option("--model", help="Model folder or hub id (default: CAMTRACE_EMBED_MODEL with CAMTRACE_EMBED_PROCESSOR).")
+@click.option("--batch-size", type=int, help="Images per forward pass (default: CAMTRACE_EMBED_BATCH_SIZE).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.option("--out", "out_file", type=click.Path(path_type=Path), help="Also write the figures as JSON to this file.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def eval_command(dataset: str, model: str | None, batch_size: int | None, as_json: bool, out_file: Path | None,
+                 no_progress: bool) -> None:
+    """Text -> identity (Top-1/5/10, MRR, CMC AUC@20) and image re-id (Top-1/5/10, mAP) figures, in percent."""
+    from camtrace.embedding.encoder import ImageTextEncoder
+    from camtrace.training.datasets import load_dataset
+    from camtrace.training.evaluate import evaluate_model, format_table
+
+    settings = load_settings()
+    data = load_dataset(dataset)
+    encoder = ImageTextEncoder.from_settings(settings) if model is None else ImageTextEncoder(
+        model, None, device=settings.device, batch_size=settings.embed_batch_size,
+        text_max_length=settings.embed_text_max_length,
+    )
+    figures = evaluate_model(encoder, data, batch_size=batch_size or settings.embed_batch_size, progress=not no_progress)
+    record = {"dataset": dataset, "model": encoder.model_name, "model_version": encoder.model_version, **figures}
+    if out_file is not None:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(json.dumps(record, indent=2))
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+    else:
+        click.echo(f"{dataset} with {record['model_version']}\n{format_table(figures)}")
+
+
 @cli.group()
 def models() -> None:
     """The model registry: trained models, promotion (re-index and switch) and rollback."""
