@@ -51,7 +51,7 @@ SYNTHETIC_CROPS_PER_WALK = 6
 # Captions
 # --------------------------------------------------------------------------
 # Words that join features in free text: each starts a new feature phrase.
-_JOINERS = r"\b(?:and|with|wearing|wears|carrying|carries|holding|holds|has|having|who|while|also)\b"
+_JOINERS = r"\b(?:and|with|in|wearing|wears|carrying|carries|holding|holds|has|having|who|while|also)\b"
 # Words dropped from the start of a phrase: articles, pronouns and verbs that carry no visual feature.
 _LEADING_FILLER = {"a", "an", "the", "he", "she", "they", "it", "is", "are", "was", "his", "her", "their", "this",
                    "that", "there", "pair", "of", "on", "in"}
@@ -61,7 +61,7 @@ def normalise_caption(text: str) -> str:
     """Free text -> comma-separated visual features, lower-case.
 
     Sentences and clauses are split at punctuation and at joining words (and,
-    with, wearing, carrying, holding, has, who, ...); leading articles,
+    with, in, wearing, carrying, holding, has, who, ...); leading articles,
     pronouns and "is/are" are dropped; empty and repeated phrases are removed.
     "A man wearing a grey hoodie and blue jeans." -> "man, grey hoodie, blue jeans".
     Already normalised text comes back unchanged.
