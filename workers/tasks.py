@@ -218,3 +218,21 @@ def reindex(self, job_id: str, model_id: int | None, point_ids: list[str]) -> in
         return reindex_batch(services(), job_id, model_id, point_ids, _reindex_encoders)
     except TRANSIENT_ERRORS as exc:
         raise self.retry(exc=exc, countdown=backoff(self.request.retries))
+
+
+# Acknowledged on receipt, unlike the other tasks: a training run outlasts the
+# visibility timeout and would be delivered twice. A run lost with its worker
+# is started again by the next scheduled check (its data is still new).
+@app.task(name="camtrace.train", acks_late=False)
+def train(request: dict | None = None) -> int | None:
+    """Beat (no request): train when enough new data has arrived. On demand: train as asked.
+
+    Returns the registered model's id, or None when the schedule found nothing to do.
+    """
+    from camtrace.training.schedule import TrainRequest, maybe_train, run_training
+
+    if request is None:
+        outcome = maybe_train(services())
+    else:
+        outcome = run_training(services(), TrainRequest(**request))
+    return None if outcome is None else outcome.model_id
