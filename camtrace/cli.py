@@ -293,16 +293,18 @@ def camera_run(names: tuple[str, ...], seconds: float | None) -> None:
 @click.option("--text-weight", type=float, default=1.0, show_default=True, help="Weight of the image-text loss.")
 @click.option("--image-weight", type=float, default=0.5, show_default=True, help="Weight of the image-image loss.")
 @click.option("--text-drop", type=float, default=0.2, show_default=True, help="Chance of dropping each caption feature.")
+@click.option("--no-augment", is_flag=True, help="Train without image augmentation and caption feature dropout.")
 @click.option("--checkpoint-every", type=int, default=200, show_default=True, help="Steps between checkpoints.")
 @click.option("--resume", is_flag=True, help="Require a checkpoint in --out to resume from (resuming is automatic).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", "num_workers", type=int, default=0, show_default=True, help="Data loader processes.")
 @click.option("--no-register", is_flag=True, help="Do not add the trained model to the model registry.")
+@click.option("--queue", is_flag=True, help="Send the run to the train worker (distributed mode) instead of training here.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr, batch_size, images_per_identity,
-                  accumulate, smoothing, text_weight, image_weight, text_drop, checkpoint_every, resume, seed,
-                  num_workers, no_register, no_progress, as_json) -> None:
+                  accumulate, smoothing, text_weight, image_weight, text_drop, no_augment, checkpoint_every, resume, seed,
+                  num_workers, no_register, queue, no_progress, as_json) -> None:
     """Fine-tune the embedding model on person datasets (heads first, then the whole model).
 
     Datasets: cuhk-pedes:, icfg-pedes:, rstpreid: (JSON), market1501: (folder), csv:, synthetic:
@@ -315,11 +317,20 @@ def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr
 
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    if queue:  # the train worker trains, registers and (with CAMTRACE_AUTO_PROMOTE) promotes
+        from camtrace.training.schedule import TrainRequest, submit_training
+
+        task_id = submit_training(settings, TrainRequest(
+            datasets=list(datasets), val=val, base=base, out_dir=str(out_dir.resolve()), epochs=epochs,
+            head_epochs=head_epochs, lr=lr, head_lr=head_lr, batch_size=batch_size, seed=seed,
+        ))
+        click.echo(json.dumps({"task_id": task_id}) if as_json else f"queued training run {task_id}")
+        return
     config = TrainConfig(
         datasets=list(datasets), out_dir=out_dir, val=val, base=base, head_epochs=head_epochs, epochs=epochs, lr=lr,
         head_lr=head_lr, batch_size=batch_size, images_per_identity=images_per_identity, accumulate=accumulate,
         smoothing=smoothing, text_weight=text_weight, image_weight=image_weight, text_drop=text_drop,
-        checkpoint_every=checkpoint_every, resume=True if resume else None, seed=seed, num_workers=num_workers,
+        augment=not no_augment, checkpoint_every=checkpoint_every, resume=True if resume else None, seed=seed, num_workers=num_workers,
         device=settings.device, text_max_length=settings.embed_text_max_length,
     )
     result = train(config, progress=not no_progress)

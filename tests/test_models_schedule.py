@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 from camtrace.storage import Database
 from camtrace.training.registry import ModelRegistry
-from camtrace.training.schedule import TrainRequest, maybe_train, submit_training, training_due
+from camtrace.training.schedule import maybe_train, training_due
 from camtrace.workers.celery_app import beat_schedule
+from click.testing import CliRunner
 from distributed_fixtures import Worker, camtrace_env, redis_server, settings_from, wait_for  # noqa: F401
 from sqlalchemy import text
 
+from camtrace.cli import cli
 from camtrace.services import Services
 from camtrace.settings import Settings
 
@@ -110,13 +112,16 @@ def test_train_task_on_a_real_worker(
     settings = settings_from(env)
     worker = Worker("train", env, tmp_path / "worker.log")
     try:
-        request = TrainRequest(datasets=[f"synthetic:{footage.root}"], epochs=1, head_epochs=1, batch_size=16)
-        submit_training(settings, request)
+        spec = f"synthetic:{footage.root}"
+        queued = CliRunner().invoke(cli, ["train", "--dataset", spec, "--out", str(tmp_path / "run"), "--queue",
+                                          "--epochs", "1", "--head-epochs", "1", "--batch-size", "16"], env=env)
+        assert queued.exit_code == 0 and "queued training run" in queued.output, queued.output
         db = Database(settings.sql_url)
         db.migrate()
         registry = ModelRegistry(db)
         entries = wait_for(registry.list, 180, "the trained model in the registry", interval=0.5)
-        assert len(entries) == 1 and entries[0].datasets["train"] == request.datasets
+        assert len(entries) == 1 and entries[0].datasets["train"] == [spec]
+        assert entries[0].folder == str(tmp_path / "run") and entries[0].settings["epochs"] == 1
         assert Path(entries[0].folder, "config.json").is_file() and entries[0].metrics
         db.close()
     finally:
