@@ -330,8 +330,8 @@ def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr
         datasets=list(datasets), out_dir=out_dir, val=val, base=base, head_epochs=head_epochs, epochs=epochs, lr=lr,
         head_lr=head_lr, batch_size=batch_size, images_per_identity=images_per_identity, accumulate=accumulate,
         smoothing=smoothing, text_weight=text_weight, image_weight=image_weight, text_drop=text_drop,
-        augment=not no_augment, checkpoint_every=checkpoint_every, resume=True if resume else None, seed=seed, num_workers=num_workers,
-        device=settings.device, text_max_length=settings.embed_text_max_length,
+        augment=not no_augment, checkpoint_every=checkpoint_every, resume=True if resume else None, seed=seed,
+        num_workers=num_workers, device=settings.device, text_max_length=settings.embed_text_max_length,
     )
     result = train(config, progress=not no_progress)
     model_id = None
