@@ -187,7 +187,7 @@ class BatchBuilder(torch.utils.data.Dataset):
             image = sample.load_image()
             if self.augment is not None:
                 image = self.augment(image)
-            images.append(np.asarray(image))
+            images.append(np.array(image))  # writable: torch warns on read-only arrays
             image_ids.append(self.labels[index])
             if sample.captions:
                 caption = sample.captions[int(rng.integers(len(sample.captions)))]
@@ -253,7 +253,7 @@ class InMemoryEncoder:
         return int(self.encode_texts(["person"]).shape[1])
 
     def encode_images(self, images) -> np.ndarray:
-        arrays = [np.asarray(image.convert("RGB") if hasattr(image, "convert") else image) for image in images]
+        arrays = [np.array(image.convert("RGB") if hasattr(image, "convert") else image) for image in images]
         return self._run(arrays, lambda chunk: self.loaded.model.get_image_features(**self._images(chunk)))
 
     def encode_texts(self, texts) -> np.ndarray:
