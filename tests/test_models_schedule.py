@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from camtrace.storage import Database
 from camtrace.training.registry import ModelRegistry
@@ -105,26 +107,46 @@ def test_beat_schedules_the_check_only_when_an_interval_is_set() -> None:
 
 
 @pytest.mark.slow
-def test_train_task_on_a_real_worker(
+def test_queued_training_and_a_promotion_on_real_workers(
     tmp_path: Path, tiny_yolo_dir: Path, tiny_siglip_dir: Path, footage, redis_server  # noqa: F811
 ) -> None:
-    env = camtrace_env(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir, redis_server.url)
+    """One worker process for every queue: a distributed ingest, a training run queued with
+    `camtrace train --queue`, then a promotion whose re-index runs as reindex tasks on the embed queue."""
+    env = camtrace_env(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir, redis_server.url,
+                       CAMTRACE_MODEL_REFRESH_SECONDS="0")
     settings = settings_from(env)
-    worker = Worker("train", env, tmp_path / "worker.log")
+    worker = Worker("ingest,detect,embed,train", env, tmp_path / "worker.log")
+    runner = CliRunner()
     try:
+        camera = sorted(footage.videos)[0]
+        ingested = runner.invoke(cli, ["ingest", str(footage.videos[camera]), "--camera", camera, "--wait",
+                                       "--no-progress"], env=env)
+        assert ingested.exit_code == 0, ingested.output
         spec = f"synthetic:{footage.root}"
-        queued = CliRunner().invoke(cli, ["train", "--dataset", spec, "--out", str(tmp_path / "run"), "--queue",
-                                          "--epochs", "1", "--head-epochs", "1", "--batch-size", "16"], env=env)
+        queued = runner.invoke(cli, ["train", "--dataset", spec, "--out", str(tmp_path / "run"), "--queue",
+                                     "--epochs", "1", "--head-epochs", "1", "--batch-size", "16"], env=env)
         assert queued.exit_code == 0 and "queued training run" in queued.output, queued.output
-        db = Database(settings.sql_url)
-        db.migrate()
-        registry = ModelRegistry(db)
-        entries = wait_for(registry.list, 180, "the trained model in the registry", interval=0.5)
+        services = Services(settings)
+        entries = wait_for(services.registry.list, 180, "the trained model in the registry", interval=0.5)
         assert len(entries) == 1 and entries[0].datasets["train"] == [spec]
-        assert entries[0].folder == str(tmp_path / "run") and entries[0].settings["epochs"] == 1
-        assert Path(entries[0].folder, "config.json").is_file() and entries[0].metrics
-        db.close()
+        trained = entries[0]
+        assert trained.folder == str(tmp_path / "run") and trained.settings["epochs"] == 1 and trained.metrics
+
+        promoted = runner.invoke(cli, ["models", "promote", str(trained.id), "--force", "--no-progress", "--json"],
+                                 env=env)
+        assert promoted.exit_code == 0, promoted.output
+        detections = services.db.counts()["detections"]
+        jobs = [job for job in services.db.list_jobs() if job.kind == "reindex"]
+        assert [job.status for job in jobs] == ["done"] and jobs[0].crops_indexed == detections
+        model = services.model()
+        assert model.model_id == trained.id and model.index.count() == detections > 0
+        # The workers embedded with the trained model: its vectors are what it makes of the stored crops.
+        row = services.db.detection_pages(1).__next__()[0]
+        stored = model.index.retrieve([row.point_id])[0]
+        crop = cv2.cvtColor(cv2.imread(str(services.crops.path(row.crop_key))), cv2.COLOR_BGR2RGB)
+        assert np.allclose(stored.vector, model.encoder.encode_images([crop])[0], atol=1e-4)
+        assert stored.payload["model_version"] == model.encoder.model_version
+        services.close()
     finally:
         worker.stop()
-        if worker.process.returncode not in (0, -15, None):
-            print((tmp_path / "worker.log").read_text()[-3000:])
+        print((tmp_path / "worker.log").read_text()[-3000:])

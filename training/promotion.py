@@ -31,7 +31,7 @@ from camtrace.storage.sql import Detection
 from camtrace.training.registry import ModelEntry, ModelRegistry
 from tqdm import tqdm
 
-from camtrace.errors import InputError, NotFoundError
+from camtrace.errors import InputError, NotFoundError, StorageError
 from camtrace.services import Services
 from camtrace.types import IndexPoint
 
@@ -219,18 +219,28 @@ def reindex(services: Services, entry: ModelEntry | None, *, progress: bool = Tr
     label = "configured model" if entry is None else f"model {entry.id}"
     bar = tqdm(unit="crop", desc=f"re-index {label}", disable=not progress)
     try:
-        for _ in range(MAX_CATCH_UP_PASSES):
-            batches = missing_batches(services.db, index, settings.reindex_batch_size)
-            batches = [[r for r in b if r.point_id not in summary.missing_crops] for b in batches]
-            batches = [b for b in batches if b]
+        for attempt in range(MAX_CATCH_UP_PASSES + 1):
+            batches = []
+            for batch in missing_batches(services.db, index, settings.reindex_batch_size):
+                # A crop gone from the store (deleted by hand) can never be embedded: report it, skip it.
+                gone = [r.point_id for r in batch if r.point_id in summary.missing_crops
+                        or not services.crops.exists(r.crop_key)]
+                summary.missing_crops.extend(p for p in gone if p not in summary.missing_crops)
+                if kept := [r for r in batch if r.point_id not in gone]:
+                    batches.append(kept)
             if not batches:
                 break
+            if attempt == MAX_CATCH_UP_PASSES:
+                # Never switch to an index that lacks points: searches would lose them.
+                raise StorageError(
+                    f"re-index of {label}: {sum(len(b) for b in batches)} point(s) still missing after "
+                    f"{MAX_CATCH_UP_PASSES} passes (ingest outpacing it, or failing batches: see `camtrace jobs`); "
+                    "nothing was switched, run the promotion again"
+                )
             bar.total = (bar.total or 0) + sum(len(b) for b in batches)
             bar.refresh()
             if settings.broker_url:
-                written, missing = reindex_on_workers(services, entry, batches, progress=bar)
-                summary.embedded += written
-                summary.missing_crops.extend(missing)
+                summary.embedded += reindex_on_workers(services, entry, batches, progress=bar)
             else:
                 for batch in batches:
                     with index.session():
@@ -250,7 +260,7 @@ def reindex(services: Services, entry: ModelEntry | None, *, progress: bool = Tr
 def reindex_on_workers(
     services: Services, entry: ModelEntry | None, batches: list[list[Detection]], progress: tqdm | None = None,
     poll_seconds: float = 0.5,
-) -> tuple[int, list[str]]:
+) -> int:
     """Send each batch of point ids as a ``camtrace.reindex`` task to the embed queue and follow the job."""
     from camtrace.workers.celery_app import producer
 
@@ -265,17 +275,17 @@ def reindex_on_workers(
             kwargs={"job_id": job.id, "model_id": model_id, "point_ids": [row.point_id for row in batch]},
             ignore_result=True,
         )
+    started = progress.n if progress is not None else 0
     while True:
         job = db.get_job(job.id)
         if progress is not None:
-            progress.n = job.crops_indexed + job.frames  # frames: crops the workers could not find
+            progress.n = started + job.crops_indexed + job.frames  # frames: crops the workers could not find
             progress.refresh()
         if job.segments_done + job.segments_failed >= job.segments_total:
             break
         time.sleep(poll_seconds)
-    db.update_job(job.id, status="done" if not job.segments_failed else "failed")
-    missing = [] if not job.error else [p for p in job.error.split(",") if p]
-    return job.crops_indexed, missing
+    db.update_job(job.id, status="failed" if job.segments_failed else "done")
+    return job.crops_indexed
 
 
 def reindex_batch(
@@ -290,10 +300,8 @@ def reindex_batch(
         present = index.existing_ids(list(point_ids))
         rows = [row for row in services.db.detections_by_ids(list(point_ids)) if row.point_id not in present]
         written, missing = reembed(encoder, index, services.crops, rows, encoder.model_version)
+    # frames counts the crops that vanished since the batch was planned (a re-index has no frames).
     services.db.increment_job(job_id, segments_done=1, crops_indexed=written + len(present), frames=len(missing))
-    if missing:
-        job = services.db.get_job(job_id)
-        services.db.update_job(job_id, error=",".join(filter(None, [job.error, *missing])))
     return written
 
 

@@ -216,8 +216,13 @@ def reindex(self, job_id: str, model_id: int | None, point_ids: list[str]) -> in
 
     try:
         return reindex_batch(services(), job_id, model_id, point_ids, _reindex_encoders)
-    except TRANSIENT_ERRORS as exc:
-        raise self.retry(exc=exc, countdown=backoff(self.request.retries))
+    except Exception as exc:
+        if isinstance(exc, TRANSIENT_ERRORS) and self.request.retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
+        # Counted as failed, so the promotion following the job stops instead of waiting forever.
+        services().db.increment_job(job_id, segments_failed=1)
+        services().db.update_job(job_id, error=f"re-index batch failed: {exc}")
+        raise
 
 
 # Acknowledged on receipt, unlike the other tasks: a training run outlasts the
