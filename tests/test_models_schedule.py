@@ -9,8 +9,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from camtrace.storage import Database
-from camtrace.training.registry import ModelRegistry
 from camtrace.training.schedule import maybe_train, training_due
 from camtrace.workers.celery_app import beat_schedule
 from click.testing import CliRunner
