@@ -352,8 +352,9 @@ def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    for entry in result.history:
-        click.echo(f"epoch {entry['epoch']:>3} ({entry['stage']}): loss {entry['loss']:.4f}")
+    if no_progress:  # the progress bars already wrote one line per epoch
+        for entry in result.history:
+            click.echo(f"epoch {entry['epoch']:>3} ({entry['stage']}): loss {entry['loss']:.4f}")
     if result.val_metrics:
         click.echo(format_table(result.val_metrics))
     registered = f"; registered as model {model_id}" if model_id is not None else ""

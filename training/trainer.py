@@ -462,6 +462,8 @@ def train(
                 if val_set is not None:
                     history[-1]["val"] = _validate(loaded, device, val_set, config)
                 log.info("epoch %d: %s", epoch + 1, json.dumps(history[-1]))
+                if progress:
+                    bar.write(_epoch_line(history[-1]))
             if step % config.checkpoint_every == 0 and step < total_steps:
                 state = {
                     "step": step,
@@ -490,6 +492,18 @@ def train(
     (out_dir / TRAINING_FILE).write_text(json.dumps(record, indent=1))
     shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
     return TrainResult(out_dir, step, history, val_metrics, resumed_from)
+
+
+def _epoch_line(entry: dict) -> str:
+    line = (f"epoch {entry['epoch']} ({entry['stage']}): loss {entry['loss']:.4f} "
+            f"(image-text {entry['image_text']:.4f}, image-image {entry['image_image']:.4f})")
+    val = entry.get("val") or {}
+    if val.get("text_to_identity"):
+        figures = val["text_to_identity"]
+        line += f"; val text->identity top1 {figures['top1']:.1f} mrr {figures['mrr']:.1f} cmc_auc20 {figures['cmc_auc20']:.1f}"
+    if val.get("image_reid"):
+        line += f"; val re-id top1 {val['image_reid']['top1']:.1f} map {val['image_reid']['map']:.1f}"
+    return line
 
 
 def _validate(loaded: LoadedModel, device: torch.device, val_set: PersonDataset, config: TrainConfig) -> dict:
