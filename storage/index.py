@@ -91,6 +91,10 @@ class VectorIndex(ABC):
         """Which of ``ids`` the index holds (no vectors read): how a re-index resumes."""
 
     @abstractmethod
+    def point_ids(self) -> set[str]:
+        """Every point id in the index (no payloads, no vectors): for reconciling it with SQL."""
+
+    @abstractmethod
     def track_points(self, track_id: str) -> list[IndexPoint]:
         """All points of one track with vectors, ordered by time."""
 

@@ -234,6 +234,18 @@ class ServerIndex(VectorIndex):
             )
         return {str(r.id) for r in records}
 
+    def point_ids(self) -> set[str]:
+        ids: set[str] = set()
+        offset = None
+        with self._call("listing point ids"):
+            while True:
+                page, offset = self.client.scroll(
+                    self.collection_name, limit=SCROLL_PAGE, offset=offset, with_payload=False, with_vectors=False
+                )
+                ids.update(str(record.id) for record in page)
+                if offset is None:
+                    return ids
+
     def track_points(self, track_id: str) -> list[IndexPoint]:
         flt = qm.Filter(must=[qm.FieldCondition(key="track_id", match=qm.MatchValue(value=str(track_id)))])
         records: list = []

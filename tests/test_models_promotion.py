@@ -17,6 +17,7 @@ import pytest
 from camtrace.embedding.tiny_model import build_tiny_siglip
 from camtrace.storage import EdgeIndex
 from camtrace.training.promotion import PromotionRefused, promote, rollback
+from camtrace.workers.jobs import apply_retention
 from camtrace.workers.local import ingest_local
 from click.testing import CliRunner
 
@@ -196,9 +197,7 @@ def test_better_model_is_promoted_while_searches_go_on_and_rollback_restores(env
     services.close()
 
 
-def test_points_ingested_after_a_promotion_reach_the_new_index_and_survive_a_rollback(
-    env, other_models, footage
-) -> None:
+def test_a_rollback_brings_what_happened_since_the_promotion_into_the_old_index(env, other_models, footage) -> None:
     settings = make_settings(env)
     services = Services(settings)
     b = services.registry.register(other_models[0], metrics=top1(50.0))
@@ -213,7 +212,15 @@ def test_points_ingested_after_a_promotion_reach_the_new_index_and_survive_a_rol
     assert model_b.model_id == b and model_b.index.count() == after
     hits = model_b.index.search(model_b.encoder.encode_texts([QUERY])[0], limit=50)
     assert {hit.payload["model_version"] for hit in hits} == {model_b.encoder.model_version}
-    # Rolling back to A first embeds those new crops with A: nothing indexed meanwhile is lost.
+    # Retention runs on the index in service (B) and in SQL.
+    first_ts = min(row.ts for page in services.db.detection_pages() for row in page)
+    deleted = apply_retention(services, first_ts + 2.0)
+    assert deleted > 0 and model_b.index.count() == after - deleted
+    # Rolling back to A embeds the new crops with A and drops what retention deleted:
+    # A's index answers for exactly the detections there are now.
     rollback(services, progress=False)
-    assert services.model().model_id is None and services.model().index.count() == after
+    model_a = services.model()
+    detection_ids = {row.point_id for page in services.db.detection_pages() for row in page}
+    assert model_a.model_id is None and len(detection_ids) == after - deleted
+    assert all_point_ids(model_a.index) == detection_ids
     services.close()

@@ -63,6 +63,7 @@ class ReindexSummary:
     points: int  # points the index holds for the SQL detections
     embedded: int  # points embedded by this run (the rest were there already)
     missing_crops: list[str] = field(default_factory=list)  # detections whose crop JPEG is gone
+    removed: int = 0  # points whose detection retention deleted since the index was last in service
     seconds: float = 0.0
 
 
@@ -194,6 +195,18 @@ def missing_batches(db: Database, index: VectorIndex, batch_size: int) -> list[l
     return batches
 
 
+def remove_deleted_points(db: Database, index: VectorIndex) -> int:
+    """Delete points whose SQL detection is gone (retention runs on the index in service only,
+    so an index kept for rollback still holds them); returns how many."""
+    known: set[str] = set()
+    for page in db.detection_pages(5000):
+        known.update(row.point_id for row in page)
+    stale = sorted(index.point_ids() - known)
+    for start in range(0, len(stale), 1000):
+        index.delete(stale[start : start + 1000])
+    return len(stale)
+
+
 def open_model_index(services: Services, entry: ModelEntry | None, encoder=None):
     """(encoder, index) of a registered model (None: CAMTRACE_EMBED_MODEL); the index is created when missing."""
     if encoder is None:
@@ -207,10 +220,13 @@ def open_model_index(services: Services, entry: ModelEntry | None, encoder=None)
     return encoder, open_index(services.settings, encoder.model_version, encoder.dim)
 
 
-def reindex(services: Services, entry: ModelEntry | None, *, progress: bool = True) -> ReindexSummary:
+def reindex(
+    services: Services, entry: ModelEntry | None, *, progress: bool = True, remove_stale: bool = True
+) -> ReindexSummary:
     """Fill the index of ``entry``'s model (None: CAMTRACE_EMBED_MODEL) with every SQL detection's
     crop, embedded by that model. Repeats until a pass finds nothing missing (ingest may add
-    points meanwhile)."""
+    points meanwhile). ``remove_stale`` also deletes points without a detection; only for an
+    index out of service, where no ingest writes a point before its SQL row."""
     started = time.perf_counter()
     settings = services.settings
     encoder, index = open_model_index(services, entry)
@@ -248,6 +264,8 @@ def reindex(services: Services, entry: ModelEntry | None, *, progress: bool = Tr
                     summary.embedded += written
                     summary.missing_crops.extend(missing)
                     bar.update(len(batch))
+        if remove_stale:
+            summary.removed = remove_deleted_points(services.db, index)
         summary.points = index.count()
     finally:
         bar.close()
@@ -339,7 +357,7 @@ def promote(services: Services, model_id: int | str, *, force: bool = False, pro
     # pointer; one more pass after that picks up what they wrote.
     if settings.model_refresh_seconds:
         time.sleep(settings.model_refresh_seconds + 1.0)
-    late = reindex(services, registry.get(candidate.id), progress=False)
+    late = reindex(services, registry.get(candidate.id), progress=False, remove_stale=False)
     summary.embedded += late.embedded
     summary.points = late.points
     summary.missing_crops.extend(p for p in late.missing_crops if p not in summary.missing_crops)
@@ -363,6 +381,6 @@ def rollback(services: Services, *, progress: bool = True) -> ModelEntry | None:
     target = registry.rollback_target()
     reindex(services, target, progress=progress)  # before the switch: searches never miss a point
     restored = registry.rollback()
-    if restored is not None and services.settings.qdrant_url:
+    if services.settings.qdrant_url:
         open_model_index(services, restored)[1].activate()
     return restored
