@@ -6,8 +6,7 @@ from camtrace.embedding.encoder import ImageTextEncoder
 from camtrace.training.datasets import load_dataset
 from camtrace.training.evaluate import evaluate_model
 from camtrace.training.trainer import TrainConfig, train
-
-from tests.training_fixtures import crowd_footage, learnable_siglip_dir
+from training_fixtures import crowd_footage, learnable_siglip_dir  # noqa: F401
 
 
 def test_training_lifts_text_to_identity_on_held_out_people(learnable_siglip_dir, crowd_footage, tmp_path):
