@@ -58,6 +58,9 @@ def test_rstpreid_reads_img_path_and_a_missing_key_names_the_entry(tmp_path):
     file.write_text(json.dumps([{"img_path": "x.png", "id": 1, "captions": ["a"]}, {"id": 2, "captions": []}]))
     with pytest.raises(InputError, match=r"data_captions.json entry 1 lacks img_path"):
         load_dataset(f"rstpreid:{file}")
+    file.write_text(json.dumps([{"img_path": "gone.png", "id": 1, "captions": ["a"]}]))
+    with pytest.raises(InputError, match=r"data_captions.json entry 0: image .*gone.png does not exist"):
+        load_dataset(f"rstpreid:{file}")
     file.write_text("[{not json")
     with pytest.raises(InputError, match="data_captions.json is not valid JSON"):
         load_dataset(f"rstpreid:{file}")
@@ -96,6 +99,9 @@ def test_csv_merges_captions_per_image_and_names_the_bad_line(tmp_path):
     assert ds.split("test")[0].captions == []
     file.write_text("path,identity,caption,split\np/1.jpg,alice,a man,train\np/2.jpg,bob,a man,holidays\n")
     with pytest.raises(InputError, match=r"labels.csv line 3: split 'holidays'"):
+        load_dataset(f"csv:{file}")
+    file.write_text("path,identity,caption,split\np/1.jpg,alice,a man,train\np/9.jpg,bob,a man,train\n")
+    with pytest.raises(InputError, match=r"labels.csv line 3: image .*9.jpg does not exist"):
         load_dataset(f"csv:{file}")
     file.write_text("path,identity,caption\np/1.jpg,alice,a man\n")
     with pytest.raises(InputError, match=r"labels.csv line 1: header lacks split"):

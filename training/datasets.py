@@ -226,6 +226,8 @@ def _load_json(path: Path, path_key: str) -> list[Sample]:
             raise InputError(f"{where}: captions must be a list of strings")
         split = _check_split(str(entry.get("split", "train")), where)
         image = root / str(entry[path_key])
+        if not image.is_file():  # found now rather than hours into a training run
+            raise InputError(f"{where}: image {image} does not exist")
         camera = str(entry.get("camera", entry.get("cam_id", "")))
         samples.append(Sample(image, str(entry["id"]), camera, _captions(captions), split))
     return samples
@@ -290,6 +292,8 @@ def _load_csv(path: Path) -> list[Sample]:
                 raise InputError(f"{where}: path and identity must not be empty")
             split = _check_split(row["split"] or "train", where)
             key = (path.parent / row["path"].strip(), row["identity"].strip(), split, (row.get("camera") or "").strip())
+            if not key[0].is_file():
+                raise InputError(f"{where}: image {key[0]} does not exist")
             by_path.setdefault(key, []).extend(_captions([row["caption"]]) if row["caption"].strip() else [])
     return [
         Sample(image, identity, camera, captions, split)
