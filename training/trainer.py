@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from camtrace.embedding.encoder import MODEL_FAMILIES, _from_pretrained, _pooled, resolve_device
 from camtrace.training.datasets import PersonDataset, Sample, load_dataset, split_features
-from camtrace.training.evaluate import evaluate_model
+from camtrace.training.evaluate import evaluate_model, evaluation_set
 from camtrace.training.losses import PersonContrastiveLoss
 from tqdm import tqdm
 
@@ -378,6 +378,8 @@ def train(
         )
 
     train_set, val_set = _load_data(config)
+    if val_set is not None:
+        evaluation_set(val_set)  # an unusable validation set fails now, not after the first epoch
     identities = train_set.identities
     label_of = {identity: i for i, identity in enumerate(identities)}
     labels = [label_of[s.identity] for s in train_set.samples]
