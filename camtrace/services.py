@@ -40,29 +40,33 @@ class EmbeddingModel:
         self.model_id = model_id
         self.index_name = index_name
         self._lock = threading.Lock()
+        self._index = None
 
-    @cached_property
+    @property
     def index(self):
-        """The vector index of this model version (loads the encoder to learn its size)."""
+        """The vector index of this model version, opened once (loads the encoder to learn its size)."""
+        with self._lock:
+            if self._index is None:
+                self._index = self._open_index()
+            return self._index
+
+    def _open_index(self):
         from camtrace.storage import open_index
 
-        with self._lock:
-            if "index" in self.__dict__:  # another thread opened it meanwhile
-                return self.__dict__["index"]
-            self.encoder.load()
-            index = open_index(self.settings, self.encoder.model_version, self.encoder.dim)
-            if self.index_name and index.name != self.index_name:
-                index.close()
-                raise StorageError(
-                    f"the registry names index {self.index_name!r} for model {self.model_id}, but its weights "
-                    f"({self.encoder.model_version}) belong in {index.name!r}: the model folder changed after "
-                    "registration; register it again and promote the new entry"
-                )
-            return index
+        self.encoder.load()
+        index = open_index(self.settings, self.encoder.model_version, self.encoder.dim)
+        if self.index_name and index.name != self.index_name:
+            index.close()
+            raise StorageError(
+                f"the registry names index {self.index_name!r} for model {self.model_id}, but its weights "
+                f"({self.encoder.model_version}) belong in {index.name!r}: the model folder changed after "
+                "registration; register it again and promote the new entry"
+            )
+        return index
 
     def close(self) -> None:
-        if "index" in self.__dict__:
-            self.index.close()
+        if self._index is not None:
+            self._index.close()
 
 
 class Services:

@@ -224,3 +224,19 @@ def test_a_rollback_brings_what_happened_since_the_promotion_into_the_old_index(
     assert model_a.model_id is None and len(detection_ids) == after - deleted
     assert all_point_ids(model_a.index) == detection_ids
     services.close()
+
+
+def test_models_without_results_are_judged_on_the_validation_set(
+    tmp_path: Path, tiny_yolo_dir: Path, tiny_siglip_dir: Path, other_models, footage
+) -> None:
+    spec = f"synthetic:{footage.root}"
+    env = settings_for(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir)
+    services = Services(make_settings({**env, "CAMTRACE_VAL_DATASET": spec, "CAMTRACE_PROMOTE_MARGIN": "100"}))
+    b = services.registry.register(other_models[0])
+    # Nothing registered serves: B is measured against the configured model on the same set.
+    with pytest.raises(PromotionRefused, match=r"model \d+ does not beat the configured model .* on text_to_identity"):
+        promote(services, b, progress=False)
+    stored = services.registry.get(b)
+    assert stored.metrics["dataset"] == spec and stored.metric("text_to_identity.top1") is not None
+    assert stored.index_name is None and services.registry.active() is None
+    services.close()

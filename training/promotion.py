@@ -21,14 +21,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
 from camtrace.storage import CropStore, Database, VectorIndex, open_index
 from camtrace.storage.sql import Detection
-from camtrace.training.registry import ModelEntry, ModelRegistry
+from camtrace.training.registry import ModelEntry, ModelRegistry, metric_value
 from tqdm import tqdm
 
 from camtrace.errors import InputError, NotFoundError, StorageError
@@ -83,25 +83,23 @@ class PromotionResult:
 # ---------------------------------------------------------------------------
 # Comparing
 # ---------------------------------------------------------------------------
-def compare(candidate: ModelEntry, baseline: ModelEntry | None, metric: str, margin: float) -> Comparison:
-    """Does ``candidate`` beat ``baseline`` by ``margin`` points of ``metric`` (stored evaluation results)?"""
-    mine = candidate.metric(metric)
-    if baseline is None:
-        return Comparison(metric, margin, mine, None, None, True, "no registered model serves now: nothing to beat")
-    theirs = baseline.metric(metric)
+def compare(
+    candidate_id: int, mine: float | None, baseline_id: int | None, theirs: float | None, metric: str, margin: float,
+    baseline_label: str | None = None,
+) -> Comparison:
+    """Does the candidate's figure beat the baseline's by ``margin`` points?"""
+    other = baseline_label or f"model {baseline_id}"
     if mine is None or theirs is None:
-        which = ", ".join(f"model {e.id}" for e, v in ((candidate, mine), (baseline, theirs)) if v is None)
+        which = " and ".join(name for name, value in ((f"model {candidate_id}", mine), (other, theirs)) if value is None)
         return Comparison(
-            metric, margin, mine, theirs, baseline.id, False,
-            f"no {metric} in the evaluation results of {which}; evaluate it on the validation set "
-            "(CAMTRACE_VAL_DATASET) or promote with --force",
+            metric, margin, mine, theirs, baseline_id, False,
+            f"no {metric} for {which}; set CAMTRACE_VAL_DATASET to evaluate on a validation set",
         )
     passed = mine >= theirs + margin
     verdict = "beats" if passed else "does not beat"
     return Comparison(
-        metric, margin, mine, theirs, baseline.id, passed,
-        f"model {candidate.id} {verdict} model {baseline.id} on {metric}: {mine:.2f} vs {theirs:.2f} "
-        f"(needs +{margin:g} points)",
+        metric, margin, mine, theirs, baseline_id, passed,
+        f"model {candidate_id} {verdict} {other} on {metric}: {mine:.2f} vs {theirs:.2f} (needs +{margin:g} points)",
     )
 
 
@@ -115,17 +113,57 @@ def baseline_model(services: Services) -> ModelEntry | None:
     return registry.by_version(services.model().encoder.model_version)
 
 
-def ensure_metrics(services: Services, entry: ModelEntry, metric: str) -> ModelEntry:
-    """Evaluate ``entry`` on CAMTRACE_VAL_DATASET when its results lack ``metric``, and store them."""
-    if entry.metric(metric) is not None or not services.settings.val_dataset:
-        return entry
+def validation_spec(services: Services, candidate: ModelEntry) -> str | None:
+    """The validation set both models are judged on: CAMTRACE_VAL_DATASET, else the one the
+    candidate's stored results name, else its training run's val dataset."""
+    datasets = candidate.datasets if isinstance(candidate.datasets, Mapping) else {}
+    for spec in (services.settings.val_dataset, candidate.metrics.get("dataset"), datasets.get("val")):
+        if isinstance(spec, str) and spec:
+            return spec
+    return None
+
+
+def evaluate_on(services: Services, encoder, spec: str) -> dict:
     from camtrace.training.datasets import load_dataset
     from camtrace.training.evaluate import evaluate_model
 
-    dataset = load_dataset(services.settings.val_dataset)
-    results = evaluate_model(services.encoder_for(entry), dataset, batch_size=services.settings.embed_batch_size)
-    merged = {**entry.metrics, **results, "dataset": services.settings.val_dataset}
-    return services.registry.set_metrics(entry.id, merged)
+    return evaluate_model(encoder, load_dataset(spec), batch_size=services.settings.embed_batch_size)
+
+
+def figure(services: Services, entry: ModelEntry, metric: str, spec: str | None) -> float | None:
+    """``entry``'s ``metric`` on the validation set ``spec``: the stored figure when it was measured
+    there (or where is unknown), else evaluated now. Results of a model that had none are stored."""
+    stored, measured_on = entry.metric(metric), entry.metrics.get("dataset")
+    if stored is not None and (spec is None or measured_on in (None, spec)):
+        return stored
+    if spec is None:
+        return None
+    results = evaluate_on(services, services.encoder_for(entry), spec)
+    if stored is None:
+        services.registry.set_metrics(entry.id, {**entry.metrics, **results, "dataset": spec})
+    return metric_value(results, metric)
+
+
+def judge(services: Services, candidate: ModelEntry, baseline: ModelEntry | None) -> Comparison:
+    """Compare the candidate with the model in service on CAMTRACE_PROMOTE_METRIC."""
+    settings = services.settings
+    metric, margin = settings.promote_metric, settings.promote_margin
+    if "." not in metric:
+        raise InputError(f"CAMTRACE_PROMOTE_METRIC {metric!r} must be section.metric, e.g. text_to_identity.top1")
+    spec = validation_spec(services, candidate)
+    mine = figure(services, candidate, metric, spec)
+    if baseline is not None:
+        return compare(candidate.id, mine, baseline.id, figure(services, baseline, metric, spec), metric, margin)
+    if spec is None:
+        return Comparison(
+            metric, margin, mine, None, None, True,
+            "no registered model serves now and no validation set is known (CAMTRACE_VAL_DATASET): nothing to beat",
+        )
+    # The configured model serves and was never registered: measure it on the same set.
+    from camtrace.embedding import ImageTextEncoder
+
+    theirs = metric_value(evaluate_on(services, ImageTextEncoder.from_settings(settings), spec), metric)
+    return compare(candidate.id, mine, None, theirs, metric, margin, "the configured model (CAMTRACE_EMBED_MODEL)")
 
 
 # ---------------------------------------------------------------------------
@@ -342,13 +380,7 @@ def promote(services: Services, model_id: int | str, *, force: bool = False, pro
     baseline = baseline_model(services)
     if baseline is not None and baseline.id == candidate.id:
         raise InputError(f"model {candidate.id} is already the model in service")
-    metric = settings.promote_metric
-    if "." not in metric:
-        raise InputError(f"CAMTRACE_PROMOTE_METRIC {metric!r} must be section.metric, e.g. text_to_identity.top1")
-    candidate = ensure_metrics(services, candidate, metric)
-    if baseline is not None:
-        baseline = ensure_metrics(services, baseline, metric)
-    comparison = compare(candidate, baseline, metric, settings.promote_margin)
+    comparison = judge(services, candidate, baseline)
     if not comparison.passed and not force:
         raise PromotionRefused(f"not promoted: {comparison.reason}; use --force to promote anyway")
     summary = reindex(services, candidate, progress=progress)
