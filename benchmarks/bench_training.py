@@ -83,7 +83,8 @@ def evaluation_seconds(folder: Path, dataset, device_name: str, batch_size: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps per model")
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps of the base-size model")
+    parser.add_argument("--tiny-steps", type=int, default=20, help="timed training steps of the tiny model")
     parser.add_argument("--batch-size", type=int, default=16, help="training batch (P identities x 4 crops)")
     parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--identities", type=int, default=12, help="people in the synthetic footage")
@@ -109,12 +110,12 @@ def main() -> None:
         eval_set = PersonDataset([replace(s, split="test") for s in everything.samples], "all crops")
         print(f"device: {name}; {len(train_set)} training crops, {len(eval_set)} evaluation crops")
 
-        models = [("tiny", build_tiny_siglip(root / "tiny"))]
+        models = [("tiny", build_tiny_siglip(root / "tiny"), args.tiny_steps)]
         if not args.skip_base:
-            models.append(("siglip2-base sizes", build_base_like_siglip(root / "base")))
+            models.append(("siglip2-base sizes", build_base_like_siglip(root / "base"), args.steps))
         rows = []
-        for label, folder in models:
-            throughput = train_throughput(folder, train_set, args.batch_size, args.steps, args.device)
+        for label, folder, steps in models:
+            throughput = train_throughput(folder, train_set, args.batch_size, steps, args.device)
             seconds, _ = evaluation_seconds(folder, eval_set, args.device, args.eval_batch_size)
             rows.append((label, throughput, seconds))
             print(f"{label:<20} train {throughput:8.1f} samples/s   evaluation {seconds:7.2f} s "
