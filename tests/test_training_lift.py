@@ -15,6 +15,12 @@ def test_training_lifts_text_to_identity_on_held_out_people(learnable_siglip_dir
     train_ids = set(load_dataset(spec).split("train").identities)
     assert held_out.identities and not train_ids & set(held_out.identities)
 
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(learnable_siglip_dir)
+    words = {w for text in crowd_footage.descriptions.values() for w in text.replace(",", " ").split()}
+    assert all(tokenizer.unk_token_id not in ids for ids in tokenizer(sorted(words), add_special_tokens=False)["input_ids"])
+
     before = evaluate_model(ImageTextEncoder(learnable_siglip_dir, device="cpu"), held_out)["text_to_identity"]
     config = TrainConfig(
         datasets=[spec], out_dir=tmp_path / "model", base=str(learnable_siglip_dir), head_epochs=1, epochs=16,
