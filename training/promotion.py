@@ -379,7 +379,8 @@ def promote(services: Services, model_id: int | str, *, force: bool = False, pro
     candidate = registry.get(model_id)
     baseline = baseline_model(services)
     if baseline is not None and baseline.id == candidate.id:
-        raise InputError(f"model {candidate.id} is already the model in service")
+        how = "active" if candidate.status == "active" else "the weights CAMTRACE_EMBED_MODEL names"
+        raise InputError(f"model {candidate.id} is already the model in service ({how}); nothing to promote")
     comparison = judge(services, candidate, baseline)
     if not comparison.passed and not force:
         raise PromotionRefused(f"not promoted: {comparison.reason}; use --force to promote anyway")
