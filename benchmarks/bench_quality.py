@@ -295,23 +295,28 @@ def train_embedder(cache: Path, world: WorldConfig, train_dirs: list[Path], base
         *(arg for d in train_dirs for arg in ("--dataset", f"synthetic:{d}")), "--out", str(out), "--base", str(base),
         # A random start has no heads worth training alone: the whole model from the first step.
         "--head-epochs", "0", "--epochs", str(cfg.epochs), "--lr", str(cfg.lr), "--batch-size", str(cfg.batch_size),
-        "--image-weight", str(cfg.image_weight), "--seed", str(cfg.seed), "--no-register", "--json",
+        "--image-weight", str(cfg.image_weight), "--seed", str(cfg.seed), "--no-register",
     ]
     print("$", " ".join(command), flush=True)
     started = time.perf_counter()
     env = os.environ | {"CAMTRACE_DATA_DIR": str(folder / "data")}
-    done = subprocess.run(command, check=True, env=env, stdout=subprocess.PIPE, text=True)  # progress bars: stderr
-    summary = json.loads(done.stdout)
-    record = {
-        "folder": str(out),
-        "epochs": cfg.epochs,
-        "steps": summary["steps"],
-        "final_loss": summary["history"][-1]["loss"] if summary["history"] else None,
-        "val_metrics": summary["val_metrics"],  # the trainer's own check on held-back training people
-        "train_seconds": round(time.perf_counter() - started, 1),
-    }
+    subprocess.run(command, check=True, env=env)
+    record = embedder_record(out, cfg, time.perf_counter() - started)
     mark_complete(folder, record)
     return record | {"cached": False}
+
+
+def embedder_record(out: Path, cfg: EmbedderConfig, seconds: float) -> dict:
+    """What the benchmark reports of a training run, from the ``training.json`` the trainer saves with the model."""
+    run = json.loads((out / "training.json").read_text())
+    return {
+        "folder": str(out),
+        "epochs": cfg.epochs,
+        "steps": run["steps"],
+        "final_loss": run["history"][-1]["loss"] if run["history"] else None,
+        "val_metrics": run["val_metrics"],  # the trainer's own check on held-back training people
+        "train_seconds": round(seconds, 1),
+    }
 
 
 # 3. Ingest and search --------------------------------------------------------------------------------------
@@ -389,7 +394,12 @@ def trace_figures(search, identities: dict[str, str | None]) -> dict | None:
         wanted = {t for t, who in identities.items() if who == person and t != seed}
         if not wanted:
             continue
-        returned = set(track_ids_in(trace(seed))) - {seed}
+        try:
+            traced = trace(seed)
+        except Exception as exc:  # a failing trace must not cost the figures measured before it
+            return {"seeds": 0, "precision": float("nan"), "recall": float("nan"),
+                    "error": f"SearchService.trace({seed!r}) failed: {type(exc).__name__}: {exc}"}
+        returned = set(track_ids_in(traced)) - {seed}
         precision, recall = trace_precision_recall(returned, wanted)
         precisions.append(precision)
         recalls.append(recall)
@@ -474,6 +484,8 @@ def print_table(report: dict) -> None:
               f"{fmt(row['reid']['map'])} | {fmt(trace.get('precision'))} {fmt(trace.get('recall'))}")
     if not any(row["trace"] for row in report["rows"]):
         print("trace: skipped (camtrace.search.SearchService has no trace() in this build)")
+    for error in dict.fromkeys(row["trace"]["error"] for row in report["rows"] if (row["trace"] or {}).get("error")):
+        print(f"trace: {error}")
     by_key = {(row["embedder"], row["crop_mode"]): row for row in report["rows"]}
     for mode in CROP_MODES:
         trained, untrained = by_key.get(("trained", mode)), by_key.get(("untrained", mode))
