@@ -117,3 +117,26 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tiny_siglip_dir, footage,
         train(replace(config, seed=1), progress=False)
     with pytest.raises(InputError, match="nothing to resume"):
         train(replace(config, out_dir=tmp_path / "empty", resume=True), progress=False)
+
+
+def test_train_command_registers_the_model_with_its_validation_figures(tiny_siglip_dir, footage, tmp_path):
+    from camtrace.cli import cli
+    from camtrace.services import Services
+    from camtrace.settings import Settings
+
+    data_dir, out = tmp_path / "data", tmp_path / "model"
+    result = CliRunner().invoke(cli, ["train", "--dataset", f"synthetic:{footage.root}", "--base", str(tiny_siglip_dir),
+                                      "--head-epochs", "1", "--epochs", "0", "--batch-size", "8",
+                                      "--images-per-identity", "2", "--out", str(out), "--no-progress", "--json"],
+                                env={"CAMTRACE_DEVICE": "cpu", "CAMTRACE_DATA_DIR": str(data_dir)})
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    services = Services(Settings(data_dir=data_dir))
+    try:
+        entry = services.registry.get(summary["model_id"])
+    finally:
+        services.close()
+    assert Path(entry.folder) == out.resolve()
+    assert entry.parent == str(tiny_siglip_dir)
+    assert entry.datasets["train"] == [f"synthetic:{footage.root}"]
+    assert entry.metrics["text_to_identity"] == summary["val_metrics"]["text_to_identity"]
