@@ -37,8 +37,9 @@ def text_to_identity_metrics(scores, query_ids, gallery_ids, max_rank: int = CMC
         raise ValueError(f"scores are {scores.shape}, ids give {(len(query_ids), len(gallery_ids))}")
     identities, inverse = np.unique(gallery_ids, return_inverse=True)
     # Per-identity maximum over its images: (queries x identities).
-    per_identity = np.full((scores.shape[0], len(identities)), -np.inf)
-    np.maximum.at(per_identity.T, inverse, scores.T)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.searchsorted(inverse[order], np.arange(len(identities)))
+    per_identity = np.maximum.reduceat(scores[:, order], starts, axis=1) if scores.size else scores
     ranks = []
     for q, identity in enumerate(query_ids):
         position = np.searchsorted(identities, identity)
