@@ -455,6 +455,25 @@ def evaluate_configuration(work: Path, test_dir: Path, detector: str, embedder: 
     }
 
 
+def crop_figures(test_dir: Path, model: str) -> dict:
+    """The ``camtrace eval`` protocols on ground-truth crops of every test person: the model alone, without
+    detector, tracker or crop selection (text -> identity, and image re-id across cameras)."""
+    from dataclasses import replace
+
+    from camtrace.embedding import ImageTextEncoder
+    from camtrace.training.datasets import PersonDataset, load_dataset
+    from camtrace.training.evaluate import evaluate_model
+
+    footage = load_dataset(f"synthetic:{test_dir}")
+    # The loader splits a footage's people into train/val/test; here every person is a test person.
+    everyone = PersonDataset([replace(s, split="test") for s in footage.samples], name=f"{footage.name} (everyone)")
+    encoder = ImageTextEncoder(model, None, device="cpu")
+    try:
+        return evaluate_model(encoder, everyone, batch_size=64) | {"images": len(everyone)}
+    finally:
+        encoder.unload()
+
+
 # Report ----------------------------------------------------------------------------------------------------
 
 
@@ -486,6 +505,11 @@ def print_table(report: dict) -> None:
         print("trace: skipped (camtrace.search.SearchService has no trace() in this build)")
     for error in dict.fromkeys(row["trace"]["error"] for row in report["rows"] if (row["trace"] or {}).get("error")):
         print(f"trace: {error}")
+    for name, figures in report["ground_truth_crops"].items():
+        text, reid = figures["text_to_identity"] or {}, figures["image_reid"] or {}
+        print(f"{name} model on {figures['images']} ground-truth crops of the test people (camtrace eval protocols):"
+              f" text->identity Top-1 {fmt(text.get('top1'))}, Top-5 {fmt(text.get('top5'))}; "
+              f"image re-id Top-1 {fmt(reid.get('top1'))}, mAP {fmt(reid.get('map'))}")
     by_key = {(row["embedder"], row["crop_mode"]): row for row in report["rows"]}
     for mode in CROP_MODES:
         trained, untrained = by_key.get(("trained", mode)), by_key.get(("untrained", mode))
@@ -524,8 +548,11 @@ def main() -> None:
     print(f"[{time.perf_counter() - began:6.0f} s] embedder ready{' (cached)' if trained['cached'] else ''}",
           flush=True)
 
+    models = {"untrained": str(base), "trained": trained["folder"]}
+    crop_level = {name: crop_figures(test_dir, folder) for name, folder in models.items()}
+    print(f"[{time.perf_counter() - began:6.0f} s] ground-truth crops measured", flush=True)
     rows = []
-    for name, embedder in (("untrained", str(base)), ("trained", trained["folder"])):
+    for name, embedder in models.items():
         for mode in CROP_MODES:
             row = evaluate_configuration(work, test_dir, detector["folder"], embedder, preset.detector.imgsz, mode)
             rows.append({"embedder": name, "crop_mode": mode, **row})
@@ -537,6 +564,7 @@ def main() -> None:
         "world": asdict(preset.world),
         "detector": {k: v for k, v in detector.items() if k != "cached"},
         "embedder": {"base": asdict(preset.embedder), "trained": trained},
+        "ground_truth_crops": crop_level,
         "rows": rows,
         "seconds": round(time.perf_counter() - began, 1),
     }
