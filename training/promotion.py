@@ -259,7 +259,7 @@ def open_model_index(services: Services, entry: ModelEntry | None, encoder=None)
 
 
 def reindex(
-    services: Services, entry: ModelEntry | None, *, progress: bool = True, remove_stale: bool = True
+    services: Services, entry: ModelEntry | None, *, progress: bool = True, remove_stale: bool = True, encoder=None
 ) -> ReindexSummary:
     """Fill the index of ``entry``'s model (None: CAMTRACE_EMBED_MODEL) with every SQL detection's
     crop, embedded by that model. Repeats until a pass finds nothing missing (ingest may add
@@ -267,7 +267,7 @@ def reindex(
     index out of service, where no ingest writes a point before its SQL row."""
     started = time.perf_counter()
     settings = services.settings
-    encoder, index = open_model_index(services, entry)
+    encoder, index = open_model_index(services, entry, encoder)
     model_id = None if entry is None else entry.id
     summary = ReindexSummary(model_id, index.name, 0, 0)
     label = "configured model" if entry is None else f"model {entry.id}"
@@ -384,13 +384,14 @@ def promote(services: Services, model_id: int | str, *, force: bool = False, pro
     comparison = judge(services, candidate, baseline)
     if not comparison.passed and not force:
         raise PromotionRefused(f"not promoted: {comparison.reason}; use --force to promote anyway")
-    summary = reindex(services, candidate, progress=progress)
+    encoder = services.encoder_for(candidate)  # loaded once for both passes
+    summary = reindex(services, candidate, progress=progress, encoder=encoder)
     switch_to(services, candidate, summary.index_name)
     # Processes still holding the old model write to its index until they re-read the
     # pointer; one more pass after that picks up what they wrote.
     if settings.model_refresh_seconds:
         time.sleep(settings.model_refresh_seconds + 1.0)
-    late = reindex(services, registry.get(candidate.id), progress=False, remove_stale=False)
+    late = reindex(services, registry.get(candidate.id), progress=False, remove_stale=False, encoder=encoder)
     summary.embedded += late.embedded
     summary.points = late.points
     summary.missing_crops.extend(p for p in late.missing_crops if p not in summary.missing_crops)
