@@ -18,6 +18,7 @@ workers, tracked as a ``reindex`` job in SQL.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -259,12 +260,15 @@ def open_model_index(services: Services, entry: ModelEntry | None, encoder=None)
 
 
 def reindex(
-    services: Services, entry: ModelEntry | None, *, progress: bool = True, remove_stale: bool = True, encoder=None
+    services: Services, entry: ModelEntry | None, *, progress: bool = True, in_service: bool = False, encoder=None
 ) -> ReindexSummary:
     """Fill the index of ``entry``'s model (None: CAMTRACE_EMBED_MODEL) with every SQL detection's
     crop, embedded by that model. Repeats until a pass finds nothing missing (ingest may add
-    points meanwhile). ``remove_stale`` also deletes points without a detection; only for an
-    index out of service, where no ingest writes a point before its SQL row."""
+    points meanwhile). An index out of service also loses points without a detection (none
+    is written there before its SQL row) and, in local mode, stays open throughout (opening
+    an Edge shard costs up to a second at 100k points); one ``in_service`` is opened per
+    call, so searches in other processes wait for one batch at most. With a broker the
+    workers write, so it is never held open here."""
     started = time.perf_counter()
     settings = services.settings
     encoder, index = open_model_index(services, entry, encoder)
@@ -272,39 +276,41 @@ def reindex(
     summary = ReindexSummary(model_id, index.name, 0, 0)
     label = "configured model" if entry is None else f"model {entry.id}"
     bar = tqdm(unit="crop", desc=f"re-index {label}", disable=not progress)
+    hold_open = contextlib.nullcontext() if in_service or settings.broker_url else index.session()
     try:
-        for attempt in range(MAX_CATCH_UP_PASSES + 1):
-            batches = []
-            for batch in missing_batches(services.db, index, settings.reindex_batch_size):
-                # A crop gone from the store (deleted by hand) can never be embedded: report it, skip it.
-                gone = [r.point_id for r in batch if r.point_id in summary.missing_crops
-                        or not services.crops.exists(r.crop_key)]
-                summary.missing_crops.extend(p for p in gone if p not in summary.missing_crops)
-                if kept := [r for r in batch if r.point_id not in gone]:
-                    batches.append(kept)
-            if not batches:
-                break
-            if attempt == MAX_CATCH_UP_PASSES:
-                # Never switch to an index that lacks points: searches would lose them.
-                raise StorageError(
-                    f"re-index of {label}: {sum(len(b) for b in batches)} point(s) still missing after "
-                    f"{MAX_CATCH_UP_PASSES} passes (ingest outpacing it, or failing batches: see `camtrace jobs`); "
-                    "nothing was switched, run the promotion again"
-                )
-            bar.total = (bar.total or 0) + sum(len(b) for b in batches)
-            bar.refresh()
-            if settings.broker_url:
-                summary.embedded += reindex_on_workers(services, entry, batches, progress=bar)
-            else:
+        with hold_open:
+            for attempt in range(MAX_CATCH_UP_PASSES + 1):
+                batches = []
+                for batch in missing_batches(services.db, index, settings.reindex_batch_size):
+                    # A crop gone from the store (deleted by hand) can never be embedded: report it, skip it.
+                    gone = [r.point_id for r in batch if r.point_id in summary.missing_crops
+                            or not services.crops.exists(r.crop_key)]
+                    summary.missing_crops.extend(p for p in gone if p not in summary.missing_crops)
+                    if kept := [r for r in batch if r.point_id not in gone]:
+                        batches.append(kept)
+                if not batches:
+                    break
+                if attempt == MAX_CATCH_UP_PASSES:
+                    # Never switch to an index that lacks points: searches would lose them.
+                    raise StorageError(
+                        f"re-index of {label}: {sum(len(b) for b in batches)} point(s) still missing after "
+                        f"{MAX_CATCH_UP_PASSES} passes (ingest outpacing it, or failing batches: see "
+                        "`camtrace jobs`); nothing was switched, run the promotion again"
+                    )
+                bar.total = (bar.total or 0) + sum(len(b) for b in batches)
+                bar.refresh()
+                if settings.broker_url:
+                    summary.embedded += reindex_on_workers(services, entry, batches, progress=bar)
+                    continue
                 for batch in batches:
                     with index.session():
                         written, missing = reembed(encoder, index, services.crops, batch, encoder.model_version)
                     summary.embedded += written
                     summary.missing_crops.extend(missing)
                     bar.update(len(batch))
-        if remove_stale:
-            summary.removed = remove_deleted_points(services.db, index)
-        summary.points = index.count()
+            if not in_service:
+                summary.removed = remove_deleted_points(services.db, index)
+            summary.points = index.count()
     finally:
         bar.close()
     if entry is not None:
@@ -391,7 +397,7 @@ def promote(services: Services, model_id: int | str, *, force: bool = False, pro
     # pointer; one more pass after that picks up what they wrote.
     if settings.model_refresh_seconds:
         time.sleep(settings.model_refresh_seconds + 1.0)
-    late = reindex(services, registry.get(candidate.id), progress=False, remove_stale=False, encoder=encoder)
+    late = reindex(services, registry.get(candidate.id), progress=False, in_service=True, encoder=encoder)
     summary.embedded += late.embedded
     summary.points = late.points
     summary.missing_crops.extend(p for p in late.missing_crops if p not in summary.missing_crops)
