@@ -87,9 +87,6 @@ class LazySearch:
         if self._service is None:
             from camtrace.search import SearchService
 
-            index = self._services.index
-            if hasattr(index, "keep_open"):  # the embedded index: keep the shard loaded between searches
-                index.keep_open = self._services.settings.index_keep_open_seconds
             self._service = SearchService(self._services)
         return getattr(self._service, name)
 
@@ -99,7 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from camtrace.api.routers import audit, auth, cameras, feedback, jobs, search, system, trace, tracks, users
 
     settings = settings or load_settings()
-    services = Services(settings)
+    # The embedded index stays loaded between searches (handed over at once to a process that waits).
+    services = Services(settings, keep_index_open=settings.index_keep_open_seconds)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):

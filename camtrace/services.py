@@ -4,19 +4,93 @@ The CLI, the local pipeline, the query service and the workers all get their
 detector, encoder, index, database and crop store from here, so every entry
 point wires the stages the same way. Models load lazily: a command that never
 embeds never loads the encoder.
+
+The embedding model is the registry's active model when one is active (see
+camtrace.training.registry), else CAMTRACE_EMBED_MODEL. Its encoder and the
+index of its vectors are chosen together (``model()``), so a search or a
+write never pairs one model's vectors with another model's index. Long-running
+processes re-read the active pointer every CAMTRACE_MODEL_REFRESH_SECONDS and
+switch after a promotion or a rollback; work already holding a ``model()``
+finishes with the one it took.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from functools import cached_property
 
+from camtrace.errors import StorageError
 from camtrace.settings import Settings, prepare_ultralytics_env
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddingModel:
+    """One model's encoder and the index holding that model's vectors, always used as a pair.
+
+    ``model_id`` is the registry id (None: CAMTRACE_EMBED_MODEL). The index is
+    opened on first use, so a process that only encodes never touches it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        encoder,
+        model_id: int | None = None,
+        index_name: str | None = None,
+        *,
+        keep_index_open: float = 0.0,
+    ) -> None:
+        self.settings = settings
+        self.encoder = encoder
+        self.model_id = model_id
+        self.index_name = index_name
+        self.keep_index_open = keep_index_open
+        self._lock = threading.Lock()
+        self._index = None
+
+    @property
+    def index(self):
+        """The vector index of this model version, opened once (loads the encoder to learn its size)."""
+        with self._lock:
+            if self._index is None:
+                self._index = self._open_index()
+            return self._index
+
+    def _open_index(self):
+        from camtrace.storage import open_index
+
+        self.encoder.load()
+        index = open_index(self.settings, self.encoder.model_version, self.encoder.dim)
+        if self.keep_index_open and hasattr(index, "keep_open"):  # embedded index: keep the shard loaded
+            index.keep_open = self.keep_index_open
+        if self.index_name and index.name != self.index_name:
+            index.close()
+            raise StorageError(
+                f"the registry names index {self.index_name!r} for model {self.model_id}, but its weights "
+                f"({self.encoder.model_version}) belong in {index.name!r}: the model folder changed after "
+                "registration; register it again and promote the new entry"
+            )
+        return index
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
 
 
 class Services:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, keep_index_open: float = 0.0) -> None:
+        """``keep_index_open``: seconds an embedded index stays loaded between uses (the query service's
+        searches); 0 opens and closes it around each use, so other processes can take their turn."""
         self.settings = settings
+        self.keep_index_open = keep_index_open
         prepare_ultralytics_env(settings)
+        self._model: EmbeddingModel | None = None
+        self._model_key: tuple[int | None, str | None] | None = None
+        self._checked_at = float("-inf")
+        self._model_lock = threading.RLock()
 
     @cached_property
     def db(self):
@@ -39,22 +113,66 @@ class Services:
         return PersonDetector.from_settings(self.settings)
 
     @cached_property
-    def encoder(self):
+    def registry(self):
+        from camtrace.training.registry import ModelRegistry
+
+        return ModelRegistry(self.db)
+
+    def model(self) -> EmbeddingModel:
+        """The active embedding model with its index, re-checked against the registry at most every
+        CAMTRACE_MODEL_REFRESH_SECONDS. Take it once per unit of work (a query, a batch)."""
+        with self._model_lock:
+            now = time.monotonic()
+            if self._model is not None and now - self._checked_at < self.settings.model_refresh_seconds:
+                return self._model
+            try:
+                key = self.registry.active_pointer()
+            except StorageError:
+                if self._model is None:
+                    raise
+                # The database is away for a moment: keep serving the model in hand.
+                log.warning("cannot read the active model; keeping model %s", self._model.model_id, exc_info=True)
+                return self._model
+            self._checked_at = now
+            if self._model is None or key != self._model_key:
+                previous = self._model
+                self._model = self._build_model(*key)
+                self._model_key = key
+                if previous is not None:
+                    log.warning("embedding model switched to %s (registry model %s)", self._model.encoder, key[0])
+            return self._model
+
+    def _build_model(self, model_id: int | None, index_name: str | None) -> EmbeddingModel:
         from camtrace.embedding import ImageTextEncoder
 
-        return ImageTextEncoder.from_settings(self.settings)
+        if model_id is None:
+            encoder = ImageTextEncoder.from_settings(self.settings)
+        else:
+            encoder = self.encoder_for(self.registry.get(model_id))
+        return EmbeddingModel(self.settings, encoder, model_id, index_name, keep_index_open=self.keep_index_open)
 
-    @cached_property
+    def encoder_for(self, entry):
+        """An encoder (not loaded yet) for a registered model, with this host's device and batch settings."""
+        from camtrace.embedding import ImageTextEncoder
+
+        return ImageTextEncoder(
+            entry.folder,
+            entry.processor,
+            device=self.settings.device,
+            batch_size=self.settings.embed_batch_size,
+            text_max_length=self.settings.embed_text_max_length,
+        )
+
+    @property
+    def encoder(self):
+        """The active model's encoder; pair it with ``index`` only through one ``model()``."""
+        return self.model().encoder
+
+    @property
     def index(self):
-        """The vector index of the current model version (loads the encoder to learn its size)."""
-        from camtrace.storage import open_index
-
-        encoder = self.encoder
-        encoder.load()
-        index = open_index(self.settings, encoder.model_version, encoder.dim)
-        index.ensure()
-        return index
+        """The active model's vector index; pair it with ``encoder`` only through one ``model()``."""
+        return self.model().index
 
     def close(self) -> None:
-        if "index" in self.__dict__:
-            self.index.close()
+        if self._model is not None:
+            self._model.close()

@@ -100,6 +100,33 @@ class Settings(BaseSettings):
     )
     metrics_port: int | None = Field(None, description="Port for a worker's Prometheus metrics; unset: no endpoint.")
     camera_backoff_max: float = Field(60.0, gt=0.0, description="Longest wait between camera reconnect attempts (s).")
+    model_refresh_seconds: float = Field(
+        5.0, ge=0.0, description="Long-running services re-read the active model from the registry this often (s)."
+    )
+    promote_metric: str = Field(
+        "text_to_identity.top1",
+        description="Validation figure a new model must improve to be promoted: text_to_identity.<m> or image_reid.<m>.",
+    )
+    promote_margin: float = Field(
+        1.0, description="Points by which a new model must beat the active one on CAMTRACE_PROMOTE_METRIC."
+    )
+    val_dataset: str | None = Field(
+        None, description="Validation dataset (KIND:PATH) for scheduled training and for promotion checks."
+    )
+    reindex_batch_size: int = Field(256, ge=1, description="Crops per re-index batch (one embed task in distributed mode).")
+    training_data_dir: Path | None = Field(
+        None, description="Training datasets, one sub-folder per kind (market1501/, csv/, ...); new ones trigger training."
+    )
+    train_interval_seconds: float | None = Field(
+        None, gt=0.0, description="How often beat checks for new training data (s); unset: no scheduled training."
+    )
+    train_min_new_datasets: int = Field(
+        1, ge=1, description="New dataset entries (newer than the last registered model) that start a training run."
+    )
+    train_min_new_feedback: int = Field(
+        200, ge=1, description="New confirmed re-id matches (feedback) that start a training run."
+    )
+    auto_promote: bool = Field(False, description="Promote a model trained by the schedule when it beats the active one.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="Logging level.")
     ingest_roots: str = Field(
         "", description="Comma-separated folders the HTTP API may ingest from (POST /api/jobs); empty disables HTTP ingest."
@@ -111,7 +138,7 @@ class Settings(BaseSettings):
     )
 
     @field_validator("embed_processor", "qdrant_url", "qdrant_api_key", "database_url", "broker_url", "result_backend",
-        "retention_days", "metrics_port", mode="before")
+        "retention_days", "metrics_port", "val_dataset", "training_data_dir", "train_interval_seconds", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

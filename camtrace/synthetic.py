@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -138,12 +139,21 @@ def generate_footage(
     size: tuple[int, int] = (640, 360),
     seed: int = 0,
     start_ts: float = 1_767_225_600.0,
+    *,
+    identity_prefix: str = "p",
+    exclude_descriptions: Collection[str] = (),
+    background_seed: int | None = None,
 ) -> Footage:
     """Write ``cameras`` MP4 files plus ``ground_truth.json`` into ``out_dir`` and return what was written.
 
     All cameras record the same interval starting at ``start_ts``; each file's
     modification time is set to its start time, which is what ``VideoSource``
     uses when no start time is given.
+
+    Two footages of one world with disjoint people (a training and a test set)
+    share ``background_seed`` (the cameras' scenes; default ``seed``) and differ
+    in ``seed``, ``identity_prefix`` (ids are prefix + number) and
+    ``exclude_descriptions`` (clothing combinations the new people must not wear).
     """
     if cameras < 1 or identities < 1:
         raise ValueError("need at least one camera and one identity")
@@ -156,9 +166,12 @@ def generate_footage(
     n_frames = int(round(seconds * fps))
     camera_ids = [f"cam{k + 1}" for k in range(cameras)]
 
-    people = _make_identities(rng, identities)
+    people = _make_identities(rng, identities, identity_prefix, frozenset(exclude_descriptions))
     appearances = _make_schedule(rng, people, camera_ids, n_frames, fps, start_ts, size)
-    backgrounds = {cam: _background(np.random.default_rng([seed, k]), size) for k, cam in enumerate(camera_ids)}
+    scene_seed = seed if background_seed is None else background_seed
+    backgrounds = {
+        cam: _background(np.random.default_rng([scene_seed, k]), size) for k, cam in enumerate(camera_ids)
+    }
 
     videos: dict[str, Path] = {}
     boxes: list[GroundTruthBox] = []
@@ -250,7 +263,9 @@ def ground_truth_dict(footage: Footage) -> dict:
 # Identities and schedule ------------------------------------------------------------------------------------
 
 
-def _make_identities(rng: np.random.Generator, count: int) -> list[Identity]:
+def _make_identities(
+    rng: np.random.Generator, count: int, prefix: str = "p", exclude: frozenset[str] = frozenset()
+) -> list[Identity]:
     names = list(COLOURS)
     people: list[Identity] = []
     used: set[tuple] = set()
@@ -263,18 +278,19 @@ def _make_identities(rng: np.random.Generator, count: int) -> list[Identity]:
         if key in used and len(used) < 500:  # keep descriptions distinct while that is possible
             continue
         used.add(key)
-        people.append(
-            Identity(
-                id=f"p{len(people) + 1}",
-                top=names[int(top)],
-                bottom=names[int(bottom)],
-                bottom_kind=kind,
-                item=item,
-                item_colour=item_colour,
-                height_scale=round(float(rng.uniform(0.9, 1.1)), 3),
-                skin=int(rng.integers(len(SKIN))),
-            )
+        person = Identity(
+            id=f"{prefix}{len(people) + 1}",
+            top=names[int(top)],
+            bottom=names[int(bottom)],
+            bottom_kind=kind,
+            item=item,
+            item_colour=item_colour,
+            height_scale=round(float(rng.uniform(0.9, 1.1)), 3),
+            skin=int(rng.integers(len(SKIN))),
         )
+        if person.description in exclude:  # another footage's person (its rng draws are spent all the same)
+            continue
+        people.append(person)
     return people
 
 

@@ -167,8 +167,9 @@ class SearchService:
         if not text.strip():
             raise InputError("the search text is empty; describe the person, e.g. 'man, grey hoodie, blue jeans'")
         self.check_page(limit, offset)
-        vector = self.services.encoder.encode_texts([text])[0]
-        return self.by_vector(vector, search_filter, limit, offset=offset, min_score=min_score)
+        model = self.services.model()  # one model embeds the query and owns the index searched
+        vector = model.encoder.encode_texts([text])[0]
+        return self.by_vector(vector, search_filter, limit, offset=offset, min_score=min_score, index=model.index)
 
     def by_image(
         self,
@@ -216,8 +217,9 @@ class SearchService:
                 query = image_bgr[y1:y2, x1:x2]
         elif person is not None:
             raise InputError("a person can only be picked on a photo searched with detection (detect=True)")
-        vector = self.services.encoder.encode_images([cv2.cvtColor(query, cv2.COLOR_BGR2RGB)])[0]
-        results = self.by_vector(vector, search_filter, limit, offset=offset, min_score=min_score)
+        model = self.services.model()
+        vector = model.encoder.encode_images([cv2.cvtColor(query, cv2.COLOR_BGR2RGB)])[0]
+        results = self.by_vector(vector, search_filter, limit, offset=offset, min_score=min_score, index=model.index)
         return PhotoSearch(results=results, persons=persons, person=chosen)
 
     def persons(self, image_bgr: np.ndarray) -> list[DetectedPerson]:
@@ -245,9 +247,12 @@ class SearchService:
         *,
         offset: int = 0,
         min_score: float | None = None,
+        index=None,
     ) -> list[SearchResult]:
+        """Search ``index`` (that of the model which made ``vector``; default: the active model's)."""
         self.check_page(limit, offset)
-        hits = self.services.index.search(vector, search_filter, limit, offset=offset, min_score=min_score)
+        index = index or self.services.index
+        hits = index.search(vector, search_filter, limit, offset=offset, min_score=min_score)
         return self._results(hits)
 
     # Tracks ------------------------------------------------------------------
@@ -325,15 +330,16 @@ class SearchService:
             exclude_track_ids=identity.decided,
         )
         with index.session():
-            positives = self._examples((seed.id, *identity.confirmed))
+            positives = self._examples(index, (seed.id, *identity.confirmed))
             if not positives:
                 return []  # the track's vectors are gone (retention): nothing to compare with
-            negatives = self._examples(identity.rejected)
+            negatives = self._examples(index, identity.rejected)
             hits = index.recommend(positives, negatives, search_filter, limit, offset=offset, min_score=min_score)
         return self._results(hits)
 
-    def _examples(self, track_ids: Sequence[str]) -> list[np.ndarray]:
-        vectors = [point.vector for track in track_ids for point in self.services.index.track_points(track)]
+    @staticmethod
+    def _examples(index, track_ids: Sequence[str]) -> list[np.ndarray]:
+        vectors = [point.vector for track in track_ids for point in index.track_points(track)]
         if len(vectors) > MAX_EXAMPLES:
             keep = np.linspace(0, len(vectors) - 1, MAX_EXAMPLES).round().astype(int)
             vectors = [vectors[i] for i in keep]

@@ -336,6 +336,25 @@ class EdgeIndex(VectorIndex):
         by_id = {str(r.id): r for r in records}
         return [self._point(by_id[str(i)]) for i in ids if str(i) in by_id]
 
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        with self._use("retrieve") as shard:
+            records = shard.retrieve([str(i) for i in ids], with_payload=False, with_vector=False)
+        return {str(r.id) for r in records}
+
+    def point_ids(self) -> set[str]:
+        ids: set[str] = set()
+        offset = None
+        with self._use("listing point ids") as shard:
+            while True:
+                page, offset = shard.scroll(
+                    qe.ScrollRequest(offset=offset, limit=SCROLL_PAGE, with_payload=False, with_vector=False)
+                )
+                ids.update(str(record.id) for record in page)
+                if offset is None:
+                    return ids
+
     def track_points(self, track_id: str) -> list[IndexPoint]:
         flt = qe.Filter(must=[qe.FieldCondition(key="track_id", match=qe.MatchValue(str(track_id)))])
         records = []

@@ -89,6 +89,8 @@ class VectorIndex(ABC):
 
     model_version: str
     dim: int
+    name: str  # the Edge shard folder or the server collection: what the model registry records
+
 
     @abstractmethod
     def ensure(self) -> None:
@@ -164,6 +166,14 @@ class VectorIndex(ABC):
     def retrieve(self, ids: Sequence[str]) -> list[IndexPoint]:
         """Points with vectors (unit length: cosine indexes store them normalised), in the order
         of ``ids``; unknown ids are skipped."""
+
+    @abstractmethod
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the index holds (no vectors read): how a re-index resumes."""
+
+    @abstractmethod
+    def point_ids(self) -> set[str]:
+        """Every point id in the index (no payloads, no vectors): for reconciling it with SQL."""
 
     @abstractmethod
     def track_points(self, track_id: str) -> list[IndexPoint]:

@@ -82,6 +82,7 @@ class ServerIndex(VectorIndex):
         self.dim = int(dim)
         self.alias = alias
         self.collection_name = f"{alias}__{slug(model_version)}"
+        self.name = self.collection_name
         self.location = location or "the local Qdrant client"
 
     @contextlib.contextmanager
@@ -236,6 +237,27 @@ class ServerIndex(VectorIndex):
             )
         by_id = {str(r.id): r for r in records}
         return [self._point(by_id[str(i)]) for i in ids if str(i) in by_id]
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        with self._call("retrieve"):
+            records = self.client.retrieve(
+                self.collection_name, ids=[str(i) for i in ids], with_payload=False, with_vectors=False
+            )
+        return {str(r.id) for r in records}
+
+    def point_ids(self) -> set[str]:
+        ids: set[str] = set()
+        offset = None
+        with self._call("listing point ids"):
+            while True:
+                page, offset = self.client.scroll(
+                    self.collection_name, limit=SCROLL_PAGE, offset=offset, with_payload=False, with_vectors=False
+                )
+                ids.update(str(record.id) for record in page)
+                if offset is None:
+                    return ids
 
     def track_points(self, track_id: str) -> list[IndexPoint]:
         flt = qm.Filter(must=[qm.FieldCondition(key="track_id", match=qm.MatchValue(value=str(track_id)))])

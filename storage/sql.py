@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import (
+    JSON,
     Float,
     ForeignKey,
     Integer,
@@ -185,6 +186,38 @@ class Feedback(Base):
 
 
 FEEDBACK_VERDICTS = ("same", "different")
+
+
+class Model(Base):
+    """One trained embedding model in the registry (camtrace.training.registry drives its lifecycle)."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    folder: Mapped[str] = mapped_column(Text)  # the checkpoint folder (or hub id) the encoder loads
+    processor: Mapped[str | None] = mapped_column(Text)  # None: the folder's own processor
+    model_version: Mapped[str] = mapped_column(String, index=True)
+    parent: Mapped[str | None] = mapped_column(Text)  # what it was fine-tuned from: a registry id, folder or hub id
+    datasets: Mapped[Any] = mapped_column(JSON, default=list)
+    settings: Mapped[Any] = mapped_column(JSON, default=dict)
+    metrics: Mapped[Any] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String, default="registered", server_default="registered")
+    index_name: Mapped[str | None] = mapped_column(String)  # Edge shard folder or server collection
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    activated_at: Mapped[float | None] = mapped_column(Float)
+
+
+class ActiveModel(Base):
+    """The one-row pointer to the model that embeds queries and new crops (no row: CAMTRACE_EMBED_MODEL)."""
+
+    __tablename__ = "active_model"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
+    index_name: Mapped[str | None] = mapped_column(String)
+    switched_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
 JOB_COUNTERS = ("segments_total", "segments_done", "segments_failed", "crops_indexed", "frames")
 # Columns an upsert never rewrites: the first write's time stays.
 _KEEP_ON_CONFLICT = frozenset({"created_at"})
@@ -501,6 +534,8 @@ class Database:
     def refresh_job(self, job_id: str) -> Job:
         """Recompute a job's progress from its segments (idempotent, whatever got redelivered)."""
         job = self.get_job(job_id)
+        if job.kind != "ingest":  # other jobs (a re-index) count their own progress
+            return job
         with self._guard(f"reading segments of job {job_id!r}"), self.engine.connect() as conn:
             rows = conn.execute(
                 select(Segment.status, func.count(), func.coalesce(func.sum(Segment.crops), 0),
@@ -579,6 +614,27 @@ class Database:
             for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
                 chunk = wanted[start : start + 500]
                 found.update((t.id, t) for t in session.scalars(select(Track).where(Track.id.in_(chunk))))
+        return found
+
+    def detection_pages(self, page_size: int = 1000) -> Iterator[list[Detection]]:
+        """Every detection in pages ordered by point id (keyset paging: rows added meanwhile behind
+        the cursor are picked up by the next full pass, none is read twice)."""
+        after = ""
+        while True:
+            query = select(Detection).where(Detection.point_id > after).order_by(Detection.point_id).limit(page_size)
+            with self._guard("reading detections"), self._sessions() as session:
+                page = list(session.scalars(query))
+            if not page:
+                return
+            yield page
+            after = page[-1].point_id
+
+    def detections_by_ids(self, point_ids: Sequence[str]) -> list[Detection]:
+        found: list[Detection] = []
+        with self._guard("reading detections"), self._sessions() as session:
+            for start in range(0, len(point_ids), 500):
+                chunk = list(point_ids[start : start + 500])
+                found.extend(session.scalars(select(Detection).where(Detection.point_id.in_(chunk))))
         return found
 
     def track_detections(self, track_id: str) -> list[Detection]:

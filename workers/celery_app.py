@@ -23,6 +23,7 @@ TASK_ROUTES = {
     "camtrace.detect": "detect",
     "camtrace.embed": "embed",
     "camtrace.train": "train",
+    "camtrace.reindex": "embed",  # re-embedding stored crops for a new model runs on the embed (GPU) workers
     "camtrace.retention": "ingest",
 }
 
@@ -37,6 +38,9 @@ def beat_schedule(settings: Settings) -> dict:
     schedule: dict = {}
     if settings.retention_days:
         schedule["retention"] = {"task": "camtrace.retention", "schedule": 3600.0}
+    if settings.train_interval_seconds:
+        # The worker decides whether enough new data has arrived (training/schedule.py).
+        schedule["train"] = {"task": "camtrace.train", "schedule": float(settings.train_interval_seconds)}
     return schedule
 
 

@@ -40,7 +40,8 @@ def ingest_local(
     try:
         # Load both models before the first write: missing weights stop here.
         services.detector.load()
-        indexer = CropIndexer(services.encoder, services.index, services.db, services.crops)
+        model = services.model()  # one model for the whole ingest: its encoder writes into its own index
+        indexer = CropIndexer(model.encoder, model.index, services.db, services.crops)
         db = services.db
         plans = [(video, video.segments(settings.segment_seconds)) for video in videos]
         summary = IngestSummary(job_id=str(uuid.uuid4()), camera_id=camera_id, videos=len(videos))

@@ -198,7 +198,8 @@ def embed_batch(messages: list[dict]) -> list[tuple[dict, BaseException]]:
     """Embed and write parts; returns the parts to retry with the error that stopped them."""
     stages = services()
     db = stages.db
-    indexer = CropIndexer(stages.encoder, stages.index, db, stages.crops)
+    model = stages.model()  # the encoder and the index of one model, whatever a promotion switches meanwhile
+    indexer = CropIndexer(model.encoder, model.index, db, stages.crops)
     decoded = []
     for kwargs in messages:
         try:
@@ -254,3 +255,40 @@ def retention(self) -> int:
         return apply_retention(services(), time.time() - settings.retention_days * 86400)
     except TRANSIENT_ERRORS as exc:
         raise self.retry(exc=exc, countdown=backoff(self.request.retries))
+
+
+_reindex_encoders: dict = {}  # one loaded encoder per registered model, per worker process
+
+
+@app.task(name="camtrace.reindex", bind=True, max_retries=20, acks_late=True)
+def reindex(self, job_id: str, model_id: int | None, point_ids: list[str]) -> int:
+    """Re-embed a batch of stored crops with a registered model into that model's index (promotion)."""
+    from camtrace.training.promotion import reindex_batch
+
+    try:
+        return reindex_batch(services(), job_id, model_id, point_ids, _reindex_encoders)
+    except Exception as exc:
+        if isinstance(exc, TRANSIENT_ERRORS) and self.request.retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
+        # Counted as failed, so the promotion following the job stops instead of waiting forever.
+        services().db.increment_job(job_id, segments_failed=1)
+        services().db.update_job(job_id, error=f"re-index batch failed: {exc}")
+        raise
+
+
+# Acknowledged on receipt, unlike the other tasks: a training run outlasts the
+# visibility timeout and would be delivered twice. A run lost with its worker
+# is started again by the next scheduled check (its data is still new).
+@app.task(name="camtrace.train", acks_late=False)
+def train(request: dict | None = None) -> int | None:
+    """Beat (no request): train when enough new data has arrived. On demand: train as asked.
+
+    Returns the registered model's id, or None when the schedule found nothing to do.
+    """
+    from camtrace.training.schedule import TrainRequest, maybe_train, run_training
+
+    if request is None:
+        outcome = maybe_train(services())
+    else:
+        outcome = run_training(services(), TrainRequest(**request))
+    return None if outcome is None else outcome.model_id

@@ -1,0 +1,578 @@
+"""Does camtrace find the right person? Retrieval quality on a synthetic world, trained against untrained models.
+
+    python benchmarks/bench_quality.py                    # full run: ~30 min on 2 busy CPU cores, ~6 min once cached
+    python benchmarks/bench_quality.py --quick            # fewer people, seconds and epochs (development)
+    python benchmarks/bench_quality.py --json quality.json
+
+The world: a few cameras, each with its own fixed scene, and two disjoint sets
+of synthetic people (camtrace.synthetic: clothing colours, items and an
+operator-style description) walking past them: training people and test
+people, no two of whom share a description.
+
+1. A YOLO person detector (``yolo11n.yaml``, random initialisation) is trained
+   with Ultralytics' own trainer on frames of the training footage and their
+   ground-truth boxes; its mAP50 is measured on held-out frames of the test
+   footage.
+2. An embedding model is trained with ``camtrace train`` on crops and
+   descriptions of the training people, starting from a small randomly
+   initialised SigLIP (embedding/tiny_model.py). That random start is the
+   untrained baseline.
+3. The test cameras are ingested through the real local pipeline (detector,
+   ByteTrack, crop selection, embedding, Qdrant Edge, SQLite) once per
+   embedding model and crop setting, each into a fresh data dir, and searched
+   through the real query stage. Each indexed track gets a ground-truth
+   identity by box IoU (benchmarks/quality_eval.py), then:
+   - text -> track: every test person's description; Top-1/Top-5 = the
+     person's track is first / among the first five;
+   - photo re-id across cameras: each track's crops query the other cameras'
+     tracks (a track scores its best match to any query crop); Top-1 and mAP;
+   - trace precision/recall from seed tracks, where ``SearchService.trace`` exists.
+   Crop settings: the K best crops per track (CAMTRACE_CROPS_PER_TRACK
+   default), one crop per track, and every crop (a large K, no size or
+   sharpness filter).
+
+Trained models are cached in a folder keyed by their parameters (``--cache``),
+so a second run reuses them. Nothing is downloaded: Ultralytics runs with
+YOLO_OFFLINE=1, YOLO_AUTOINSTALL=False, no plots and no AMP check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from quality_eval import GroundTruth, identity_of_track, ranking_figures, trace_precision_recall, track_ids_in
+
+DONE = "complete.json"  # written last into a cache folder: its presence means the stage finished
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Cameras with fixed scenes; several short training footages (more people, none crowded) and one test footage."""
+
+    cameras: int
+    train_footages: int
+    train_identities: int  # per training footage
+    train_seconds: float
+    test_identities: int
+    test_seconds: float
+    fps: float = 10.0
+    size: tuple[int, int] = (640, 360)
+    seed: int = 11
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    epochs: int
+    imgsz: int = 256
+    batch: int = 8
+    train_frame_stride: int = 8  # every n-th frame of the training footage is a training image
+    val_frame_stride: int = 10  # every n-th frame of the test footage is a held-out image
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    image_size: int
+    patch_size: int
+    epochs: int
+    lr: float
+    batch_size: int
+    image_weight: float = 0.5  # weight of the image-to-image (re-id) term of the loss
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Preset:
+    world: WorldConfig
+    detector: DetectorConfig
+    embedder: EmbedderConfig
+
+
+PRESETS = {
+    "full": Preset(
+        WorldConfig(cameras=4, train_footages=8, train_identities=12, train_seconds=8.0, test_identities=16,
+                    test_seconds=30.0),
+        DetectorConfig(epochs=10),
+        EmbedderConfig(96, 4, 4, 384, 64, 8, epochs=20, lr=1e-3, batch_size=32, image_weight=1.0),
+    ),
+    "quick": Preset(
+        WorldConfig(cameras=3, train_footages=2, train_identities=10, train_seconds=8.0, test_identities=6,
+                    test_seconds=12.0),
+        DetectorConfig(epochs=8, train_frame_stride=2),
+        EmbedderConfig(64, 2, 2, 256, 64, 8, epochs=5, lr=1e-3, batch_size=32, image_weight=1.0),
+    ),
+}
+
+# Crop settings compared, as settings overrides: the default K, one crop per track, and every crop
+# (a K no track reaches, with the size and sharpness filters off; frame-cut crops are still dropped).
+CROP_MODES: dict[str, dict[str, object]] = {
+    "K best": {},
+    "1 crop": {"crops_per_track": 1},
+    "every crop": {"crops_per_track": 100_000, "min_crop_height": 1, "min_crop_sharpness": 0.0},
+}
+
+
+# Cache -----------------------------------------------------------------------------------------------------
+
+
+def cache_folder(root: Path, stage: str, params: object) -> Path:
+    """``root/<stage>-<hash of params>``: a change of any parameter builds anew, an equal one reuses."""
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return root / f"{stage}-{digest}"
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / DONE).is_file()
+
+
+def mark_complete(folder: Path, record: dict) -> None:
+    (folder / DONE).write_text(json.dumps(record, indent=1, default=str))
+
+
+def read_record(folder: Path) -> dict:
+    return json.loads((folder / DONE).read_text())
+
+
+def fresh(folder: Path) -> Path:
+    """An empty folder for a stage that did not finish before (a half-written one is removed)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
+# 0. The world ----------------------------------------------------------------------------------------------
+
+
+def build_world(cache: Path, world: WorldConfig) -> tuple[list[Path], Path]:
+    """Training footages and the test footage of one world: same cameras and scenes, no person in two of them."""
+    from camtrace.synthetic import generate_footage
+
+    folder = cache_folder(cache, "world", asdict(world))
+    train_dirs = [folder / f"train{k + 1}" for k in range(world.train_footages)]
+    test_dir = folder / "test"
+    if is_complete(folder):
+        return train_dirs, test_dir
+    fresh(folder)
+    common = {"cameras": world.cameras, "fps": world.fps, "size": world.size, "background_seed": world.seed}
+    worn: set[str] = set()  # descriptions taken: every person of the world looks different
+    for k, train_dir in enumerate(train_dirs):
+        footage = generate_footage(
+            train_dir, identities=world.train_identities, seconds=world.train_seconds, seed=world.seed + 1 + k,
+            identity_prefix=f"train{k + 1}-", exclude_descriptions=worn, **common,
+        )
+        worn |= set(footage.descriptions.values())
+    generate_footage(test_dir, identities=world.test_identities, seconds=world.test_seconds, seed=world.seed,
+                     identity_prefix="test", exclude_descriptions=worn, **common)
+    mark_complete(folder, asdict(world))
+    return train_dirs, test_dir
+
+
+# 1. The detector -------------------------------------------------------------------------------------------
+
+
+def write_yolo_split(footage_dir: Path, dataset: Path, split: str, stride: int, prefix: str = "") -> int:
+    """Every ``stride``-th frame of each camera as a JPEG plus a YOLO label file; returns the image count."""
+    import cv2
+
+    truth = GroundTruth.from_json(footage_dir / "ground_truth.json")
+    meta = json.loads((footage_dir / "ground_truth.json").read_text())
+    width, height = meta["size"]
+    images, labels = dataset / "images" / split, dataset / "labels" / split
+    images.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for camera, info in meta["cameras"].items():
+        capture = cv2.VideoCapture(str(footage_dir / info["video"]))
+        index = 0
+        try:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                if index % stride == 0:
+                    name = f"{prefix}{camera}_{index:06d}"
+                    cv2.imwrite(str(images / f"{name}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+                    rows = [
+                        f"0 {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
+                        f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}"
+                        for _, (x1, y1, x2, y2) in truth.boxes.get((camera, index), [])
+                    ]
+                    (labels / f"{name}.txt").write_text("\n".join(rows))  # empty file: a frame with nobody
+                    written += 1
+                index += 1
+        finally:
+            capture.release()
+    return written
+
+
+def train_detector(cache: Path, world: WorldConfig, train_dirs: list[Path], test_dir: Path, cfg: DetectorConfig) -> dict:
+    """Train (or reuse) the person detector; returns its folder, image counts and held-out mAP50."""
+    import ultralytics
+
+    folder = cache_folder(cache, "detector", {"world": asdict(world), "detector": asdict(cfg),
+                                              "ultralytics": ultralytics.__version__})
+    if is_complete(folder):
+        return read_record(folder) | {"cached": True}
+    fresh(folder)
+    dataset = folder / "dataset"
+    n_train = sum(write_yolo_split(d, dataset, "train", cfg.train_frame_stride, d.name) for d in train_dirs)
+    n_val = write_yolo_split(test_dir, dataset, "val", cfg.val_frame_stride)
+    data_yaml = dataset / "data.yaml"
+    data_yaml.write_text(f"path: {dataset}\ntrain: images/train\nval: images/val\nnames:\n  0: person\n")
+
+    from ultralytics import YOLO
+
+    started = time.perf_counter()
+    model = YOLO("yolo11n.yaml")  # architecture only: random weights, nothing to download
+    model.train(
+        data=str(data_yaml), imgsz=cfg.imgsz, epochs=cfg.epochs, batch=cfg.batch,
+        nbs=cfg.batch,  # an optimiser step per batch: few images, so do not accumulate to 64
+        device="cpu", workers=0, amp=False, plots=False, val=False, pretrained=False, seed=cfg.seed,
+        close_mosaic=max(1, cfg.epochs // 5), project=str(folder / "runs"), name="train", exist_ok=True,
+        verbose=False,
+    )
+    train_seconds = time.perf_counter() - started
+    weights = Path(model.trainer.save_dir) / "weights" / "last.pt"
+    shutil.copy(weights, folder / "model.pt")  # the folder is what CAMTRACE_DETECTOR_MODEL names
+    held_out = YOLO(str(folder / "model.pt")).val(
+        data=str(data_yaml), split="val", imgsz=cfg.imgsz, batch=cfg.batch, device="cpu", workers=0, plots=False,
+        verbose=False, project=str(folder / "runs"), name="val", exist_ok=True,
+    )
+    record = {
+        "folder": str(folder),
+        "train_images": n_train,
+        "held_out_images": n_val,
+        "epochs": cfg.epochs,
+        "imgsz": cfg.imgsz,
+        "map50": round(100.0 * float(held_out.box.map50), 1),
+        "map50_95": round(100.0 * float(held_out.box.map), 1),
+        "train_seconds": round(train_seconds, 1),
+    }
+    shutil.rmtree(dataset / "images")  # the frames are cheap to write again; the folder keeps the model
+    mark_complete(folder, record)
+    return record | {"cached": False}
+
+
+# 2. The embedding model ------------------------------------------------------------------------------------
+
+
+def base_embedder(cache: Path, cfg: EmbedderConfig) -> Path:
+    """The randomly initialised SigLIP both models start from (the untrained baseline)."""
+    from camtrace.embedding.tiny_model import build_random_siglip
+
+    sizes = {k: getattr(cfg, k) for k in ("hidden_size", "num_layers", "num_heads", "intermediate_size",
+                                          "image_size", "patch_size", "seed")}
+    folder = cache_folder(cache, "embedder-base", sizes)
+    if not is_complete(folder):
+        build_random_siglip(fresh(folder), **sizes)
+        mark_complete(folder, sizes)
+    return folder
+
+
+def train_embedder(cache: Path, world: WorldConfig, train_dirs: list[Path], base: Path, cfg: EmbedderConfig) -> dict:
+    """Fine-tune the base with ``camtrace train`` on the training people (or reuse the cached result)."""
+    folder = cache_folder(cache, "embedder-trained", {"world": asdict(world), "embedder": asdict(cfg)})
+    if is_complete(folder):
+        return read_record(folder) | {"cached": True}
+    out = fresh(folder) / "model"
+    command = [
+        sys.executable, "-m", "camtrace.cli", "train",
+        *(arg for d in train_dirs for arg in ("--dataset", f"synthetic:{d}")), "--out", str(out), "--base", str(base),
+        # A random start has no heads worth training alone: the whole model from the first step.
+        "--head-epochs", "0", "--epochs", str(cfg.epochs), "--lr", str(cfg.lr), "--batch-size", str(cfg.batch_size),
+        "--image-weight", str(cfg.image_weight), "--seed", str(cfg.seed), "--no-register",
+    ]
+    print("$", " ".join(command), flush=True)
+    started = time.perf_counter()
+    env = os.environ | {"CAMTRACE_DATA_DIR": str(folder / "data")}
+    subprocess.run(command, check=True, env=env)
+    record = embedder_record(out, cfg, time.perf_counter() - started)
+    mark_complete(folder, record)
+    return record | {"cached": False}
+
+
+def embedder_record(out: Path, cfg: EmbedderConfig, seconds: float) -> dict:
+    """What the benchmark reports of a training run, from the ``training.json`` the trainer saves with the model."""
+    run = json.loads((out / "training.json").read_text())
+    return {
+        "folder": str(out),
+        "epochs": cfg.epochs,
+        "steps": run["steps"],
+        "final_loss": run["history"][-1]["loss"] if run["history"] else None,
+        "val_metrics": run["val_metrics"],  # the trainer's own check on held-back training people
+        "train_seconds": round(seconds, 1),
+    }
+
+
+# 3. Ingest and search --------------------------------------------------------------------------------------
+
+
+def ingest_settings(data_dir: Path, detector: str, embedder: str, imgsz: int, crop_mode: str):
+    from camtrace.settings import load_settings
+
+    return load_settings(
+        data_dir=data_dir, detector_model=detector, detector_imgsz=imgsz,
+        embed_model=embedder, embed_processor="",  # the model folder's own processor
+        **CROP_MODES[crop_mode],
+    )
+
+
+def track_identities(services, truth: GroundTruth) -> tuple[dict[str, str | None], dict[str, str]]:
+    """Ground-truth identity (or None) and camera of every indexed track, from its stored detections."""
+    from camtrace.storage.sql import Detection
+    from sqlalchemy import select
+
+    detections: dict[str, list[tuple[str, int, tuple[float, float, float, float]]]] = {}
+    cameras: dict[str, str] = {}
+    query = select(Detection.track_id, Detection.camera_id, Detection.frame_index,
+                   Detection.x1, Detection.y1, Detection.x2, Detection.y2)
+    with services.db.engine.connect() as conn:
+        for track_id, camera, frame_index, x1, y1, x2, y2 in conn.execute(query):
+            detections.setdefault(track_id, []).append((camera, frame_index, (x1, y1, x2, y2)))
+            cameras[track_id] = camera
+    return {track: identity_of_track(rows, truth) for track, rows in detections.items()}, cameras
+
+
+def text_figures(search, identities: dict[str, str | None], truth: GroundTruth) -> dict:
+    """Each test person's description -> tracks; a person nobody's track was matched to counts as a miss."""
+    rankings, relevant = [], []
+    for person, description in sorted(truth.descriptions.items()):
+        results = search.by_text(description, limit=max(1, len(identities)))
+        rankings.append([identities.get(r.track_id) == person for r in results])
+        relevant.append(max(1, sum(1 for who in identities.values() if who == person)))
+    return ranking_figures(rankings, relevant)
+
+
+def reid_figures(services, identities: dict[str, str | None], cameras: dict[str, str]) -> dict:
+    """Each matched track's crops -> other cameras' tracks (best score over the query crops)."""
+    from camtrace.types import SearchFilter
+
+    index = services.index
+    rankings, relevant = [], []
+    for track, person in sorted(identities.items()):
+        if person is None:
+            continue
+        gallery = [t for t, cam in cameras.items() if cam != cameras[track]]
+        n_relevant = sum(1 for t in gallery if identities[t] == person)
+        if n_relevant == 0:
+            continue
+        scores: dict[str, float] = {}
+        elsewhere = SearchFilter(exclude_camera_ids=(cameras[track],))
+        for point in index.track_points(track):
+            for hit in index.search(point.vector, elsewhere, limit=len(gallery)):
+                scores[hit.track_id] = max(scores.get(hit.track_id, -math.inf), hit.score)
+        ranked = sorted(scores, key=lambda t: (-scores[t], t))
+        rankings.append([identities.get(t) == person for t in ranked])
+        relevant.append(n_relevant)
+    return ranking_figures(rankings, relevant)
+
+
+def trace_figures(search, identities: dict[str, str | None]) -> dict | None:
+    """Precision/recall of ``SearchService.trace`` from every matched seed track (None where it does not exist)."""
+    trace = getattr(search, "trace", None)
+    if trace is None:
+        return None
+    precisions, recalls = [], []
+    for seed, person in sorted(identities.items()):
+        if person is None:
+            continue
+        wanted = {t for t, who in identities.items() if who == person and t != seed}
+        if not wanted:
+            continue
+        try:
+            traced = trace(seed)
+        except Exception as exc:  # a failing trace must not cost the figures measured before it
+            return {"seeds": 0, "precision": float("nan"), "recall": float("nan"),
+                    "error": f"SearchService.trace({seed!r}) failed: {type(exc).__name__}: {exc}"}
+        returned = set(track_ids_in(traced)) - {seed}
+        precision, recall = trace_precision_recall(returned, wanted)
+        precisions.append(precision)
+        recalls.append(recall)
+    if not precisions:
+        return {"seeds": 0, "precision": float("nan"), "recall": float("nan")}
+    return {"seeds": len(precisions), "precision": sum(precisions) / len(precisions),
+            "recall": sum(recalls) / len(recalls)}
+
+
+def evaluate_configuration(work: Path, test_dir: Path, detector: str, embedder: str, imgsz: int,
+                           crop_mode: str) -> dict:
+    """Ingest the test cameras into a fresh data dir with these models and crop setting; measure retrieval."""
+    from camtrace.search import SearchService
+    from camtrace.workers.local import ingest_local
+
+    from camtrace.services import Services
+
+    data_dir = work / f"data-{hashlib.sha1(f'{embedder}|{crop_mode}'.encode()).hexdigest()[:10]}"
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    settings = ingest_settings(data_dir, detector, embedder, imgsz, crop_mode)
+    truth = GroundTruth.from_json(test_dir / "ground_truth.json")
+    meta = json.loads((test_dir / "ground_truth.json").read_text())
+    services = Services(settings)
+    try:
+        started = time.perf_counter()
+        frames = crops = 0
+        for camera, info in meta["cameras"].items():
+            summary = ingest_local(services, str(test_dir / info["video"]), camera, info["start_ts"], progress=True)
+            frames += summary.frames
+            crops += summary.crops
+        ingest_seconds = time.perf_counter() - started
+        identities, cameras = track_identities(services, truth)
+        search = SearchService(services)
+        with services.index.session():  # one open of the embedded shard for all the queries
+            text = text_figures(search, identities, truth)
+            reid = reid_figures(services, identities, cameras)
+            trace = trace_figures(search, identities)
+    finally:
+        services.close()
+    return {
+        "crops_per_track": settings.crops_per_track,
+        "frames": frames,
+        "crops": crops,
+        "tracks": len(identities),
+        "false_tracks": sum(1 for who in identities.values() if who is None),
+        "people_found": len({who for who in identities.values() if who is not None}),
+        "people": len(truth.descriptions),
+        "ingest_seconds": round(ingest_seconds, 1),
+        "text": text,
+        "reid": reid,
+        "trace": trace,
+    }
+
+
+def crop_figures(test_dir: Path, model: str) -> dict:
+    """The ``camtrace eval`` protocols on ground-truth crops of every test person: the model alone, without
+    detector, tracker or crop selection (text -> identity, and image re-id across cameras)."""
+    from dataclasses import replace
+
+    from camtrace.embedding import ImageTextEncoder
+    from camtrace.training.datasets import PersonDataset, load_dataset
+    from camtrace.training.evaluate import evaluate_model
+
+    footage = load_dataset(f"synthetic:{test_dir}")
+    # The loader splits a footage's people into train/val/test; here every person is a test person.
+    everyone = PersonDataset([replace(s, split="test") for s in footage.samples], name=f"{footage.name} (everyone)")
+    encoder = ImageTextEncoder(model, None, device="cpu")
+    try:
+        return evaluate_model(encoder, everyone, batch_size=64) | {"images": len(everyone)}
+    finally:
+        encoder.unload()
+
+
+# Report ----------------------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None) -> str:
+    return "  -  " if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:5.1f}"
+
+
+def print_table(report: dict) -> None:
+    det = report["detector"]
+    print()
+    world = report["world"]
+    print(f"world: {world['cameras']} cameras; training: {world['train_footages']} footages x "
+          f"{world['train_identities']} people x {world['train_seconds']:.0f} s; test: {world['test_identities']} "
+          f"other people, {world['test_seconds']:.0f} s per camera")
+    print(f"detector: yolo11n from scratch, {det['epochs']} epochs at {det['imgsz']} px on {det['train_images']} "
+          f"frames: mAP50 {det['map50']:.1f}, mAP50-95 {det['map50_95']:.1f} on {det['held_out_images']} held-out "
+          "frames")
+    header = (f"{'embedder':<10} {'crops':<12} {'K':>6} {'tracks':>6} {'false':>5} {'found':>5} {'crops':>6} | "
+              f"{'txt@1':>5} {'txt@5':>5} | {'rid@1':>5} {'ridAP':>5} | {'trP':>5} {'trR':>5}")
+    print(header)
+    print("-" * len(header))
+    for row in report["rows"]:
+        trace = row["trace"] or {}
+        print(f"{row['embedder']:<10} {row['crop_mode']:<12} {row['crops_per_track']:>6} {row['tracks']:>6} "
+              f"{row['false_tracks']:>5} {row['people_found']:>2}/{row['people']:<2} {row['crops']:>6} | "
+              f"{fmt(row['text']['top1'])} {fmt(row['text']['top5'])} | {fmt(row['reid']['top1'])} "
+              f"{fmt(row['reid']['map'])} | {fmt(trace.get('precision'))} {fmt(trace.get('recall'))}")
+    if not any(row["trace"] for row in report["rows"]):
+        print("trace: skipped (camtrace.search.SearchService has no trace() in this build)")
+    for error in dict.fromkeys(row["trace"]["error"] for row in report["rows"] if (row["trace"] or {}).get("error")):
+        print(f"trace: {error}")
+    for name, figures in report["ground_truth_crops"].items():
+        text, reid = figures["text_to_identity"] or {}, figures["image_reid"] or {}
+        print(f"{name} model on {figures['images']} ground-truth crops of the test people (camtrace eval protocols):"
+              f" text->identity Top-1 {fmt(text.get('top1'))}, Top-5 {fmt(text.get('top5'))}; "
+              f"image re-id Top-1 {fmt(reid.get('top1'))}, mAP {fmt(reid.get('map'))}")
+    by_key = {(row["embedder"], row["crop_mode"]): row for row in report["rows"]}
+    for mode in CROP_MODES:
+        trained, untrained = by_key.get(("trained", mode)), by_key.get(("untrained", mode))
+        if trained and untrained:
+            print(f"trained - untrained ({mode}): text Top-1 {trained['text']['top1'] - untrained['text']['top1']:+.1f}"
+                  f", re-id mAP {trained['reid']['map'] - untrained['reid']['map']:+.1f} points")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a small world and short training, for development")
+    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                        / "camtrace" / "bench_quality", help="trained models and footage, reused by later runs")
+    parser.add_argument("--json", type=Path, help="also write the table and its parameters to this JSON file")
+    parser.add_argument("--work", type=Path, help="data dirs of the ingests (default: a folder in the cache)")
+    args = parser.parse_args()
+
+    preset = PRESETS["quick" if args.quick else "full"]
+    cache = args.cache.expanduser().resolve()
+    cache.mkdir(parents=True, exist_ok=True)
+    work = (args.work or cache / "runs").resolve()
+    # Ultralytics stays offline, with its settings file in the cache, before it is first imported.
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["YOLO_AUTOINSTALL"] = "False"
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(cache / "ultralytics"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    began = time.perf_counter()
+    train_dirs, test_dir = build_world(cache, preset.world)
+    print(f"[{time.perf_counter() - began:6.0f} s] world ready: {test_dir.parent}", flush=True)
+    detector = train_detector(cache, preset.world, train_dirs, test_dir, preset.detector)
+    print(f"[{time.perf_counter() - began:6.0f} s] detector ready (mAP50 {detector['map50']:.1f}"
+          f"{', cached' if detector['cached'] else ''})", flush=True)
+    base = base_embedder(cache, preset.embedder)
+    trained = train_embedder(cache, preset.world, train_dirs, base, preset.embedder)
+    print(f"[{time.perf_counter() - began:6.0f} s] embedder ready{' (cached)' if trained['cached'] else ''}",
+          flush=True)
+
+    models = {"untrained": str(base), "trained": trained["folder"]}
+    crop_level = {name: crop_figures(test_dir, folder) for name, folder in models.items()}
+    print(f"[{time.perf_counter() - began:6.0f} s] ground-truth crops measured", flush=True)
+    rows = []
+    for name, embedder in models.items():
+        for mode in CROP_MODES:
+            row = evaluate_configuration(work, test_dir, detector["folder"], embedder, preset.detector.imgsz, mode)
+            rows.append({"embedder": name, "crop_mode": mode, **row})
+            print(f"[{time.perf_counter() - began:6.0f} s] {name} / {mode}: text Top-1 {row['text']['top1']:.1f}, "
+                  f"re-id mAP {row['reid']['map']:.1f}", flush=True)
+
+    report = {
+        "preset": "quick" if args.quick else "full",
+        "world": asdict(preset.world),
+        "detector": {k: v for k, v in detector.items() if k != "cached"},
+        "embedder": {"base": asdict(preset.embedder), "trained": trained},
+        "ground_truth_crops": crop_level,
+        "rows": rows,
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+    print_table(report)
+    print(f"total {report['seconds']:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

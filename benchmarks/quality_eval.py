@@ -1,0 +1,133 @@
+"""Ground-truth matching and retrieval figures for ``bench_quality.py`` (pure functions, no models).
+
+An indexed track is given the ground-truth identity its boxes overlap most:
+each of its stored detections votes for the synthetic person whose drawn box
+(same camera, same frame) has the highest IoU with it, if that IoU reaches
+``MIN_IOU``; the identity with most votes wins (ties: the larger summed IoU,
+then the smaller id). A track whose boxes overlap nobody is a false track
+(``None``): it stays in every gallery as a distractor and is never a query.
+
+Rankings are lists of booleans, best first: ``True`` where the result belongs
+to the identity searched for. Figures are percentages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, is_dataclass
+from pathlib import Path
+
+Box = tuple[float, float, float, float]
+MIN_IOU = 0.5  # the usual detection-matching threshold (PASCAL VOC, mAP50)
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``x1, y1, x2, y2`` boxes (0 when either is empty)."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Who is drawn where, read from a synthetic footage folder's ``ground_truth.json``."""
+
+    boxes: Mapping[tuple[str, int], list[tuple[str, Box]]]  # (camera, frame index) -> [(identity, box)]
+    descriptions: Mapping[str, str]  # identity -> operator-style description
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> GroundTruth:
+        truth = json.loads(Path(path).read_text())
+        boxes: dict[tuple[str, int], list[tuple[str, Box]]] = defaultdict(list)
+        for row in truth["boxes"]:
+            boxes[(row["camera"], int(row["frame_index"]))].append((row["identity"], tuple(row["box"])))
+        descriptions = {key: ident["description"] for key, ident in truth["identities"].items()}
+        return cls(boxes=dict(boxes), descriptions=descriptions)
+
+
+def identity_of_track(
+    detections: Iterable[tuple[str, int, Sequence[float]]], truth: GroundTruth, min_iou: float = MIN_IOU
+) -> str | None:
+    """The identity a track's detections ``(camera, frame_index, box)`` overlap most, by majority vote."""
+    votes: Counter[str] = Counter()
+    overlap: Counter[str] = Counter()
+    for camera, frame_index, box in detections:
+        scored = [(box_iou(box, drawn), identity) for identity, drawn in truth.boxes.get((camera, frame_index), [])]
+        if not scored:
+            continue
+        iou, identity = min(scored, key=lambda pair: (-pair[0], pair[1]))
+        if iou >= min_iou:
+            votes[identity] += 1
+            overlap[identity] += iou
+    if not votes:
+        return None
+    return min(votes, key=lambda identity: (-votes[identity], -overlap[identity], identity))
+
+
+def average_precision(ranking: Sequence[bool], n_relevant: int) -> float:
+    """AP of one ranked list; relevant items that never appear in it count as missed."""
+    if n_relevant <= 0:
+        raise ValueError("average precision needs at least one relevant item")
+    hits = 0
+    total = 0.0
+    for position, relevant in enumerate(ranking, start=1):
+        if relevant:
+            hits += 1
+            total += hits / position
+    return total / n_relevant
+
+
+def ranking_figures(rankings: Sequence[Sequence[bool]], n_relevant: Sequence[int]) -> dict[str, float]:
+    """Top-1, Top-5 (a relevant item within the first k) and mAP over queries, in percent."""
+    if len(rankings) != len(n_relevant):
+        raise ValueError(f"{len(rankings)} rankings but {len(n_relevant)} relevant counts")
+    if not rankings:
+        return {"queries": 0, "top1": float("nan"), "top5": float("nan"), "map": float("nan")}
+    count = len(rankings)
+    return {
+        "queries": count,
+        "top1": 100.0 * sum(any(r[:1]) for r in rankings) / count,
+        "top5": 100.0 * sum(any(r[:5]) for r in rankings) / count,
+        "map": 100.0 * sum(average_precision(r, n) for r, n in zip(rankings, n_relevant)) / count,
+    }
+
+
+def trace_precision_recall(returned: Iterable[str], relevant: Iterable[str]) -> tuple[float, float]:
+    """Precision and recall (percent) of the tracks a trace returned against those it should have."""
+    returned, relevant = set(returned), set(relevant)
+    precision = 100.0 * len(returned & relevant) / len(returned) if returned else 0.0
+    recall = 100.0 * len(returned & relevant) / len(relevant) if relevant else float("nan")
+    return precision, recall
+
+
+def track_ids_in(result: object) -> list[str]:
+    """Every ``track_id`` named anywhere in a trace result (dataclasses, mappings, sequences, objects)."""
+    found: list[str] = []
+
+    def walk(value: object) -> None:
+        if isinstance(value, str | bytes | int | float | bool) or value is None:
+            return
+        if is_dataclass(value) and not isinstance(value, type):
+            value = vars(value)
+        elif hasattr(value, "model_dump"):
+            value = value.model_dump()
+        if isinstance(value, Mapping):
+            track = value.get("track_id")
+            if isinstance(track, str):
+                found.append(track)
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, Iterable):
+            for item in value:
+                walk(item)
+        elif hasattr(value, "__dict__"):
+            walk(vars(value))
+
+    walk(result)
+    return list(dict.fromkeys(found))

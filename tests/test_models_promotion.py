@@ -1,0 +1,242 @@
+"""Promotion, re-index and rollback of registered models on a real index built from synthetic footage.
+
+The index is built once with the real pipeline (tiny YOLO, tiny SigLIP "A",
+Qdrant Edge, SQLite, the crop store); each test works on a copy of it. Two
+more tiny SigLIP models with other seeds play the newly trained models; their
+validation results are given at registration, as a training run stores them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from camtrace.embedding.tiny_model import build_tiny_siglip
+from camtrace.search import SearchService
+from camtrace.storage import EdgeIndex
+from camtrace.training.promotion import PromotionRefused, promote, rollback
+from camtrace.workers.jobs import apply_retention
+from camtrace.workers.local import ingest_local
+from click.testing import CliRunner
+
+from camtrace.cli import cli
+from camtrace.services import Services
+from camtrace.settings import Settings
+
+QUERY = "red top, blue trousers"
+
+
+def settings_for(data_dir: Path, yolo: Path, siglip: Path) -> dict[str, str]:
+    return {
+        "CAMTRACE_DATA_DIR": str(data_dir),
+        "CAMTRACE_EMBED_MODEL": str(siglip),
+        "CAMTRACE_DETECTOR_MODEL": str(yolo),
+        "CAMTRACE_DETECTOR_CONF": "0.25",
+        "CAMTRACE_DETECTOR_IMGSZ": "320",
+        "CAMTRACE_DETECTOR_MAX_DET": "6",
+        "CAMTRACE_SEGMENT_SECONDS": "4",
+        "CAMTRACE_DEVICE": "cpu",
+        # Every call re-reads the active model: a switch is seen at once.
+        "CAMTRACE_MODEL_REFRESH_SECONDS": "0",
+        "CAMTRACE_REINDEX_BATCH_SIZE": "16",
+    }
+
+
+def make_settings(env: dict[str, str]) -> Settings:
+    return Settings(**{key.removeprefix("CAMTRACE_").lower(): value for key, value in env.items()})
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory, tiny_yolo_dir: Path, tiny_siglip_dir: Path, footage) -> Path:
+    """A data dir holding two cameras' footage indexed with model A (CAMTRACE_EMBED_MODEL)."""
+    data_dir = tmp_path_factory.mktemp("promotion") / "data"
+    services = Services(make_settings(settings_for(data_dir, tiny_yolo_dir, tiny_siglip_dir)))
+    for camera_id in sorted(footage.videos)[:2]:
+        ingest_local(services, str(footage.videos[camera_id]), camera_id, footage.start_ts[camera_id], progress=False)
+    assert services.index.count() > 20
+    services.close()
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def other_models(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("candidates")
+    return build_tiny_siglip(folder / "model-b", seed=1), build_tiny_siglip(folder / "model-c", seed=2)
+
+
+@pytest.fixture
+def env(indexed: Path, tmp_path: Path, tiny_yolo_dir: Path, tiny_siglip_dir: Path) -> dict[str, str]:
+    data_dir = tmp_path / "data"
+    shutil.copytree(indexed, data_dir)
+    return settings_for(data_dir, tiny_yolo_dir, tiny_siglip_dir)
+
+
+def top1(value: float) -> dict:
+    return {"text_to_identity": {"top1": value, "top5": value + 20}, "image_reid": {"map": value}}
+
+
+def snapshot(index) -> dict[str, np.ndarray]:
+    """Every point id of an index with its vector."""
+    points = {}
+    with index.session():
+        for point in index.retrieve(sorted(all_point_ids(index))):
+            points[point.id] = point.vector
+    return points
+
+
+def all_point_ids(index) -> set[str]:
+    import qdrant_edge as qe
+
+    ids, offset = set(), None
+    with index.session():
+        while True:
+            page, offset = index._shard.scroll(qe.ScrollRequest(offset=offset, limit=1000))
+            ids.update(str(record.id) for record in page)
+            if offset is None:
+                return ids
+
+
+def same_points(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> bool:
+    return before.keys() == after.keys() and all(np.allclose(before[k], after[k], atol=1e-6) for k in before)
+
+
+def test_better_model_is_promoted_while_searches_go_on_and_rollback_restores(env, other_models) -> None:
+    settings = make_settings(env)
+    services = Services(settings)
+    model_a = services.model()
+    index_a = model_a.index
+    detections = services.db.counts()["detections"]
+    assert index_a.count() == detections
+    before_a = snapshot(index_a)
+    registry = services.registry
+    a = registry.register(settings.embed_model, datasets=["synthetic:/data/a"], metrics=top1(20.0))
+    b = registry.register(other_models[0], parent=a, datasets=["synthetic:/data/b"], metrics=top1(35.0))
+
+    # An operator keeps searching from another process-like set of services during the promotion.
+    searcher = Services(settings)
+    seen_versions: list[str] = []
+    failures: list[str] = []
+    first_search = threading.Event()
+    stop = threading.Event()
+
+    def search_loop() -> None:
+        search = SearchService(searcher)
+        while not stop.is_set():
+            try:
+                model = searcher.model()
+                hits = model.index.search(model.encoder.encode_texts([QUERY])[0], limit=5)
+                versions = {hit.payload["model_version"] for hit in hits}
+                if not hits or versions != {model.encoder.model_version}:
+                    failures.append(f"{len(hits)} hits from {versions} for {model.encoder.model_version}")
+                seen_versions.append(model.encoder.model_version)
+                if not search.by_text(QUERY, limit=5):
+                    failures.append("no results")
+            except Exception as exc:  # reported below, with what failed
+                failures.append(repr(exc))
+            first_search.set()
+            stop.wait(0.05)  # an operator's pace; leaves the cores to the re-index
+
+    thread = threading.Thread(target=search_loop, daemon=True)
+    thread.start()
+    assert first_search.wait(60)
+    result = promote(services, b, progress=False)
+    after_switch = len(seen_versions)
+    while len(seen_versions) < after_switch + 2 and thread.is_alive():
+        stop.wait(0.05)
+    stop.set()
+    thread.join(60)
+
+    assert failures == []
+    version_a, version_b = model_a.encoder.model_version, registry.get(b).model_version
+    assert seen_versions[0] == version_a and seen_versions[-1] == version_b
+    # Each search saw one model; once B answered, A never answered again (one switch).
+    assert seen_versions == sorted(seen_versions, key=lambda v: v == version_b)
+    assert result.comparison.passed and not result.forced and result.comparison.baseline_model == a
+
+    # The switch: one active model, named with its own index, holding every point once.
+    assert [m.id for m in registry.list() if m.status == "active"] == [b]
+    assert registry.active_pointer() == (b, result.index_name)
+    index_b = services.model().index
+    assert services.model().model_id == b and index_b.name == result.index_name != index_a.name
+    assert index_b.count() == detections == result.reindex.points
+    assert all_point_ids(index_b) == set(before_a)
+    assert same_points(before_a, snapshot(EdgeIndex(settings.index_dir, version_a, index_a.dim)))
+    before_b = snapshot(index_b)
+
+    # A worse model is refused and nothing changes; --force (through the CLI) promotes it.
+    c = registry.register(other_models[1], parent=b, metrics=top1(30.0))
+    with pytest.raises(PromotionRefused, match=r"does not beat model .*30.00 vs 35.00"):
+        promote(services, c, progress=False)
+    assert registry.active().id == b and registry.get(c).index_name is None
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["models", "promote", str(c)], env=env)
+    assert refused.exit_code != 0 and "--force" in refused.output
+    forced = runner.invoke(cli, ["models", "promote", str(c), "--force", "--no-progress"], env=env)
+    assert forced.exit_code == 0, forced.output
+    assert "(forced)" in forced.output and registry.active().id == c
+    assert services.model().model_id == c
+
+    # Rollback: B again with exactly its vectors, then the configured model A with its own.
+    rolled = runner.invoke(cli, ["models", "rollback", "--no-progress"], env=env)
+    assert rolled.exit_code == 0, rolled.output
+    assert registry.active().id == b and registry.get(c).status == "registered"
+    assert services.model().model_id == b
+    assert same_points(before_b, snapshot(services.model().index))
+    assert rollback(services, progress=False) is None
+    assert registry.active() is None and services.model().model_id is None
+    assert services.model().encoder.model_version == version_a
+    assert same_points(before_a, snapshot(services.model().index))
+    results = SearchService(services).by_text(QUERY, limit=3)
+    assert results and all(Path(r.crop).is_file() for r in results)
+    listing = runner.invoke(cli, ["models", "list", "--json"], env=env)
+    assert [row["status"] for row in __import__("json").loads(listing.output)] == ["registered"] * 3
+    searcher.close()
+    services.close()
+
+
+def test_a_rollback_brings_what_happened_since_the_promotion_into_the_old_index(env, other_models, footage) -> None:
+    settings = make_settings(env)
+    services = Services(settings)
+    b = services.registry.register(other_models[0], metrics=top1(50.0))
+    promote(services, b, progress=False)
+    before = services.db.counts()["detections"]
+    third = sorted(footage.videos)[2]
+    ingest_local(services, str(footage.videos[third]), third, footage.start_ts[third], progress=False)
+    after = services.db.counts()["detections"]
+    assert after > before
+    # New crops were embedded by B and written to B's index only.
+    model_b = services.model()
+    assert model_b.model_id == b and model_b.index.count() == after
+    hits = model_b.index.search(model_b.encoder.encode_texts([QUERY])[0], limit=50)
+    assert {hit.payload["model_version"] for hit in hits} == {model_b.encoder.model_version}
+    # Retention runs on the index in service (B) and in SQL.
+    first_ts = min(row.ts for page in services.db.detection_pages() for row in page)
+    deleted = apply_retention(services, first_ts + 2.0)
+    assert deleted > 0 and model_b.index.count() == after - deleted
+    # Rolling back to A embeds the new crops with A and drops what retention deleted:
+    # A's index answers for exactly the detections there are now.
+    rollback(services, progress=False)
+    model_a = services.model()
+    detection_ids = {row.point_id for page in services.db.detection_pages() for row in page}
+    assert model_a.model_id is None and len(detection_ids) == after - deleted
+    assert all_point_ids(model_a.index) == detection_ids
+    services.close()
+
+
+def test_models_without_results_are_judged_on_the_validation_set(
+    tmp_path: Path, tiny_yolo_dir: Path, tiny_siglip_dir: Path, other_models, footage
+) -> None:
+    spec = f"synthetic:{footage.root}"
+    env = settings_for(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir)
+    services = Services(make_settings({**env, "CAMTRACE_VAL_DATASET": spec, "CAMTRACE_PROMOTE_MARGIN": "100"}))
+    b = services.registry.register(other_models[0])
+    # Nothing registered serves: B is measured against the configured model on the same set.
+    with pytest.raises(PromotionRefused, match=r"model \d+ does not beat the configured model .* on text_to_identity"):
+        promote(services, b, progress=False)
+    stored = services.registry.get(b)
+    assert stored.metrics["dataset"] == spec and stored.metric("text_to_identity.top1") is not None
+    assert stored.index_name is None and services.registry.active() is None
+    services.close()

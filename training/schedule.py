@@ -1,0 +1,228 @@
+"""Training runs on a schedule or on demand: decide, train, evaluate, register, maybe promote.
+
+Plain functions; the ``camtrace.train`` Celery task (workers/tasks.py) is a
+thin shell over them. Beat sends that task every CAMTRACE_TRAIN_INTERVAL_SECONDS;
+the worker then trains only when enough new labelled data has arrived since the
+newest registered model:
+
+- new datasets: entries under CAMTRACE_TRAINING_DATA_DIR, laid out as
+  ``<kind>/<entry>`` (``market1501/Market-1501``, ``csv/labels.csv``,
+  ``synthetic/batch-07``), modified after the newest model was registered;
+- new confirmed matches: rows of the operators' ``feedback`` table with
+  verdict ``same`` created after it.
+
+The check runs on the train worker rather than in beat, so a check queued
+behind a running training sees that run's model and does not train again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from camtrace.storage import Database
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import inspect, text
+
+from camtrace.errors import BrokerError, ConfigError
+from camtrace.services import Services
+from camtrace.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class TrainRequest(BaseModel):
+    """What a training run is asked to do: the body of a ``camtrace.train`` message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    datasets: list[str]
+    val: str | None = None  # default: CAMTRACE_VAL_DATASET
+    base: str | None = None  # default: the active model's folder, else CAMTRACE_EMBED_MODEL
+    out_dir: str | None = None  # default: <data dir>/models/<time>
+    epochs: int | None = None
+    head_epochs: int | None = None
+    lr: float | None = None
+    head_lr: float | None = None
+    batch_size: int | None = None
+    seed: int | None = None
+    promote: bool | None = None  # default: CAMTRACE_AUTO_PROMOTE
+
+
+@dataclass
+class TrainingDecision:
+    due: bool
+    reason: str
+    since: float | None  # when the newest model was registered (None: never)
+    datasets: list[str] = field(default_factory=list)  # every dataset found (what a run trains on)
+    new_datasets: list[str] = field(default_factory=list)
+    new_feedback: int | None = None  # None: this database has no feedback table yet
+
+
+@dataclass
+class TrainingOutcome:
+    model_id: int
+    out_dir: str
+    metrics: dict | None
+    promoted: bool
+    promotion_note: str | None
+
+
+# ---------------------------------------------------------------------------
+# Is there enough new data?
+# ---------------------------------------------------------------------------
+def dataset_entries(folder: Path) -> list[tuple[str, float]]:
+    """(``KIND:PATH``, last modified) of every dataset under ``folder/<kind>/``.
+
+    An entry's time is the newest of the entry and its direct children, so a
+    file added to a dataset folder counts as new data. Folders that are no
+    dataset kind are skipped with a warning.
+    """
+    from camtrace.training.datasets import KINDS
+
+    if not folder.is_dir():
+        raise ConfigError(f"CAMTRACE_TRAINING_DATA_DIR {folder} is not a folder; create it or unset the setting")
+    found = []
+    for kind_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if kind_dir.name.lower() not in KINDS:
+            log.warning("training data folder %s is not a dataset kind (%s); skipped", kind_dir, ", ".join(KINDS))
+            continue
+        for entry in sorted(p for p in kind_dir.iterdir() if not p.name.startswith(".")):
+            stamps = [entry.stat().st_mtime]
+            if entry.is_dir():
+                with os.scandir(entry) as children:
+                    stamps.extend(child.stat().st_mtime for child in children)
+            found.append((f"{kind_dir.name.lower()}:{entry}", max(stamps)))
+    return found
+
+
+def count_new_feedback(db: Database, since: float | None) -> int | None:
+    """Confirmed matches (verdict 'same') newer than ``since``; None when there is no feedback table.
+
+    The feedback table (id, track_id, candidate_track_id, verdict, username,
+    created_at in epoch seconds) comes with the re-id search; until that
+    migration has run, a database simply has none, so the inspector is asked
+    first instead of failing the check.
+    """
+    with db.engine.connect() as conn:
+        if "feedback" not in inspect(conn).get_table_names():
+            return None
+        query = "SELECT COUNT(*) FROM feedback WHERE verdict = 'same'"
+        params: dict = {}
+        if since is not None:
+            query += " AND created_at > :since"
+            params["since"] = since
+        return int(conn.execute(text(query), params).scalar() or 0)
+
+
+def training_due(services: Services) -> TrainingDecision:
+    """Whether a scheduled run should train now, and on what."""
+    settings = services.settings
+    since = services.registry.last_created_at()
+    entries = dataset_entries(Path(settings.training_data_dir)) if settings.training_data_dir else []
+    datasets = [spec for spec, _ in entries]
+    new = [spec for spec, stamp in entries if since is None or stamp > since]
+    feedback = count_new_feedback(services.db, since)
+    decision = TrainingDecision(False, "", since, datasets, new, feedback)
+    if not datasets:
+        decision.reason = "no training datasets (set CAMTRACE_TRAINING_DATA_DIR and put datasets under <kind>/)"
+    elif len(new) >= settings.train_min_new_datasets:
+        decision.due = True
+        decision.reason = f"{len(new)} new dataset(s) (threshold {settings.train_min_new_datasets})"
+    elif feedback is not None and feedback >= settings.train_min_new_feedback:
+        decision.due = True
+        decision.reason = f"{feedback} new confirmed match(es) (threshold {settings.train_min_new_feedback})"
+    else:
+        decision.reason = (
+            f"not enough new data: {len(new)}/{settings.train_min_new_datasets} new dataset(s), "
+            f"{feedback if feedback is not None else 'no'} new confirmed match(es)"
+            f"/{settings.train_min_new_feedback}"
+        )
+    return decision
+
+
+# ---------------------------------------------------------------------------
+# Training, registering, promoting
+# ---------------------------------------------------------------------------
+def train_config(services: Services, request: TrainRequest):
+    """The TrainConfig of a request, with this deployment's defaults filled in."""
+    from camtrace.training.trainer import TrainConfig
+
+    settings = services.settings
+    active = services.registry.active()
+    base, processor = request.base, None
+    if base is None:
+        base, processor = (active.folder, active.processor) if active else (settings.embed_model, None)
+    out_dir = request.out_dir or str(settings.resolved_data_dir / "models" / time.strftime("%Y%m%d-%H%M%S"))
+    overrides = {
+        name: value
+        for name in ("epochs", "head_epochs", "lr", "head_lr", "batch_size", "seed")
+        if (value := getattr(request, name)) is not None
+    }
+    return TrainConfig(
+        datasets=list(request.datasets),
+        out_dir=Path(out_dir),
+        val=request.val or settings.val_dataset,
+        base=base,
+        processor=processor,
+        device=settings.device,
+        text_max_length=settings.embed_text_max_length,
+        **overrides,
+    )
+
+
+def run_training(services: Services, request: TrainRequest, *, progress: bool = False) -> TrainingOutcome:
+    """Train, register the model with its validation results and, when allowed, promote it."""
+    from camtrace.training.promotion import PromotionRefused, promote
+    from camtrace.training.trainer import train
+
+    config = train_config(services, request)
+    active = services.registry.active()
+    result = train(config, progress=progress)
+    metrics = dict(result.val_metrics or {})
+    if metrics and config.val:
+        metrics["dataset"] = config.val
+    settings_record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    model_id = services.registry.register(
+        result.out_dir,
+        parent=active.id if active else config.base,
+        datasets={"train": list(config.datasets), "val": config.val},
+        settings=settings_record,
+        metrics=metrics,
+    )
+    wants_promotion = services.settings.auto_promote if request.promote is None else request.promote
+    promoted, note = False, None
+    if wants_promotion:
+        try:
+            outcome = promote(services, model_id, progress=progress)
+            promoted, note = True, outcome.comparison.reason
+        except PromotionRefused as exc:
+            note = str(exc)
+    log.warning("trained model %s in %s%s", model_id, result.out_dir, f" ({note})" if note else "")
+    return TrainingOutcome(model_id, str(result.out_dir), metrics or None, promoted, note)
+
+
+def maybe_train(services: Services, *, progress: bool = False) -> TrainingOutcome | None:
+    """The scheduled run: train on every dataset found when enough new data has arrived, else nothing."""
+    decision = training_due(services)
+    if not decision.due:
+        log.info("no training: %s", decision.reason)
+        return None
+    log.warning("training: %s", decision.reason)
+    return run_training(services, TrainRequest(datasets=decision.datasets), progress=progress)
+
+
+def submit_training(settings: Settings, request: TrainRequest) -> str:
+    """Queue a training run for the train worker (on demand); returns the task id."""
+    from camtrace.workers.celery_app import producer
+
+    if not settings.broker_url:
+        raise ConfigError("queueing a training run needs a broker: set CAMTRACE_BROKER_URL")
+    try:
+        result = producer(settings).send_task("camtrace.train", kwargs={"request": request.model_dump()})
+    except Exception as exc:  # kombu's OperationalError and the transport's own connection errors
+        raise BrokerError(f"cannot reach the broker {settings.broker_url} to queue the training run: {exc}") from exc
+    return result.id
