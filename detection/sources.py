@@ -131,7 +131,7 @@ class VideoSource:
         self._open_timeout_ms = int(open_timeout_s * 1000)
         self._video_id: str | None = None
         self._cap: cv2.VideoCapture | None = None
-        self._pending_first = None  # live streams cannot seek back: the probed first frame is yielded later
+        self._pending_first = None  # the probed first frame, yielded by the first frames() from frame 0
         self._next_index = 0
         if not self.is_stream:
             path = Path(self.uri)
@@ -161,7 +161,9 @@ class VideoSource:
             frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             if frame_count <= 0:
                 frame_count = self._count_frames()
-        if frame_count is None:
+        if self._next_index == 1:  # the decoder stands after the probed frame (counting frames rewinds it)
+            # Keep that frame for ``frames()``: a live stream cannot seek back, and seeking back to frame 0
+            # of a one-frame file lands past its end (a camera segment cut short by a drop).
             self._pending_first, self._next_index = first, 0
         if start_ts is None:
             start_ts = time.time() if self.is_stream else Path(self.uri).stat().st_mtime

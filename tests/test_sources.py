@@ -193,3 +193,16 @@ def test_live_stream_is_read_once_forwards_and_its_end_is_an_error(mjpeg_stream_
         first = list(itertools.islice(source.frames(sample_fps=1000.0), 3))
     assert [f.index for f in first] == [0, 1, 2]
     assert [float(f.image.mean()) for f in first] == pytest.approx([0, 10, 20], abs=2)
+
+
+def test_a_one_frame_file_yields_its_frame(tmp_path):
+    # A camera segment cut short by a drop may hold a single frame; seeking back to it fails in FFmpeg.
+    from camtrace.workers.cameras import SegmentWriter
+
+    writer = SegmentWriter(tmp_path, "gate", 1000.0, 5.0, (120, 160, 3))
+    writer.write(np.full((120, 160, 3), 90, np.uint8))
+    path = writer.close()
+    with VideoSource(str(path), start_ts=1000.0) as video:
+        frames = list(video.frames(sample_fps=5.0))
+    assert [frame.index for frame in frames] == [0] and abs(frames[0].ts - 1000.0) < 1e-6
+    assert abs(float(frames[0].image.mean()) - 90) < 10
