@@ -13,7 +13,6 @@ from camtrace.training.schedule import maybe_train, training_due
 from camtrace.workers.celery_app import beat_schedule
 from click.testing import CliRunner
 from distributed_fixtures import Worker, camtrace_env, redis_server, settings_from, wait_for  # noqa: F401
-from sqlalchemy import text
 
 from camtrace.cli import cli
 from camtrace.services import Services
@@ -60,7 +59,7 @@ def test_new_datasets_train_and_register_a_model_then_the_count_starts_again(
     services = make_services(tmp_path, tiny_siglip_dir, train_min_new_feedback=3)
     spec = add_dataset(tmp_path / "training", "synthetic", "walks", target=footage.root)
     decision = training_due(services)
-    assert decision.due and decision.new_datasets == [spec] and decision.new_feedback is None
+    assert decision.due and decision.new_datasets == [spec] and decision.new_feedback == 0
 
     outcome = maybe_train(services)
     assert outcome is not None and not outcome.promoted
@@ -77,23 +76,19 @@ def test_new_datasets_train_and_register_a_model_then_the_count_starts_again(
     fresh = add_dataset(tmp_path / "training", "csv", "new-labels")
     assert training_due(services).new_datasets == [fresh]
 
-    # Confirmed matches count once the feedback table exists (it comes with the re-id search).
+    # Investigators' confirmed matches count too (newest verdict per pair), and join the training data.
     (tmp_path / "training" / "csv" / "new-labels" / "labels.csv").unlink()
     os.utime(tmp_path / "training" / "csv" / "new-labels", (0, 0))
-    with services.db.engine.begin() as conn:
-        conn.execute(text(
-            "CREATE TABLE feedback (id INTEGER PRIMARY KEY, track_id TEXT, candidate_track_id TEXT, "
-            "verdict TEXT, username TEXT, created_at FLOAT)"
-        ))
-        now = time.time()
-        rows = [("same", now), ("same", now), ("different", now), ("same", now - 86400)]
-        for number, (verdict, created) in enumerate(rows):
-            conn.execute(text("INSERT INTO feedback VALUES (:i, 't1', 't2', :v, 'ann', :c)"),
-                         {"i": number, "v": verdict, "c": created})
+    now = time.time()
+    services.db.add_feedback("t1", "t2", "same", "ann", created_at=now)
+    services.db.add_feedback("t1", "t3", "different", "ann", created_at=now)
+    services.db.add_feedback("t1", "t3", "same", "ann", created_at=now)  # changed their mind: one pair
+    services.db.add_feedback("t1", "t4", "different", "ann", created_at=now)
+    services.db.add_feedback("t5", "t6", "same", "ann", created_at=now - 86400)  # older than the model
     decision = training_due(services)
     assert decision.new_feedback == 2 and not decision.due
-    with services.db.engine.begin() as conn:
-        conn.execute(text("INSERT INTO feedback VALUES (9, 't3', 't4', 'same', 'bob', :c)"), {"c": time.time()})
+    assert f"feedback:{services.settings.resolved_data_dir}" in decision.datasets
+    services.db.add_feedback("t7", "t8", "same", "bob")
     decision = training_due(services)
     assert decision.due and "3 new confirmed match(es)" in decision.reason
 

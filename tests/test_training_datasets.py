@@ -125,6 +125,46 @@ def test_synthetic_footage_crops_ground_truth_boxes(footage):
     assert not (by_split["train"] & by_split["test"])
 
 
+def test_feedback_makes_one_identity_of_tracks_confirmed_as_the_same_person(tmp_path, monkeypatch):
+    from camtrace.storage import CropStore, Database
+
+    from camtrace.settings import Settings
+
+    monkeypatch.delenv("CAMTRACE_DATABASE_URL", raising=False)
+    settings = Settings(data_dir=tmp_path / "data")
+    crops = CropStore(settings.crops_dir)
+    tracks = {"a": "gate", "b": "lobby", "c": "garage", "d": "gate", "e": "lobby"}
+    with Database(settings.sql_url) as db:
+        db.migrate()
+        db.upsert_video("v", "gate", "/footage/v.mp4", 10.0, 640, 360, 0.0, 60.0, 600)
+        db.upsert_tracks([{"id": t, "camera_id": cam, "video_id": "v", "segment_index": 0, "ts_start": 0.0,
+                           "ts_end": 1.0, "n_boxes": 2} for t, cam in tracks.items()])
+        rows = []
+        for track, camera in tracks.items():
+            for k in range(2):
+                key = f"{camera}/v/{track}{k}.jpg"
+                _image(crops.path(key))
+                rows.append({"point_id": f"{track}{k}", "track_id": track, "camera_id": camera, "video_id": "v",
+                             "frame_index": k, "ts": float(k), "bbox": (0, 0, 12, 24), "det_conf": 0.9,
+                             "quality": 0.5, "crop_key": key, "model_version": "m"})
+        db.upsert_detections(rows)
+        db.add_feedback("a", "b", "same", "ann")
+        db.add_feedback("c", "b", "same", "ann")  # a = b = c: one person over three cameras
+        db.add_feedback("a", "d", "different", "ann")  # rejected: not training data
+        db.add_feedback("d", "e", "different", "ann")
+        db.add_feedback("d", "e", "same", "bob")  # the newest verdict on a pair wins
+    crops.path("gate/v/d1.jpg").unlink()  # footage removed by retention since the verdict
+
+    ds = load_dataset(f"feedback:{tmp_path / 'data'}")
+    people = {identity: sorted(s.image.name for s in ds.samples if s.identity == identity) for identity in ds.identities}
+    assert people == {"feedback-a": ["a0.jpg", "a1.jpg", "b0.jpg", "b1.jpg", "c0.jpg", "c1.jpg"],
+                      "feedback-d": ["d0.jpg", "e0.jpg", "e1.jpg"]}
+    assert {s.camera for s in ds.samples if s.identity == "feedback-a"} == {"gate", "lobby", "garage"}
+    assert all(s.split == "train" and s.captions == [] for s in ds.samples)
+    with pytest.raises(InputError, match="data dir"):
+        load_dataset(f"feedback:{crops.path('gate/v/a0.jpg')}")
+
+
 def test_bad_specs_are_refused_with_the_reason(tmp_path):
     with pytest.raises(InputError, match="unknown dataset kind 'coco'"):
         load_dataset(f"coco:{tmp_path}")

@@ -12,6 +12,9 @@ held in memory), an identity, a camera, captions and a split. Kinds:
   Market-1501 has no captions;
 - ``csv``: ``path,identity,caption,split`` (and optionally ``camera``) with a header, paths relative
   to the CSV; rows of one path are merged (one caption each);
+- ``feedback``: a camtrace data dir (its database - CAMTRACE_DATABASE_URL when set - and crop
+  store): tracks that investigators confirmed as the same person form one identity, and their
+  stored crops are its images, on their own cameras; no captions (they train the image-image term);
 - ``synthetic``: a folder written by ``camtrace.synthetic.generate_footage`` (videos and
   ``ground_truth.json``): ground-truth boxes are cropped from the videos, a few per walk past a camera;
   identities are split by their order in the ground truth: the first 60% train, the next 20% val,
@@ -38,7 +41,7 @@ from camtrace.errors import InputError
 
 SPLITS = ("train", "val", "test", "query", "gallery")
 JSON_KINDS = {"cuhk-pedes": "file_path", "icfg-pedes": "file_path", "rstpreid": "img_path"}
-KINDS = (*JSON_KINDS, "market1501", "csv", "synthetic")
+KINDS = (*JSON_KINDS, "market1501", "csv", "synthetic", "feedback")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 MARKET_FOLDERS = {"bounding_box_train": "train", "bounding_box_test": "gallery", "query": "query"}
 _MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
@@ -180,6 +183,8 @@ def load_dataset(spec: str) -> PersonDataset:
         samples = _load_market(path)
     elif kind == "csv":
         samples = _load_csv(path)
+    elif kind == "feedback":
+        samples = _load_feedback(path)
     else:
         samples = _load_synthetic(path)
     if not samples:
@@ -299,6 +304,52 @@ def _load_csv(path: Path) -> list[Sample]:
         Sample(image, identity, camera, captions, split)
         for (image, identity, split, camera), captions in by_path.items()
     ]
+
+
+# --------------------------------------------------------------------------
+# Operators' confirmed matches
+# --------------------------------------------------------------------------
+def _load_feedback(path: Path) -> list[Sample]:
+    from camtrace.storage import CropStore, Database
+
+    from camtrace.settings import load_settings
+
+    if not path.is_dir():
+        raise InputError(f"feedback:{path} must name a camtrace data dir (CAMTRACE_DATA_DIR)")
+    settings = load_settings(data_dir=path)
+    crops = CropStore(settings.crops_dir)
+    with Database(settings.sql_url) as db:
+        db.migrate()
+        confirmed = db.feedback_pairs(verdict="same")
+        groups = _connected_tracks((row.track_id, row.candidate_track_id) for row in confirmed)
+        samples = []
+        for tracks in groups:
+            identity = f"feedback-{tracks[0]}"  # named by its first track id: stable across runs
+            for track_id in tracks:
+                for detection in db.track_detections(track_id):
+                    image = crops.path(detection.crop_key)
+                    if image.is_file():  # retention may have removed the footage since the verdict
+                        samples.append(Sample(image, identity, detection.camera_id, [], "train"))
+    return samples
+
+
+def _connected_tracks(pairs: Iterable[tuple[str, str]]) -> list[list[str]]:
+    """Tracks linked by "same" verdicts, directly or through others: one sorted list per person."""
+    parent: dict[str, str] = {}
+
+    def root(track: str) -> str:
+        parent.setdefault(track, track)
+        while parent[track] != track:
+            parent[track] = parent[parent[track]]
+            track = parent[track]
+        return track
+
+    for a, b in pairs:
+        parent[root(a)] = root(b)
+    groups: dict[str, list[str]] = {}
+    for track in parent:
+        groups.setdefault(root(track), []).append(track)
+    return sorted(sorted(group) for group in groups.values())
 
 
 # --------------------------------------------------------------------------

@@ -8,8 +8,9 @@ newest registered model:
 - new datasets: entries under CAMTRACE_TRAINING_DATA_DIR, laid out as
   ``<kind>/<entry>`` (``market1501/Market-1501``, ``csv/labels.csv``,
   ``synthetic/batch-07``), modified after the newest model was registered;
-- new confirmed matches: rows of the operators' ``feedback`` table with
-  verdict ``same`` created after it.
+- new confirmed matches: investigators' "same person" verdicts (the
+  ``feedback`` table) given after it; while any exist, the ``feedback`` dataset
+  of this data dir (their stored crops) joins the training data.
 
 The check runs on the train worker rather than in beat, so a check queued
 behind a running training sees that run's model and does not train again.
@@ -23,9 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from camtrace.storage import Database
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import inspect, text
 
 from camtrace.errors import BrokerError, ConfigError
 from camtrace.services import Services
@@ -59,7 +58,7 @@ class TrainingDecision:
     since: float | None  # when the newest model was registered (None: never)
     datasets: list[str] = field(default_factory=list)  # every dataset found (what a run trains on)
     new_datasets: list[str] = field(default_factory=list)
-    new_feedback: int | None = None  # None: this database has no feedback table yet
+    new_feedback: int = 0
 
 
 @dataclass
@@ -99,25 +98,6 @@ def dataset_entries(folder: Path) -> list[tuple[str, float]]:
     return found
 
 
-def count_new_feedback(db: Database, since: float | None) -> int | None:
-    """Confirmed matches (verdict 'same') newer than ``since``; None when there is no feedback table.
-
-    The feedback table (id, track_id, candidate_track_id, verdict, username,
-    created_at in epoch seconds) comes with the re-id search; until that
-    migration has run, a database simply has none, so the inspector is asked
-    first instead of failing the check.
-    """
-    with db.engine.connect() as conn:
-        if "feedback" not in inspect(conn).get_table_names():
-            return None
-        query = "SELECT COUNT(*) FROM feedback WHERE verdict = 'same'"
-        params: dict = {}
-        if since is not None:
-            query += " AND created_at > :since"
-            params["since"] = since
-        return int(conn.execute(text(query), params).scalar() or 0)
-
-
 def training_due(services: Services) -> TrainingDecision:
     """Whether a scheduled run should train now, and on what."""
     settings = services.settings
@@ -125,20 +105,23 @@ def training_due(services: Services) -> TrainingDecision:
     entries = dataset_entries(Path(settings.training_data_dir)) if settings.training_data_dir else []
     datasets = [spec for spec, _ in entries]
     new = [spec for spec, stamp in entries if since is None or stamp > since]
-    feedback = count_new_feedback(services.db, since)
+    confirmed = services.db.feedback_pairs(verdict="same")
+    feedback = sum(1 for row in confirmed if since is None or row.created_at > since)
+    if confirmed:  # the investigators' confirmed matches train with the rest
+        datasets.append(f"feedback:{settings.resolved_data_dir}")
     decision = TrainingDecision(False, "", since, datasets, new, feedback)
     if not datasets:
         decision.reason = "no training datasets (set CAMTRACE_TRAINING_DATA_DIR and put datasets under <kind>/)"
     elif len(new) >= settings.train_min_new_datasets:
         decision.due = True
         decision.reason = f"{len(new)} new dataset(s) (threshold {settings.train_min_new_datasets})"
-    elif feedback is not None and feedback >= settings.train_min_new_feedback:
+    elif feedback >= settings.train_min_new_feedback:
         decision.due = True
         decision.reason = f"{feedback} new confirmed match(es) (threshold {settings.train_min_new_feedback})"
     else:
         decision.reason = (
             f"not enough new data: {len(new)}/{settings.train_min_new_datasets} new dataset(s), "
-            f"{feedback if feedback is not None else 'no'} new confirmed match(es)"
+            f"{feedback} new confirmed match(es)"
             f"/{settings.train_min_new_feedback}"
         )
     return decision
