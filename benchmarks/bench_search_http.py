@@ -110,7 +110,7 @@ def bench_size(n: int, args, model_dir: Path, rows: list) -> None:
     from camtrace.storage.server import ServerIndex
     from qdrant_client import QdrantClient
 
-    from camtrace.services import Services
+    from camtrace.services import EmbeddingModel, Services
     from camtrace.settings import Settings
 
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-http-{n}-"))
@@ -149,7 +149,8 @@ def bench_size(n: int, args, model_dir: Path, rows: list) -> None:
         keep_open = 0.0 if backend == "edge/open-per-call" else 2.0
         app = create_app(Settings(**base, index_keep_open_seconds=keep_open))
         if backend == "server-path":
-            app.state.services.__dict__["index"] = server_index  # the stage built from settings, swapped for this run
+            services = app.state.services  # the model built from settings, with its index swapped for this run
+            services.pin(EmbeddingModel(services.settings, services.model().encoder, index=server_index))
         port = free_port()
         server, thread = serve(app, port)
         try:

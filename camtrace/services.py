@@ -42,6 +42,7 @@ class EmbeddingModel:
         index_name: str | None = None,
         *,
         keep_index_open: float = 0.0,
+        index=None,
     ) -> None:
         self.settings = settings
         self.encoder = encoder
@@ -49,7 +50,7 @@ class EmbeddingModel:
         self.index_name = index_name
         self.keep_index_open = keep_index_open
         self._lock = threading.Lock()
-        self._index = None
+        self._index = index  # None: opened on first use
 
     @property
     def index(self):
@@ -91,6 +92,7 @@ class Services:
         self._model_key: tuple[int | None, str | None] | None = None
         self._checked_at = float("-inf")
         self._model_lock = threading.RLock()
+        self._pinned = False
 
     @cached_property
     def db(self):
@@ -123,7 +125,7 @@ class Services:
         CAMTRACE_MODEL_REFRESH_SECONDS. Take it once per unit of work (a query, a batch)."""
         with self._model_lock:
             now = time.monotonic()
-            if self._model is not None and now - self._checked_at < self.settings.model_refresh_seconds:
+            if self._pinned or (self._model is not None and now - self._checked_at < self.settings.model_refresh_seconds):
                 return self._model
             try:
                 key = self.registry.active_pointer()
@@ -141,6 +143,12 @@ class Services:
                 if previous is not None:
                     log.warning("embedding model switched to %s (registry model %s)", self._model.encoder, key[0])
             return self._model
+
+    def pin(self, model: EmbeddingModel) -> None:
+        """Serve ``model`` (an encoder with its index) from now on, whatever the registry says: a fixed
+        model for a benchmark, a backfill or a test scene of known vectors."""
+        with self._model_lock:
+            self._model, self._model_key, self._pinned = model, (model.model_id, model.index_name), True
 
     def _build_model(self, model_id: int | None, index_name: str | None) -> EmbeddingModel:
         from camtrace.embedding import ImageTextEncoder

@@ -23,7 +23,7 @@ from camtrace.storage.index import VectorIndex
 from camtrace.storage.server import ServerIndex
 from qdrant_client import QdrantClient
 
-from camtrace.services import Services
+from camtrace.services import EmbeddingModel, Services
 from camtrace.settings import Settings
 from camtrace.types import IndexPoint, point_id
 
@@ -77,7 +77,7 @@ def build_scene(data_dir: Path, backend: str) -> Services:
         index: VectorIndex = EdgeIndex(settings.index_dir, "hand-made", DIM)
     else:
         index = ServerIndex(QdrantClient(location=":memory:"), "hand-made", DIM)
-    services.__dict__["index"] = index  # the stage under test gets this index instead of the encoder's
+    services.pin(EmbeddingModel(settings, encoder=None, index=index))  # known vectors: no encoder needed
     db = services.db
     points, tracks, detections = [], [], []
     for number, (track, camera, start, end, base, spread) in enumerate(TRACKS):
