@@ -46,11 +46,10 @@ class Services:
 
     @cached_property
     def index(self):
-        """The vector index of the current model version (loads the encoder to learn its size)."""
+        """The vector index of the current model version (its size comes from the model's config: no weights load)."""
         from camtrace.storage import open_index
 
         encoder = self.encoder
-        encoder.load()
         index = open_index(self.settings, encoder.model_version, encoder.dim)
         index.ensure()
         return index

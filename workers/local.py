@@ -40,6 +40,7 @@ def ingest_local(
     try:
         # Load both models before the first write: missing weights stop here.
         services.detector.load()
+        services.encoder.load()
         indexer = CropIndexer(services.encoder, services.index, services.db, services.crops)
         db = services.db
         plans = [(video, video.segments(settings.segment_seconds)) for video in videos]
