@@ -590,14 +590,15 @@ class DevicePixelTransform:
     def from_processor(cls, image_processor: Any, device: torch.device, dtype: torch.dtype) -> DevicePixelTransform | None:
         """The transform equivalent to ``image_processor``, or None where it is not a plain squash-resize."""
         size = getattr(image_processor, "size", None) or {}
-        if not (isinstance(size, dict) and "height" in size and "width" in size):
+        height, width = (size.get(key) if isinstance(size, dict) else getattr(size, key, None) for key in ("height", "width"))
+        if not (height and width):
             return None  # shortest-edge + centre crop (CLIP) or NaFlex (SigLIP2): the processor's own path
         if getattr(image_processor, "do_center_crop", False) or not getattr(image_processor, "do_resize", True):
             return None
         mean = image_processor.image_mean if getattr(image_processor, "do_normalize", True) else [0.0] * 3
         std = image_processor.image_std if getattr(image_processor, "do_normalize", True) else [1.0] * 3
         scale = float(image_processor.rescale_factor) if getattr(image_processor, "do_rescale", True) else 1.0
-        return cls((int(size["height"]), int(size["width"])), mean, std, scale, device, dtype)
+        return cls((int(height), int(width)), mean, std, scale, device, dtype)
 
     def __call__(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
         import torch
