@@ -91,9 +91,11 @@ def embed_section(args, tmp: Path) -> None:
         enc = encoder("onnx", quantize)
         measure(f"onnx {quantize}", enc)
         if quantize == "int8":  # what one crop per run (batch-independent vectors) costs against batched runs
-            bundle = enc._get_bundle()
-            batched, took = timed(enc._onnx_image_batch, bundle, [np.ascontiguousarray(c) for c in crops])
-            paths["onnx int8, batched (not used)"] = (batched, len(crops) / took)
+            few = [np.ascontiguousarray(c) for c in crops[: args.batch_size * 2]]
+            _, single_s = timed(enc.encode_images, few)
+            _, batched_s = timed(enc._onnx_image_batch, enc._get_bundle(), few)
+            print(f"  int8 one crop per run vs batches of {len(few)}: {len(few) / single_s:.2f} vs "
+                  f"{len(few) / batched_s:.2f} crops/s ({single_s / batched_s:.2f}x the time)")
         enc.unload()
 
     base_vectors, base_rate = paths["torch fp32"]
@@ -155,13 +157,26 @@ def gpu_section(args, tmp: Path) -> None:
         print(f"  batch {batch:>4}: {len(crops) / took:8.1f} crops/s ({enc.runtime_label})")
         enc.unload()
 
+    from camtrace.detection import PersonDetector
+    from camtrace.detection.tiny_model import N_SCALE, build_tiny_yolo
+
+    folder = build_tiny_yolo(tmp / "gpu-yolo", 0, N_SCALE, 640)
+    frames = [np.random.default_rng(i).integers(0, 256, (360, 640, 3), np.uint8) for i in range(256)]
+    for batch in (16, 64):
+        det = PersonDetector(str(folder), device="cuda", batch_size=batch, runtime="torch")
+        det.detect(frames[:batch])
+        torch.cuda.synchronize()
+        _, took = timed(det.detect, frames)
+        print(f"  detector batch {batch:>3}: {len(frames) / took:8.1f} frames/s ({det.runtime_label} at {det.imgsz} px)")
+    print("  end to end on the GPU: python benchmarks/bench_motion.py --device cuda")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="embedding checkpoint folder (default: random base-size SigLIP)")
     parser.add_argument("--processor", help="processor folder (default: the model's own)")
     parser.add_argument("--tiny", action="store_true", help="the tests' tiny models")
-    parser.add_argument("--identities", type=int, default=16)
+    parser.add_argument("--identities", type=int, default=32)
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=16, help="embedder batch on the CPU")
     parser.add_argument("--frames", type=int, default=48)

@@ -270,7 +270,7 @@ class FigureDetector:
 
 
 def identity_views(
-    identities: int, views: int, seed: int = 0, heights: tuple[int, int] = (64, 200)
+    identities: int, views: int, seed: int = 0, heights: tuple[int, int] = (64, 200), jitter_max: int = 40
 ) -> tuple[list[np.ndarray], list[int]]:
     """``identities`` x ``views`` RGB crops drawn like ``person_crops``, each identity keeping its clothing colours.
 
@@ -287,9 +287,11 @@ def identity_views(
             h = int(rng.integers(*heights))
             w = max(8, int(h * rng.uniform(0.3, 0.6)))
             crop = rng.integers(0, int(rng.integers(40, 120)), (h, w, 3), dtype=np.uint8)
-            jitter = rng.integers(-12, 13, (2, 3))
-            crop[h // 5 : h // 2, w // 5 : 4 * w // 5] = np.clip(top + jitter[0], 0, 255)
-            crop[h // 2 :, w // 4 : 3 * w // 4] = np.clip(bottom + jitter[1], 0, 255)
+            # Lighting and pose change colours and proportions between views: retrieval is not trivial.
+            jitter = rng.integers(-jitter_max, jitter_max + 1, (2, 3))
+            waist = int(h * rng.uniform(0.42, 0.58))
+            crop[h // 5 : waist, w // 5 : 4 * w // 5] = np.clip(top + jitter[0], 0, 255)
+            crop[waist:, w // 4 : 3 * w // 4] = np.clip(bottom + jitter[1], 0, 255)
             crops.append(crop)
             labels.append(identity)
     return crops, labels
