@@ -157,6 +157,20 @@ def gpu_section(args, tmp: Path) -> None:
         print(f"  batch {batch:>4}: {len(crops) / took:8.1f} crops/s ({enc.runtime_label})")
         enc.unload()
 
+    from camtrace.synthetic import identity_views
+
+    views, labels = identity_views(args.identities, args.views, seed=1)
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        enc = ImageTextEncoder(model, args.processor, device="cuda", batch_size=256, gpu_precision=precision)
+        vectors = enc.encode_images(views)
+        scores[precision] = (vectors, retrieval(vectors, labels))
+        enc.unload()
+    (fp32_vectors, (top1, mean_ap)), (bf16_vectors, (b_top1, b_map)) = scores["fp32"], scores["bf16"]
+    cos = float(np.min(np.sum(fp32_vectors * bf16_vectors, axis=1)))
+    print(f"  bf16 vs fp32 on the GPU: min cos {cos:.5f}, Top-1 {b_top1:.1f} vs {top1:.1f} ({b_top1 - top1:+.2f}), "
+          f"mAP {b_map:.1f} vs {mean_ap:.1f} ({b_map - mean_ap:+.2f}); CAMTRACE_GPU_PRECISION=fp32 where it loses more than 0.5")
+
     from camtrace.detection import PersonDetector
     from camtrace.detection.tiny_model import N_SCALE, build_tiny_yolo
 

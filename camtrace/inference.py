@@ -45,13 +45,20 @@ def resolve_device(device: str) -> torch.device:
     raise ConfigError(f"unknown device {device!r}; CAMTRACE_DEVICE must be auto, cpu, cuda, cuda:N or mps")
 
 
-def inference_dtype(device: torch.device) -> torch.dtype:
-    """bf16 where the GPU supports it (fp16 otherwise); float32 elsewhere."""
+GPU_PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """On a GPU: ``precision``, where ``auto`` is bf16 if supported (fp16 otherwise); float32 elsewhere."""
     import torch
 
-    if device.type == "cuda":
+    if precision not in GPU_PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; CAMTRACE_GPU_PRECISION must be one of {', '.join(GPU_PRECISIONS)}")
+    if device.type != "cuda":
+        return torch.float32
+    if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
 
 
 def resolve_runtime(runtime: str, device: torch.device) -> str:

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
         description="Embedder weights on ONNX Runtime: int8 (dynamic quantisation), fp32, or auto (int8: measured "
         "within 0.5 points of fp32 retrieval).",
     )
+    gpu_precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="Embedder precision on a GPU: auto (bf16, fp16 where bf16 is missing), bf16, fp16 or fp32."
+    )
     motion_gating: bool = Field(
         True, description="Skip the detector on sampled frames with no motion and no live track."
     )

@@ -261,8 +261,11 @@ class ImageTextEncoder(InferenceModel):
         runtime: str = "torch",
         exports_dir: str | os.PathLike[str] | None = None,
         onnx_quantize: str = "auto",
+        gpu_precision: str = "auto",
     ) -> None:
         super().__init__(str(model), device, runtime)
+        inference_dtype(resolve_device("cpu"), gpu_precision)  # validates the name without touching a GPU
+        self.gpu_precision = gpu_precision
         if onnx_quantize not in ONNX_QUANTIZE:
             raise ConfigError(f"CAMTRACE_ONNX_QUANTIZE must be one of {', '.join(ONNX_QUANTIZE)}, not {onnx_quantize!r}")
         self.exports_dir = Path(exports_dir) if exports_dir is not None else None
@@ -291,6 +294,7 @@ class ImageTextEncoder(InferenceModel):
             runtime=settings.runtime,
             exports_dir=settings.exports_dir,
             onnx_quantize=settings.onnx_quantize,
+            gpu_precision=settings.gpu_precision,
         )
 
     def __repr__(self) -> str:
@@ -320,7 +324,7 @@ class ImageTextEncoder(InferenceModel):
             raise _load_error(ref, "model", f"image ({image_dim}) and text ({text_dim}) embeddings differ in size")
 
         device = self.device
-        dtype = inference_dtype(device)
+        dtype = inference_dtype(device, self.gpu_precision)
         folder = _local_folder(ref)
         # Taken before reading the weights, so the version names what gets loaded.
         version = folder_version(folder) if folder is not None else None
@@ -483,7 +487,7 @@ class ImageTextEncoder(InferenceModel):
             return np.zeros((0, bundle.dim), dtype=np.float32)
         with self._lock:
             if bundle.model is None:  # ONNX runtime: the text side loads on the first query
-                bundle.dtype = inference_dtype(self.device)
+                bundle.dtype = inference_dtype(self.device, self.gpu_precision)
                 bundle.model = self._load_torch_model(self.model_name, self.device, bundle.dtype)
         return self._run(bundle, items, self._text_batch)
 
