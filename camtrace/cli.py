@@ -421,6 +421,23 @@ def tiny_models(out_dir: Path) -> None:
     click.echo(f"export CAMTRACE_EMBED_MODEL={embedder.resolve()}")
 
 
+@cli.command()
+def prepare() -> None:
+    """Load both models once: fetch weights and build the runtime's exports, before workers start.
+
+    Workers would otherwise build the exports in their first task (once, under a lock).
+    """
+    services = make_services()
+    try:
+        detector, encoder = services.detector, services.encoder
+        detector.load()
+        encoder.load()
+        click.echo(f"detector {detector.weights}: {detector.runtime_label} at {detector.imgsz} px")
+        click.echo(f"embedder {encoder.model_version}: {encoder.runtime_label}, dim {encoder.dim}")
+    finally:
+        services.close()
+
+
 @cli.command("settings")
 @click.option("--markdown", is_flag=True, help="Print the README's settings table.")
 def show_settings(markdown: bool) -> None:
