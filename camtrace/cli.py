@@ -331,7 +331,9 @@ def status(as_json: bool) -> None:
     """Queues (depth), workers and cameras at a glance."""
     from camtrace.workers.ops import cluster_status
 
-    report = cluster_status(make_services())
+    services = make_services()
+    report = cluster_status(services)
+    report.update(detector_facts(services))
     broker_down = 1 if report.get("broker_error") else 0  # monitoring scripts see the outage in the exit code
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -350,7 +352,25 @@ def status(as_json: bool) -> None:
             click.echo("no workers answered")
     for camera in report["cameras"]:
         click.echo(f"camera {camera_line(camera)}")
+    click.echo(f"detector input {report['detector_imgsz']} px ({report['detector_imgsz_from']}), runtime {report['runtime']}")
     sys.exit(broker_down)
+
+
+def detector_facts(services) -> dict:
+    """The detector's input size in use and where it comes from; the runtime setting and what it means here."""
+    from camtrace.inference import resolve_device, resolve_runtime
+
+    settings = services.settings
+    facts = {"runtime": f"{settings.runtime} ({resolve_runtime(settings.runtime, resolve_device(settings.device))})"}
+    if settings.detector_imgsz is not None:
+        return {"detector_imgsz": settings.detector_imgsz, "detector_imgsz_from": "CAMTRACE_DETECTOR_IMGSZ", **facts}
+    try:
+        from camtrace.detection.detector import read_trained_imgsz
+
+        size, source = read_trained_imgsz(settings.detector_model), "the weights' training size"
+    except CamtraceError as exc:
+        size, source = None, f"unknown: {exc}"
+    return {"detector_imgsz": size, "detector_imgsz_from": source, **facts}
 
 
 @cli.group()
@@ -640,6 +660,7 @@ def stats(as_json: bool) -> None:
         model = services.model()
         counts["points"] = model.index.count()
         counts["model_version"] = model.encoder.model_version
+        counts.update(detector_facts(services))
     finally:
         services.close()
     if as_json:
@@ -701,6 +722,23 @@ def tiny_models(out_dir: Path) -> None:
     embedder = build_tiny_siglip(out_dir / "embedder")
     click.echo(f"export CAMTRACE_DETECTOR_MODEL={detector.resolve()}")
     click.echo(f"export CAMTRACE_EMBED_MODEL={embedder.resolve()}")
+
+
+@cli.command()
+def prepare() -> None:
+    """Load both models once: fetch weights and build the runtime's exports, before workers start.
+
+    Workers would otherwise build the exports in their first task (once, under a lock).
+    """
+    services = make_services()
+    try:
+        detector, encoder = services.detector, services.encoder
+        detector.load()
+        encoder.load()
+        click.echo(f"detector {detector.weights}: {detector.runtime_label} at {detector.imgsz} px")
+        click.echo(f"embedder {encoder.model_version}: {encoder.runtime_label}, dim {encoder.dim}")
+    finally:
+        services.close()
 
 
 @cli.command("settings")

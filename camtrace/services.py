@@ -54,7 +54,8 @@ class EmbeddingModel:
 
     @property
     def index(self):
-        """The vector index of this model version, opened once (loads the encoder to learn its size)."""
+        """The vector index of this model version, opened once (its size comes from the model's config:
+        no weights load)."""
         with self._lock:
             if self._index is None:
                 self._index = self._open_index()
@@ -63,7 +64,6 @@ class EmbeddingModel:
     def _open_index(self):
         from camtrace.storage import open_index
 
-        self.encoder.load()
         index = open_index(self.settings, self.encoder.model_version, self.encoder.dim)
         if self.keep_index_open and hasattr(index, "keep_open"):  # embedded index: keep the shard loaded
             index.keep_open = self.keep_index_open

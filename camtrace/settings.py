@@ -50,7 +50,9 @@ class Settings(BaseSettings):
         "yolo11n.pt", description="Ultralytics person detector: a weights file, a folder holding one, or a known name."
     )
     detector_conf: float = Field(0.35, ge=0.0, le=1.0, description="Minimum person confidence.")
-    detector_imgsz: int = Field(640, ge=32, description="Detector input size in pixels.")
+    detector_imgsz: int | None = Field(
+        None, ge=32, description="Detector input size in pixels; unset uses the size the weights were trained at."
+    )
     detector_batch_size: int = Field(16, ge=1, description="Frames per detector forward pass.")
     detector_max_det: int = Field(100, ge=1, description="Maximum persons per frame.")
     tracker: str = Field("bytetrack.yaml", description="Ultralytics tracker config (a yaml name or path); ByteTrack by default.")
@@ -60,6 +62,23 @@ class Settings(BaseSettings):
         15.0, ge=0.0, description="Crops whose variance of Laplacian is below this are dropped as blurred."
     )
     device: str = Field("auto", description="Compute device: auto, cpu, cuda or cuda:N.")
+    runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="Model runtime: auto (ONNX Runtime on CPU, PyTorch on CUDA), torch or onnx."
+    )
+    onnx_quantize: Literal["auto", "int8", "fp32"] = Field(
+        "auto",
+        description="Embedder weights on ONNX Runtime: int8 (dynamic quantisation), fp32, or auto (int8: measured "
+        "within 0.5 points of fp32 retrieval).",
+    )
+    gpu_precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="Embedder precision on a GPU: auto (bf16, fp16 where bf16 is missing), bf16, fp16 or fp32."
+    )
+    motion_gating: bool = Field(
+        True, description="Skip the detector on sampled frames with no motion and no live track."
+    )
+    motion_threshold: float = Field(
+        0.003, ge=0.0, le=1.0, description="Share of a frame's pixels that must change to count as motion."
+    )
     sample_fps: float = Field(5.0, gt=0.0, description="Frames per second sampled from each video.")
     segment_seconds: float = Field(60.0, gt=0.0, description="Length of a segment: the unit of tracking and of work.")
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset uses embedded Qdrant Edge in the data dir.")
@@ -138,7 +157,8 @@ class Settings(BaseSettings):
     )
 
     @field_validator("embed_processor", "qdrant_url", "qdrant_api_key", "database_url", "broker_url", "result_backend",
-        "retention_days", "metrics_port", "val_dataset", "training_data_dir", "train_interval_seconds", mode="before")
+        "retention_days", "metrics_port", "val_dataset", "training_data_dir", "train_interval_seconds",
+        "detector_imgsz", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -190,6 +210,11 @@ class Settings(BaseSettings):
     @property
     def sql_url(self) -> str:
         return self.database_url or f"sqlite:///{self.resolved_data_dir / 'camtrace.db'}"
+
+    @property
+    def exports_dir(self) -> Path:
+        """Models converted for another runtime, one folder per source model version."""
+        return self.resolved_data_dir / "exports"
 
     @property
     def yolo_config_dir(self) -> Path:

@@ -118,6 +118,11 @@ class Footage:
     def start_times(self) -> dict[str, float]:
         return self.start_ts
 
+    def background(self, camera: str) -> np.ndarray:
+        """The empty scene of ``camera`` (BGR), as drawn under the figures."""
+        k = list(self.videos).index(camera)
+        return _background(np.random.default_rng([self.seed, k]), self.size)
+
     def boxes_in(self, camera: str, frame_index: int) -> list[GroundTruthBox]:
         return [b for b in self.boxes if b.camera == camera and b.frame_index == frame_index]
 
@@ -140,6 +145,7 @@ def generate_footage(
     seed: int = 0,
     start_ts: float = 1_767_225_600.0,
     *,
+    idle_seconds: float = 0.0,
     identity_prefix: str = "p",
     exclude_descriptions: Collection[str] = (),
     background_seed: int | None = None,
@@ -148,7 +154,9 @@ def generate_footage(
 
     All cameras record the same interval starting at ``start_ts``; each file's
     modification time is set to its start time, which is what ``VideoSource``
-    uses when no start time is given.
+    uses when no start time is given. ``idle_seconds`` > 0 adds stretches of
+    empty scene that long before, between and after the walks (the recording
+    grows by them; the walks stay as they are).
 
     Two footages of one world with disjoint people (a training and a test set)
     share ``background_seed`` (the cameras' scenes; default ``seed``) and differ
@@ -163,11 +171,15 @@ def generate_footage(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    if idle_seconds < 0:
+        raise ValueError("idle_seconds must not be negative")
     n_frames = int(round(seconds * fps))
+    idle_frames = int(round(idle_seconds * fps))
     camera_ids = [f"cam{k + 1}" for k in range(cameras)]
 
     people = _make_identities(rng, identities, identity_prefix, frozenset(exclude_descriptions))
-    appearances = _make_schedule(rng, people, camera_ids, n_frames, fps, start_ts, size)
+    appearances = _make_schedule(rng, people, camera_ids, n_frames, fps, start_ts, size, idle_frames)
+    n_frames += idle_frames * (min(2, len(camera_ids)) + 1)
     scene_seed = seed if background_seed is None else background_seed
     backgrounds = {
         cam: _background(np.random.default_rng([scene_seed, k]), size) for k, cam in enumerate(camera_ids)
@@ -231,6 +243,71 @@ def person_crops(
         crop[h // 2 :, w // 4 : 3 * w // 4] = rng.integers(0, 256, 3, dtype=np.uint8)
         crops.append(crop)
     return crops
+
+
+class FigureDetector:
+    """Finds the synthetic figures by their difference from the camera's empty scene.
+
+    A stand-in for a trained person detector on synthetic footage only (random
+    test weights find no people): boxes where people are, none in an empty
+    scene. Same interface as ``PersonDetector`` (``detect``, ``batch_size``);
+    ``calls`` and ``frames`` count its use.
+    """
+
+    def __init__(self, background_bgr: np.ndarray, batch_size: int = 16, min_height: int = 20) -> None:
+        self.background = background_bgr.astype(np.int16)
+        self.batch_size = batch_size
+        self.min_height = min_height
+        self.calls = 0
+        self.frames = 0
+
+    def load(self) -> None:
+        """Nothing to load (the interface of a detector)."""
+
+    def detect(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        self.calls += 1
+        self.frames += len(images)
+        return [self._boxes(image) for image in images]
+
+    def _boxes(self, image: np.ndarray) -> np.ndarray:
+        diff = np.abs(image.astype(np.int16) - self.background).max(axis=2)
+        mask = cv2.morphologyEx((diff > 45).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        mask = cv2.dilate(mask, np.ones((5, 5), np.uint8))
+        count, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+        rows = [
+            [x, y, x + w, y + h, 0.9, 0.0]
+            for x, y, w, h, _area in stats[1:count].tolist()
+            if h >= self.min_height and w >= 4
+        ]
+        return np.asarray(rows, np.float32).reshape(-1, 6)
+
+
+def identity_views(
+    identities: int, views: int, seed: int = 0, heights: tuple[int, int] = (64, 200), jitter_max: int = 40
+) -> tuple[list[np.ndarray], list[int]]:
+    """``identities`` x ``views`` RGB crops drawn like ``person_crops``, each identity keeping its clothing colours.
+
+    Views differ in size, proportions, background and a little colour noise, so
+    image-to-image retrieval has right and wrong answers. Returns the crops and
+    their identity labels, deterministic from ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    crops: list[np.ndarray] = []
+    labels: list[int] = []
+    for identity in range(identities):
+        top, bottom = rng.integers(0, 256, (2, 3))
+        for _ in range(views):
+            h = int(rng.integers(*heights))
+            w = max(8, int(h * rng.uniform(0.3, 0.6)))
+            crop = rng.integers(0, int(rng.integers(40, 120)), (h, w, 3), dtype=np.uint8)
+            # Lighting and pose change colours and proportions between views: retrieval is not trivial.
+            jitter = rng.integers(-jitter_max, jitter_max + 1, (2, 3))
+            waist = int(h * rng.uniform(0.42, 0.58))
+            crop[h // 5 : waist, w // 5 : 4 * w // 5] = np.clip(top + jitter[0], 0, 255)
+            crop[waist:, w // 4 : 3 * w // 4] = np.clip(bottom + jitter[1], 0, 255)
+            crops.append(crop)
+            labels.append(identity)
+    return crops, labels
 
 
 def ground_truth_dict(footage: Footage) -> dict:
@@ -302,8 +379,12 @@ def _make_schedule(
     fps: float,
     start_ts: float,
     size: tuple[int, int],
+    idle_frames: int = 0,
 ) -> list[Appearance]:
-    """Each identity walks past up to two cameras (two whenever there are two), one after the other."""
+    """Each identity walks past up to two cameras (two whenever there are two), one after the other.
+
+    ``idle_frames`` of empty scene go before each visit slot and after the last.
+    """
     width, height = size
     visits = min(2, len(cameras))
     gap = max(1, int(round(0.3 * fps)))  # frames between leaving one camera and entering the next
@@ -317,7 +398,7 @@ def _make_schedule(
         for v, cam in enumerate(route):
             begin = first + v * (slot + gap)
             dur = int(rng.integers(max(3, int(slot * 0.7)), slot + 1))
-            frame_start = begin + int(rng.integers(0, slot - dur + 1))
+            frame_start = begin + int(rng.integers(0, slot - dur + 1)) + idle_frames * (v + 1)
             frame_end = frame_start + dur - 1
             feet_y = float(rng.uniform(0.78, 0.95) * height)
             fig_h = _figure_height(person, feet_y, height)

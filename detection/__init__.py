@@ -5,12 +5,14 @@ tracker load them on first use.
 """
 
 from camtrace.detection.detector import PersonDetector, resolve_weights
+from camtrace.detection.motion import MotionGate
 from camtrace.detection.selection import CropSelector, Span, crop_box, is_cut_off, quality_score, sharpness
 from camtrace.detection.sources import SegmentSpec, VideoInfo, VideoSource, expand_source, is_sampled, is_stream_uri
 from camtrace.detection.tracking import SegmentTracker, load_tracker_config, track_frames
 
 __all__ = [
     "CropSelector",
+    "MotionGate",
     "PersonDetector",
     "SegmentSpec",
     "SegmentTracker",

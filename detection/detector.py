@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from camtrace.errors import ModelLoadError
+from camtrace.errors import ConfigError, ModelLoadError
+from camtrace.inference import InferenceModel
 
 if TYPE_CHECKING:
     from camtrace.settings import Settings
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 PERSON_CLASS = 0
 PREFERRED_WEIGHT_NAMES = ("model.pt", "best.pt")
 SETTING = "CAMTRACE_DETECTOR_MODEL"
+DEFAULT_IMGSZ = 640  # Ultralytics' default: what a checkpoint without recorded train args was trained at
 
 
 def resolve_weights(weights: str) -> str:
@@ -67,26 +69,35 @@ def _looks_like_path(value: str) -> bool:
     )
 
 
-class PersonDetector:
-    """Batched YOLO person detection: ``detect(images)`` -> one ``(n, 6)`` array per image."""
+class PersonDetector(InferenceModel):
+    """Batched YOLO person detection: ``detect(images)`` -> one ``(n, 6)`` array per image.
+
+    The input size is the one the weights were trained at (the checkpoint's
+    ``train_args.imgsz``, Ultralytics' convention) unless ``imgsz`` is given. On
+    the ONNX runtime the weights are exported once per model version and input
+    size with Ultralytics' own exporter (dynamic batch) into ``exports_dir``.
+    """
 
     def __init__(
         self,
         weights: str,
         device: str = "cpu",
         conf: float = 0.35,
-        imgsz: int = 640,
+        imgsz: int | None = None,
         max_det: int = 100,
         batch_size: int = 16,
+        runtime: str = "torch",
+        exports_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        super().__init__(str(weights), device, runtime)
         self.weights = str(weights)
-        self.device = device
         self.conf = conf
-        self.imgsz = imgsz
+        self.imgsz_setting = imgsz
         self.max_det = max_det
         self.batch_size = batch_size
+        self.exports_dir = Path(exports_dir) if exports_dir is not None else None
         self._model: Any = None
-        self._lock = threading.Lock()
+        self._imgsz: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PersonDetector:
@@ -100,36 +111,29 @@ class PersonDetector:
             imgsz=settings.detector_imgsz,
             max_det=settings.detector_max_det,
             batch_size=settings.detector_batch_size,
+            runtime=settings.runtime,
+            exports_dir=settings.exports_dir,
         )
 
     @property
-    def loaded(self) -> bool:
-        return self._model is not None
+    def half(self) -> bool:
+        return self.device.type == "cuda"
 
     @property
-    def half(self) -> bool:
-        return self.device.startswith("cuda")
+    def imgsz(self) -> int:
+        """The input size in use: the setting, else the size the weights were trained at (loads them)."""
+        self._ensure_loaded()
+        assert self._imgsz is not None
+        return self._imgsz
 
-    def load(self) -> None:
-        """Load the weights now (otherwise done on the first ``detect``); errors are ``ModelLoadError``."""
-        with self._lock:
-            if self._model is None:
-                self._model = self._load()
+    @property
+    def runtime_label(self) -> str:
+        self._ensure_loaded()
+        return "onnx fp32" if self.runtime == "onnx" else ("torch fp16" if self.half else "torch fp32")
 
-    def _load(self) -> Any:
+    def _load(self) -> None:
         path = resolve_weights(self.weights)  # raises before Ultralytics can try a download for a missing path
-        os.environ.setdefault("YOLO_OFFLINE", "1")
-        os.environ.setdefault("YOLO_AUTOINSTALL", "False")
-        try:
-            from ultralytics import YOLO
-
-            model = YOLO(path)
-        except Exception as exc:  # download failures, corrupt files and foreign pickles all end here
-            named = repr(self.weights) if path == self.weights else f"{path!r} (from {self.weights!r})"
-            raise ModelLoadError(
-                f"cannot load detector weights {named} ({type(exc).__name__}: {_first_line(exc)}); "
-                f"set {SETTING} to a local Ultralytics .pt file or a folder holding one"
-            ) from exc
+        model = self._open(path)
         if getattr(model, "task", "detect") != "detect":
             raise ModelLoadError(
                 f"detector weights {self.weights!r} are a {model.task!r} model; {SETTING} must name a detection model"
@@ -137,32 +141,81 @@ class PersonDetector:
         names = getattr(model, "names", {}) or {}
         if names and str(names.get(PERSON_CLASS, "")).lower() != "person":
             log.warning("class 0 of %s is %r, not 'person'; detections of class 0 are used", self.weights, names.get(0))
-        try:
-            model.to(self.device)
-        except Exception as exc:
-            raise ModelLoadError(f"cannot move detector {self.weights!r} to device {self.device!r}: {exc}") from exc
-        return model
+        self._imgsz = int(self.imgsz_setting or trained_imgsz(model))
+        if self.runtime == "onnx":
+            model = self._open(self._onnx_export(path, self._imgsz), task="detect")
+        else:
+            try:
+                model.to(self.device)
+            except Exception as exc:
+                raise ModelLoadError(f"cannot move detector {self.weights!r} to device {self.device}: {exc}") from exc
+        self._model = model
 
-    def unload(self) -> None:
-        with self._lock:
-            self._model = None
+    def _open(self, path: str, task: str | None = None) -> Any:
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+        try:
+            from ultralytics import YOLO
+
+            return YOLO(path, task=task)
+        except Exception as exc:  # download failures, corrupt files and foreign pickles all end here
+            named = repr(self.weights) if path == self.weights else f"{path!r} (from {self.weights!r})"
+            raise ModelLoadError(
+                f"cannot load detector weights {named} ({type(exc).__name__}: {_first_line(exc)}); "
+                f"set {SETTING} to a local Ultralytics .pt file or a folder holding one"
+            ) from exc
+
+    def _onnx_export(self, path: str, imgsz: int) -> str:
+        """Ultralytics' ONNX export of ``path`` at ``imgsz`` with a dynamic batch, built once per version and size."""
+        import ultralytics
+
+        from camtrace.exports import ExportSpec, ensure_export, sha256_of
+
+        if self.exports_dir is None:
+            raise ConfigError("the ONNX runtime needs a folder for its exports; set CAMTRACE_DATA_DIR")
+        weights = Path(path)
+        digest = sha256_of(weights)[:12]  # the detector's model version: its weight file's content
+        spec = ExportSpec(
+            name=f"detector-{imgsz}",
+            source_version=f"{weights.stem}@{digest}",
+            runtime="onnxruntime",
+            quantization="fp32",
+            file_name="detector.onnx",
+            options={"imgsz": imgsz, "dynamic": True, "ultralytics": ultralytics.__version__.split(".")[0]},
+        )
+
+        def build(work: Path) -> Path:
+            source = work / "detector.pt"
+            shutil.copyfile(weights, source)
+            from ultralytics import YOLO
+
+            exported = YOLO(str(source)).export(
+                format="onnx", imgsz=imgsz, dynamic=True, simplify=False, device="cpu", verbose=False
+            )
+            return Path(exported)
+
+        return str(ensure_export(self.exports_dir, spec, build, f"the ONNX export of the detector at {imgsz} px"))
+
+    def _unload(self) -> None:
+        self._model = None
+        self._imgsz = None
 
     def detect(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Person boxes per BGR image: float32 ``[x1, y1, x2, y2, conf, cls]`` rows in source pixels."""
         if len(images) == 0:
             return []
-        self.load()
+        self._ensure_loaded()
         out: list[np.ndarray] = []
         for start in range(0, len(images), self.batch_size):
             batch = list(images[start : start + self.batch_size])
             results = self._model.predict(
                 batch,
                 conf=self.conf,
-                imgsz=self.imgsz,
+                imgsz=self._imgsz,
                 max_det=self.max_det,
                 classes=[PERSON_CLASS],
-                device=self.device,
-                quantize=16 if self.half else None,  # fp16 on CUDA, fp32 elsewhere
+                device=str(self.device),
+                quantize=16 if self.half and self.runtime == "torch" else None,  # fp16 on CUDA, fp32 elsewhere
                 verbose=False,
             )
             for result in results:
@@ -171,7 +224,26 @@ class PersonDetector:
         return out
 
     def __repr__(self) -> str:
-        return f"PersonDetector({self.weights!r}, device={self.device!r})"
+        return f"PersonDetector({self.weights!r}, device={self.device_setting!r}, runtime={self.runtime_setting!r})"
+
+
+def read_trained_imgsz(weights: str) -> int:
+    """The input size the detector weights ``weights`` were trained at, read from the checkpoint (no export)."""
+    detector = PersonDetector(weights, device="cpu")
+    return trained_imgsz(detector._open(resolve_weights(weights)))
+
+
+def trained_imgsz(model: Any) -> int:
+    """The input size an Ultralytics model was trained at (its checkpoint's train args), 640 when unrecorded."""
+    ckpt = getattr(model, "ckpt", None) or {}
+    train_args = ckpt.get("train_args") if isinstance(ckpt, dict) else None
+    for source in (train_args or {}, getattr(model, "overrides", None) or {}):
+        size = source.get("imgsz")
+        if isinstance(size, (list, tuple)) and size:
+            size = max(size)
+        if isinstance(size, int) and size > 0:
+            return size
+    return DEFAULT_IMGSZ
 
 
 def _first_line(exc: BaseException) -> str:

@@ -52,6 +52,7 @@ import numpy as np
 MODEL_FILE = "model.pt"
 BASE_YAML = "yolo11n.yaml"
 SCALE = [0.33, 0.125, 256]  # depth, width, max channels: about 1/10 of yolo11n's compute
+N_SCALE = [0.50, 0.25, 1024]  # yolo11n's own (yolo11.yaml "n")
 BOX_STRIDES = (0.5, 1.0, 0.5, 1.0)  # DFL distances l, t, r, b in strides: a 1 x 2 stride box
 DFL_SIGMA = 0.6  # width of the bump in DFL bins
 BOX_LOGIT_SPREAD = 0.3  # std of the DFL logits' content-dependent part
@@ -62,8 +63,14 @@ CALIBRATION_SIZE = 320
 BN_GAIN = 0.1  # pre-activation std after each BatchNorm: small, so SiLU acts nearly linearly (no chaos)
 
 
-def build_tiny_yolo(folder: Path, seed: int = 0) -> Path:
-    """Build the tiny person detector into ``folder/model.pt`` (returns ``folder``); reuses an existing build."""
+def build_tiny_yolo(
+    folder: Path, seed: int = 0, scale: list[float] | None = None, imgsz: int = CALIBRATION_SIZE
+) -> Path:
+    """Build the tiny person detector into ``folder/model.pt`` (returns ``folder``); reuses an existing build.
+
+    ``scale`` (depth, width, max channels) and ``imgsz`` give other sizes of the same
+    construction, e.g. ``N_SCALE`` at 640 px: yolo11n's compute for benchmarks.
+    """
     import torch
     from ultralytics import __version__ as ultralytics_version
     from ultralytics.nn.tasks import DetectionModel, yaml_model_load
@@ -75,7 +82,7 @@ def build_tiny_yolo(folder: Path, seed: int = 0) -> Path:
         return folder
 
     cfg = yaml_model_load(BASE_YAML)
-    cfg["scales"] = {"n": SCALE}
+    cfg["scales"] = {"n": scale or SCALE}
     cfg["nc"] = 1
     with torch.random.fork_rng(devices=[]):  # seeded build without disturbing the caller's random state
         torch.manual_seed(seed)
@@ -83,7 +90,7 @@ def build_tiny_yolo(folder: Path, seed: int = 0) -> Path:
     model.names = {0: "person"}
     head = model.model[-1]
 
-    images = _calibration_images(seed)
+    images = _calibration_images(seed, imgsz)
     _calibrate_batchnorm(model, images)
     coarse = head.nl - 1
     with torch.no_grad():
@@ -103,12 +110,12 @@ def build_tiny_yolo(folder: Path, seed: int = 0) -> Path:
             box_conv.weight.mul_(BOX_LOGIT_SPREAD / max(float(box_out.std(dim=(0, 2, 3)).mean()), 1e-6))
             box_conv.bias.copy_(_dfl_bias(head.reg_max))
 
-    model.args = {"task": "detect", "imgsz": CALIBRATION_SIZE}
+    model.args = {"task": "detect", "imgsz": imgsz}
     model.task = "detect"
     checkpoint = {
         "model": model.float().eval(),
         "ema": None,
-        "train_args": {"task": "detect", "imgsz": CALIBRATION_SIZE},
+        "train_args": {"task": "detect", "imgsz": imgsz},
         "date": datetime.now(UTC).isoformat(),
         "version": ultralytics_version,
         "note": "tiny randomly initialised person detector for tests (camtrace.detection.tiny_model)",
@@ -119,12 +126,11 @@ def build_tiny_yolo(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def _calibration_images(seed: int) -> np.ndarray:
-    """Seeded multi-scale noise, RGB in [0, 1], shape (8, 3, H, W)."""
+def _calibration_images(seed: int, size: int = CALIBRATION_SIZE) -> np.ndarray:
+    """Seeded multi-scale noise, RGB in [0, 1], shape (8, 3, size, size)."""
     import cv2
 
     rng = np.random.default_rng(seed)
-    size = CALIBRATION_SIZE
     out = []
     for _ in range(8):
         img = np.zeros((size, size, 3), np.float32)

@@ -18,6 +18,9 @@ from camtrace.types import Frame, TrackedBox
 
 if TYPE_CHECKING:
     from camtrace.detection.detector import PersonDetector
+    from camtrace.detection.motion import MotionGate
+
+_NO_DETECTIONS = np.zeros((0, 6), np.float32)
 
 TRACKER_SETTING = "CAMTRACE_TRACKER"
 REFERENCE_FPS = 30.0  # tracker yaml files count ``track_buffer`` in frames of a 30 fps video
@@ -93,24 +96,43 @@ class SegmentTracker:
         out.sort(key=lambda b: b.local_track_id)
         return out
 
+    @property
+    def has_live_tracks(self) -> bool:
+        """Whether any track is being followed or still waits to be found again (tracked or lost)."""
+        return bool(self._tracker.tracked_stracks or self._tracker.lost_stracks)
+
 
 def track_frames(
-    detector: PersonDetector, frames: Iterable[Frame], tracker: SegmentTracker
+    detector: PersonDetector, frames: Iterable[Frame], tracker: SegmentTracker, gate: MotionGate | None = None
 ) -> Iterator[tuple[Frame, list[TrackedBox]]]:
-    """Detect in batches of ``detector.batch_size`` frames and feed the tracker in frame order."""
-    batch: list[Frame] = []
+    """Detect in batches of ``detector.batch_size`` frames and feed the tracker in frame order.
+
+    With a motion ``gate``, frames with no motion seen while the tracker holds
+    no track skip the detector (the tracker still gets the frame, empty).
+    """
+    batch: list[tuple[Frame, bool]] = []
     for frame in frames:
-        batch.append(frame)
+        batch.append((frame, gate.moved(frame.image) if gate is not None else True))
         if len(batch) >= detector.batch_size:
-            yield from _flush(detector, batch, tracker)
+            yield from _flush(detector, batch, tracker, gate)
             batch = []
     if batch:
-        yield from _flush(detector, batch, tracker)
+        yield from _flush(detector, batch, tracker, gate)
 
 
 def _flush(
-    detector: PersonDetector, batch: list[Frame], tracker: SegmentTracker
+    detector: PersonDetector, batch: list[tuple[Frame, bool]], tracker: SegmentTracker, gate: MotionGate | None
 ) -> Iterator[tuple[Frame, list[TrackedBox]]]:
-    detections = detector.detect([frame.image for frame in batch])
-    for frame, dets in zip(batch, detections):
+    # Frames before the batch's first motion skip when no track is alive: empty updates create no track, so
+    # none comes alive before that frame. From it on the whole rest is detected, in one batched call.
+    first = 0
+    if gate is not None and not tracker.has_live_tracks:
+        first = next((i for i, (_, moved) in enumerate(batch) if moved), len(batch))
+    for frame, _ in batch[:first]:
+        yield frame, tracker.update(frame, _NO_DETECTIONS)
+    detections = detector.detect([frame.image for frame, _ in batch[first:]])
+    if gate is not None:
+        gate.frames += len(batch)
+        gate.detected += len(batch) - first
+    for (frame, _), dets in zip(batch[first:], detections):
         yield frame, tracker.update(frame, dets)

@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import threading
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from camtrace.errors import ConfigError, InputError, ModelLoadError
+
+# Re-exported: the base and device helpers lived here before the detector shared them.
+from camtrace.inference import InferenceModel as InferenceModel
+from camtrace.inference import inference_dtype as inference_dtype
+from camtrace.inference import onnx_providers
+from camtrace.inference import resolve_device as resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -44,97 +49,6 @@ _WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*
 
 
 # --------------------------------------------------------------------------
-# Devices
-# --------------------------------------------------------------------------
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda``/``cuda:N``/``mps`` must exist."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but CUDA is not available; set CAMTRACE_DEVICE=cpu or auto")
-        index = int(device[5:]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist; "
-                "fix CAMTRACE_DEVICE"
-            )
-        return torch.device(device)
-    if device == "mps":
-        if not torch.backends.mps.is_available():
-            raise ConfigError("device 'mps' requested but it is not available; set CAMTRACE_DEVICE=cpu or auto")
-        return torch.device("mps")
-    raise ConfigError(f"unknown device {device!r}; CAMTRACE_DEVICE must be auto, cpu, cuda, cuda:N or mps")
-
-
-def inference_dtype(device: torch.device) -> torch.dtype:
-    """bf16 where the GPU supports it (fp16 otherwise); float32 elsewhere."""
-    import torch
-
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
-# --------------------------------------------------------------------------
-# Base class
-# --------------------------------------------------------------------------
-class InferenceModel(ABC):
-    """A model loaded lazily, once, on first use; ``unload()`` frees it again."""
-
-    def __init__(self, model: str, device: str = "auto") -> None:
-        self.model_name = str(model)
-        self.device_setting = device
-        self._device: torch.device | None = None
-        self._loaded = False
-        # Worker thread pools may hit the first request concurrently.
-        self._lock = threading.RLock()
-
-    @property
-    def device(self) -> torch.device:
-        if self._device is None:
-            self._device = resolve_device(self.device_setting)
-        return self._device
-
-    @property
-    def loaded(self) -> bool:
-        return self._loaded
-
-    def load(self) -> None:
-        with self._lock:
-            if not self._loaded:
-                self._load()
-                self._loaded = True
-
-    def unload(self) -> None:
-        with self._lock:
-            if not self._loaded:
-                return
-            self._unload()
-            self._loaded = False
-            if self._device is not None and self._device.type == "cuda":
-                import torch
-
-                torch.cuda.empty_cache()
-
-    def _ensure_loaded(self) -> None:
-        if not self._loaded:
-            self.load()
-
-    @abstractmethod
-    def _load(self) -> None:
-        """Read the weights onto ``self.device``; raise ModelLoadError on failure."""
-
-    @abstractmethod
-    def _unload(self) -> None:
-        """Drop every reference to the weights."""
-
-
-# --------------------------------------------------------------------------
 # Families
 # --------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -148,6 +62,8 @@ class ModelFamily:
     lowercase_text: bool
     # SigLIP pools the last position, so padding must be what training used.
     text_padding: str = "max_length"
+    # Fixed-size square input: the vision tower exports to ONNX with one input (NaFlex needs masks and shapes).
+    fixed_image_size: bool = True
 
 
 def _siglip_dims(config: Any) -> tuple[int, int]:
@@ -168,7 +84,7 @@ def register_family(family: ModelFamily) -> ModelFamily:
 
 
 register_family(ModelFamily("siglip", _siglip_dims, lowercase_text=True))
-register_family(ModelFamily("siglip2", _siglip_dims, lowercase_text=True))
+register_family(ModelFamily("siglip2", _siglip_dims, lowercase_text=True, fixed_image_size=False))
 register_family(ModelFamily("clip", _clip_dims, lowercase_text=False))
 
 
@@ -315,7 +231,11 @@ def hub_cached_commit(repo_id: str) -> str | None:
 # --------------------------------------------------------------------------
 @dataclass
 class _Bundle:
-    """Model, processor and the settings that must travel with them, loaded together."""
+    """Model, processor and the settings that must travel with them, loaded together.
+
+    On ONNX Runtime ``session`` runs the vision tower and ``model`` (PyTorch,
+    for text queries) stays None until the first text comes.
+    """
 
     model: Any
     processor: Any
@@ -323,6 +243,9 @@ class _Bundle:
     dim: int
     dtype: Any
     text_kwargs: dict[str, Any]
+    session: Any = None
+    quantization: str = "fp32"
+    pixel_transform: Any = None  # on CUDA: resize + normalise on the device instead of the processor's PIL path
 
 
 class ImageTextEncoder(InferenceModel):
@@ -335,8 +258,20 @@ class ImageTextEncoder(InferenceModel):
         device: str = "auto",
         batch_size: int = 64,
         text_max_length: int = 64,
+        runtime: str = "torch",
+        exports_dir: str | os.PathLike[str] | None = None,
+        onnx_quantize: str = "auto",
+        gpu_precision: str = "auto",
     ) -> None:
-        super().__init__(str(model), device)
+        super().__init__(str(model), device, runtime)
+        inference_dtype(resolve_device("cpu"), gpu_precision)  # validates the name without touching a GPU
+        self.gpu_precision = gpu_precision
+        if onnx_quantize not in ONNX_QUANTIZE:
+            raise ConfigError(f"CAMTRACE_ONNX_QUANTIZE must be one of {', '.join(ONNX_QUANTIZE)}, not {onnx_quantize!r}")
+        self.exports_dir = Path(exports_dir) if exports_dir is not None else None
+        # auto is int8: on random siglip2-base weights it moved Top-1 and mAP by less than 0.5 points
+        # (benchmarks/bench_runtimes.py); set fp32 for a model where it does not.
+        self.onnx_quantization = "fp32" if onnx_quantize == "fp32" else "int8"
         if batch_size < 1:
             raise ConfigError("CAMTRACE_EMBED_BATCH_SIZE must be at least 1")
         if text_max_length < 1:
@@ -346,6 +281,7 @@ class ImageTextEncoder(InferenceModel):
         self.text_max_length = text_max_length
         self._bundle: _Bundle | None = None
         self._version: str | None = None
+        self._config_dim: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImageTextEncoder:
@@ -355,6 +291,10 @@ class ImageTextEncoder(InferenceModel):
             device=settings.device,
             batch_size=settings.embed_batch_size,
             text_max_length=settings.embed_text_max_length,
+            runtime=settings.runtime,
+            exports_dir=settings.exports_dir,
+            onnx_quantize=settings.onnx_quantize,
+            gpu_precision=settings.gpu_precision,
         )
 
     def __repr__(self) -> str:
@@ -363,7 +303,7 @@ class ImageTextEncoder(InferenceModel):
 
     # -- loading -----------------------------------------------------------
     def _load(self) -> None:
-        from transformers import AutoConfig, AutoModel, AutoProcessor
+        from transformers import AutoConfig, AutoProcessor
         from transformers.utils import logging as hf_logging
 
         # Workers and the CLI have their own progress reporting; keep transformers' bars out of it.
@@ -384,16 +324,19 @@ class ImageTextEncoder(InferenceModel):
             raise _load_error(ref, "model", f"image ({image_dim}) and text ({text_dim}) embeddings differ in size")
 
         device = self.device
-        dtype = inference_dtype(device)
+        dtype = inference_dtype(device, self.gpu_precision)
         folder = _local_folder(ref)
         # Taken before reading the weights, so the version names what gets loaded.
         version = folder_version(folder) if folder is not None else None
-        model = _from_pretrained(AutoModel.from_pretrained, ref, "model")
-        for tower in ("get_image_features", "get_text_features"):
-            if not callable(getattr(model, tower, None)):
-                raise _load_error(ref, "model", f"{type(model).__name__} lacks {tower}: it needs image and text towers")
-        # Cast after loading: checkpoints are stored in various dtypes and the kwarg's name varies by version.
-        model.to(device=device, dtype=dtype).eval()
+        if version is None and (commit := hub_cached_commit(ref)) is not None:
+            version = f"{ref}@{commit[:12]}"
+        use_onnx = self.runtime == "onnx"
+        if use_onnx and not family.fixed_image_size:
+            log.warning("%s (%s) has variable-size image input: it runs on PyTorch", ref, config.model_type)
+            use_onnx = False
+        if use_onnx and self.exports_dir is None:
+            raise ConfigError("the ONNX runtime needs a folder for its exports; set CAMTRACE_DATA_DIR")
+        model = None if use_onnx else self._load_torch_model(ref, device, dtype)
 
         processor_ref = self.processor_name or ref
         processor = _from_pretrained(AutoProcessor.from_pretrained, processor_ref, "processor")
@@ -412,9 +355,60 @@ class ImageTextEncoder(InferenceModel):
         if version is None:
             commit = hub_cached_commit(ref)
             version = f"{ref}@{commit[:12]}" if commit else ref
-        self._bundle = _Bundle(model, processor, family, image_dim, dtype, text_kwargs)
+        bundle = _Bundle(model, processor, family, image_dim, dtype, text_kwargs)
+        if use_onnx:
+            bundle.quantization = self.onnx_quantization
+            bundle.session = self._onnx_session(ref, config, version, bundle.quantization)
+            bundle.dtype = None
+        elif device.type == "cuda":
+            bundle.pixel_transform = DevicePixelTransform.from_processor(processor.image_processor, device, dtype)
+        self._bundle = bundle
         self._version = version
-        log.info("loaded embedding model %s (%s, dim %d) on %s", ref, config.model_type, image_dim, device)
+        runtime = f"onnx {bundle.quantization}" if use_onnx else f"torch {dtype}"
+        log.info("loaded embedding model %s (%s, dim %d) on %s, %s", ref, config.model_type, image_dim, device, runtime)
+
+    def _load_torch_model(self, ref: str, device: torch.device, dtype: torch.dtype) -> Any:
+        from transformers import AutoModel
+
+        # SDPA: fused attention kernels on GPUs (and the default where transformers supports it).
+        model = _from_pretrained(AutoModel.from_pretrained, ref, "model", attn_implementation="sdpa")
+        for tower in ("get_image_features", "get_text_features"):
+            if not callable(getattr(model, tower, None)):
+                raise _load_error(ref, "model", f"{type(model).__name__} lacks {tower}: it needs image and text towers")
+        # Cast after loading: checkpoints are stored in various dtypes and the kwarg's name varies by version.
+        return model.to(device=device, dtype=dtype).eval()
+
+    def _onnx_session(self, ref: str, config: Any, version: str, quantization: str) -> Any:
+        """An ONNX Runtime session of the vision tower, exported (once per model version) into the exports dir."""
+        import onnxruntime as ort
+
+        from camtrace.exports import ExportSpec, ensure_export
+
+        image_size = int(config.vision_config.image_size)
+        spec = ExportSpec(
+            name=f"vision-{quantization}",
+            source_version=version,
+            runtime=f"onnxruntime>={ort.__version__.split('.')[0]}",
+            quantization=quantization,
+            file_name="vision.onnx",
+            options={"image_size": image_size, "output": "l2-normalised pooled image embedding"},
+        )
+        assert self.exports_dir is not None
+        path = ensure_export(
+            self.exports_dir,
+            spec,
+            lambda work: export_vision_tower(ref, image_size, work, quantization),
+            f"the ONNX {quantization} export of the image encoder",
+        )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            return ort.InferenceSession(str(path), options, providers=onnx_providers(self.device))
+        except Exception as exc:
+            raise ModelLoadError(
+                f"cannot open the ONNX export {path} of {ref!r} ({_first_line(exc)}); delete it to rebuild, "
+                "or set CAMTRACE_RUNTIME=torch"
+            ) from exc
 
     def _unload(self) -> None:
         self._bundle = None
@@ -428,7 +422,27 @@ class ImageTextEncoder(InferenceModel):
     # -- metadata ------------------------------------------------------------
     @property
     def dim(self) -> int:
-        return self._get_bundle().dim
+        """The vector size, read from the model's config.json: no weights are loaded for it."""
+        with self._lock:
+            if self._bundle is not None:
+                return self._bundle.dim
+            if self._config_dim is None:
+                from transformers import AutoConfig
+
+                config = _from_pretrained(AutoConfig.from_pretrained, self.model_name, "model")
+                family = MODEL_FAMILIES.get(getattr(config, "model_type", ""))
+                if family is None:
+                    raise _load_error(
+                        self.model_name, "model", f"model type {getattr(config, 'model_type', None)!r} is not supported"
+                    )
+                self._config_dim = family.dims(config)[0]
+            return self._config_dim
+
+    @property
+    def runtime_label(self) -> str:
+        """What runs the image side, e.g. ``onnx int8`` or ``torch torch.bfloat16`` (loads the model)."""
+        bundle = self._get_bundle()
+        return f"onnx {bundle.quantization}" if bundle.session is not None else f"torch {bundle.dtype}"
 
     @property
     def model_version(self) -> str:
@@ -471,12 +485,23 @@ class ImageTextEncoder(InferenceModel):
         items = [text.lower() for text in texts] if bundle.family.lowercase_text else list(texts)
         if not items:
             return np.zeros((0, bundle.dim), dtype=np.float32)
+        with self._lock:
+            if bundle.model is None:  # ONNX runtime: the text side loads on the first query
+                bundle.dtype = inference_dtype(self.device, self.gpu_precision)
+                bundle.model = self._load_torch_model(self.model_name, self.device, bundle.dtype)
         return self._run(bundle, items, self._text_batch)
 
     def _run(self, bundle: _Bundle, items: list[Any], step: Callable[[_Bundle, list[Any]], torch.Tensor]) -> np.ndarray:
         import torch
 
         out = np.empty((len(items), bundle.dim), dtype=np.float32)
+        if bundle.session is not None and step == self._image_batch:
+            # Dynamic int8 quantises activations with one scale per input tensor, i.e. per batch: one crop per
+            # run keeps a crop's vector independent of its batch mates (local, distributed and backfill agree).
+            size = 1 if bundle.quantization == "int8" else self.batch_size
+            for start in range(0, len(items), size):
+                out[start : start + size] = self._onnx_image_batch(bundle, items[start : start + size])
+            return out
         with torch.inference_mode():
             for start in range(0, len(items), self.batch_size):
                 feats = step(bundle, items[start : start + self.batch_size]).float()
@@ -487,7 +512,14 @@ class ImageTextEncoder(InferenceModel):
     # The sub-processors are called directly: through the processor's __call__,
     # class-level defaults (Siglip2Processor's patch_size=16, max_num_patches=256)
     # override the image processor's saved configuration.
+    def _onnx_image_batch(self, bundle: _Bundle, arrays: list[np.ndarray]) -> np.ndarray:
+        inputs = bundle.processor.image_processor(arrays, return_tensors="np", input_data_format="channels_last")
+        pixels = np.ascontiguousarray(inputs["pixel_values"], dtype=np.float32)
+        return bundle.session.run(None, {"pixel_values": pixels})[0]
+
     def _image_batch(self, bundle: _Bundle, arrays: list[np.ndarray]) -> torch.Tensor:
+        if bundle.pixel_transform is not None:
+            return _pooled(bundle.model.get_image_features(pixel_values=bundle.pixel_transform(arrays)))
         # channels_last stated explicitly: a 3-pixel-high crop would otherwise be read as channels-first.
         inputs = bundle.processor.image_processor(arrays, return_tensors="pt", input_data_format="channels_last")
         inputs = inputs.to(device=self.device, dtype=bundle.dtype)
@@ -497,6 +529,95 @@ class ImageTextEncoder(InferenceModel):
         inputs = bundle.processor.tokenizer(texts, return_tensors="pt", **bundle.text_kwargs)
         inputs = inputs.to(self.device)
         return _pooled(bundle.model.get_text_features(**inputs))
+
+
+ONNX_QUANTIZE = ("auto", "int8", "fp32")
+
+
+def export_vision_tower(ref: str, image_size: int, work: Path, quantization: str) -> Path:
+    """Export the vision tower (pixels -> L2-normalised pooled embedding, dynamic batch) to ONNX in ``work``."""
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from transformers import AutoModel
+
+    model = _from_pretrained(AutoModel.from_pretrained, ref, "model", attn_implementation="eager")
+    model = model.to(device="cpu", dtype=torch.float32).eval()
+
+    class VisionEmbedding(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            feats = _pooled(self.model.get_image_features(pixel_values=pixel_values))
+            return feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    fp32 = work / "vision-fp32.onnx"
+    with torch.inference_mode():
+        # The TorchScript exporter: one self-contained file, and a dynamic batch axis by name.
+        torch.onnx.export(
+            VisionEmbedding().eval(),
+            (torch.zeros(2, 3, image_size, image_size),),
+            str(fp32),
+            input_names=["pixel_values"],
+            output_names=["embedding"],
+            dynamic_axes={"pixel_values": {0: "batch"}, "embedding": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    if quantization == "fp32":
+        return fp32
+    int8 = work / "vision-int8.onnx"
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    return int8
+
+
+class DevicePixelTransform:
+    """Crops -> model input on the GPU: uint8 copied from pinned memory, then one resize + normalise there.
+
+    Used for fixed-size, squash-resize processors (SigLIP's): what the processor does
+    with PIL on the CPU, done in a few GPU kernels per batch.
+    """
+
+    def __init__(self, size: tuple[int, int], mean: Sequence[float], std: Sequence[float], scale: float,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        import torch
+
+        self.size = size
+        self.device = device
+        self.dtype = dtype
+        self.scale = scale
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+
+    @classmethod
+    def from_processor(cls, image_processor: Any, device: torch.device, dtype: torch.dtype) -> DevicePixelTransform | None:
+        """The transform equivalent to ``image_processor``, or None where it is not a plain squash-resize."""
+        size = getattr(image_processor, "size", None) or {}
+        height, width = (size.get(key) if isinstance(size, dict) else getattr(size, key, None) for key in ("height", "width"))
+        if not (height and width):
+            return None  # shortest-edge + centre crop (CLIP) or NaFlex (SigLIP2): the processor's own path
+        if getattr(image_processor, "do_center_crop", False) or not getattr(image_processor, "do_resize", True):
+            return None
+        mean = image_processor.image_mean if getattr(image_processor, "do_normalize", True) else [0.0] * 3
+        std = image_processor.image_std if getattr(image_processor, "do_normalize", True) else [1.0] * 3
+        scale = float(image_processor.rescale_factor) if getattr(image_processor, "do_rescale", True) else 1.0
+        return cls((int(height), int(width)), mean, std, scale, device, dtype)
+
+    def __call__(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
+        import torch
+        import torch.nn.functional as F
+
+        pin = self.device.type == "cuda"
+        out = []
+        for array in arrays:
+            host = torch.from_numpy(array)
+            if pin:
+                host = host.pin_memory()
+            image = host.to(self.device, non_blocking=True).permute(2, 0, 1).unsqueeze(0).float()
+            out.append(F.interpolate(image, size=self.size, mode="bicubic", antialias=True, align_corners=False))
+        batch = torch.cat(out).clamp_(0, 255) * self.scale
+        return ((batch - self.mean) / self.std).to(self.dtype)
 
 
 def _pooled(output: Any) -> torch.Tensor:

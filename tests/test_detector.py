@@ -60,7 +60,7 @@ def test_detector_from_settings_uses_the_settings(tiny_yolo_dir, tmp_path):
         detector_max_det=7, detector_batch_size=3, device="cpu",
     )
     detector = PersonDetector.from_settings(settings)
-    fields = (detector.weights, detector.conf, detector.imgsz, detector.max_det, detector.batch_size, detector.device)
+    fields = (detector.weights, detector.conf, detector.imgsz, detector.max_det, detector.batch_size, str(detector.device))
     assert fields == (str(tiny_yolo_dir), 0.4, 320, 7, 3, "cpu")
     image = np.full((240, 320, 3), 127, np.uint8)
     assert all(np.all(d[:, 4] >= 0.4) for d in detector.detect([image, image]))

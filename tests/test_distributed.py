@@ -118,6 +118,9 @@ def assert_same_index(distributed: dict, local: dict) -> None:
 def workers(tmp_path, broker, tiny_yolo_dir, tiny_siglip_dir):
     """Start workers on demand; all are stopped at the end of the test."""
     env = camtrace_env(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir, broker.url)
+    prepared = run_cli(env, "prepare")  # weights fetched and exports built before any task runs
+    assert prepared.returncode == 0, prepared.stderr
+    assert "onnx" in prepared.stdout and "320 px" in prepared.stdout
     started: list[Worker] = []
 
     def start(queues: str, *extra: str, **env_extra: str) -> Worker:

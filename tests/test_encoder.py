@@ -45,7 +45,7 @@ def test_construction_and_version_do_not_load(tiny_siglip_dir: Path) -> None:
     assert enc.model_version.startswith("tiny-siglip@")
     assert not enc.loaded  # a local folder is identified from its files
     assert enc.dim == 32
-    assert enc.loaded
+    assert not enc.loaded  # the vector size comes from config.json
 
 
 def test_unload_then_use_reloads_same_weights(tiny_siglip_dir: Path) -> None:

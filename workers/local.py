@@ -41,6 +41,7 @@ def ingest_local(
         # Load both models before the first write: missing weights stop here.
         services.detector.load()
         model = services.model()  # one model for the whole ingest: its encoder writes into its own index
+        model.encoder.load()
         indexer = CropIndexer(model.encoder, model.index, services.db, services.crops)
         db = services.db
         plans = [(video, video.segments(settings.segment_seconds)) for video in videos]

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from camtrace.detection import (
     CropSelector,
+    MotionGate,
     PersonDetector,
     SegmentSpec,
     SegmentTracker,
@@ -48,6 +49,7 @@ class SegmentResult:
     video_id: str
     segment_index: int
     frames: int = 0
+    frames_detected: int = 0  # frames the detector ran on (fewer than ``frames`` with motion gating)
     boxes: int = 0
     crops: list[Crop] = field(default_factory=list)
     tracks: list[TrackSpan] = field(default_factory=list)
@@ -109,13 +111,15 @@ def detect_segment(
     selector = CropSelector(
         k=settings.crops_per_track, min_height=settings.min_crop_height, min_sharpness=settings.min_crop_sharpness
     )
+    gate = MotionGate(settings.motion_threshold) if settings.motion_gating else None
     frames = source.frames(settings.sample_fps, start_frame=segment.start_frame, end_frame=segment.end_frame)
-    for frame, boxes in track_frames(detector, frames, tracker):
+    for frame, boxes in track_frames(detector, frames, tracker, gate):
         selector.add(frame, boxes)
         result.frames += 1
         result.boxes += len(boxes)
         if on_frame is not None:
             on_frame()
+    result.frames_detected = gate.detected if gate is not None else result.frames
 
     def track_id_for(local_id: int) -> str:
         return make_track_id(video_id, segment.index, local_id)
