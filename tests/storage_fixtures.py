@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,11 @@ def postgres_url() -> Iterator[str]:
             yield f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{name}"
         finally:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on SQLite (a file in the test's folder) and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'camtrace.db'}"
+    return request.getfixturevalue("postgres_url")

@@ -9,16 +9,9 @@ import numpy as np
 import pytest
 from camtrace.storage import Database
 from camtrace.training.registry import ModelRegistry, model_version_of
-from storage_fixtures import postgres_url  # noqa: F401  (fixture)
+from storage_fixtures import postgres_url, url  # noqa: F401  (fixtures)
 
 from camtrace.errors import InputError, NotFoundError, StorageError
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'data' / 'camtrace.db'}"
-    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture

@@ -15,16 +15,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from camtrace.storage.sql import Base, Database, alembic_config
 from sqlalchemy import inspect, text
-from storage_fixtures import postgres_url  # noqa: F401  (fixture)
+from storage_fixtures import postgres_url, url  # noqa: F401  (fixtures)
 
 from camtrace.errors import NotFoundError, StorageError
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'data' / 'camtrace.db'}"
-    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture
