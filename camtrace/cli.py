@@ -144,12 +144,14 @@ def worker(queues: str, device: str | None, pool: str | None, concurrency: int |
     import os
     import tempfile
 
-    from camtrace.workers.celery_app import QUEUES, worker_argv
+    from camtrace.workers.celery_app import QUEUES, model_threads, worker_argv, worker_pool
 
     if device:
         os.environ["CAMTRACE_DEVICE"] = device
     settings = load_settings()
     argv = worker_argv(settings, queues, pool=pool, concurrency=concurrency, name=name)
+    # The forked processes read their settings from the environment.
+    os.environ["CAMTRACE_CPU_THREADS"] = str(model_threads(settings, worker_pool(settings, queues, pool), concurrency))
     if settings.metrics_port:
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="camtrace-metrics-"))
         from camtrace.workers import metrics

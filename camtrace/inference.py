@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from camtrace.errors import ConfigError
 
@@ -79,15 +79,46 @@ def onnx_providers(device: torch.device) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def onnx_session_options(cpu_threads: int = 0) -> Any:
+    """ONNX Runtime session options for camtrace's models: full graph optimisation, no spinning threads.
+
+    ``cpu_threads`` is the intra-op thread count (0: ONNX Runtime's default, one per physical core).
+    Spinning is off because the cores are shared: the detector, the encoder and video decoding take
+    turns in one process, and a worker's other processes run beside it. Idle spinning threads held
+    the cores after each run (benchmarks/bench_motion.py with one core busy: 5.1 -> 6.5 cameras;
+    no change on an idle machine).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = max(0, int(cpu_threads))
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
+def limit_torch_threads(cpu_threads: int) -> None:
+    """PyTorch's intra-op threads on the CPU (0 keeps its default, one per core)."""
+    if cpu_threads > 0:
+        import torch
+
+        if torch.get_num_threads() != cpu_threads:
+            torch.set_num_threads(cpu_threads)
+
+
 # --------------------------------------------------------------------------
 # Base class
 # --------------------------------------------------------------------------
 class InferenceModel(ABC):
     """A model loaded lazily, once, on first use; ``unload()`` frees it again."""
 
-    def __init__(self, model: str, device: str = "auto", runtime: str = "torch") -> None:
+    def __init__(self, model: str, device: str = "auto", runtime: str = "torch", cpu_threads: int = 0) -> None:
         if runtime not in RUNTIMES:
             raise ConfigError(f"unknown runtime {runtime!r}; CAMTRACE_RUNTIME must be one of {', '.join(RUNTIMES)}")
+        if cpu_threads < 0:
+            raise ConfigError(f"CAMTRACE_CPU_THREADS must be 0 (one per core) or more, not {cpu_threads}")
+        self.cpu_threads = cpu_threads
         self.model_name = str(model)
         self.device_setting = device
         self.runtime_setting = runtime
@@ -114,6 +145,8 @@ class InferenceModel(ABC):
     def load(self) -> None:
         with self._lock:
             if not self._loaded:
+                if self.device.type == "cpu":
+                    limit_torch_threads(self.cpu_threads)
                 self._load()
                 self._loaded = True
 

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         description="Embedder weights on ONNX Runtime: int8 (dynamic quantisation), fp32, or auto (int8: measured "
         "within 0.5 points of fp32 retrieval).",
     )
+    cpu_threads: int = Field(
+        0,
+        ge=0,
+        description="Threads per process for the models on a CPU (ONNX Runtime intra-op, PyTorch); 0: one per core, "
+        "or the cores shared out among a prefork worker's processes.",
+    )
     gpu_precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="Embedder precision on a GPU: auto (bf16, fp16 where bf16 is missing), bf16, fp16 or fp32."
     )

@@ -88,8 +88,9 @@ class PersonDetector(InferenceModel):
         batch_size: int = 16,
         runtime: str = "torch",
         exports_dir: str | os.PathLike[str] | None = None,
+        cpu_threads: int = 0,
     ) -> None:
-        super().__init__(str(weights), device, runtime)
+        super().__init__(str(weights), device, runtime, cpu_threads)
         self.weights = str(weights)
         self.conf = conf
         self.imgsz_setting = imgsz
@@ -113,6 +114,7 @@ class PersonDetector(InferenceModel):
             batch_size=settings.detector_batch_size,
             runtime=settings.runtime,
             exports_dir=settings.exports_dir,
+            cpu_threads=settings.cpu_threads,
         )
 
     @property
@@ -143,13 +145,33 @@ class PersonDetector(InferenceModel):
             log.warning("class 0 of %s is %r, not 'person'; detections of class 0 are used", self.weights, names.get(0))
         self._imgsz = int(self.imgsz_setting or trained_imgsz(model))
         if self.runtime == "onnx":
-            model = self._open(self._onnx_export(path, self._imgsz), task="detect")
+            export = self._onnx_export(path, self._imgsz)
+            model = self._open(export, task="detect")
+            if self.device.type == "cpu":
+                self._use_own_session_options(model, export)
         else:
             try:
                 model.to(self.device)
             except Exception as exc:
                 raise ModelLoadError(f"cannot move detector {self.weights!r} to device {self.device}: {exc}") from exc
         self._model = model
+
+    def _use_own_session_options(self, model: Any, export: str) -> None:
+        """Run Ultralytics' ONNX backend on a session with camtrace's options (threads, no spinning).
+
+        Ultralytics opens its session without options when the predictor is first set up; one
+        warm-up prediction sets it up, then the session is swapped for an equivalent one.
+        """
+        import onnxruntime as ort
+
+        from camtrace.inference import onnx_session_options
+
+        model.predict(np.zeros((32, 32, 3), np.uint8), imgsz=self._imgsz, device="cpu", verbose=False)
+        backend = getattr(getattr(getattr(model, "predictor", None), "model", None), "backend", None)
+        if getattr(backend, "session", None) is None:
+            log.warning("Ultralytics' ONNX backend has no session where expected; it keeps its default options")
+            return
+        backend.session = ort.InferenceSession(export, onnx_session_options(self.cpu_threads), providers=["CPUExecutionProvider"])
 
     def _open(self, path: str, task: str | None = None) -> Any:
         os.environ.setdefault("YOLO_OFFLINE", "1")

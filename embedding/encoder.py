@@ -28,7 +28,7 @@ from camtrace.errors import ConfigError, InputError, ModelLoadError
 # Re-exported: the base and device helpers lived here before the detector shared them.
 from camtrace.inference import InferenceModel as InferenceModel
 from camtrace.inference import inference_dtype as inference_dtype
-from camtrace.inference import onnx_providers
+from camtrace.inference import onnx_providers, onnx_session_options
 from camtrace.inference import resolve_device as resolve_device
 
 if TYPE_CHECKING:
@@ -262,8 +262,9 @@ class ImageTextEncoder(InferenceModel):
         exports_dir: str | os.PathLike[str] | None = None,
         onnx_quantize: str = "auto",
         gpu_precision: str = "auto",
+        cpu_threads: int = 0,
     ) -> None:
-        super().__init__(str(model), device, runtime)
+        super().__init__(str(model), device, runtime, cpu_threads)
         inference_dtype(resolve_device("cpu"), gpu_precision)  # validates the name without touching a GPU
         self.gpu_precision = gpu_precision
         if onnx_quantize not in ONNX_QUANTIZE:
@@ -295,6 +296,7 @@ class ImageTextEncoder(InferenceModel):
             exports_dir=settings.exports_dir,
             onnx_quantize=settings.onnx_quantize,
             gpu_precision=settings.gpu_precision,
+            cpu_threads=settings.cpu_threads,
         )
 
     def __repr__(self) -> str:
@@ -400,10 +402,10 @@ class ImageTextEncoder(InferenceModel):
             lambda work: export_vision_tower(ref, image_size, work, quantization),
             f"the ONNX {quantization} export of the image encoder",
         )
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            return ort.InferenceSession(str(path), options, providers=onnx_providers(self.device))
+            return ort.InferenceSession(
+                str(path), onnx_session_options(self.cpu_threads), providers=onnx_providers(self.device)
+            )
         except Exception as exc:
             raise ModelLoadError(
                 f"cannot open the ONNX export {path} of {ref!r} ({_first_line(exc)}); delete it to rebuild, "

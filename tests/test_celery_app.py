@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from camtrace.workers.celery_app import QUEUES, make_celery, worker_argv
+from camtrace.workers.celery_app import QUEUES, make_celery, model_threads, worker_argv
 from click.testing import CliRunner
 from distributed_fixtures import broker  # noqa: F401
 
@@ -136,6 +136,16 @@ def test_gpu_workers_use_a_pool_that_never_forks_and_cpu_workers_prefork(tmp_pat
     threads = worker_argv(settings(tmp_path), "embed", pool="threads", name="gpu0@rack1")
     assert threads[threads.index("--pool") + 1] == "threads"
     assert threads[threads.index("--hostname") + 1] == "gpu0@rack1"
+
+
+def test_a_prefork_worker_shares_its_cores_among_its_processes(tmp_path, monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    cpu = settings(tmp_path, device="cpu")
+    assert model_threads(cpu, "prefork") == 1  # Celery's default: one process per core, one thread each
+    assert model_threads(cpu, "prefork", concurrency=2) == 4
+    assert model_threads(cpu, "prefork", concurrency=16) == 1
+    assert model_threads(cpu, "solo") == 0  # one process: the runtimes' own default, a thread per core
+    assert model_threads(settings(tmp_path, device="cpu", cpu_threads=3), "prefork") == 3  # the setting wins
 
 
 def test_an_unknown_queue_is_refused_with_the_valid_names(tmp_path):

@@ -75,6 +75,35 @@ def test_onnx_fp32_and_int8_agree_with_pytorch_and_text_loads_only_when_asked(
     np.testing.assert_array_equal(alone, quantised[:3])
 
 
+def spinning(session) -> str:
+    return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+
+@pytest.fixture
+def torch_threads_restored():
+    threads = torch.get_num_threads()  # the setting is per process: give the other tests theirs back
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_onnx_sessions_run_on_the_set_threads_without_spinning(
+    tiny_siglip_dir, tiny_yolo_dir, tmp_path, crops, torch_threads_restored
+):
+    settings = Settings(data_dir=tmp_path, embed_model=str(tiny_siglip_dir), detector_model=str(tiny_yolo_dir),
+                        device="cpu", cpu_threads=1)
+    encoder = ImageTextEncoder.from_settings(settings)
+    encoder.encode_images(crops[:2])
+    session = encoder._bundle.session
+    assert session.get_session_options().intra_op_num_threads == 1 and spinning(session) == "0"
+
+    detector = PersonDetector.from_settings(settings)
+    before = detector.detect([np.full((240, 320, 3), 90, np.uint8)])
+    session = detector._model.predictor.model.backend.session  # the session Ultralytics' predictor runs
+    assert session.get_session_options().intra_op_num_threads == 1 and spinning(session) == "0"
+    assert torch.get_num_threads() == 1  # and PyTorch (text side, torch runtime) too
+    assert len(before) == 1 and before[0].shape[1] == 6
+
+
 def test_settings_pick_onnx_on_cpu_and_the_vector_size_needs_no_weights(tiny_siglip_dir, tiny_yolo_dir, tmp_path):
     settings = Settings(data_dir=tmp_path, embed_model=str(tiny_siglip_dir), detector_model=str(tiny_yolo_dir),
                         device="cpu")

@@ -11,6 +11,8 @@ unacknowledged tasks come back as soon as its connection closes).
 
 from __future__ import annotations
 
+import os
+
 from celery import Celery
 from kombu import Exchange, Queue
 
@@ -154,20 +156,43 @@ def producer(settings: Settings) -> Celery:
     return app
 
 
-def worker_argv(
-    settings: Settings, queues: str, pool: str | None = None, concurrency: int | None = None, name: str | None = None
-) -> list[str]:
-    """The `celery worker` arguments for a camtrace worker consuming ``queues`` (comma-separated)."""
+def _queues(queues: str) -> list[str]:
     from camtrace.errors import ConfigError
 
     chosen = [queue.strip() for queue in queues.split(",") if queue.strip()]
     unknown = sorted(set(chosen) - set(QUEUES))
     if unknown or not chosen:
         raise ConfigError(f"unknown queue(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(QUEUES)}")
+    return chosen
+
+
+def worker_pool(settings: Settings, queues: str, pool: str | None = None) -> str:
+    """``pool`` if given; else solo for model-running GPU workers and the embed/train queues, prefork otherwise."""
+    chosen = _queues(queues)
     runs_models_on_gpu = settings.device.startswith("cuda") and ("embed" in chosen or "detect" in chosen)
     # CUDA must never be initialised before a fork, and one process per GPU
     # owns its memory: model-running GPU workers and the embed/train queues use solo.
-    pool = pool or ("solo" if runs_models_on_gpu or "embed" in chosen or "train" in chosen else "prefork")
+    return pool or ("solo" if runs_models_on_gpu or "embed" in chosen or "train" in chosen else "prefork")
+
+
+def model_threads(settings: Settings, pool: str, concurrency: int | None = None) -> int:
+    """CPU threads per process for the models: the setting, else a prefork worker's cores shared out.
+
+    Celery's prefork default is one process per core; each process's runtimes would otherwise start a
+    thread per core, i.e. cores x cores threads fighting over the cores.
+    """
+    if settings.cpu_threads or pool != "prefork":
+        return settings.cpu_threads
+    cores = os.cpu_count() or 1
+    return max(1, cores // (concurrency or cores))
+
+
+def worker_argv(
+    settings: Settings, queues: str, pool: str | None = None, concurrency: int | None = None, name: str | None = None
+) -> list[str]:
+    """The `celery worker` arguments for a camtrace worker consuming ``queues`` (comma-separated)."""
+    chosen = _queues(queues)
+    pool = worker_pool(settings, queues, pool)
     argv = ["worker", "--queues", ",".join(chosen), "--pool", pool, "--loglevel", settings.log_level]
     argv += ["--hostname", name or f"camtrace-{'-'.join(chosen)}@%h"]
     if concurrency or pool == "solo":
