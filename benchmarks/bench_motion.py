@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--cameras", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=12.0, help="seconds of walks per camera")
     parser.add_argument("--idle", type=float, default=6.0, help="seconds of each empty stretch (3 per camera)")
+    parser.add_argument("--fps", type=float, default=10.0, help="the cameras' frame rate (5 fps are sampled)")
+    parser.add_argument("--size", default="640x360", help="the cameras' frame size, WxH (1280x720: a main stream)")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--embed-model")
     parser.add_argument("--detector-model")
@@ -108,10 +110,11 @@ def main() -> None:
             embed = args.embed_model or build_base_like_siglip(tmp / "siglip")
             detector = args.detector_model or build_tiny_yolo(tmp / "yolo", 0, N_SCALE, 640)
         footage = generate_footage(tmp / "footage", cameras=args.cameras, identities=2 * args.cameras,
-                                   seconds=args.seconds, seed=3, idle_seconds=args.idle)
+                                   seconds=args.seconds, seed=3, idle_seconds=args.idle, fps=args.fps,
+                                   size=tuple(int(v) for v in args.size.lower().split("x")))
         video_s = footage.n_frames / footage.fps
         print(f"footage: {args.cameras} cameras x {video_s:.0f} s ({3 * args.idle:.0f} s of it empty scene), "
-              f"{footage.fps:.0f} fps, 640x360; boxes from {args.boxes}")
+              f"{footage.fps:.0f} fps, {args.size}; boxes from {args.boxes}")
         results = {}
         for gating in (False, True):
             data = tmp / f"data-{gating}"

@@ -30,6 +30,11 @@ people, no two of whom share a description.
    Crop settings: the K best crops per track (CAMTRACE_CROPS_PER_TRACK
    default), one crop per track, and every crop (a large K, no size or
    sharpness filter).
+4. The runtimes' quality guard on the trained model: the ingest rows run on
+   the CPU default (ONNX Runtime, int8); the K-best row is repeated on PyTorch
+   fp32, and the ground-truth crops are measured with PyTorch fp32, bf16 (the
+   GPU default's number format) and ONNX int8. A fast path may stay a default
+   only within 0.5 points of fp32 on Top-1 and mAP.
 
 Trained models are cached in a folder keyed by their parameters (``--cache``),
 so a second run reuses them. Nothing is downloaded: Ultralytics runs with
@@ -322,13 +327,13 @@ def embedder_record(out: Path, cfg: EmbedderConfig, seconds: float) -> dict:
 # 3. Ingest and search --------------------------------------------------------------------------------------
 
 
-def ingest_settings(data_dir: Path, detector: str, embedder: str, imgsz: int, crop_mode: str):
+def ingest_settings(data_dir: Path, detector: str, embedder: str, imgsz: int, crop_mode: str, runtime: str):
     from camtrace.settings import load_settings
 
     return load_settings(
         data_dir=data_dir, detector_model=detector, detector_imgsz=imgsz,
         embed_model=embedder, embed_processor="",  # the model folder's own processor
-        **CROP_MODES[crop_mode],
+        runtime=runtime, **CROP_MODES[crop_mode],
     )
 
 
@@ -410,17 +415,17 @@ def trace_figures(search, identities: dict[str, str | None]) -> dict | None:
 
 
 def evaluate_configuration(work: Path, test_dir: Path, detector: str, embedder: str, imgsz: int,
-                           crop_mode: str) -> dict:
-    """Ingest the test cameras into a fresh data dir with these models and crop setting; measure retrieval."""
+                           crop_mode: str, runtime: str = "auto") -> dict:
+    """Ingest the test cameras into a fresh data dir with these models, crop setting and runtime; measure retrieval."""
     from camtrace.search import SearchService
     from camtrace.workers.local import ingest_local
 
     from camtrace.services import Services
 
-    data_dir = work / f"data-{hashlib.sha1(f'{embedder}|{crop_mode}'.encode()).hexdigest()[:10]}"
+    data_dir = work / f"data-{hashlib.sha1(f'{embedder}|{crop_mode}|{runtime}'.encode()).hexdigest()[:10]}"
     if data_dir.exists():
         shutil.rmtree(data_dir)
-    settings = ingest_settings(data_dir, detector, embedder, imgsz, crop_mode)
+    settings = ingest_settings(data_dir, detector, embedder, imgsz, crop_mode, runtime)
     truth = GroundTruth.from_json(test_dir / "ground_truth.json")
     meta = json.loads((test_dir / "ground_truth.json").read_text())
     services = Services(settings)
@@ -438,9 +443,11 @@ def evaluate_configuration(work: Path, test_dir: Path, detector: str, embedder: 
             text = text_figures(search, identities, truth)
             reid = reid_figures(services, identities, cameras)
             trace = trace_figures(search, identities)
+        label = services.encoder.runtime_label
     finally:
         services.close()
     return {
+        "runtime": label,
         "crops_per_track": settings.crops_per_track,
         "frames": frames,
         "crops": crops,
@@ -455,11 +462,16 @@ def evaluate_configuration(work: Path, test_dir: Path, detector: str, embedder: 
     }
 
 
-def crop_figures(test_dir: Path, model: str) -> dict:
+# How the image side runs for the ground-truth crop figures: PyTorch fp32 (the reference), bf16 and ONNX int8.
+NUMBER_FORMATS = ("torch fp32", "torch bf16", "onnx int8")
+
+
+def crop_figures(test_dir: Path, model: str, number_format: str = "torch fp32", exports: Path | None = None) -> dict:
     """The ``camtrace eval`` protocols on ground-truth crops of every test person: the model alone, without
     detector, tracker or crop selection (text -> identity, and image re-id across cameras)."""
     from dataclasses import replace
 
+    import torch
     from camtrace.embedding import ImageTextEncoder
     from camtrace.training.datasets import PersonDataset, load_dataset
     from camtrace.training.evaluate import evaluate_model
@@ -467,9 +479,15 @@ def crop_figures(test_dir: Path, model: str) -> dict:
     footage = load_dataset(f"synthetic:{test_dir}")
     # The loader splits a footage's people into train/val/test; here every person is a test person.
     everyone = PersonDataset([replace(s, split="test") for s in footage.samples], name=f"{footage.name} (everyone)")
-    encoder = ImageTextEncoder(model, None, device="cpu")
+    runtime = number_format.split()[0]
+    encoder = ImageTextEncoder(model, None, device="cpu", runtime=runtime, exports_dir=exports, onnx_quantize="int8")
     try:
-        return evaluate_model(encoder, everyone, batch_size=64) | {"images": len(everyone)}
+        if number_format == "torch bf16":
+            # The GPU default's number format (weights and activations in bf16), emulated on the CPU.
+            bundle = encoder._get_bundle()
+            bundle.model.to(torch.bfloat16)
+            bundle.dtype = torch.bfloat16
+        return evaluate_model(encoder, everyone, batch_size=64) | {"images": len(everyone), "runtime": number_format}
     finally:
         encoder.unload()
 
@@ -491,13 +509,13 @@ def print_table(report: dict) -> None:
     print(f"detector: yolo11n from scratch, {det['epochs']} epochs at {det['imgsz']} px on {det['train_images']} "
           f"frames: mAP50 {det['map50']:.1f}, mAP50-95 {det['map50_95']:.1f} on {det['held_out_images']} held-out "
           "frames")
-    header = (f"{'embedder':<10} {'crops':<12} {'K':>6} {'tracks':>6} {'false':>5} {'found':>5} {'crops':>6} | "
+    header = (f"{'embedder':<10} {'crops':<12} {'runtime':<20} {'K':>6} {'tracks':>6} {'false':>5} {'found':>5} {'crops':>6} | "
               f"{'txt@1':>5} {'txt@5':>5} | {'rid@1':>5} {'ridAP':>5} | {'trP':>5} {'trR':>5}")
     print(header)
     print("-" * len(header))
     for row in report["rows"]:
         trace = row["trace"] or {}
-        print(f"{row['embedder']:<10} {row['crop_mode']:<12} {row['crops_per_track']:>6} {row['tracks']:>6} "
+        print(f"{row['embedder']:<10} {row['crop_mode']:<12} {row['runtime']:<20} {row['crops_per_track']:>6} {row['tracks']:>6} "
               f"{row['false_tracks']:>5} {row['people_found']:>2}/{row['people']:<2} {row['crops']:>6} | "
               f"{fmt(row['text']['top1'])} {fmt(row['text']['top5'])} | {fmt(row['reid']['top1'])} "
               f"{fmt(row['reid']['map'])} | {fmt(trace.get('precision'))} {fmt(trace.get('recall'))}")
@@ -510,12 +528,43 @@ def print_table(report: dict) -> None:
         print(f"{name} model on {figures['images']} ground-truth crops of the test people (camtrace eval protocols):"
               f" text->identity Top-1 {fmt(text.get('top1'))}, Top-5 {fmt(text.get('top5'))}; "
               f"image re-id Top-1 {fmt(reid.get('top1'))}, mAP {fmt(reid.get('map'))}")
-    by_key = {(row["embedder"], row["crop_mode"]): row for row in report["rows"]}
+    print_runtime_guard(report)
+    # The first row of each (embedder, crop setting): the default runtime.
+    by_key: dict[tuple[str, str], dict] = {}
+    for row in report["rows"]:
+        by_key.setdefault((row["embedder"], row["crop_mode"]), row)
     for mode in CROP_MODES:
         trained, untrained = by_key.get(("trained", mode)), by_key.get(("untrained", mode))
         if trained and untrained:
             print(f"trained - untrained ({mode}): text Top-1 {trained['text']['top1'] - untrained['text']['top1']:+.1f}"
                   f", re-id mAP {trained['reid']['map'] - untrained['reid']['map']:+.1f} points")
+
+
+def print_runtime_guard(report: dict) -> None:
+    """Each fast path's change against PyTorch fp32 on the trained model, and whether it stays within 0.5 points."""
+    crops = report["ground_truth_crops"]
+    reference = crops["trained"]
+    for number_format in NUMBER_FORMATS[1:]:
+        figures = crops.get(f"trained, {number_format}")
+        if figures is None:
+            continue
+        deltas = {
+            "text Top-1": figures["text_to_identity"]["top1"] - reference["text_to_identity"]["top1"],
+            "re-id Top-1": figures["image_reid"]["top1"] - reference["image_reid"]["top1"],
+            "re-id mAP": figures["image_reid"]["map"] - reference["image_reid"]["map"],
+        }
+        # A gain is no loss of quality (on a small gallery one query moves Top-1 by more than 0.5 points).
+        kept = all(delta >= -0.5 for delta in deltas.values())
+        print(f"trained, {number_format} - fp32 on ground-truth crops: "
+              + ", ".join(f"{name} {delta:+.2f}" for name, delta in deltas.items())
+              + f" points: {'loses at most 0.5' if kept else 'LOSES MORE THAN 0.5'}")
+    pipeline = [row for row in report["rows"] if row["embedder"] == "trained" and row["crop_mode"] == "K best"]
+    if len(pipeline) == 2:
+        fast, fp32 = pipeline
+        print(f"trained, K best, {fast['runtime']} - {fp32['runtime']} in the pipeline: text Top-1 "
+              f"{fast['text']['top1'] - fp32['text']['top1']:+.1f}, Top-5 {fast['text']['top5'] - fp32['text']['top5']:+.1f}, "
+              f"re-id Top-1 {fast['reid']['top1'] - fp32['reid']['top1']:+.1f}, "
+              f"mAP {fast['reid']['map'] - fp32['reid']['map']:+.1f} points")
 
 
 def main() -> None:
@@ -550,14 +599,21 @@ def main() -> None:
 
     models = {"untrained": str(base), "trained": trained["folder"]}
     crop_level = {name: crop_figures(test_dir, folder) for name, folder in models.items()}
+    for number_format in NUMBER_FORMATS[1:]:
+        crop_level[f"trained, {number_format}"] = crop_figures(test_dir, models["trained"], number_format,
+                                                              work / "exports")
     print(f"[{time.perf_counter() - began:6.0f} s] ground-truth crops measured", flush=True)
     rows = []
     for name, embedder in models.items():
         for mode in CROP_MODES:
             row = evaluate_configuration(work, test_dir, detector["folder"], embedder, preset.detector.imgsz, mode)
             rows.append({"embedder": name, "crop_mode": mode, **row})
-            print(f"[{time.perf_counter() - began:6.0f} s] {name} / {mode}: text Top-1 {row['text']['top1']:.1f}, "
-                  f"re-id mAP {row['reid']['map']:.1f}", flush=True)
+            print(f"[{time.perf_counter() - began:6.0f} s] {name} / {mode} / {row['runtime']}: text Top-1 "
+                  f"{row['text']['top1']:.1f}, re-id mAP {row['reid']['map']:.1f}", flush=True)
+    # The quality guard in the pipeline: the trained model's K-best row again on PyTorch fp32.
+    row = evaluate_configuration(work, test_dir, detector["folder"], models["trained"], preset.detector.imgsz,
+                                 "K best", runtime="torch")
+    rows.append({"embedder": "trained", "crop_mode": "K best", **row})
 
     report = {
         "preset": "quick" if args.quick else "full",

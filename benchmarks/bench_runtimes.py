@@ -107,8 +107,8 @@ def embed_section(args, tmp: Path) -> None:
         print(f"  {name:<30} {rate:8.2f} {rate / base_rate:6.2f}x {cos:8.5f} {top1:6.1f} {top1 - base_top1:+7.2f} "
               f"{mean_ap:6.1f} {mean_ap - base_map:+6.2f}")
     int8_top1, int8_map = retrieval(paths["onnx int8"][0], labels)
-    ok = abs(int8_top1 - base_top1) <= 0.5 and abs(int8_map - base_map) <= 0.5
-    print(f"  int8 within 0.5 points of fp32 on Top-1 and mAP: {'yes' if ok else 'NO: set CAMTRACE_ONNX_QUANTIZE=fp32'}")
+    ok = int8_top1 - base_top1 >= -0.5 and int8_map - base_map >= -0.5  # a gain is no loss
+    print(f"  int8 loses at most 0.5 points of fp32's Top-1 and mAP: {'yes' if ok else 'NO: set CAMTRACE_ONNX_QUANTIZE=fp32'}")
 
 
 def detector_section(args, tmp: Path) -> None:

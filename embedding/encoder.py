@@ -442,9 +442,13 @@ class ImageTextEncoder(InferenceModel):
 
     @property
     def runtime_label(self) -> str:
-        """What runs the image side, e.g. ``onnx int8`` or ``torch torch.bfloat16`` (loads the model)."""
+        """What runs the image side, e.g. ``onnx int8`` or ``torch bf16`` (loads the model)."""
         bundle = self._get_bundle()
-        return f"onnx {bundle.quantization}" if bundle.session is not None else f"torch {bundle.dtype}"
+        if bundle.session is not None:
+            return f"onnx {bundle.quantization}"
+        return "torch " + {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32"}.get(
+            str(bundle.dtype), str(bundle.dtype)
+        )
 
     @property
     def model_version(self) -> str:

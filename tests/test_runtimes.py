@@ -62,7 +62,9 @@ def test_onnx_fp32_and_int8_agree_with_pytorch_and_text_loads_only_when_asked(
     assert fp32._bundle.model is None  # no PyTorch weights for images
 
     text = fp32.encode_texts(["woman, red coat"])  # the text side loads now, on PyTorch
-    reference = ImageTextEncoder(tiny_siglip_dir, None, device="cpu").encode_texts(["woman, red coat"])
+    reference_encoder = ImageTextEncoder(tiny_siglip_dir, None, device="cpu")
+    reference = reference_encoder.encode_texts(["woman, red coat"])
+    assert reference_encoder.runtime_label == "torch fp32"
     assert fp32._bundle.model is not None
     np.testing.assert_allclose(text, reference, atol=1e-5)
 
