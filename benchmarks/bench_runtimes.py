@@ -9,7 +9,9 @@ Quality: synthetic person crops (identities x views, ``camtrace.synthetic.identi
 path; every crop queries all others (image -> image), and Top-1 and mAP are compared with PyTorch fp32's on the
 same gallery, with the smallest cosine between a path's vector and fp32's. A fast path may be the default only
 where Top-1 and mAP stay within 0.5 points of fp32. On CUDA the GPU section prints crops/s per batch size
-(bf16, SDPA, preprocessing on the GPU) and the detector in fp16; on a CPU it is skipped with a message.
+(bf16, SDPA, preprocessing on the GPU) end to end and split into preprocessing and forward pass, the TFLOP/s
+reached and its share of the GPU's dense bf16 peak, bf16's quality against fp32, and the detector in fp16.
+Without CUDA it is skipped with a message; ``--gpu-device cpu --tiny`` runs its code here as a check.
 """
 
 from __future__ import annotations
@@ -134,55 +136,112 @@ def detector_section(args, tmp: Path) -> None:
     print(f"  onnx / torch: {rates['onnx'] / rates['torch']:.2f}x")
 
 
+def vision_gflops(model: str) -> float:
+    """Forward GFLOP per crop of the vision tower (patch embedding, attention and MLP; 2 FLOP per multiply-add)."""
+    from transformers import AutoConfig
+
+    vision = AutoConfig.from_pretrained(model).vision_config
+    tokens = (vision.image_size // vision.patch_size) ** 2
+    d, inner = vision.hidden_size, vision.intermediate_size
+    per_layer = 8 * tokens * d * d + 4 * tokens * d * inner + 4 * tokens * tokens * d
+    patches = 2 * tokens * 3 * vision.patch_size**2 * d
+    return (vision.num_hidden_layers * per_layer + patches) / 1e9
+
+
+# Dense bf16 tensor-core peaks (TFLOP/s) of GPUs the section may meet, for the share of the roofline reached.
+BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
+
+
 def gpu_section(args, tmp: Path) -> None:
     import torch
 
-    if not torch.cuda.is_available():
-        print("\nGPU section skipped: CUDA is not available on this machine (the same code runs there unchanged).")
+    device = args.gpu_device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print("\nGPU section skipped: CUDA is not available on this machine (the same code runs there unchanged; "
+              "--gpu-device cpu runs it here as a check of the code).")
         return
     from camtrace.embedding import ImageTextEncoder
-    from camtrace.embedding.tiny_model import build_base_like_siglip
+    from camtrace.embedding.tiny_model import build_base_like_siglip, build_tiny_siglip
 
     from camtrace.synthetic import person_crops
 
-    model = args.model or build_base_like_siglip(tmp / "gpu-siglip")
-    crops = person_crops(1024, heights=(64, 257), min_width=16, background_max=80)
-    print(f"\nGPU {torch.cuda.get_device_name(0)}: embedder bf16, SDPA, preprocessing on the device")
-    for batch in (64, 128, 256, 512):
-        enc = ImageTextEncoder(model, args.processor, device="cuda", batch_size=batch, runtime="torch")
-        enc.encode_images(crops[:batch])
-        torch.cuda.synchronize()
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    if args.model:
+        model = args.model
+    else:
+        model = build_tiny_siglip(tmp / "gpu-siglip") if args.tiny else build_base_like_siglip(tmp / "gpu-siglip")
+    gflops = vision_gflops(model)
+    name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "CPU (a check of the code, not a figure)"
+    peak = next((tflops for key, tflops in BF16_PEAK_TFLOPS.items() if key in name), None)
+    crops = person_crops(args.gpu_crops, heights=(64, 257), min_width=16, background_max=80)
+    print(f"\nGPU section on {name}: embedder {gflops:.3g} GFLOP per crop, bf16, SDPA, preprocessing on the device; "
+          f"{len(crops)} crops")
+    print(f"  {'batch':>5} {'end to end':>11} {'preprocess':>11} {'forward':>11} {'TFLOP/s':>8} {'roofline':>8}")
+    for batch in args.gpu_batches:
+        enc = ImageTextEncoder(model, args.processor, device=device, batch_size=batch, runtime="torch")
+        enc.encode_images(crops[:batch])  # loads and warms up
+        sync()
         _, took = timed(enc.encode_images, crops)
-        torch.cuda.synchronize()
-        print(f"  batch {batch:>4}: {len(crops) / took:8.1f} crops/s ({enc.runtime_label})")
+        sync()
+        bundle = enc._get_bundle()
+
+        def preprocess(chunk, bundle=bundle, enc=enc):
+            if bundle.pixel_transform is not None:
+                return bundle.pixel_transform(chunk)
+            pixels = bundle.processor.image_processor(chunk, return_tensors="pt", input_data_format="channels_last")
+            return pixels["pixel_values"].to(device=enc.device, dtype=bundle.dtype)
+
+        chunks = [crops[i : i + batch] for i in range(0, len(crops), batch)]
+        started = time.perf_counter()
+        pixels = [preprocess(chunk) for chunk in chunks]
+        sync()
+        pre_s = time.perf_counter() - started
+        with torch.inference_mode():
+            started = time.perf_counter()
+            for tensor in pixels:
+                bundle.model.get_image_features(pixel_values=tensor)
+            sync()
+            forward_s = time.perf_counter() - started
+        forward_rate = len(crops) / forward_s
+        tflops = forward_rate * gflops / 1000
+        share = f"{100 * tflops / peak:7.1f}%" if peak else "      -"
+        print(f"  {batch:>5} {len(crops) / took:11.1f} {len(crops) / pre_s:11.1f} {forward_rate:11.1f} {tflops:8.1f} "
+              f"{share}   crops/s ({enc.runtime_label})")
         enc.unload()
+    print("  end to end = preprocessing, forward, normalising and the copy back, as encode_images runs them; "
+          "preprocess and forward are each timed alone")
 
     from camtrace.synthetic import identity_views
 
     views, labels = identity_views(args.identities, args.views, seed=1)
     scores = {}
     for precision in ("fp32", "bf16"):
-        enc = ImageTextEncoder(model, args.processor, device="cuda", batch_size=256, gpu_precision=precision)
+        enc = ImageTextEncoder(model, args.processor, device=device, batch_size=256, gpu_precision=precision)
         vectors = enc.encode_images(views)
         scores[precision] = (vectors, retrieval(vectors, labels))
         enc.unload()
     (fp32_vectors, (top1, mean_ap)), (bf16_vectors, (b_top1, b_map)) = scores["fp32"], scores["bf16"]
     cos = float(np.min(np.sum(fp32_vectors * bf16_vectors, axis=1)))
-    print(f"  bf16 vs fp32 on the GPU: min cos {cos:.5f}, Top-1 {b_top1:.1f} vs {top1:.1f} ({b_top1 - top1:+.2f}), "
-          f"mAP {b_map:.1f} vs {mean_ap:.1f} ({b_map - mean_ap:+.2f}); CAMTRACE_GPU_PRECISION=fp32 where it loses more than 0.5")
+    print(f"  bf16 vs fp32 on the device: min cos {cos:.5f}, Top-1 {b_top1:.1f} vs {top1:.1f} ({b_top1 - top1:+.2f}), "
+          f"mAP {b_map:.1f} vs {mean_ap:.1f} ({b_map - mean_ap:+.2f}); CAMTRACE_GPU_PRECISION=fp32 where it loses more "
+          "than 0.5")
 
     from camtrace.detection import PersonDetector
     from camtrace.detection.tiny_model import N_SCALE, build_tiny_yolo
 
     folder = build_tiny_yolo(tmp / "gpu-yolo", 0, N_SCALE, 640)
-    frames = [np.random.default_rng(i).integers(0, 256, (360, 640, 3), np.uint8) for i in range(256)]
+    frames = [np.random.default_rng(i).integers(0, 256, (360, 640, 3), np.uint8) for i in range(args.gpu_frames)]
     for batch in (16, 64):
-        det = PersonDetector(str(folder), device="cuda", batch_size=batch, runtime="torch")
+        det = PersonDetector(str(folder), device=device, batch_size=batch, runtime="torch")
         det.detect(frames[:batch])
-        torch.cuda.synchronize()
+        sync()
         _, took = timed(det.detect, frames)
         print(f"  detector batch {batch:>3}: {len(frames) / took:8.1f} frames/s ({det.runtime_label} at {det.imgsz} px)")
-    print("  end to end on the GPU: python benchmarks/bench_motion.py --device cuda")
+    print(f"  the embed worker end to end: python benchmarks/bench_embed_worker.py --device {device} "
+          "--batch-sizes 64 128 256 512")
 
 
 def main() -> None:
@@ -196,6 +255,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--detector-batch", type=int, default=16)
     parser.add_argument("--skip", nargs="*", default=[], choices=["embed", "detector", "gpu"])
+    parser.add_argument("--gpu-device", default="cuda", help="the GPU section's device (cpu: a check of its code)")
+    parser.add_argument("--gpu-batches", type=int, nargs="+", default=[64, 128, 256, 512])
+    parser.add_argument("--gpu-crops", type=int, default=4096)
+    parser.add_argument("--gpu-frames", type=int, default=256)
     args = parser.parse_args()
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="camtrace-bench-") as tmp:
