@@ -1,6 +1,6 @@
 """Does camtrace find the right person? Retrieval quality on a synthetic world, trained against untrained models.
 
-    python benchmarks/bench_quality.py                    # full run: ~30 min on 2 busy CPU cores, ~6 min once cached
+    python benchmarks/bench_quality.py                    # full run: ~5 min on 2 idle CPU cores (~30 busy), less once cached
     python benchmarks/bench_quality.py --quick            # fewer people, seconds and epochs (development)
     python benchmarks/bench_quality.py --json quality.json
 
