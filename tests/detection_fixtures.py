@@ -9,6 +9,21 @@ import numpy as np
 import pytest
 
 
+def cli_env(data_dir: Path, yolo: Path, siglip: Path) -> dict[str, str]:
+    """CAMTRACE_* settings of a local pipeline on the tiny models (detector at 320 px, 4 s segments, CPU)."""
+    return {
+        "CAMTRACE_DATA_DIR": str(data_dir),
+        "CAMTRACE_EMBED_MODEL": str(siglip),
+        "CAMTRACE_DETECTOR_MODEL": str(yolo),
+        "CAMTRACE_DETECTOR_CONF": "0.25",
+        "CAMTRACE_DETECTOR_IMGSZ": "320",
+        "CAMTRACE_DETECTOR_MAX_DET": "6",
+        "CAMTRACE_SAMPLE_FPS": "5",
+        "CAMTRACE_SEGMENT_SECONDS": "4",
+        "CAMTRACE_DEVICE": "cpu",
+    }
+
+
 def write_video(
     path: Path, frames: int, fps: float = 10.0, size: tuple[int, int] = (160, 120), fourcc: str = "MJPG"
 ) -> Path:

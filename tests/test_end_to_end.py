@@ -18,24 +18,11 @@ import cv2
 import pytest
 from camtrace.storage import Database
 from click.testing import CliRunner
+from detection_fixtures import cli_env
 from sqlalchemy.orm import Session
 
 from camtrace.cli import cli
 from camtrace.settings import Settings
-
-
-def cli_env(data_dir: Path, yolo: Path, siglip: Path) -> dict[str, str]:
-    return {
-        "CAMTRACE_DATA_DIR": str(data_dir),
-        "CAMTRACE_EMBED_MODEL": str(siglip),
-        "CAMTRACE_DETECTOR_MODEL": str(yolo),
-        "CAMTRACE_DETECTOR_CONF": "0.25",
-        "CAMTRACE_DETECTOR_IMGSZ": "320",
-        "CAMTRACE_DETECTOR_MAX_DET": "6",
-        "CAMTRACE_SAMPLE_FPS": "5",
-        "CAMTRACE_SEGMENT_SECONDS": "4",
-        "CAMTRACE_DEVICE": "cpu",
-    }
 
 
 class Camtrace:

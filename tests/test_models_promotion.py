@@ -21,6 +21,7 @@ from camtrace.training.promotion import PromotionRefused, promote, rollback
 from camtrace.workers.jobs import apply_retention
 from camtrace.workers.local import ingest_local
 from click.testing import CliRunner
+from detection_fixtures import cli_env
 
 from camtrace.cli import cli
 from camtrace.services import Services
@@ -30,15 +31,7 @@ QUERY = "red top, blue trousers"
 
 
 def settings_for(data_dir: Path, yolo: Path, siglip: Path) -> dict[str, str]:
-    return {
-        "CAMTRACE_DATA_DIR": str(data_dir),
-        "CAMTRACE_EMBED_MODEL": str(siglip),
-        "CAMTRACE_DETECTOR_MODEL": str(yolo),
-        "CAMTRACE_DETECTOR_CONF": "0.25",
-        "CAMTRACE_DETECTOR_IMGSZ": "320",
-        "CAMTRACE_DETECTOR_MAX_DET": "6",
-        "CAMTRACE_SEGMENT_SECONDS": "4",
-        "CAMTRACE_DEVICE": "cpu",
+    return cli_env(data_dir, yolo, siglip) | {
         # Every call re-reads the active model: a switch is seen at once.
         "CAMTRACE_MODEL_REFRESH_SECONDS": "0",
         "CAMTRACE_REINDEX_BATCH_SIZE": "16",
