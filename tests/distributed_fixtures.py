@@ -46,7 +46,7 @@ class RedisServer:
     def __init__(self, folder: Path) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is not installed: apt-get install redis-server (.ci/run does)")
+            raise RuntimeError("redis-server is not installed: apt-get install redis-server (scripts/test does)")
         self.binary = binary
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -95,7 +95,7 @@ class RabbitVhost:
 
     def __init__(self) -> None:
         if shutil.which("rabbitmqctl") is None:
-            raise RuntimeError("rabbitmq-server is not installed: apt-get install rabbitmq-server (.ci/run does)")
+            raise RuntimeError("rabbitmq-server is not installed: apt-get install rabbitmq-server (scripts/test does)")
         if not port_answers(self.host, self.port):
             raise RuntimeError("RabbitMQ does not answer on 127.0.0.1:5672: run `rabbitmq-server -detached` (.ci/run does)")
         self.name = f"camtrace-test-{uuid.uuid4().hex[:12]}"

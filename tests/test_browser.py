@@ -81,7 +81,7 @@ def page_service(tmp_path_factory, api_env, footage):  # noqa: F811 (pytest fixt
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
-        raise RuntimeError(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+        raise RuntimeError(f"{CHROMIUM} is missing: apt-get install chromium (scripts/test does)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield browser
