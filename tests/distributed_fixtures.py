@@ -1,7 +1,7 @@
 """Real services for the distributed tests: a broker of the test's own and `camtrace worker` processes.
 
 The broker is a Redis server started for the test, or a vhost of its own on the
-machine's RabbitMQ server (127.0.0.1:5672, guest/guest; `.ci/run` starts it).
+machine's RabbitMQ server (127.0.0.1:5672, guest/guest; `scripts/test` starts it).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class RabbitVhost:
         if shutil.which("rabbitmqctl") is None:
             raise RuntimeError("rabbitmq-server is not installed: apt-get install rabbitmq-server (scripts/test does)")
         if not port_answers(self.host, self.port):
-            raise RuntimeError("RabbitMQ does not answer on 127.0.0.1:5672: run `rabbitmq-server -detached` (.ci/run does)")
+            raise RuntimeError("RabbitMQ does not answer on 127.0.0.1:5672: run `rabbitmq-server -detached` (scripts/test does)")
         self.name = f"camtrace-test-{uuid.uuid4().hex[:12]}"
 
     @property
