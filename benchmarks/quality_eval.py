@@ -40,6 +40,8 @@ class GroundTruth:
 
     boxes: Mapping[tuple[str, int], list[tuple[str, Box]]]  # (camera, frame index) -> [(identity, box)]
     descriptions: Mapping[str, str]  # identity -> operator-style description
+    # Each walk of one person across one camera's view: (identity, camera, first frame, last frame).
+    crossings: Sequence[tuple[str, str, int, int]] = ()
 
     @classmethod
     def from_json(cls, path: str | Path) -> GroundTruth:
@@ -48,7 +50,9 @@ class GroundTruth:
         for row in truth["boxes"]:
             boxes[(row["camera"], int(row["frame_index"]))].append((row["identity"], tuple(row["box"])))
         descriptions = {key: ident["description"] for key, ident in truth["identities"].items()}
-        return cls(boxes=dict(boxes), descriptions=descriptions)
+        crossings = [(a["identity"], a["camera"], int(a["frame_start"]), int(a["frame_end"]))
+                     for a in truth.get("appearances", [])]
+        return cls(boxes=dict(boxes), descriptions=descriptions, crossings=crossings)
 
 
 def identity_of_track(
@@ -68,6 +72,48 @@ def identity_of_track(
     if not votes:
         return None
     return min(votes, key=lambda identity: (-votes[identity], -overlap[identity], identity))
+
+
+def crossing_of_track(
+    detections: Sequence[tuple[str, int, Sequence[float]]], truth: GroundTruth, min_iou: float = MIN_IOU
+) -> tuple[str, str, int, int] | None:
+    """The walk across a view that a track's detections belong to: its identity's crossing on that camera
+    nearest the track's middle frame (None for a false track)."""
+    identity = identity_of_track(detections, truth, min_iou)
+    if identity is None or not detections:
+        return None
+    camera = detections[0][0]
+    middle = sorted(frame for _, frame, _ in detections)[len(detections) // 2]
+    walks = [c for c in truth.crossings if c[0] == identity and c[1] == camera]
+    if not walks:
+        return None
+    return min(walks, key=lambda c: 0 if c[2] <= middle <= c[3] else min(abs(middle - c[2]), abs(middle - c[3])))
+
+
+def crossing_figures(
+    tracks: Mapping[str, Sequence[tuple[str, int, Sequence[float]]]],
+    truth: GroundTruth,
+    cameras: Iterable[str] | None = None,
+) -> dict[str, float]:
+    """How well tracking kept walkers: the share of crossings (walks across a view, on ``cameras``) that left
+    at least one track, tracks per crossing found (1.0: never split), and tracks matching nobody."""
+    counted = [c for c in truth.crossings if cameras is None or c[1] in set(cameras)]
+    per_crossing: Counter[tuple[str, str, int, int]] = Counter()
+    false_tracks = 0
+    for detections in tracks.values():
+        crossing = crossing_of_track(detections, truth)
+        if crossing is None:
+            false_tracks += 1
+        else:
+            per_crossing[crossing] += 1
+    found = sum(1 for c in counted if per_crossing[c])
+    return {
+        "crossings": len(counted),
+        "found": found,
+        "found_pct": 100.0 * found / len(counted) if counted else float("nan"),
+        "tracks_per_crossing": sum(per_crossing[c] for c in counted) / found if found else float("nan"),
+        "false_tracks": false_tracks,
+    }
 
 
 def average_precision(ranking: Sequence[bool], n_relevant: int) -> float:

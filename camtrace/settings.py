@@ -55,7 +55,11 @@ class Settings(BaseSettings):
     )
     detector_batch_size: int = Field(16, ge=1, description="Frames per detector forward pass.")
     detector_max_det: int = Field(100, ge=1, description="Maximum persons per frame.")
-    tracker: str = Field("bytetrack.yaml", description="Ultralytics tracker config (a yaml name or path); ByteTrack by default.")
+    tracker: str = Field(
+        "motion",
+        description="Tracker: motion (camtrace's, built for sampled frames: keeps walkers at 2-5 fps), or an "
+        "Ultralytics tracker yaml (bytetrack.yaml, botsort.yaml or a path).",
+    )
     crops_per_track: int = Field(4, ge=1, description="K: best crops kept and embedded per track.")
     min_crop_height: int = Field(48, ge=1, description="Crops shorter than this (pixels) are dropped.")
     min_crop_sharpness: float = Field(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,6 +45,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 BOTTOMS = ("trousers", "shorts", "skirt")
 ITEMS = ("backpack", "bag", "hat")
 SKIN = ((80, 130, 190), (110, 160, 220), (60, 95, 140), (150, 190, 235))
+# A figure hidden beyond this share of its silhouette gets no ground-truth box (nothing to detect).
+MIN_VISIBLE_SHARE = 0.15
 
 
 @dataclass(frozen=True)
@@ -81,17 +83,26 @@ class Appearance:
     x_start: float
     x_end: float
     feet_y: float
+    feet_y_end: float | None = None  # a diagonal walk ends at another depth (None: the same as ``feet_y``)
+
+    def position(self, index: int) -> tuple[float, float]:
+        """The figure's centre x and feet y in frame ``index`` (linear between the start and the end)."""
+        progress = (index - self.frame_start) / max(1, self.frame_end - self.frame_start)
+        feet_end = self.feet_y if self.feet_y_end is None else self.feet_y_end
+        return (self.x_start + (self.x_end - self.x_start) * progress, self.feet_y + (feet_end - self.feet_y) * progress)
 
 
 @dataclass(frozen=True)
 class GroundTruthBox:
-    """Where an identity is drawn in one frame (tight box in source pixels; figures stay inside the frame)."""
+    """Where an identity is drawn in one frame: the tight box of its silhouette in source pixels (with
+    occlusion, of its visible part; ``visible`` is the share of its in-frame silhouette left uncovered)."""
 
     camera: str
     frame_index: int
     ts: float
     identity: str
     box: tuple[float, float, float, float]
+    visible: float = 1.0
 
 
 @dataclass
@@ -109,6 +120,9 @@ class Footage:
     boxes: list[GroundTruthBox]
     ground_truth_path: Path
     seed: int = 0
+    scene_seed: int | None = None  # seeds the cameras' empty scenes (None: ``seed``)
+    # Scene objects drawn in front of everyone (pillars), per camera: part of the empty scene.
+    occluders: dict[str, list[tuple[int, int, int, int]]] = field(default_factory=dict)
     descriptions: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -119,9 +133,12 @@ class Footage:
         return self.start_ts
 
     def background(self, camera: str) -> np.ndarray:
-        """The empty scene of ``camera`` (BGR), as drawn under the figures."""
+        """The empty scene of ``camera`` (BGR): what a frame with nobody in it shows."""
         k = list(self.videos).index(camera)
-        return _background(np.random.default_rng([self.seed, k]), self.size)
+        scene_seed = self.seed if self.scene_seed is None else self.scene_seed
+        scene = scene_background(np.random.default_rng([scene_seed, k]), self.size)
+        draw_occluders(scene, self.occluders.get(camera, ()))
+        return scene
 
     def boxes_in(self, camera: str, frame_index: int) -> list[GroundTruthBox]:
         return [b for b in self.boxes if b.camera == camera and b.frame_index == frame_index]
@@ -177,17 +194,42 @@ def generate_footage(
     idle_frames = int(round(idle_seconds * fps))
     camera_ids = [f"cam{k + 1}" for k in range(cameras)]
 
-    people = _make_identities(rng, identities, identity_prefix, frozenset(exclude_descriptions))
+    people = make_identities(rng, identities, identity_prefix, frozenset(exclude_descriptions))
     appearances = _make_schedule(rng, people, camera_ids, n_frames, fps, start_ts, size, idle_frames)
     n_frames += idle_frames * (min(2, len(camera_ids)) + 1)
     scene_seed = seed if background_seed is None else background_seed
-    backgrounds = {
-        cam: _background(np.random.default_rng([scene_seed, k]), size) for k, cam in enumerate(camera_ids)
-    }
+    return write_footage(out, camera_ids, people, appearances, n_frames=n_frames, fps=fps, size=size,
+                         start_ts=start_ts, seed=seed, scene_seed=scene_seed)
 
+
+def write_footage(
+    out: Path,
+    camera_ids: list[str],
+    people: list[Identity],
+    appearances: list[Appearance],
+    *,
+    n_frames: int,
+    fps: float,
+    size: tuple[int, int],
+    start_ts: float,
+    seed: int,
+    scene_seed: int,
+    occluders: dict[str, list[tuple[int, int, int, int]]] | None = None,
+    visible_boxes: bool = False,
+    extra: dict | None = None,
+) -> Footage:
+    """Render every camera's video and write ``ground_truth.json`` (plus ``extra`` keys) into ``out``.
+
+    ``visible_boxes``: ground-truth boxes cover only what is visible (figures in front and the
+    ``occluders`` hide the rest) and nearly hidden figures get no box; otherwise a box is the whole
+    silhouette.
+    """
+    width, height = size
+    occluders = occluders or {}
     videos: dict[str, Path] = {}
     boxes: list[GroundTruthBox] = []
-    for cam in camera_ids:
+    for k, cam in enumerate(camera_ids):
+        scene = scene_background(np.random.default_rng([scene_seed, k]), size)
         path = out / f"{cam}.mp4"
         on_cam = [a for a in appearances if a.camera == cam]
         writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
@@ -195,7 +237,8 @@ def generate_footage(
             raise CamtraceError(f"OpenCV cannot write MP4 (mp4v) to {path}; check the folder is writable")
         try:
             for index in range(n_frames):
-                frame, frame_boxes = _render(backgrounds[cam], on_cam, people, index, fps, start_ts, cam)
+                frame, frame_boxes = render_frame(scene, on_cam, people, index, fps, start_ts, cam,
+                                                  occluders.get(cam, ()), visible_boxes)
                 writer.write(frame)
                 boxes.extend(frame_boxes)
         finally:
@@ -216,8 +259,10 @@ def generate_footage(
         boxes=boxes,
         ground_truth_path=out / GROUND_TRUTH_FILE,
         seed=seed,
+        scene_seed=scene_seed,
+        occluders={cam: list(rects) for cam, rects in occluders.items() if rects},
     )
-    footage.ground_truth_path.write_text(json.dumps(ground_truth_dict(footage), indent=1))
+    footage.ground_truth_path.write_text(json.dumps(ground_truth_dict(footage) | (extra or {}), indent=1))
     return footage
 
 
@@ -323,7 +368,9 @@ def ground_truth_dict(footage: Footage) -> dict:
         "identities": {
             key: {**asdict(ident), "description": ident.description} for key, ident in footage.identities.items()
         },
-        "appearances": [asdict(a) for a in footage.appearances],
+        "appearances": [
+            {k: v for k, v in asdict(a).items() if not (k == "feet_y_end" and v is None)} for a in footage.appearances
+        ],
         "boxes": [
             {
                 "camera": b.camera,
@@ -331,16 +378,20 @@ def ground_truth_dict(footage: Footage) -> dict:
                 "ts": b.ts,
                 "identity": b.identity,
                 "box": list(b.box),
+                **({"visible": b.visible} if b.visible < 1.0 else {}),
             }
             for b in footage.boxes
         ],
+        **({"scene_seed": footage.scene_seed} if footage.scene_seed not in (None, footage.seed) else {}),
+        **({"occluders": {cam: [list(r) for r in rects] for cam, rects in footage.occluders.items()}}
+           if footage.occluders else {}),
     }
 
 
 # Identities and schedule ------------------------------------------------------------------------------------
 
 
-def _make_identities(
+def make_identities(
     rng: np.random.Generator, count: int, prefix: str = "p", exclude: frozenset[str] = frozenset()
 ) -> list[Identity]:
     names = list(COLOURS)
@@ -401,7 +452,7 @@ def _make_schedule(
             frame_start = begin + int(rng.integers(0, slot - dur + 1)) + idle_frames * (v + 1)
             frame_end = frame_start + dur - 1
             feet_y = float(rng.uniform(0.78, 0.95) * height)
-            fig_h = _figure_height(person, feet_y, height)
+            fig_h = figure_height(person, feet_y, height)
             half_w = 0.32 * fig_h
             speed = float(rng.uniform(0.06, 0.1) * width)  # pixels per second
             distance = min(speed * dur / fps, width - 2 * half_w - 8)
@@ -427,7 +478,7 @@ def _make_schedule(
     return apps
 
 
-def _figure_height(person: Identity, feet_y: float, frame_height: int) -> float:
+def figure_height(person: Identity, feet_y: float, frame_height: int) -> float:
     # Simple perspective: people lower in the frame are closer and taller.
     return frame_height * (0.25 + 0.2 * feet_y / frame_height) * person.height_scale
 
@@ -435,7 +486,7 @@ def _figure_height(person: Identity, feet_y: float, frame_height: int) -> float:
 # Drawing ------------------------------------------------------------------------------------------------
 
 
-def _background(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+def scene_background(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
     """Paving stones, a few wall blocks and grain: enough texture for sharp crops, cheap to encode."""
     width, height = size
     base = rng.integers(70, 150, size=3)
@@ -455,7 +506,7 @@ def _background(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
     return img
 
 
-def _render(
+def render_frame(
     background: np.ndarray,
     apps: list[Appearance],
     people: list[Identity],
@@ -463,28 +514,53 @@ def _render(
     fps: float,
     start_ts: float,
     camera: str,
+    occluders: Sequence[tuple[int, int, int, int]] = (),
+    visible_boxes: bool = False,
 ) -> tuple[np.ndarray, list[GroundTruthBox]]:
+    """One frame: the figures of ``apps`` visible at ``index``, far ones first, then the occluders on top."""
     frame = background.copy()
     height, width = frame.shape[:2]
     by_id = {p.id: p for p in people}
     ts = start_ts + index / fps
     visible = [a for a in apps if a.frame_start <= index <= a.frame_end]
-    boxes: list[GroundTruthBox] = []
-    for app in sorted(visible, key=lambda a: (a.feet_y, a.identity)):  # far (higher) figures first
+    drawn: list[tuple[Appearance, np.ndarray]] = []
+    for app in sorted(visible, key=lambda a: (a.position(index)[1], a.identity)):  # far (higher) figures first
         person = by_id[app.identity]
-        progress = (index - app.frame_start) / max(1, app.frame_end - app.frame_start)
-        cx = app.x_start + (app.x_end - app.x_start) * progress
-        fig_h = _figure_height(person, app.feet_y, height)
+        cx, feet_y = app.position(index)
+        fig_h = figure_height(person, feet_y, height)
         phase = abs(cx - app.x_start) / (0.45 * fig_h) * math.pi
         facing = 1 if app.x_end >= app.x_start else -1
         mask = np.zeros((height, width), np.uint8)
-        _draw_figure(frame, mask, person, cx, app.feet_y, fig_h, phase, facing)
-        ys, xs = np.nonzero(mask)
-        if len(xs) == 0:
+        _draw_figure(frame, mask, person, cx, feet_y, fig_h, phase, facing)
+        drawn.append((app, mask))
+    draw_occluders(frame, occluders)
+    cover = np.zeros((height, width), bool)
+    for x1, y1, x2, y2 in occluders:
+        cover[max(0, y1) : y2, max(0, x1) : x2] = True
+    boxes: list[GroundTruthBox] = []
+    for app, mask in reversed(drawn):  # nearest first: each figure hides those drawn before it
+        own = mask > 0
+        shown = own & ~cover if visible_boxes else own
+        if visible_boxes:
+            cover |= own
+        total = int(own.sum())
+        ys, xs = np.nonzero(shown)
+        if total == 0 or len(xs) == 0 or (visible_boxes and len(xs) < MIN_VISIBLE_SHARE * total):
             continue
         box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-        boxes.append(GroundTruthBox(camera, index, round(ts, 6), app.identity, box))
+        boxes.append(GroundTruthBox(camera, index, round(ts, 6), app.identity, box, round(len(xs) / total, 3)))
+    boxes.reverse()
     return frame, boxes
+
+
+def draw_occluders(frame: np.ndarray, occluders: Sequence[tuple[int, int, int, int]]) -> None:
+    """Pillars in front of the walkers: a lit face with a darker edge, textured so crops stay sharp."""
+    for x1, y1, x2, y2 in occluders:
+        frame[y1:y2, x1:x2] = (150, 160, 170)
+        frame[y1:y2, x1 : x1 + 3] = (90, 95, 100)
+        frame[y1:y2, max(x1, x2 - 3) : x2] = (90, 95, 100)
+        for y in range(y1 + 8, y2, 16):
+            frame[y : y + 2, x1:x2] = (120, 128, 136)
 
 
 def _draw_figure(

@@ -9,7 +9,7 @@ and frame-cut crops are dropped before they cost any memory.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import cv2
@@ -163,11 +163,13 @@ class CropSelector:
                 track = self._tracks[tb.local_track_id] = _TrackCandidates(tb.ts, self.capacity)
             track.add(cand)
 
-    def select(self, track_id_for: Callable[[int], str]) -> list[Crop]:
+    def select(self, track_id_for: Callable[[int], str], keep: Collection[int] | None = None) -> list[Crop]:
         """Up to K crops per track, best first: the best of each of K equal parts of the track's time, then the
-        best of the rest. Tracks come in order of local id."""
+        best of the rest. Tracks come in order of local id; only those in ``keep`` when it is given."""
         crops: list[Crop] = []
         for local_id in sorted(self._tracks):
+            if keep is not None and local_id not in keep:
+                continue
             chosen = self._pick(self._tracks[local_id].candidates(), self._spans[local_id])
             track_id = track_id_for(local_id)
             for c in chosen:

@@ -18,9 +18,9 @@ from camtrace.detection import (
     MotionGate,
     PersonDetector,
     SegmentSpec,
-    SegmentTracker,
     VideoSource,
     expand_source,
+    make_tracker,
     track_frames,
 )
 from camtrace.embedding import ImageTextEncoder
@@ -107,7 +107,7 @@ def detect_segment(
     """Decode, detect, track and select crops for one segment (a fresh tracker per segment)."""
     video_id = source.video_id
     result = SegmentResult(camera_id=camera_id, video_id=video_id, segment_index=segment.index)
-    tracker = SegmentTracker(settings.tracker, frame_rate=settings.sample_fps)
+    tracker = make_tracker(settings.tracker, frame_rate=settings.sample_fps)
     selector = CropSelector(
         k=settings.crops_per_track, min_height=settings.min_crop_height, min_sharpness=settings.min_crop_sharpness
     )
@@ -124,7 +124,9 @@ def detect_segment(
     def track_id_for(local_id: int) -> str:
         return make_track_id(video_id, segment.index, local_id)
 
-    result.crops = selector.select(track_id_for)
+    # Tracks the tracker judged noise (seen once, weakly) leave no crop and no track row.
+    kept = tracker.kept_track_ids()
+    result.crops = selector.select(track_id_for, keep=kept)
     for crop in result.crops:
         # Encoded once here: the stored crop, the embedded pixels and what travels
         # to an embed worker are the same bytes in local and distributed mode.
@@ -132,7 +134,7 @@ def detect_segment(
     kept_tracks = {crop.track_id for crop in result.crops}
     for local_id, span in sorted(selector.spans.items()):
         track_id = track_id_for(local_id)
-        if track_id in kept_tracks:  # a track without a usable crop can never be found: not stored
+        if track_id in kept_tracks and local_id in kept:  # a track without a usable crop can never be found: not stored
             result.tracks.append(TrackSpan(track_id, span.ts_start, span.ts_end, span.n_boxes))
     return result
 
