@@ -93,7 +93,19 @@ class LazySearch:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The FastAPI app over one set of stages built from ``settings``."""
-    from camtrace.api.routers import audit, auth, cameras, feedback, jobs, search, system, trace, tracks, users
+    from camtrace.api.routers import (
+        audit,
+        auth,
+        cameras,
+        feedback,
+        jobs,
+        links,
+        search,
+        system,
+        trace,
+        tracks,
+        users,
+    )
 
     settings = settings or load_settings()
     # The embedded index stays loaded between searches (handed over at once to a process that waits).
@@ -133,7 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"error": str(exc.detail), "kind": "HTTPError"}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
-    for module in (system, auth, search, tracks, trace, feedback, cameras, jobs, users, audit):
+    for module in (system, auth, search, tracks, trace, feedback, cameras, jobs, links, users, audit):
         router = module.router
         app.include_router(router)
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["operator", "investigator", "admin"]
 Verdict = Literal["same", "different"]
-TraceStatus = Literal["seed", "confirmed", "candidate"]
+TraceStatus = Literal["seed", "confirmed", "candidate", "alternative"]
 ExportFormat = Literal["csv", "json", "html"]
 
 MAX_LIMIT = 200
@@ -54,6 +54,9 @@ class SearchResultOut(BaseModel):
     frame_index: int
     ts: float
     bbox: list[float]
+    probability: float | None = Field(
+        None, description="Re-id only: P(same person as the query track) from appearance, cameras and transit time."
+    )
 
 
 class TextSearchIn(BaseModel):
@@ -90,7 +93,9 @@ class TrackSearchIn(BaseModel):
     limit: int = Field(20, ge=1, le=MAX_LIMIT)
     offset: int = Field(0, ge=0, le=10_000)
     same_camera: bool = Field(False, description="Also look on the query track's own camera.")
-    min_score: float | None = Field(None, ge=-1.0, le=1.0)
+    min_probability: float | None = Field(
+        None, ge=0.0, le=1.0, description="Leave out candidates less likely than this to be the same person."
+    )
 
 
 class TrackSearchOut(BaseModel):
@@ -123,9 +128,17 @@ class TraceStepOut(BaseModel):
     ts_start: float
     ts_end: float
     score: float | None
-    status: TraceStatus
+    probability: float = Field(
+        description="P(same person): 1 for the seed and confirmed tracks; a path step's given the previous step; "
+        "an alternative's best against the path around it."
+    )
+    status: TraceStatus = Field(description="seed, confirmed and candidate steps form the path; alternative: not on it.")
     crop_url: str
-    transit_seconds: float | None
+    transit_seconds: float | None = Field(description="Time from the previous path step's end (path steps only).")
+    expected_transit_seconds: float | None = Field(
+        None, description="The learned camera link's typical transit from the previous step's camera."
+    )
+    transit_spread_seconds: float | None = Field(None, description="That link's standard deviation.")
     implausible: bool
     merged_track_ids: list[str]
 
@@ -133,6 +146,23 @@ class TraceStepOut(BaseModel):
 class TraceOut(BaseModel):
     seed_track_id: str
     steps: list[TraceStepOut]
+    min_probability: float | None = Field(None, description="The probability each candidate step of the path reached.")
+
+
+class LinkOut(BaseModel):
+    camera_from: str
+    camera_to: str
+    transit_seconds: float = Field(description="Typical time from leaving the first camera's view to entering the second's.")
+    spread_seconds: float = Field(description="Standard deviation of that time.")
+    evidence: float = Field(description="Same-person passages behind the link (expected count; verdicts weigh more).")
+    share: float = Field(description="Share of the pairs of tracks seen on these cameras within the window that are one person.")
+
+
+class LinksOut(BaseModel):
+    links: list[LinkOut]
+    tracks: int = Field(description="Tracks the links and the calibration were learned from.")
+    verdicts: int = Field(description="Investigators' verdicts counted.")
+    learned_at: float | None = Field(description="When they were last learned (epoch seconds).")
 
 
 class FeedbackIn(BaseModel):

@@ -62,7 +62,8 @@ DONE = "complete.json"  # written last into a cache folder: its presence means t
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """Cameras with fixed scenes; several short training footages (more people, none crowded) and one test footage."""
+    """A site of cameras along a corridor (camtrace.synthetic_site): several training footages of it (other
+    people) and one test footage, longer and busier."""
 
     cameras: int
     train_footages: int
@@ -73,8 +74,6 @@ class WorldConfig:
     fps: float = 10.0
     size: tuple[int, int] = (640, 360)
     seed: int = 11
-
-
 @dataclass(frozen=True)
 class DetectorConfig:
     epochs: int
@@ -109,15 +108,15 @@ class Preset:
 
 PRESETS = {
     "full": Preset(
-        WorldConfig(cameras=4, train_footages=8, train_identities=12, train_seconds=8.0, test_identities=16,
-                    test_seconds=30.0),
-        DetectorConfig(epochs=10),
+        WorldConfig(cameras=4, train_footages=4, train_identities=20, train_seconds=150.0, test_identities=64,
+                    test_seconds=480.0),
+        DetectorConfig(epochs=10, train_frame_stride=12),
         EmbedderConfig(96, 4, 4, 384, 64, 8, epochs=20, lr=1e-3, batch_size=32, image_weight=1.0),
     ),
     "quick": Preset(
-        WorldConfig(cameras=3, train_footages=2, train_identities=10, train_seconds=8.0, test_identities=6,
-                    test_seconds=12.0),
-        DetectorConfig(epochs=8, train_frame_stride=2),
+        WorldConfig(cameras=4, train_footages=2, train_identities=12, train_seconds=100.0, test_identities=24,
+                    test_seconds=180.0),
+        DetectorConfig(epochs=6, train_frame_stride=8),
         EmbedderConfig(64, 2, 2, 256, 64, 8, epochs=5, lr=1e-3, batch_size=32, image_weight=1.0),
     ),
 }
@@ -164,25 +163,26 @@ def fresh(folder: Path) -> Path:
 
 
 def build_world(cache: Path, world: WorldConfig) -> tuple[list[Path], Path]:
-    """Training footages and the test footage of one world: same cameras and scenes, no person in two of them."""
-    from camtrace.synthetic import generate_footage
+    """Training footages and the test footage of one site: same cameras, scenes and transit times, no person
+    (and no look) in two of them."""
+    from camtrace.synthetic_site import SiteConfig, generate_site
 
-    folder = cache_folder(cache, "world", asdict(world))
+    folder = cache_folder(cache, "site", asdict(world))
     train_dirs = [folder / f"train{k + 1}" for k in range(world.train_footages)]
     test_dir = folder / "test"
     if is_complete(folder):
         return train_dirs, test_dir
     fresh(folder)
-    common = {"cameras": world.cameras, "fps": world.fps, "size": world.size, "background_seed": world.seed}
-    worn: set[str] = set()  # descriptions taken: every person of the world looks different
+    common = {"cameras": world.cameras, "fps": world.fps, "size": world.size, "scene_seed": world.seed}
+    worn: set[str] = set()  # descriptions taken: the test people look like nobody trained on
     for k, train_dir in enumerate(train_dirs):
-        footage = generate_footage(
-            train_dir, identities=world.train_identities, seconds=world.train_seconds, seed=world.seed + 1 + k,
-            identity_prefix=f"train{k + 1}-", exclude_descriptions=worn, **common,
-        )
+        config = SiteConfig(people=world.train_identities, seconds=world.train_seconds, seed=world.seed + 1 + k,
+                            identity_prefix=f"train{k + 1}-", **common)
+        footage = generate_site(train_dir, config, exclude_descriptions=worn)
         worn |= set(footage.descriptions.values())
-    generate_footage(test_dir, identities=world.test_identities, seconds=world.test_seconds, seed=world.seed,
-                     identity_prefix="test", exclude_descriptions=worn, **common)
+    test = SiteConfig(people=world.test_identities, seconds=world.test_seconds, seed=world.seed, identity_prefix="test",
+                      **common)
+    generate_site(test_dir, test, exclude_descriptions=worn)
     mark_complete(folder, asdict(world))
     return train_dirs, test_dir
 

@@ -652,6 +652,80 @@ def search(text, image_path, no_detect, cameras, since, until, limit, as_json) -
         )
 
 
+@cli.command("trace")
+@click.argument("track_id")
+@click.option("--min-probability", type=click.FloatRange(0.0, 1.0),
+              help="Probability a candidate needs to be a path step (default CAMTRACE_TRACE_MIN_SCORE).")
+@click.option("--alternatives", is_flag=True, help="Also list the candidates off the path.")
+@click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
+def trace_command(track_id: str, min_probability: float | None, alternatives: bool, as_json: bool) -> None:
+    """The path of TRACK_ID's person across cameras: one line per step, with its probability and transit."""
+    from camtrace.search import SearchService
+
+    services = make_services()
+    try:
+        found = SearchService(services).trace(track_id, min_probability=min_probability)
+    finally:
+        services.close()
+    if as_json:
+        click.echo(json.dumps(found.as_dict(), indent=2))
+        return
+    for step in found.steps if alternatives else found.path:
+        transit = "" if step.transit_seconds is None else f"  +{step.transit_seconds:.1f} s"
+        if step.expected_transit_seconds is not None:
+            transit += f" (usually {step.expected_transit_seconds:.1f} ± {step.transit_spread_seconds:.1f} s)"
+        flag = "  IMPLAUSIBLE: seen while the path is elsewhere" if step.implausible else ""
+        click.echo(f"{step.status:<11} {step.probability:>4.0%}  {step.camera_id:<12} {format_ts(step.ts_start)} .. "
+                   f"{format_ts(step.ts_end)}  track {step.track_id}{transit}{flag}")
+
+
+@cli.group("links", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the links as JSON.")
+@click.pass_context
+def links(ctx: click.Context, as_json: bool) -> None:
+    """The camera links learned from the footage: which cameras people pass between, typical transit, spread,
+    evidence. `camtrace links learn` relearns them (and the same-person calibration) now."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from camtrace.search import SearchService
+
+    services = make_services()
+    try:
+        evidence = SearchService(services).evidence.current()
+    finally:
+        services.close()
+    print_links(evidence, as_json)
+
+
+def print_links(evidence, as_json: bool) -> None:
+    rows = [vars(link) for link in evidence.links()]
+    if as_json:
+        click.echo(json.dumps({"links": rows, "tracks": evidence.tracks, "verdicts": evidence.verdicts}, indent=2))
+        return
+    if not rows:
+        click.echo(f"no camera links learned from {evidence.tracks} tracks yet")
+    for row in rows:
+        click.echo(f"{row['camera_from']:>12} -> {row['camera_to']:<12} typical {row['transit_seconds']:7.1f} s  "
+                   f"± {row['spread_seconds']:5.1f} s  from {row['evidence']:6.1f} passages")
+    click.echo(f"learned from {evidence.tracks} tracks and {evidence.verdicts} verdicts")
+
+
+@links.command("learn")
+@click.option("--json", "as_json", is_flag=True, help="Print the links as JSON.")
+def links_learn(as_json: bool) -> None:
+    """Relearn the camera links and the same-person calibration from the most recent tracks now."""
+    from camtrace.search import SearchService
+
+    services = make_services()
+    try:
+        search = SearchService(services)
+        search.evidence.learn(progress=lambda message: click.echo(message, err=True))
+        evidence = search.evidence.current()
+    finally:
+        services.close()
+    print_links(evidence, as_json)
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def stats(as_json: bool) -> None:
@@ -678,11 +752,18 @@ def stats(as_json: bool) -> None:
 @click.option("--identities", default=6, show_default=True)
 @click.option("--seconds", default=12.0, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-def synth(out_dir: Path, cameras: int, identities: int, seconds: float, seed: int) -> None:
+@click.option("--site", is_flag=True, help="A site: cameras along a corridor with consistent transit times, walkers at "
+              "1-2 m/s, look-alikes, groups and pillars (give it minutes and dozens of people).")
+def synth(out_dir: Path, cameras: int, identities: int, seconds: float, seed: int, site: bool) -> None:
     """Write synthetic footage (one video per camera) with ground truth, deterministic from SEED."""
     from camtrace.synthetic import generate_footage
 
-    footage = generate_footage(out_dir, cameras=cameras, identities=identities, seconds=seconds, seed=seed)
+    if site:
+        from camtrace.synthetic_site import SiteConfig, generate_site
+
+        footage = generate_site(out_dir, SiteConfig(cameras=cameras, people=identities, seconds=seconds, seed=seed))
+    else:
+        footage = generate_footage(out_dir, cameras=cameras, identities=identities, seconds=seconds, seed=seed)
     for camera_id, path in footage.videos.items():
         click.echo(f"{camera_id}: {path}")
     click.echo(f"ground truth: {out_dir / 'ground_truth.json'}")

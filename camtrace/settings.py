@@ -98,8 +98,19 @@ class Settings(BaseSettings):
         200, ge=1, le=10_000, description="Largest page (limit) a search, re-id or trace may ask for."
     )
     trace_min_score: float = Field(
-        0.7, ge=-1.0, le=1.0,
-        description="Cosine similarity an undecided re-id candidate needs to appear on a trace (overridable per call).",
+        0.5, gt=0.0, lt=1.0,
+        description="Probability of being the same person (appearance, cameras and transit) a candidate needs to "
+        "be a step of a trace's path (overridable per call); the others are offered as alternatives.",
+    )
+    link_window_seconds: float = Field(
+        600.0, gt=0.0,
+        description="Tracks at most this far apart in time are compared when learning camera links and calibration.",
+    )
+    evidence_tracks: int = Field(
+        20_000, ge=10, description="The most recent tracks the same-person calibration and camera links learn from."
+    )
+    evidence_learn_minutes: float = Field(
+        15.0, gt=0.0, description="Beat relearns the calibration and camera links this often when new tracks arrived."
     )
     database_url: str | None = Field(None, description="SQLAlchemy URL; unset uses SQLite in the data dir.")
     broker_url: str | None = Field(

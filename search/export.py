@@ -28,6 +28,8 @@ CSV_COLUMNS = (
     "ts_start",
     "ts_end",
     "transit_seconds",
+    "expected_transit_seconds",
+    "probability",
     "score",
     "status",
     "implausible",
@@ -59,6 +61,8 @@ def trace_csv(trace: Trace, *, exported_by: str, exported_at: float, crops: Crop
                 "ts_start": step.ts_start,
                 "ts_end": step.ts_end,
                 "transit_seconds": "" if step.transit_seconds is None else step.transit_seconds,
+                "expected_transit_seconds": "" if step.expected_transit_seconds is None else step.expected_transit_seconds,
+                "probability": step.probability,
                 "score": step.score,
                 "status": step.status,
                 "implausible": str(step.implausible).lower(),
@@ -76,7 +80,8 @@ def trace_json(trace: Trace, *, exported_by: str, exported_at: float, crops: Cro
     steps = [step.as_dict() | {"start": iso(step.ts_start), "end": iso(step.ts_end)} for step in trace.steps]
     document = {
         "seed_track_id": trace.seed_track_id,
-        "min_score": trace.min_score,
+        "min_probability": trace.min_probability,
+        "method": trace.method,
         "exported_by": exported_by,
         "exported_at": exported_at,
         "exported_at_iso": iso(exported_at),
@@ -148,19 +153,22 @@ def _row(number: int, step: TraceStep, crops: CropStore | None) -> str:
     crop = f'<img class="crop" alt="crop of {escape(step.track_id)}" src="{url}">' if url else (
         '<span class="missing">crop no longer stored</span>')
     transit = "" if step.transit_seconds is None else f"{step.transit_seconds:g} s"
+    if step.expected_transit_seconds is not None:
+        transit += f" (usually {step.expected_transit_seconds:g} ± {step.transit_spread_seconds or 0:g} s)"
     flag = '<span class="implausible">implausible: seen elsewhere at the same time</span>' if step.implausible else ""
     merged = ("same stop: " + escape(", ".join(step.merged_track_ids))) if step.merged_track_ids else ""
     return (
         f"<tr class=\"step\"><td>{number}</td><td>{crop}</td><td>{escape(step.camera_id)}</td>"
         f"<td>{escape(iso(step.ts_start))}<br>{escape(iso(step.ts_end))}</td><td>{escape(transit)}</td>"
-        f"<td class=\"status-{escape(step.status)}\">{escape(step.status)}</td><td>{step.score:.3f}</td>"
+        f"<td class=\"status-{escape(step.status)}\">{escape(step.status)}</td><td>{step.probability:.0%}</td>"
         f"<td><code>{escape(step.track_id)}</code><br><small>{merged}</small></td><td>{flag}</td></tr>"
     )
 
 
 def trace_html(trace: Trace, *, exported_by: str, exported_at: float, crops: CropStore | None = None) -> str:
     rows = "\n".join(_row(number, step, crops) for number, step in enumerate(trace.steps, 1))
-    threshold = "" if trace.min_score is None else f"; candidates at similarity {trace.min_score:g} or more"
+    threshold = "" if trace.min_probability is None else (
+        f"; path steps at a probability of {trace.min_probability:.0%} or more of being the same person")
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -176,7 +184,7 @@ def trace_html(trace: Trace, *, exported_by: str, exported_at: float, crops: Cro
 Confirmed steps were decided by investigators; candidates are undecided matches.</div>
 {_timeline_svg(trace)}
 <table>
-<thead><tr><th>#</th><th>Crop</th><th>Camera</th><th>Seen (UTC)</th><th>Transit</th><th>Status</th><th>Score</th>
+<thead><tr><th>#</th><th>Crop</th><th>Camera</th><th>Seen (UTC)</th><th>Transit</th><th>Status</th><th>P(same)</th>
 <th>Track</th><th>Notes</th></tr></thead>
 <tbody>
 {rows}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-TRACE_STATUSES = ("seed", "confirmed", "candidate")
+TRACE_STATUSES = ("seed", "confirmed", "candidate", "alternative")
 
 
 class _Record:
@@ -28,6 +28,8 @@ class SearchResult(_Record):
     frame_index: int
     ts: float
     bbox: list[float]
+    # Re-id only: P(same person as the query track) from appearance, cameras and the time between them.
+    probability: float | None = None
 
 
 @dataclass
@@ -63,17 +65,22 @@ class TrackView(_Record):
 
 @dataclass
 class TraceStep(_Record):
-    """One stop of a person's path: a track, or several consecutive tracks of one camera merged."""
+    """One stop of a person's path (a track, or consecutive tracks of one camera merged), or an alternative."""
 
     track_id: str
     camera_id: str
     ts_start: float
     ts_end: float
     score: float  # 1.0 for the seed and confirmed tracks; a candidate's cosine similarity
-    status: str  # one of TRACE_STATUSES
+    status: str  # one of TRACE_STATUSES: the path is seed, confirmed and candidate steps; the rest alternatives
     crop_key: str | None
-    transit_seconds: float | None = None  # from the previous step's end; None for the first step
-    implausible: bool = False  # a candidate seen while the person was confirmed elsewhere
+    # P(same person): 1.0 for seed and confirmed; a path step's given the path's previous step; an alternative's
+    # best against the path steps around it.
+    probability: float = 1.0
+    transit_seconds: float | None = None  # from the previous path step's end; None for the first and alternatives
+    expected_transit_seconds: float | None = None  # the learned link's typical transit to this step's camera
+    transit_spread_seconds: float | None = None  # and its standard deviation
+    implausible: bool = False  # seen while the person was on the path elsewhere
     merged_track_ids: list[str] = field(default_factory=list)
 
 
@@ -81,7 +88,12 @@ class TraceStep(_Record):
 class Trace(_Record):
     seed_track_id: str
     steps: list[TraceStep]
-    min_score: float | None = None  # the candidates' threshold the trace was built with
+    min_probability: float | None = None  # the probability a path step was held to
+    method: str = "path"
+
+    @property
+    def path(self) -> list[TraceStep]:
+        return [s for s in self.steps if s.status != "alternative"]
 
 
 @dataclass

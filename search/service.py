@@ -23,7 +23,7 @@ from camtrace.search.records import (
     TrackCrop,
     TrackView,
 )
-from camtrace.search.trace import Identity, TraceEntry, build_trace, resolve_identity
+from camtrace.search.trace import Identity, TraceEntry, TraceMethod, build_trace, resolve_identity
 
 from camtrace.errors import InputError, NotFoundError, SourceError
 from camtrace.services import Services
@@ -35,8 +35,10 @@ MAX_OFFSET = 10_000
 # Example vectors per side of a re-id query: a track keeps a few crops, so this bounds only
 # identities with many confirmed tracks (evenly sampled then).
 MAX_EXAMPLES = 64
-# Candidates a trace considers when the caller names no limit.
-TRACE_CANDIDATES = 20
+# Candidates a trace considers when the caller names no limit (its path and alternatives come from these).
+TRACE_CANDIDATES = 40
+# Re-id ranks by probability: this many tracks by score (at least) are weighed before a page is cut.
+REID_POOL = 100
 # A camera id no point carries: the filter of a user allowed no camera at all matches nothing.
 NO_CAMERA = ""
 
@@ -107,6 +109,16 @@ class PhotoSearch:
 class SearchService:
     def __init__(self, services: Services) -> None:
         self.services = services
+        self._evidence = None
+
+    @property
+    def evidence(self):
+        """The identity evidence (same-person calibration and camera links) of the model in service."""
+        if self._evidence is None:
+            from camtrace.search.evidence_service import EvidenceService
+
+            self._evidence = EvidenceService(self.services)
+        return self._evidence
 
     @property
     def max_results(self) -> int:
@@ -308,19 +320,37 @@ class SearchService:
         limit: int = 20,
         offset: int = 0,
         same_camera: bool = False,
-        min_score: float | None = None,
+        min_probability: float | None = None,
         allowed_cameras: Sequence[str] | None = None,
     ) -> list[SearchResult]:
         """Find the person of a track elsewhere: all the track's crops (and those of the tracks
         confirmed as them) are the positive examples, crops of rejected tracks the negative ones.
-        Never the track itself nor a track already decided; other cameras unless ``same_camera``."""
-        self.check_page(limit, offset)
-        seed = self._track(track_id, allowed_cameras)
-        return self._reid(seed, self.identity(track_id), limit, offset, same_camera, min_score, allowed_cameras)
+        Never the track itself nor a track already decided; other cameras unless ``same_camera``.
 
-    def _reid(self, seed, identity: Identity, limit: int, offset: int, same_camera: bool,
-              min_score: float | None, allowed_cameras: Sequence[str] | None) -> list[SearchResult]:
-        index = self.services.index
+        Ranked by the probability of being the same person (appearance, cameras and the time from the
+        nearest confirmed sighting under the learned camera links); ``min_probability`` leaves out the rest.
+        """
+        self.check_page(limit, offset)
+        _check_probability(min_probability)
+        seed = self._track(track_id, allowed_cameras)
+        identity = self.identity(track_id)
+        model = self.services.model()
+        pool = max(REID_POOL, 2 * (offset + limit))
+        results = self._reid(model, seed, identity, min(pool, MAX_OFFSET), same_camera, allowed_cameras)
+        if not results:
+            return []
+        certain = self._certain_entries(seed, identity, allowed_cameras)
+        probability = self._pair_probability(model, TraceMethod.LINKS)
+        for result in results:
+            result.probability = round(_nearest(certain, _entry(result, "candidate"), probability), 4)
+        results.sort(key=lambda r: (-(r.probability or 0.0), -r.score, r.track_id))
+        if min_probability is not None:
+            results = [r for r in results if (r.probability or 0.0) >= min_probability]
+        return results[offset : offset + limit]
+
+    def _reid(self, model, seed, identity: Identity, limit: int, same_camera: bool,
+              allowed_cameras: Sequence[str] | None) -> list[SearchResult]:
+        index = model.index
         cameras: tuple[str, ...] = ()
         if allowed_cameras is not None:
             cameras = tuple(sorted(set(allowed_cameras))) or (NO_CAMERA,)
@@ -334,8 +364,28 @@ class SearchService:
             if not positives:
                 return []  # the track's vectors are gone (retention): nothing to compare with
             negatives = self._examples(index, identity.rejected)
-            hits = index.recommend(positives, negatives, search_filter, limit, offset=offset, min_score=min_score)
+            hits = index.recommend(positives, negatives, search_filter, limit)
         return self._results(hits)
+
+    def _certain_entries(self, seed, identity: Identity, allowed_cameras: Sequence[str] | None) -> list[TraceEntry]:
+        confirmed = self.services.db.tracks_by_ids(identity.confirmed)
+        return [
+            TraceEntry(t.id, t.camera_id, t.ts_start, t.ts_end, 1.0, "seed" if t.id == seed.id else "confirmed",
+                       t.best_crop_key)
+            for t in (seed, *(confirmed[i] for i in identity.confirmed if i in confirmed))
+            if allowed_cameras is None or t.camera_id in allowed_cameras
+        ]
+
+    def _pair_probability(self, model, method: TraceMethod):
+        """P(same person) of a candidate given a neighbouring track: ``(earlier, later, score) -> p``."""
+        if method == TraceMethod.SCORE:
+            return lambda earlier, later, score: score
+        evidence = self.evidence.current(model)
+        if method == TraceMethod.APPEARANCE:
+            return lambda earlier, later, score: evidence.appearance_probability(
+                score, earlier.camera_id == later.camera_id)
+        return lambda earlier, later, score: evidence.probability(
+            score, earlier.camera_id, later.camera_id, later.ts_start - earlier.ts_end)
 
     @staticmethod
     def _examples(index, track_ids: Sequence[str]) -> list[np.ndarray]:
@@ -351,29 +401,32 @@ class SearchService:
         track_id: str,
         *,
         allowed_cameras: Sequence[str] | None = None,
-        min_score: float | None = None,
+        min_probability: float | None = None,
         limit: int | None = None,
+        method: TraceMethod = TraceMethod.PATH,
     ) -> Trace:
-        """The time-ordered path of the seed's person: the seed, the tracks confirmed as them, and
-        up to ``limit`` undecided candidates at ``min_score`` or more (CAMTRACE_TRACE_MIN_SCORE)."""
+        """The seed's person's path: through the seed and the tracks confirmed as them, the most probable
+        time-consistent chain of the best ``limit`` undecided candidates (each step at ``min_probability``,
+        CAMTRACE_TRACE_MIN_SCORE, or more), the other candidates as alternatives. ``method`` exists to
+        measure what each part of the evidence adds (camtrace.search.trace)."""
         limit = TRACE_CANDIDATES if limit is None else limit
         self.check_page(limit)
-        threshold = float(self.services.settings.trace_min_score if min_score is None else min_score)
+        _check_probability(min_probability)
+        threshold = float(self.services.settings.trace_min_score if min_probability is None else min_probability)
         seed = self._track(track_id, allowed_cameras)
         identity = self.identity(track_id)
-        confirmed = self.services.db.tracks_by_ids(identity.confirmed)
-        entries = [
-            TraceEntry(t.id, t.camera_id, t.ts_start, t.ts_end, 1.0, "seed" if t.id == seed.id else "confirmed",
-                       t.best_crop_key)
-            for t in (seed, *(confirmed[i] for i in identity.confirmed if i in confirmed))
-            if allowed_cameras is None or t.camera_id in allowed_cameras
-        ]
-        candidates = self._reid(seed, identity, limit, 0, True, threshold, allowed_cameras)
-        entries += [
-            TraceEntry(r.track_id, r.camera_id, r.ts_start, r.ts_end, r.score, "candidate", r.crop_key)
-            for r in candidates
-        ]
-        return build_trace(seed.id, entries, threshold)
+        model = self.services.model()
+        certain = self._certain_entries(seed, identity, allowed_cameras)
+        found = self._reid(model, seed, identity, limit, True, allowed_cameras)
+        candidates = [_entry(r, "candidate") for r in found]
+        evidence = self.evidence.current(model) if method != TraceMethod.SCORE else None
+
+        def expected(camera_from: str, camera_to: str):
+            link = evidence.link(camera_from, camera_to) if evidence is not None else None
+            return None if link is None else (link.transit_seconds, link.spread_seconds)
+
+        return build_trace(seed.id, certain, candidates, self._pair_probability(model, method), threshold, method,
+                           expected)
 
     def feedback(
         self,
@@ -422,6 +475,25 @@ class SearchService:
                 )
             )
         return results
+
+
+def _entry(result: SearchResult, status: str) -> TraceEntry:
+    return TraceEntry(result.track_id, result.camera_id, result.ts_start, result.ts_end, result.score, status,
+                      result.crop_key)
+
+
+def _nearest(certain: Sequence[TraceEntry], entry: TraceEntry, probability) -> float:
+    """The entry's probability given the certain track nearest to it in time."""
+    if not certain:
+        return 0.0
+    anchor = min(certain, key=lambda c: min(abs(c.ts_start - entry.ts_end), abs(entry.ts_start - c.ts_end)))
+    earlier, later = (anchor, entry) if (anchor.ts_start, anchor.ts_end) <= (entry.ts_start, entry.ts_end) else (entry, anchor)
+    return probability(earlier, later, entry.score)
+
+
+def _check_probability(value: float | None) -> None:
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise InputError(f"min_probability {value} is not a probability between 0 and 1")
 
 
 def _area(person: DetectedPerson) -> float:

@@ -1,27 +1,51 @@
 """A person's path across cameras, built from decided and candidate tracks (no I/O here).
 
-Rules, in order:
-- the seed track and the tracks confirmed as the same person are certain (score 1.0);
-- an undecided candidate that overlaps in time with a certain track is flagged ``implausible``:
-  one person cannot be in two places at once (on another camera, or as a second track of the
-  same camera at the same moment);
-- tracks are ordered by start time, and consecutive tracks of one camera merge into one step
-  (a person split at a segment boundary, or a tracker losing and finding them again). Certain
-  tracks merge with certain ones and candidates with candidates, never across: a candidate stays
-  visible as such until someone decides on it. Implausible candidates never merge, and do not
-  keep the tracks around them from merging;
-- each step's ``transit_seconds`` is the gap from the previous step's end (negative: overlap).
+The seed track and the tracks confirmed as the same person are certain. Each
+candidate comes with its appearance score against them; ``pair_probability``
+(the identity evidence) says how likely a candidate is the person given a
+neighbouring track of the path: the transit between the two must fit the
+cameras' link, and one person is in one place at a time.
+
+A trace is the most probable time-consistent chain (``TraceMethod.PATH``, the
+default): through every certain track, forwards in time from the first of them
+and backwards from it, each step a candidate that starts after the previous
+one ends, the chain maximising the summed log-odds of its candidates against
+``min_probability`` (a candidate at that probability neither helps nor hurts).
+Candidates not on the chain stay in the answer with status ``alternative`` and
+their own best probability; one seen while the chain is elsewhere is flagged
+``implausible``. Consecutive tracks of one camera on the chain merge into one
+step (a person split by the tracker or a segment boundary); certain tracks
+merge with certain ones and candidates with candidates, never across.
+
+The other methods exist to measure what each part adds: ``SCORE`` keeps every
+candidate at a cosine of ``min_probability`` or more (what traces did before
+probabilities), ``APPEARANCE`` every candidate whose calibrated appearance
+probability reaches it, ``LINKS`` every candidate whose probability with camera
+links (against the nearest certain track) reaches it; those three flag
+candidates seen at the same time as a certain track instead of building a
+chain.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from camtrace.search.records import Trace, TraceStep
 
-_RANK = {"seed": 0, "confirmed": 1, "candidate": 2}
+
+class TraceMethod(StrEnum):
+    PATH = "path"
+    LINKS = "links"
+    APPEARANCE = "appearance"
+    SCORE = "score"
+
+
+_RANK = {"seed": 0, "confirmed": 1, "candidate": 2, "alternative": 3}
 CERTAIN = ("seed", "confirmed")
+_PROBABILITY_CLIP = 1e-6
 
 
 @dataclass(frozen=True)
@@ -37,45 +61,204 @@ class TraceEntry:
     crop_key: str | None
 
 
+# P(candidate is the person | appearance score, a neighbouring track of the path): (earlier, later, score).
+PairProbability = Callable[[TraceEntry, TraceEntry, float], float]
+# The link's typical transit and spread from one camera to another (None: no learned link).
+ExpectedTransit = Callable[[str, str], tuple[float, float] | None]
+
+
 def overlaps(a: TraceEntry, b: TraceEntry) -> bool:
     return a.ts_start <= b.ts_end and b.ts_start <= a.ts_end
 
 
-def build_trace(seed_track_id: str, entries: Sequence[TraceEntry], min_score: float | None = None) -> Trace:
-    certain = [e for e in entries if e.status in CERTAIN]
-    flagged = {
-        e.track_id
-        for e in entries
-        if e.status not in CERTAIN and any(overlaps(e, c) for c in certain if c.track_id != e.track_id)
-    }
-    ordered = sorted(entries, key=lambda e: (e.ts_start, e.ts_end, _RANK[e.status], e.track_id))
-    # Implausible candidates stand alone and do not break the runs of the others.
-    groups: list[list[TraceEntry]] = [[e] for e in ordered if e.track_id in flagged]
+def _ordered(a: TraceEntry, b: TraceEntry) -> tuple[TraceEntry, TraceEntry]:
+    return (a, b) if (a.ts_start, a.ts_end) <= (b.ts_start, b.ts_end) else (b, a)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, _PROBABILITY_CLIP), 1 - _PROBABILITY_CLIP)
+    return math.log(p / (1 - p))
+
+
+def build_trace(
+    seed_track_id: str,
+    certain: Sequence[TraceEntry],
+    candidates: Sequence[TraceEntry],
+    pair_probability: PairProbability,
+    min_probability: float,
+    method: TraceMethod = TraceMethod.PATH,
+    expected_transit: ExpectedTransit | None = None,
+) -> Trace:
+    """The trace of the seed's person (see the module doc)."""
+    certain = sorted(certain, key=_time_key)
+    if method == TraceMethod.PATH:
+        chain, probability = _best_chain(certain, candidates, pair_probability, min_probability)
+    else:
+        chain, probability = _independent(certain, candidates, pair_probability, min_probability, method)
+    on_chain = {e.track_id for e in chain}
+    steps = _merged_steps(chain, probability, expected_transit)
+    for entry in candidates:
+        if entry.track_id in on_chain:
+            continue
+        p = _best_probability(entry, chain, pair_probability)
+        if method != TraceMethod.PATH and entry.track_id in probability:
+            continue
+        implausible = any(overlaps(entry, e) for e in (chain if method == TraceMethod.PATH else certain))
+        steps.append(_step(entry, "alternative", p, implausible=implausible))
+    steps.sort(key=lambda s: (s.ts_start, s.ts_end, _RANK[s.status], s.track_id))
+    return Trace(seed_track_id=seed_track_id, steps=steps, min_probability=min_probability, method=str(method))
+
+
+def _time_key(entry: TraceEntry) -> tuple[float, float, str]:
+    return entry.ts_start, entry.ts_end, entry.track_id
+
+
+def _best_chain(
+    certain: Sequence[TraceEntry],
+    candidates: Sequence[TraceEntry],
+    pair_probability: PairProbability,
+    min_probability: float,
+) -> tuple[list[TraceEntry], dict[str, float]]:
+    """The chain through every certain track maximising the candidates' summed log-odds over the threshold."""
+    if not certain:
+        return [], {}
+    anchor = certain[0]
+    offset = _logit(min_probability)
+    must = {e.track_id for e in certain}
+    later = [e for e in (*certain[1:], *candidates) if e.ts_start > anchor.ts_end or e.track_id in must]
+    earlier = [e for e in candidates if e.ts_end < anchor.ts_start]
+    forward, forward_p = _chain_from(anchor, later, pair_probability, offset, must, forwards=True)
+    backward, backward_p = _chain_from(anchor, earlier, pair_probability, offset, must, forwards=False)
+    chain = [*reversed(backward), anchor, *forward]
+    # Certain tracks the chain could not pass through (seen at the same time as another) stay on it.
+    chain += [e for e in certain if e.track_id not in {c.track_id for c in chain}]
+    chain.sort(key=_time_key)
+    return chain, {**forward_p, **backward_p}
+
+
+def _chain_from(
+    anchor: TraceEntry,
+    nodes: Sequence[TraceEntry],
+    pair_probability: PairProbability,
+    offset: float,
+    must: set[str],
+    forwards: bool,
+) -> tuple[list[TraceEntry], dict[str, float]]:
+    """Dynamic programming over the nodes in time order, away from the anchor: each node's best predecessor
+    (towards the anchor) and the chain ending at the best node."""
+    order = sorted(nodes, key=_time_key, reverse=not forwards)
+    best: dict[str, float] = {anchor.track_id: 0.0}
+    previous: dict[str, TraceEntry | None] = {anchor.track_id: None}
+    chance: dict[str, float] = {}
+    placed = [anchor]
+    for node in order:
+        choice, gain, p_best = None, -math.inf, 0.0
+        for before in placed:
+            # The chain goes forwards (or backwards) in time: no step starts before the previous one ends.
+            if (forwards and node.ts_start < before.ts_end) or (not forwards and node.ts_end > before.ts_start):
+                continue
+            if node.track_id in must:
+                p, step = 1.0, 1e6  # certain tracks are on the chain whatever it costs
+            else:
+                first, second = (before, node) if forwards else (node, before)
+                p = pair_probability(first, second, node.score)
+                step = _logit(p) - offset
+            if best[before.track_id] + step > gain:
+                choice, gain, p_best = before, best[before.track_id] + step, p
+        if choice is None:
+            continue
+        best[node.track_id], previous[node.track_id], chance[node.track_id] = gain, choice, p_best
+        placed.append(node)
+    end = max(placed, key=lambda e: (best[e.track_id], -abs(e.ts_start - anchor.ts_start)))
+    chain: list[TraceEntry] = []
+    while end is not None and end.track_id != anchor.track_id:
+        chain.append(end)
+        end = previous[end.track_id]
+    chain.reverse()
+    return chain, {e.track_id: chance[e.track_id] for e in chain if e.track_id not in must}
+
+
+def _independent(
+    certain: Sequence[TraceEntry],
+    candidates: Sequence[TraceEntry],
+    pair_probability: PairProbability,
+    min_probability: float,
+    method: TraceMethod,
+) -> tuple[list[TraceEntry], dict[str, float]]:
+    """Every candidate judged on its own against the nearest certain track; those seen while a certain track
+    was elsewhere are left for the alternatives (flagged)."""
+    kept, probability = list(certain), {}
+    for entry in candidates:
+        if any(overlaps(entry, c) for c in certain if c.track_id != entry.track_id):
+            continue
+        p = entry.score if method == TraceMethod.SCORE else _nearest_probability(entry, certain, pair_probability)
+        if p >= min_probability:
+            kept.append(entry)
+            probability[entry.track_id] = p
+    kept.sort(key=_time_key)
+    return kept, probability
+
+
+def _nearest_probability(entry: TraceEntry, anchors: Sequence[TraceEntry], pair_probability: PairProbability) -> float:
+    if not anchors:
+        return 0.0
+    nearest = min(anchors, key=lambda a: abs(a.ts_start - entry.ts_start))
+    return pair_probability(*_ordered(nearest, entry), entry.score)
+
+
+def _best_probability(entry: TraceEntry, chain: Sequence[TraceEntry], pair_probability: PairProbability) -> float:
+    """A track off the chain: its probability given the chain's tracks nearest before and after it."""
+    before = [e for e in chain if e.ts_end <= entry.ts_start]
+    after = [e for e in chain if e.ts_start >= entry.ts_end]
+    neighbours = ([max(before, key=lambda e: e.ts_end)] if before else []) + (
+        [min(after, key=lambda e: e.ts_start)] if after else []
+    )
+    return max((pair_probability(*_ordered(n, entry), entry.score) for n in neighbours), default=0.0)
+
+
+def _merged_steps(
+    chain: Sequence[TraceEntry], probability: dict[str, float], expected_transit: ExpectedTransit | None
+) -> list[TraceStep]:
     runs: list[list[TraceEntry]] = []
-    for entry in (e for e in ordered if e.track_id not in flagged):
+    for entry in chain:
         last = runs[-1][-1] if runs else None
         if last is not None and last.camera_id == entry.camera_id and (last.status in CERTAIN) == (entry.status in CERTAIN):
             runs[-1].append(entry)
         else:
             runs.append([entry])
-    groups = sorted(groups + runs, key=lambda g: (g[0].ts_start, g[0].ts_end, _RANK[g[0].status], g[0].track_id))
     steps: list[TraceStep] = []
-    for group in groups:
-        lead = min(group, key=lambda e: (_RANK[e.status], -e.score, e.ts_start))
-        step = TraceStep(
-            track_id=lead.track_id,
-            camera_id=lead.camera_id,
-            ts_start=min(e.ts_start for e in group),
-            ts_end=max(e.ts_end for e in group),
-            score=round(max(e.score for e in group), 6),
-            status=lead.status,
-            crop_key=lead.crop_key,
-            transit_seconds=None if not steps else round(min(e.ts_start for e in group) - steps[-1].ts_end, 3),
-            implausible=lead.track_id in flagged,
-            merged_track_ids=[e.track_id for e in group if e.track_id != lead.track_id],
-        )
+    for run in runs:
+        # A stop is named by its seed or first track; a candidate stop is as likely as its entry into the path
+        # (the tracks after it in the stop are each conditional on the one before).
+        lead = min(run, key=lambda e: (_RANK[e.status], e.ts_start))
+        status = lead.status
+        p = 1.0 if status in CERTAIN else probability.get(run[0].track_id, 0.0)
+        step = _step(lead, status, p, run=run)
+        if steps:
+            prior = steps[-1]
+            step.transit_seconds = round(step.ts_start - prior.ts_end, 3)
+            expected = expected_transit(prior.camera_id, step.camera_id) if expected_transit else None
+            if expected is not None and prior.camera_id != step.camera_id:
+                step.expected_transit_seconds, step.transit_spread_seconds = expected
         steps.append(step)
-    return Trace(seed_track_id=seed_track_id, steps=steps, min_score=min_score)
+    return steps
+
+
+def _step(lead: TraceEntry, status: str, probability: float, *, run: Iterable[TraceEntry] = (),
+          implausible: bool = False) -> TraceStep:
+    run = list(run) or [lead]
+    return TraceStep(
+        track_id=lead.track_id,
+        camera_id=lead.camera_id,
+        ts_start=min(e.ts_start for e in run),
+        ts_end=max(e.ts_end for e in run),
+        score=round(max(e.score for e in run), 6),
+        probability=round(float(probability), 4),
+        status=status,
+        crop_key=lead.crop_key,
+        implausible=implausible,
+        merged_track_ids=[e.track_id for e in run if e.track_id != lead.track_id],
+    )
 
 
 @dataclass(frozen=True)

@@ -111,3 +111,41 @@ def expected_similarity(track: str, positives: list[str]) -> float:
     """A track's best crop against the best crop of the positive tracks (numpy, exact)."""
     by_name = {t[0]: crop_vectors(t[4], t[5]) for t in TRACKS}
     return max(float(a @ b) for a in by_name[track] for p in positives for b in by_name[p])
+
+
+# Known identity evidence for the scene (too few tracks to learn any): people take 20 s from camA to camB,
+# 22 s from camB to camC and 30 s from camC to camD (3 s spread); a track split on one camera resumes ~2 s
+# later. Appearance: one person's tracks score about 0.9, two people's about 0.3.
+LINKS = {("camA", "camB"): 20.0, ("camB", "camC"): 22.0, ("camC", "camD"): 30.0}
+LINK_SPREAD = 3.0
+
+
+def scene_evidence():
+    from camtrace.search.evidence import BINS, CROSS, SAME, IdentityEvidence, _Appearance, _LinkStats
+
+    centres = np.linspace(-1 + 1 / BINS, 1 - 1 / BINS, BINS)
+
+    def bump(centre: float, spread: float, mass: float) -> np.ndarray:
+        shape = np.exp(-0.5 * ((centres - centre) / spread) ** 2)
+        return mass * shape / shape.sum()
+
+    appearance = {domain: _Appearance(positive=bump(0.9, 0.08, 200.0), negative=bump(0.3, 0.2, 2000.0),
+                                      pairs=2000.0, same=100.0) for domain in (SAME, CROSS)}
+    links = {}
+    for (a, b), transit in LINKS.items():
+        links[f"{a}->{b}"] = _LinkStats.around(transit, LINK_SPREAD, 20.0, 100.0)
+    for camera in CAMERAS:
+        links[f"{camera}->{camera}"] = _LinkStats.around(2.0, 0.5, 20.0, 100.0)
+    for a in CAMERAS:  # every other pair of cameras: seen often, never one person
+        for b in CAMERAS:
+            links.setdefault(f"{a}->{b}", _LinkStats(pairs=100.0))
+    return IdentityEvidence(600.0, appearance, links, tracks=len(TRACKS))
+
+
+def install_evidence(services: Services, evidence=None) -> None:
+    """Store ``evidence`` (default: the scene's) as the learned evidence of the scene's vectors."""
+    from camtrace.storage.evidence import EvidenceRepository
+
+    repository = EvidenceRepository(services.db)
+    evidence = evidence or scene_evidence()
+    repository.save(services.index.model_version, evidence.to_dict(), repository.newest_feedback_at())

@@ -120,7 +120,9 @@ def test_reid_from_a_real_track_keeps_to_other_cameras(service):
     others = service.reid(seed.track_id, limit=30)
     assert others and seed.track_id not in ids(others)
     assert all(r.camera_id != seed.camera_id for r in others)
-    assert [r.score for r in others] == sorted((r.score for r in others), reverse=True)
+    # Most probably the same person first (appearance with the cameras' links), each with its probability.
+    ranked = [(r.probability, r.score) for r in others]
+    assert all(0.0 <= p <= 1.0 for p, _ in ranked) and ranked == sorted(ranked, reverse=True)
     everywhere = service.reid(seed.track_id, limit=30, same_camera=True)
     assert seed.track_id not in ids(everywhere) and seed.camera_id in {r.camera_id for r in everywhere}
 
@@ -167,9 +169,10 @@ def test_a_trace_exports_to_csv_json_and_a_self_contained_html(service):
     import base64
 
     seed = service.by_text("person", None, 1)[0]
-    trace = service.trace(seed.track_id, min_score=-1.0, limit=6)
-    assert trace.steps and trace.steps[0].status in ("seed", "candidate")
+    trace = service.trace(seed.track_id, min_probability=0.01, limit=6)
+    assert trace.steps and len(trace.steps) == 7  # the seed and its 6 candidates: on the path or alternatives
     assert "seed" in {s.status for s in trace.steps}
+    assert {s.status for s in trace.steps} <= {"seed", "candidate", "alternative"}
     crops = service.services.crops
     when = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -184,6 +187,7 @@ def test_a_trace_exports_to_csv_json_and_a_self_contained_html(service):
     assert document["seed_track_id"] == seed.track_id and document["exported_by"] == "ines"
     assert [s["track_id"] for s in document["steps"]] == [s.track_id for s in trace.steps]
     assert document["steps"][0]["transit_seconds"] is None
+    assert document["min_probability"] == 0.01 and all(0.0 <= s["probability"] <= 1.0 for s in document["steps"])
 
     page = trace_html(trace, exported_by="ines <admin>", exported_at=when, crops=crops)
     parser = _Html()

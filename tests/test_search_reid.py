@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 from camtrace.search import SearchService
-from camtrace.search.trace import TraceEntry, build_trace
-from search_scene import CAMERAS, PERSON, T0, build_scene, expected_similarity
+from camtrace.search.trace import TraceEntry, TraceMethod, build_trace
+from search_scene import CAMERAS, PERSON, T0, build_scene, expected_similarity, install_evidence
 from sqlalchemy import delete
 
 from camtrace.errors import InputError, NotFoundError
@@ -24,6 +24,7 @@ def service(request, tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def no_feedback(service):
+    install_evidence(service.services)
     yield
     from camtrace.storage.sql import Feedback
 
@@ -38,14 +39,25 @@ def ids(results) -> list[str]:
 def test_reid_finds_the_person_on_other_cameras_only_and_never_the_track_itself(service):
     results = service.reid("A1", limit=20)
     assert "A1" not in ids(results) and all(r.camera_id != "camA" for r in results)
-    assert ids(results) == ["B1", "B2", "L1", "L2", "C1", "Q", "X"]
+    assert set(ids(results)) == {"B1", "B2", "L1", "L2", "C1", "Q", "X"}
     for result in results:  # every crop of the track is a query: the score is the best pair's similarity
         assert result.score == pytest.approx(expected_similarity(result.track_id, ["A1"]), abs=1e-4)
+    # Ranked by the probability of being the person: B1 arrives 30 s after the seed left camA, where the camA ->
+    # camB link says 20 +- 3 s, so it is far less likely than its score alone says; L1 was on camC while the seed
+    # was on camA: impossible.
+    probability = {r.track_id: r.probability for r in results}
+    assert [r.probability for r in results] == sorted(probability.values(), reverse=True)
+    assert probability["L1"] == 0.0 and probability["X"] < 0.01
+    assert probability["B1"] < 0.5 < probability["B2"] or probability["B1"] > 0.5
 
     same = service.reid("A1", limit=20, same_camera=True)
     assert "A1" not in ids(same) and "A2" in ids(same)
+    assert next(r for r in same if r.track_id == "A2").probability > 0.9  # the seed found again 2 s later
     assert ids(service.reid("A1", limit=3, offset=2)) == ids(results)[2:5]
-    assert ids(service.reid("A1", min_score=0.85)) == ["B1", "B2", "L1", "L2"]
+    likely = service.reid("A1", min_probability=0.5)
+    assert likely and all(r.probability >= 0.5 for r in likely) and ids(likely) == ids(results)[: len(likely)]
+    with pytest.raises(InputError, match="probability"):
+        service.reid("A1", min_probability=1.5)
 
 
 def test_camera_limit_goes_into_the_query_and_hides_tracks(service):
@@ -84,21 +96,23 @@ def test_search_pages_do_not_overlap_and_concatenate_to_the_unpaged_list(service
 
 
 def test_confirmed_tracks_pull_and_rejected_tracks_push(service):
-    before = ids(service.reid("A1"))
-    assert before.index("Q") > before.index("C1")
+    before = {r.track_id: r for r in service.reid("A1")}
+    assert before["Q"].score < before["C1"].score
     service.feedback("A1", "C1", "same", user="ines")
-    after = service.reid("A1")
-    assert "C1" not in ids(after)  # decided: no longer offered
-    # Q looks like C1's crops, now positive examples: its score is its similarity to C1.
-    q = next(r for r in after if r.track_id == "Q")
+    after = {r.track_id: r for r in service.reid("A1")}
+    assert "C1" not in after  # decided: no longer offered
+    # Q looks like C1's crops, now positive examples: its score is its similarity to C1, and it arrives on camD
+    # 30 s after C1 left camC, as the link says.
+    q = after["Q"]
     assert q.score == pytest.approx(expected_similarity("Q", ["A1", "C1"]), abs=1e-4)
-    assert q.score > 0.9 and ids(after).index("Q") < ids(after).index("L1")
+    assert q.score > 0.9 and q.probability > 0.9 > before["Q"].probability
 
     service.feedback("L1", "A1", "different", user="ines")  # either order names the pair
     pushed = service.reid("A1")
     assert "L1" not in ids(pushed)
-    assert ids(pushed)[-1] == "L2" and pushed[-1].score < 0  # nearer to the rejected lookalike than to the person
-    assert "L2" not in ids(service.reid("A1", min_score=0.0))
+    l2 = next(r for r in pushed if r.track_id == "L2")
+    assert l2.score < 0 and l2.probability == 0.0  # nearer to the rejected lookalike than to the person
+    assert "L2" not in ids(service.reid("A1", min_probability=0.01))
 
 
 def test_confirmations_chain_from_track_to_track(service):
@@ -109,52 +123,75 @@ def test_confirmations_chain_from_track_to_track(service):
     assert "B1" not in ids(service.reid("A1", same_camera=True))
 
 
-def test_the_trace_orders_merges_and_flags(service):
-    trace = service.trace("A1", min_score=0.85)
-    steps = [(s.track_id, s.status, s.camera_id) for s in trace.steps]
-    assert steps == [("A1", "seed", "camA"), ("L1", "candidate", "camC"), ("A2", "candidate", "camA"),
-                     ("B1", "candidate", "camB"), ("L2", "candidate", "camD")]
-    flagged = {s.track_id for s in trace.steps if s.implausible}
-    assert flagged == {"L1"}  # on camC while the seed was on camA
-    b = trace.steps[3]
-    assert b.merged_track_ids == ["B2"] and (b.ts_start, b.ts_end) == (T0 + 40, T0 + 58)  # B1 and B2: one stop
-    assert trace.steps[0].transit_seconds is None and trace.steps[1].transit_seconds == -5.0
-    assert trace.steps[0].score == 1.0 and trace.steps[0].crop_key
+def test_the_trace_is_the_most_probable_path_with_the_rest_as_alternatives(service):
+    trace = service.trace("A1")
+    path = [(s.track_id, s.status, s.camera_id, s.merged_track_ids) for s in trace.path]
+    # A2 (the seed found again 2 s later: a step of its own until confirmed), B1 and B2 20 s later (one stop),
+    # C1 22 s after that, Q 30 s after C1.
+    assert path == [("A1", "seed", "camA", []), ("A2", "candidate", "camA", []), ("B1", "candidate", "camB", ["B2"]),
+                    ("C1", "candidate", "camC", []), ("Q", "candidate", "camD", [])]
+    assert [s.transit_seconds for s in trace.path] == [None, 2.0, 20.0, 22.0, 30.0]
+    assert [s.expected_transit_seconds for s in trace.path] == [None, None, 20.0, 22.0, 30.0]
+    assert all(s.probability >= 0.5 for s in trace.path) and trace.path[0].probability == 1.0
+    alternatives = {s.track_id: s for s in trace.steps if s.status == "alternative"}
+    assert set(alternatives) <= {"L1", "L2", "X"} and "L1" in alternatives
+    assert alternatives["L1"].implausible  # on camC while the seed was on camA
+    assert all(s.probability < 0.5 for s in alternatives.values())
     assert [s.ts_start for s in trace.steps] == sorted(s.ts_start for s in trace.steps)
-    assert len(service.trace("A1").steps) > len(trace.steps)  # the default threshold (0.7) lets C1 and Q in
+    assert trace.steps[0].crop_key and trace.min_probability == 0.5
+    # A stricter threshold cuts the path where a step is less likely than asked.
+    weakest = min(s.probability for s in trace.path[1:])
+    assert len(service.trace("A1", min_probability=min(0.999, weakest + 1e-3)).path) < len(trace.path)
 
     # Investigators decide: the trace follows.
-    service.feedback("A1", "A2", "same", user="ines")
-    service.feedback("A1", "L1", "different", user="ines")
     service.feedback("A1", "C1", "same", user="ines")
-    trace = service.trace("A1", min_score=0.85)
-    steps = [(s.track_id, s.status, s.merged_track_ids, s.transit_seconds) for s in trace.steps]
-    assert steps == [("A1", "seed", ["A2"], None), ("B1", "candidate", ["B2"], 20.0),
-                     ("C1", "confirmed", [], 22.0), ("Q", "candidate", [], 30.0)]
-    assert not any(s.implausible for s in trace.steps)
-    assert service.trace("A1", min_score=0.85, allowed_cameras=["camA", "camD"]).steps[-1].track_id == "Q"
-    assert {s.camera_id for s in service.trace("A1", min_score=0.85, allowed_cameras=["camA", "camD"]).steps} == {
-        "camA", "camD"}
+    service.feedback("A1", "B1", "different", user="ines")
+    trace = service.trace("A1")
+    path = [(s.track_id, s.status) for s in trace.path]
+    assert ("C1", "confirmed") in path and "B1" not in ids(trace.steps)
+    assert path[-1] == ("Q", "candidate")
+    limited = service.trace("A1", allowed_cameras=["camA", "camD"])
+    assert {s.camera_id for s in limited.steps} <= {"camA", "camD"} and "Q" in ids(limited.steps)
 
 
-def test_build_trace_flags_only_candidates_that_overlap_certain_tracks():
-    entries = [TraceEntry("s", "cam1", 0, 10, 1.0, "seed", None),
-               TraceEntry("c", "cam2", 20, 30, 1.0, "confirmed", None),
-               TraceEntry("ok", "cam3", 11, 19, 0.8, "candidate", None),
-               TraceEntry("clash", "cam1", 25, 26, 0.9, "candidate", None),
-               TraceEntry("late", "cam2", 31, 40, 0.75, "candidate", None)]
-    trace = build_trace("s", entries)
-    assert [(s.track_id, s.implausible) for s in trace.steps] == [
-        ("s", False), ("ok", False), ("c", False), ("clash", True), ("late", False)]
-    assert [s.transit_seconds for s in trace.steps] == [None, 1, 1, -5, 5]
+def test_each_part_of_the_evidence_can_be_measured_alone(service):
+    by_score = service.trace("A1", min_probability=0.85, method=TraceMethod.SCORE)
+    on_path = {t for s in by_score.path for t in (s.track_id, *s.merged_track_ids)}
+    assert on_path == {"A1", "A2", "B1", "B2", "L2"}  # cosine >= 0.85, L1 (seen with the seed) left out
+    appearance = service.trace("A1", method=TraceMethod.APPEARANCE)
+    links = service.trace("A1", method=TraceMethod.LINKS)
+    assert "L1" not in ids(appearance.path) and "L1" not in ids(links.path)  # seen with the seed: never a step
+    assert all(s.status in ("seed", "confirmed", "candidate", "alternative") for s in links.steps)
 
-    # The seed split in two on cam1, with a lookalike seen meanwhile elsewhere: still one step for the seed.
-    split = build_trace("s", [TraceEntry("s", "cam1", 0, 10, 1.0, "seed", "k1"),
-                              TraceEntry("s2", "cam1", 12, 20, 1.0, "confirmed", "k2"),
-                              TraceEntry("look", "cam2", 5, 8, 0.9, "candidate", "k3")])
-    assert [(s.track_id, s.merged_track_ids, s.ts_end, s.implausible) for s in split.steps] == [
-        ("s", ["s2"], 20, False), ("look", [], 8, True)]
-    assert split.steps[0].crop_key == "k1"
+
+def test_build_trace_keeps_the_path_time_consistent_and_leaves_an_impossible_lookalike_out():
+    def probability(earlier, later, score):
+        if later.ts_start < earlier.ts_end:
+            return 0.0  # one person, one place at a time
+        gap = later.ts_start - earlier.ts_end
+        fits = {("cam1", "cam2"): 10, ("cam2", "cam3"): 10}.get((earlier.camera_id, later.camera_id))
+        return score if fits is not None and abs(gap - fits) <= 2 else 0.05 * score
+
+    seed = TraceEntry("s", "cam1", 0, 10, 1.0, "seed", "k0")
+    person = [TraceEntry("p2", "cam2", 20, 30, 0.8, "candidate", "k1"),
+              TraceEntry("p3", "cam3", 40, 50, 0.7, "candidate", "k2")]
+    # The look-alike scores higher than the person but is on cam3 while the person is on cam2.
+    lookalike = TraceEntry("look", "cam3", 22, 28, 0.95, "candidate", "k3")
+    trace = build_trace("s", [seed], [*person, lookalike], probability, 0.5)
+    assert [(s.track_id, s.status) for s in trace.path] == [("s", "seed"), ("p2", "candidate"), ("p3", "candidate")]
+    look = next(s for s in trace.steps if s.track_id == "look")
+    assert look.status == "alternative" and look.implausible
+    assert [s.transit_seconds for s in trace.path] == [None, 10, 10]
+
+    # A confirmed track is on the path whatever the candidates around it say; candidates never merge with it.
+    confirmed = TraceEntry("c", "cam2", 31, 33, 1.0, "confirmed", "k4")
+    trace = build_trace("s", [seed, confirmed], [*person, lookalike], probability, 0.5)
+    assert ("c", "confirmed") in [(s.track_id, s.status) for s in trace.path]
+    assert next(s for s in trace.path if s.track_id == "p2").merged_track_ids == []
+
+    # Without candidates worth it, the path is the seed alone and everything else an alternative.
+    alone = build_trace("s", [seed], person, lambda *_: 0.1, 0.5)
+    assert [s.track_id for s in alone.path] == ["s"] and {s.status for s in alone.steps[1:]} == {"alternative"}
 
 
 def test_feedback_is_stored_with_who_and_when_and_the_newest_verdict_wins(service):
@@ -198,3 +235,23 @@ def test_track_view_and_crop_camera(service):
     with pytest.raises(NotFoundError, match="crop"):
         service.crop_camera("camB/none/0000.jpg")
     assert set(CAMERAS) == set(service.services.db.camera_ids())
+
+
+def test_a_verdict_teaches_the_evidence_at_once_and_changes_other_traces(service):
+    def probability_of(trace, track):
+        return max((s.probability for s in trace.steps if track in (s.track_id, *s.merged_track_ids)), default=0.0)
+
+    before = service.trace("B1")
+    assert service.evidence.current().link("camB", "camD") is None
+    # An investigator confirms that someone went from camB to camD in 2 s (B2 then L2).
+    service.feedback("B2", "L2", "same", user="ines")
+    link = service.evidence.current().link("camB", "camD")
+    assert link is not None and link.transit_seconds == pytest.approx(2.0, abs=0.01)
+    # Another seed's trace: B1 is not part of that verdict, yet L2 after it is now far more likely.
+    after = service.trace("B1")
+    assert probability_of(after, "L2") > probability_of(before, "L2") + 0.3
+    # A rejection teaches the calibration: the same score counts for less everywhere.
+    evidence = service.evidence.current()
+    odds_before = evidence.appearance_probability(0.89, same_camera=False)
+    service.feedback("A1", "L2", "different", user="ines")
+    assert service.evidence.current().appearance_probability(0.89, same_camera=False) < odds_before

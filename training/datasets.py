@@ -48,6 +48,7 @@ _MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
 # Identity splits of synthetic footage, in ground-truth order: the first 60% train, then 20% val, then test.
 SYNTHETIC_SPLIT = (0.6, 0.2)
 SYNTHETIC_CROPS_PER_WALK = 6
+MIN_VISIBLE = 0.6  # a synthetic person hidden beyond this share makes no training crop
 
 
 # --------------------------------------------------------------------------
@@ -371,7 +372,8 @@ def _load_synthetic(path: Path) -> list[Sample]:
         raise InputError(f"{file} is not a synthetic ground truth file ({type(exc).__name__}: {exc})") from exc
 
     split_of = _synthetic_splits(list(descriptions))
-    wanted = _frames_per_walk(appearances)
+    width = int(truth.get("size", [0, 0])[0])
+    wanted = _frames_per_walk(appearances, _whole_views(boxes, width))
     samples = []
     for camera, video in cameras.items():
         needed: dict[int, list[dict]] = {}
@@ -393,12 +395,27 @@ def _synthetic_splits(identities: list[str]) -> dict[str, str]:
     return {key: "train" if i < n_train else "val" if i < n_train + n_val else "test" for i, key in enumerate(identities)}
 
 
-def _frames_per_walk(appearances: list[dict]) -> dict[str, set[tuple[str, int]]]:
-    """Up to SYNTHETIC_CROPS_PER_WALK frames evenly spread over each walk past a camera."""
+def _whole_views(boxes: list[dict], width: int) -> set[tuple[str, str, int]]:
+    """(camera, identity, frame) of boxes showing the whole person: not cut by the frame border and not
+    mostly hidden (a walk that enters and leaves the view starts and ends with slivers)."""
+    return {
+        (box["camera"], box["identity"], int(box["frame_index"]))
+        for box in boxes
+        if box.get("visible", 1.0) >= MIN_VISIBLE and (width <= 0 or (box["box"][0] > 1 and box["box"][2] < width - 1))
+    }
+
+
+def _frames_per_walk(appearances: list[dict], whole: set[tuple[str, str, int]]) -> dict[str, set[tuple[str, int]]]:
+    """Up to SYNTHETIC_CROPS_PER_WALK frames evenly spread over the frames of each walk past a camera that show
+    the whole person."""
     wanted: dict[str, set[tuple[str, int]]] = {}
     for app in appearances:
-        frames = np.linspace(app["frame_start"], app["frame_end"], SYNTHETIC_CROPS_PER_WALK).round().astype(int)
-        wanted.setdefault(app["camera"], set()).update((app["identity"], int(f)) for f in frames)
+        usable = [f for f in range(app["frame_start"], app["frame_end"] + 1)
+                  if (app["camera"], app["identity"], f) in whole]
+        if not usable:
+            continue
+        picks = np.linspace(0, len(usable) - 1, min(SYNTHETIC_CROPS_PER_WALK, len(usable))).round().astype(int)
+        wanted.setdefault(app["camera"], set()).update((app["identity"], usable[int(k)]) for k in picks)
     return wanted
 
 

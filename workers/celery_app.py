@@ -27,17 +27,21 @@ TASK_ROUTES = {
     "camtrace.train": "train",
     "camtrace.reindex": "embed",  # re-embedding stored crops for a new model runs on the embed (GPU) workers
     "camtrace.retention": "ingest",
+    "camtrace.learn_evidence": "ingest",  # CPU work over the index and SQL: no model runs
 }
 
 
 def beat_schedule(settings: Settings) -> dict:
     """Periodic work run by `camtrace beat`, from settings.
 
-    The one place periodic tasks are registered: retention hourly when
-    CAMTRACE_RETENTION_DAYS is set; the training schedule adds its
+    The one place periodic tasks are registered: the identity evidence every
+    CAMTRACE_EVIDENCE_LEARN_MINUTES; retention hourly when CAMTRACE_RETENTION_DAYS is set; the training schedule adds its
     ``camtrace.train`` entry here (the ``train`` queue and route exist already).
     """
-    schedule: dict = {}
+    schedule: dict = {
+        # Camera links and the same-person calibration follow new footage (skipped when no track is new).
+        "learn_evidence": {"task": "camtrace.learn_evidence", "schedule": 60.0 * settings.evidence_learn_minutes},
+    }
     if settings.retention_days:
         schedule["retention"] = {"task": "camtrace.retention", "schedule": 3600.0}
     if settings.train_interval_seconds:

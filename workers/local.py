@@ -78,8 +78,13 @@ def ingest_local(
                 summary.tracks += len(result.tracks)
                 summary.crops += crops
         bar.close()
-        summary.seconds = round(time.perf_counter() - began, 2)
         db.refresh_job(summary.job_id)
+        if summary.tracks:
+            # New footage: camera links and the same-person calibration learn from it at once.
+            from camtrace.search.evidence_service import EvidenceService
+
+            EvidenceService(services).learn(model)
+        summary.seconds = round(time.perf_counter() - began, 2)
         return summary
     finally:
         for video in videos:

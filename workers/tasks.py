@@ -257,6 +257,19 @@ def retention(self) -> int:
         raise self.retry(exc=exc, countdown=backoff(self.request.retries))
 
 
+@app.task(name="camtrace.learn_evidence", bind=True, max_retries=5, acks_late=True)
+def learn_evidence(self) -> int:
+    """Relearn camera links and the same-person calibration when tracks arrived since the last run; returns the
+    number of tracks learned from (0: nothing new)."""
+    from camtrace.search.evidence_service import EvidenceService
+
+    try:
+        report = EvidenceService(services()).learn_if_stale()
+    except TRANSIENT_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries))
+    return 0 if report is None else report.tracks
+
+
 _reindex_encoders: dict = {}  # one loaded encoder per registered model, per worker process
 
 

@@ -105,10 +105,11 @@ def search_track(
     audit: Auditor = Depends(auditor),
 ) -> TrackSearchOut:
     """Find this person elsewhere: tracks like ``track_id`` on other cameras (``same_camera``: also its own),
-    never the query track, without the candidates already judged."""
+    never the query track, without the candidates already judged; most probably the same person first."""
     body = body or TrackSearchIn()
     results = search_of(request).reid(
-        track_id, limit=body.limit, offset=body.offset, same_camera=body.same_camera, min_score=body.min_score,
+        track_id, limit=body.limit, offset=body.offset, same_camera=body.same_camera,
+        min_probability=body.min_probability,
         allowed_cameras=user.cameras,
     )
     audit("reid", {"track_id": track_id, **body.model_dump()}, [r.track_id for r in results])

@@ -21,15 +21,22 @@ def trace_out(trace) -> TraceOut:
         steps=[
             TraceStepOut(
                 track_id=s.track_id, camera_id=s.camera_id, ts_start=s.ts_start, ts_end=s.ts_end, score=s.score,
-                status=s.status, crop_url=crop_url(s.crop_key), transit_seconds=s.transit_seconds,
-                implausible=bool(s.implausible), merged_track_ids=list(s.merged_track_ids),
+                probability=s.probability, status=s.status, crop_url=crop_url(s.crop_key),
+                transit_seconds=s.transit_seconds, expected_transit_seconds=s.expected_transit_seconds,
+                transit_spread_seconds=s.transit_spread_seconds, implausible=bool(s.implausible),
+                merged_track_ids=list(s.merged_track_ids),
             )
             for s in trace.steps
         ],
+        min_probability=trace.min_probability,
     )
 
 
-MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0)]
+MinProbability = Annotated[
+    float | None,
+    Query(ge=0.0, le=1.0, description="Probability a candidate needs to be a step of the path "
+          "(default CAMTRACE_TRACE_MIN_SCORE)."),
+]
 
 
 @router.get("/{track_id}", responses=errors(404))
@@ -37,13 +44,15 @@ MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0)]
 def trace(
     track_id: str,
     request: Request,
-    min_score: MinScore = None,
+    min_probability: MinProbability = None,
     user: Principal = Depends(current_user),
     audit: Auditor = Depends(auditor),
 ) -> TraceOut:
-    """The seed, the confirmed matches and the best candidates, time-ordered, with transit times."""
-    found = search_of(request).trace(track_id, allowed_cameras=user.cameras, min_score=min_score)
-    audit("trace", {"track_id": track_id, "min_score": min_score}, [s.track_id for s in found.steps])
+    """The person's path: the seed, the confirmed matches and the most probable time-consistent chain of
+    candidates, with each step's probability and transit (and the learned typical transit); the other
+    candidates as alternatives."""
+    found = search_of(request).trace(track_id, allowed_cameras=user.cameras, min_probability=min_probability)
+    audit("trace", {"track_id": track_id, "min_probability": min_probability}, [s.track_id for s in found.steps])
     return trace_out(found)
 
 
@@ -57,17 +66,17 @@ def export_trace(
     track_id: str,
     request: Request,
     format: ExportFormat = "csv",
-    min_score: MinScore = None,
+    min_probability: MinProbability = None,
     user: Principal = Depends(current_user),
     audit: Auditor = Depends(auditor),
 ) -> Response:
     """Download the trace as CSV, JSON or a self-contained HTML report (names who exported it and when)."""
     from camtrace.search import export
 
-    found = search_of(request).trace(track_id, allowed_cameras=user.cameras, min_score=min_score)
+    found = search_of(request).trace(track_id, allowed_cameras=user.cameras, min_probability=min_probability)
     writer = {"csv": export.trace_csv, "json": export.trace_json, "html": export.trace_html}[format]
     body = writer(found, exported_by=user.username, exported_at=time.time(), crops=services_of(request).crops)
-    audit("export", {"track_id": track_id, "format": format, "min_score": min_score}, [s.track_id for s in found.steps])
+    audit("export", {"track_id": track_id, "format": format, "min_probability": min_probability}, [s.track_id for s in found.steps])
     safe_id = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in track_id)
     return Response(
         body,

@@ -162,6 +162,8 @@ async function startApp(me) {
   document.body.dataset.role = me.role;
   document.body.classList.toggle("can-decide", FEEDBACK_ROLES.has(me.role));
   await guarded(loadCameras);
+  $("links-panel").hidden = me.role !== "admin";
+  if (me.role === "admin") await guarded(loadLinks);
   $("search-text").focus();
   const linked = trackInAddress();
   if (linked) await openTrack(linked, { fromHistory: true });
@@ -177,6 +179,25 @@ async function loadCameras() {
   state.selectedCameras = new Set([...state.selectedCameras].filter((id) => state.cameras.includes(id)));
   renderChips();
 }
+
+async function loadLinks() {
+  const answer = await api("/api/links");
+  const rows = answer.links.map((link) => el("tr", { dataset: { testid: "link", from: link.camera_from, to: link.camera_to } },
+    el("td", {}, link.camera_from), el("td", {}, link.camera_to),
+    el("td", {}, formatDuration(link.transit_seconds)), el("td", {}, `± ${formatDuration(link.spread_seconds)}`),
+    el("td", {}, String(Math.round(link.evidence)))));
+  $("links").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: "5", class: "muted" }, "No links learned yet: ingest footage from more than one camera."))]));
+}
+
+function minProbability() {
+  const text = $("min-probability").value.trim();
+  if (text === "") return undefined;
+  const value = Number(text);
+  if (Number.isNaN(value) || value < 0 || value > 1) throw new Error("Min probability must be a number between 0 and 1, or empty.");
+  return value;
+}
+
+const formatProbability = (p) => (p === null || p === undefined ? "" : `${Math.round(p * 100)}%`);
 
 function renderChips() {
   const box = $("camera-chips");
@@ -372,10 +393,9 @@ async function openTrack(trackId, { findElsewhere = false, fromHistory = false }
 async function loadCandidates({ append = false } = {}) {
   const track = state.track;
   const offset = append ? state.candidateOffset + CANDIDATE_PAGE_SIZE : 0;
-  const filters = currentFilters();
   const answer = await api(`/api/search/track/${encodeURIComponent(track.track_id)}`, {
     method: "POST",
-    json: { limit: CANDIDATE_PAGE_SIZE, offset, same_camera: $("same-camera").checked, min_score: filters.min_score },
+    json: { limit: CANDIDATE_PAGE_SIZE, offset, same_camera: $("same-camera").checked, min_probability: minProbability() ?? null },
   });
   if (state.track !== track) return; // another track was opened meanwhile
   state.candidateOffset = offset;
@@ -391,9 +411,9 @@ async function loadCandidates({ append = false } = {}) {
 function candidateCard(result) {
   const canDecide = FEEDBACK_ROLES.has(state.me.role);
   const card = el("article", { class: "card candidate", dataset: { testid: "candidate-card", track: result.track_id, camera: result.camera_id } },
-    el("button", { class: "thumb", title: "Open this track", onclick: () => openTrack(result.track_id) },
+    el("button", { class: "thumb", title: `Open this track (similarity ${formatScore(result.score)})`, onclick: () => openTrack(result.track_id) },
       el("img", { src: result.crop_url, alt: `Candidate on ${result.camera_id}`, loading: "lazy" }),
-      el("span", { class: "score" }, formatScore(result.score))),
+      el("span", { class: "score probability", dataset: { testid: "probability" }, title: "Probability of being the same person" }, formatProbability(result.probability))),
     el("div", { class: "card-body" },
       el("div", { class: "camera" }, result.camera_id),
       el("div", { class: "time" }, formatClock(result.ts_start, result.ts_end)),
@@ -425,8 +445,8 @@ async function decide(result, verdict, card, button) {
 
 async function loadTrace() {
   const track = state.track;
-  const filters = currentFilters();
-  const params = filters.min_score === undefined ? "" : `?min_score=${filters.min_score}`;
+  const min = minProbability();
+  const params = min === undefined ? "" : `?min_probability=${min}`;
   const trace = await api(`/api/trace/${encodeURIComponent(track.track_id)}${params}`);
   if (state.track !== track) return;
   state.trace = trace;
@@ -443,11 +463,12 @@ const STEP_HEIGHT = 54;
 const ROW_GAP = 6;
 const CERTAIN = new Set(["seed", "confirmed"]);
 
-const stepWidth = (step) => (step.status === "candidate" ? CANDIDATE_WIDTH : STEP_WIDTH);
+const stepWidth = (step) => (CERTAIN.has(step.status) ? STEP_WIDTH : CANDIDATE_WIDTH);
 
-function transitText(seconds) {
+function transitText(seconds, expected, spread) {
   if (seconds === null || seconds === undefined) return "start";
-  return seconds < 0 ? `overlap ${formatDuration(-seconds)}` : `+${formatDuration(seconds)}`;
+  const text = seconds < 0 ? `overlap ${formatDuration(-seconds)}` : `+${formatDuration(seconds)}`;
+  return expected === null || expected === undefined ? text : `${text} (usually ${formatDuration(expected)} ± ${formatDuration(spread || 0)})`;
 }
 
 // One lane per camera along a time axis. A step's block starts at its time;
@@ -457,9 +478,9 @@ function transitText(seconds) {
 function drawTrace(trace) {
   const box = $("trace-timeline");
   box.replaceChildren();
-  const showCandidates = $("trace-candidates").checked;
+  const showAlternatives = $("trace-candidates").checked;
   const steps = trace.steps
-    .filter((step) => showCandidates || step.status !== "candidate")
+    .filter((step) => showAlternatives || step.status !== "alternative")
     .sort((a, b) => a.ts_start - b.ts_start);
   if (!steps.length) {
     box.append(el("p", { class: "muted" }, "No steps yet."));
@@ -477,13 +498,7 @@ function drawTrace(trace) {
   const placed = new Map();
   // Certain steps take the first rows of their lane; candidates fill in around them.
   const certainFirst = [...steps.filter((s) => CERTAIN.has(s.status)), ...steps.filter((s) => !CERTAIN.has(s.status))];
-  const certainGap = new Map();
-  let previousCertain = null;
-  for (const step of steps) {
-    if (!CERTAIN.has(step.status)) continue;
-    certainGap.set(step, previousCertain ? step.ts_start - previousCertain.ts_end : null);
-    previousCertain = step;
-  }
+  const onPath = (step) => step.status !== "alternative";
   // Candidates may overlap each other by up to half a block (a fanned stack: the
   // order number and the flag stay visible), never a certain step.
   const GAP = 6;
@@ -541,32 +556,34 @@ function drawTrace(trace) {
       class: ["step", step.status, step.implausible ? "implausible" : ""].join(" "),
       style: { left: `${left}px`, top: `${blockTop}px`, width: `${blockWidth}px`, height: `${STEP_HEIGHT}px` },
       title: `${order + 1}. ${step.camera_id}, ${formatSpan(step.ts_start, step.ts_end)}, ${step.status}` +
-        `${step.score === null ? "" : `, score ${formatScore(step.score)}`}${merged}; ` +
-        (step.transit_seconds === null ? "first step" : `${transitText(step.transit_seconds)} after the step before`) +
-        (step.implausible ? ". Seen at the same time as a certain step: cannot be the same person" : ""),
-      dataset: { testid: "trace-step", track: step.track_id, status: step.status, implausible: String(step.implausible) },
+        `${CERTAIN.has(step.status) ? "" : `, ${formatProbability(step.probability)} likely the same person`}${merged}; ` +
+        (step.transit_seconds === null ? (onPath(step) ? "first step" : "not on the path")
+          : `${transitText(step.transit_seconds, step.expected_transit_seconds, step.transit_spread_seconds)} after the step before`) +
+        (step.implausible ? ". Seen while the path is elsewhere: cannot be the same person" : ""),
+      dataset: { testid: "trace-step", track: step.track_id, status: step.status, implausible: String(step.implausible), probability: String(step.probability) },
       onclick: () => openTrack(step.track_id),
     },
     el("span", { class: "step-crop" },
       el("img", { src: step.crop_url, alt: "" }),
-      step.status === "candidate" && step.score !== null ? el("span", { class: "step-score" }, step.score.toFixed(2)) : ""),
+      CERTAIN.has(step.status) ? "" : el("span", { class: "step-score", dataset: { testid: "step-probability" } }, formatProbability(step.probability))),
     el("span", { class: "step-order" }, `${order + 1}`),
-    step.implausible && step.status === "candidate" ? el("span", { class: "step-flag", dataset: { testid: "implausible" } }, "⚠") : "",
-    step.status === "candidate" ? "" : el("span", { class: "step-text" },
+    step.implausible && !CERTAIN.has(step.status) ? el("span", { class: "step-flag", dataset: { testid: "implausible" } }, "⚠") : "",
+    !CERTAIN.has(step.status) ? "" : el("span", { class: "step-text" },
       el("span", { class: "step-status" }, step.status),
       el("span", { class: "step-time" }, formatTime(step.ts_start, false)),
       step.implausible
         ? el("span", { class: "flag", dataset: { testid: "implausible" } }, "⚠ same time")
-        : el("span", { class: "step-transit", dataset: { testid: "transit" } }, transitText(certainGap.get(step)))),
+        : el("span", { class: "step-transit", dataset: { testid: "transit" } },
+          transitText(step.transit_seconds, step.expected_transit_seconds, step.transit_spread_seconds))),
     el("span", { class: "span-bar", style: { width: `${Math.min(spanWidth, blockWidth)}px` } }));
     canvas.append(block);
-    if (CERTAIN.has(step.status)) chain.push({ left, top: blockTop, step });
+    if (onPath(step)) chain.push({ left, top: blockTop, step });
   });
 
   for (let i = 1; i < chain.length; i += 1) {
     const from = chain[i - 1];
     const to = chain[i];
-    const x1 = from.left + STEP_WIDTH;
+    const x1 = from.left + stepWidth(from.step);
     const y1 = from.top + STEP_HEIGHT / 2;
     const x2 = to.left;
     const y2 = to.top + STEP_HEIGHT / 2;
@@ -580,7 +597,7 @@ function drawTrace(trace) {
       class: "transit",
       dataset: { testid: "chain-transit" },
       style: { left: `${(x1 + x2) / 2}px`, top: `${(y1 + y2) / 2}px` },
-    }, transitText(gap)));
+    }, transitText(gap, to.step.expected_transit_seconds, to.step.transit_spread_seconds)));
   }
   box.append(canvas);
 }
@@ -596,8 +613,8 @@ async function exportTrace(format, button) {
   const track = state.track;
   await guarded(async () => {
     const params = new URLSearchParams({ format });
-    const { min_score: minScore } = currentFilters();
-    if (minScore !== undefined) params.set("min_score", minScore);
+    const min = minProbability();
+    if (min !== undefined) params.set("min_probability", min);
     const response = await api(`/api/trace/${encodeURIComponent(track.track_id)}/export?${params}`, { raw: true });
     const blob = await response.blob();
     const disposition = response.headers.get("content-disposition") || "";
@@ -655,6 +672,10 @@ function wire() {
   $("same-camera").addEventListener("change", () => guarded(loadCandidates));
   $("open-trace").addEventListener("click", (event) => guarded(loadTrace, event.currentTarget));
   $("trace-candidates").addEventListener("change", () => { if (state.trace) drawTrace(state.trace); });
+  $("min-probability").addEventListener("change", () => guarded(async () => {
+    if (state.traceOpen) await loadTrace();
+    if ($("candidates").children.length) await loadCandidates();
+  }));
   for (const button of document.querySelectorAll("#exports button")) {
     button.addEventListener("click", () => exportTrace(button.dataset.format, button));
   }

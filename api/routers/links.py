@@ -1,0 +1,39 @@
+"""Camera links learned from the site's footage: which cameras people pass between, and how long it takes."""
+
+from __future__ import annotations
+
+from camtrace.api.deps import Auditor, allow, auditor, search_of
+from camtrace.api.responses import AUTHENTICATED, errors
+from camtrace.api.schemas import LinkOut, LinksOut
+from fastapi import APIRouter, Depends, Request
+
+router = APIRouter(prefix="/api/links", tags=["links"], responses=AUTHENTICATED)
+
+
+def links_out(search) -> LinksOut:
+    evidence = search.evidence
+    current = evidence.current()
+    stored = evidence.stored()
+    return LinksOut(
+        links=[LinkOut(**vars(link)) for link in current.links()],
+        tracks=current.tracks,
+        verdicts=current.verdicts,
+        learned_at=stored.learned_at if stored else None,
+    )
+
+
+@router.get("")
+@allow("admin")
+def links(request: Request) -> LinksOut:
+    """The learned camera graph of the model in service (learned first if it never was)."""
+    return links_out(search_of(request))
+
+
+@router.post("/learn", responses=errors(503))
+@allow("admin")
+def learn_links(request: Request, audit: Auditor = Depends(auditor)) -> LinksOut:
+    """Relearn the camera links and the same-person calibration from the footage now."""
+    search = search_of(request)
+    report = search.evidence.learn()
+    audit("links_learn", {"tracks": report.tracks, "verdicts": report.verdicts, "links": report.links}, [])
+    return links_out(search)
