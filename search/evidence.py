@@ -343,6 +343,9 @@ class IdentityEvidence:
         stats.pairs += VERDICT_WEIGHT
         if same:
             domain.same += VERDICT_WEIGHT
+            if not stats.linked(self.window):
+                # What the footage fitted here was no characteristic transit: the confirmed passages start one.
+                stats.same = stats.sum_gap = stats.sum_gap2 = 0.0
             stats.add_transit(gap, VERDICT_WEIGHT)
         self._odds.clear()
 
