@@ -55,7 +55,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from quality_eval import GroundTruth, identity_of_track, ranking_figures, trace_precision_recall, track_ids_in
+import trace_study
+from quality_eval import GroundTruth, crossing_figures, identity_of_track, ranking_figures
 
 DONE = "complete.json"  # written last into a cache folder: its presence means the stage finished
 
@@ -327,18 +328,19 @@ def embedder_record(out: Path, cfg: EmbedderConfig, seconds: float) -> dict:
 # 3. Ingest and search --------------------------------------------------------------------------------------
 
 
-def ingest_settings(data_dir: Path, detector: str, embedder: str, imgsz: int, crop_mode: str, runtime: str):
+def ingest_settings(data_dir: Path, detector: str, embedder: str, imgsz: int, crop_mode: str, runtime: str,
+                    tracker: str = "motion"):
     from camtrace.settings import load_settings
 
     return load_settings(
         data_dir=data_dir, detector_model=detector, detector_imgsz=imgsz,
         embed_model=embedder, embed_processor="",  # the model folder's own processor
-        runtime=runtime, **CROP_MODES[crop_mode],
+        runtime=runtime, tracker=tracker, **CROP_MODES[crop_mode],
     )
 
 
-def track_identities(services, truth: GroundTruth) -> tuple[dict[str, str | None], dict[str, str]]:
-    """Ground-truth identity (or None) and camera of every indexed track, from its stored detections."""
+def track_identities(services, truth: GroundTruth):
+    """Ground-truth identity (or None), camera and stored detections of every indexed track."""
     from camtrace.storage.sql import Detection
     from sqlalchemy import select
 
@@ -350,16 +352,18 @@ def track_identities(services, truth: GroundTruth) -> tuple[dict[str, str | None
         for track_id, camera, frame_index, x1, y1, x2, y2 in conn.execute(query):
             detections.setdefault(track_id, []).append((camera, frame_index, (x1, y1, x2, y2)))
             cameras[track_id] = camera
-    return {track: identity_of_track(rows, truth) for track, rows in detections.items()}, cameras
+    return {track: identity_of_track(rows, truth) for track, rows in detections.items()}, cameras, detections
 
 
 def text_figures(search, identities: dict[str, str | None], truth: GroundTruth) -> dict:
-    """Each test person's description -> tracks; a person nobody's track was matched to counts as a miss."""
+    """Each description worn by a test person -> tracks; a track of anyone wearing it (look-alikes share one) is
+    right; a description nobody's track was matched to counts as a miss."""
     rankings, relevant = [], []
-    for person, description in sorted(truth.descriptions.items()):
+    for description in sorted(set(truth.descriptions.values())):
         results = search.by_text(description, limit=max(1, len(identities)))
-        rankings.append([identities.get(r.track_id) == person for r in results])
-        relevant.append(max(1, sum(1 for who in identities.values() if who == person)))
+        wearing = [truth.descriptions.get(who) == description for who in identities.values()]
+        rankings.append([truth.descriptions.get(identities.get(r.track_id)) == description for r in results])
+        relevant.append(max(1, sum(wearing)))
     return ranking_figures(rankings, relevant)
 
 
@@ -387,48 +391,26 @@ def reid_figures(services, identities: dict[str, str | None], cameras: dict[str,
     return ranking_figures(rankings, relevant)
 
 
-def trace_figures(search, identities: dict[str, str | None]) -> dict | None:
-    """Precision/recall of ``SearchService.trace`` from every matched seed track (None where it does not exist)."""
-    trace = getattr(search, "trace", None)
-    if trace is None:
-        return None
-    precisions, recalls = [], []
-    for seed, person in sorted(identities.items()):
-        if person is None:
-            continue
-        wanted = {t for t, who in identities.items() if who == person and t != seed}
-        if not wanted:
-            continue
-        try:
-            traced = trace(seed)
-        except Exception as exc:  # a failing trace must not cost the figures measured before it
-            return {"seeds": 0, "precision": float("nan"), "recall": float("nan"),
-                    "error": f"SearchService.trace({seed!r}) failed: {type(exc).__name__}: {exc}"}
-        returned = set(track_ids_in(traced)) - {seed}
-        precision, recall = trace_precision_recall(returned, wanted)
-        precisions.append(precision)
-        recalls.append(recall)
-    if not precisions:
-        return {"seeds": 0, "precision": float("nan"), "recall": float("nan")}
-    return {"seeds": len(precisions), "precision": sum(precisions) / len(precisions),
-            "recall": sum(recalls) / len(recalls)}
-
-
 def evaluate_configuration(work: Path, test_dir: Path, detector: str, embedder: str, imgsz: int,
-                           crop_mode: str, runtime: str = "auto") -> dict:
-    """Ingest the test cameras into a fresh data dir with these models, crop setting and runtime; measure retrieval."""
+                           crop_mode: str, runtime: str = "auto", tracker: str = "motion", study: str = "") -> dict:
+    """Ingest the test cameras into a fresh data dir with these models, crop setting, runtime and tracker; measure
+    tracking and retrieval. ``study``: "traces" adds every part of the trace (trace_study), "baseline" the cosine
+    trace only."""
     from camtrace.search import SearchService
+    from camtrace.search.trace import TraceMethod
     from camtrace.workers.local import ingest_local
 
     from camtrace.services import Services
 
-    data_dir = work / f"data-{hashlib.sha1(f'{embedder}|{crop_mode}|{runtime}'.encode()).hexdigest()[:10]}"
+    key = f"{embedder}|{crop_mode}|{runtime}|{tracker}"
+    data_dir = work / f"data-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
     if data_dir.exists():
         shutil.rmtree(data_dir)
-    settings = ingest_settings(data_dir, detector, embedder, imgsz, crop_mode, runtime)
+    settings = ingest_settings(data_dir, detector, embedder, imgsz, crop_mode, runtime, tracker)
     truth = GroundTruth.from_json(test_dir / "ground_truth.json")
     meta = json.loads((test_dir / "ground_truth.json").read_text())
     services = Services(settings)
+    extra: dict = {}
     try:
         started = time.perf_counter()
         frames = crops = 0
@@ -437,17 +419,24 @@ def evaluate_configuration(work: Path, test_dir: Path, detector: str, embedder: 
             frames += summary.frames
             crops += summary.crops
         ingest_seconds = time.perf_counter() - started
-        identities, cameras = track_identities(services, truth)
+        identities, cameras, detections = track_identities(services, truth)
         search = SearchService(services)
         with services.index.session():  # one open of the embedded shard for all the queries
             text = text_figures(search, identities, truth)
             reid = reid_figures(services, identities, cameras)
-            trace = trace_figures(search, identities)
+            reid_ranked = reid_by_probability(search, identities, cameras)
+            seeds = trace_study.seeds_by_person(services, identities)
+            if study == "baseline":
+                extra["traces"] = {"cosine >= 0.7": trace_study.trace_row(search, seeds, identities, TraceMethod.SCORE,
+                                                                          0.7)}
+            elif study == "traces":
+                extra.update(study_traces(search, seeds, identities, data_dir, settings))
         label = services.encoder.runtime_label
     finally:
         services.close()
     return {
         "runtime": label,
+        "tracker": tracker,
         "crops_per_track": settings.crops_per_track,
         "frames": frames,
         "crops": crops,
@@ -455,11 +444,53 @@ def evaluate_configuration(work: Path, test_dir: Path, detector: str, embedder: 
         "false_tracks": sum(1 for who in identities.values() if who is None),
         "people_found": len({who for who in identities.values() if who is not None}),
         "people": len(truth.descriptions),
+        "crossings": crossing_figures(detections, truth),
         "ingest_seconds": round(ingest_seconds, 1),
         "text": text,
         "reid": reid,
-        "trace": trace,
+        "reid_by_probability": reid_ranked,
+        **extra,
     }
+
+
+def reid_by_probability(search, identities: dict[str, str | None], cameras: dict[str, str]) -> dict:
+    """What "find this person elsewhere" answers: each matched track's candidates on other cameras, ranked by the
+    probability of being the same person (appearance, camera links, transit)."""
+    rankings, relevant = [], []
+    for track, person in sorted(identities.items()):
+        if person is None:
+            continue
+        n_relevant = sum(1 for t, who in identities.items() if who == person and cameras[t] != cameras[track])
+        if n_relevant == 0:
+            continue
+        results = search.reid(track, limit=search.max_results)
+        rankings.append([identities.get(r.track_id) == person for r in results])
+        relevant.append(n_relevant)
+    return ranking_figures(rankings, relevant)
+
+
+CONFIRMED_PEOPLE = 8  # people whose traces an investigator works through before the others are measured again
+
+
+def study_traces(search, seeds: dict[str, str], identities, data_dir: Path, settings) -> dict:
+    """Every part of the trace, calibration, the same traces over HTTP and the CLI, then verdicts on some people."""
+    study: dict = {"traces": trace_study.trace_rows(search, seeds, identities)}
+    study["calibration"] = trace_study.calibration(search, identities)
+    env = trace_study.environment(data_dir, settings)
+    study["http"] = trace_study.http_trace_figures(env, seeds, identities)
+    agree, asked = trace_study.cli_agrees(env, search, seeds)
+    study["cli_agrees"] = f"{agree}/{asked}"
+    people = sorted(seeds)[:CONFIRMED_PEOPLE]
+    others = {person: seed for person, seed in seeds.items() if person not in people}
+    from camtrace.search.trace import TraceMethod
+
+    before = trace_study.trace_row(search, others, identities, TraceMethod.PATH, 0.5)
+    verdicts = trace_study.investigator_confirms(search, seeds, identities, people)
+    after = trace_study.trace_row(search, others, identities, TraceMethod.PATH, 0.5)
+    study["confirmed"] = {"people": len(people), "verdicts": verdicts, "others_before": before, "others_after": after,
+                          "calibration_after": trace_study.calibration(search, {t: who for t, who in identities.items()
+                                                                                if who not in people})}
+    return study
 
 
 # How the image side runs for the ground-truth crop figures: PyTorch fp32 (the reference), bf16 and ONNX int8.
@@ -509,20 +540,22 @@ def print_table(report: dict) -> None:
     print(f"detector: yolo11n from scratch, {det['epochs']} epochs at {det['imgsz']} px on {det['train_images']} "
           f"frames: mAP50 {det['map50']:.1f}, mAP50-95 {det['map50_95']:.1f} on {det['held_out_images']} held-out "
           "frames")
-    header = (f"{'embedder':<10} {'crops':<12} {'runtime':<20} {'K':>6} {'tracks':>6} {'false':>5} {'found':>5} {'crops':>6} | "
-              f"{'txt@1':>5} {'txt@5':>5} | {'rid@1':>5} {'ridAP':>5} | {'trP':>5} {'trR':>5}")
+    header = (f"{'embedder':<10} {'crops':<11} {'runtime':<15} {'tracker':<9} {'K':>6} {'tracks':>6} {'false':>5} "
+              f"{'found':>5} {'cross%':>6} {'t/cr':>4} | {'txt@1':>5} {'txt@5':>5} | {'rid@1':>5} {'ridAP':>5} | "
+              f"{'pid@1':>5} {'pidAP':>5}")
     print(header)
     print("-" * len(header))
     for row in report["rows"]:
-        trace = row["trace"] or {}
-        print(f"{row['embedder']:<10} {row['crop_mode']:<12} {row['runtime']:<20} {row['crops_per_track']:>6} {row['tracks']:>6} "
-              f"{row['false_tracks']:>5} {row['people_found']:>2}/{row['people']:<2} {row['crops']:>6} | "
-              f"{fmt(row['text']['top1'])} {fmt(row['text']['top5'])} | {fmt(row['reid']['top1'])} "
-              f"{fmt(row['reid']['map'])} | {fmt(trace.get('precision'))} {fmt(trace.get('recall'))}")
-    if not any(row["trace"] for row in report["rows"]):
-        print("trace: skipped (camtrace.search.SearchService has no trace() in this build)")
-    for error in dict.fromkeys(row["trace"]["error"] for row in report["rows"] if (row["trace"] or {}).get("error")):
-        print(f"trace: {error}")
+        crossing = row["crossings"]
+        print(f"{row['embedder']:<10} {row['crop_mode']:<11} {row['runtime']:<15} {row['tracker'].split('.')[0]:<9} "
+              f"{row['crops_per_track']:>6} {row['tracks']:>6} {row['false_tracks']:>5} "
+              f"{row['people_found']:>2}/{row['people']:<2} {fmt(crossing['found_pct']):>6} "
+              f"{crossing['tracks_per_crossing']:4.2f} | {fmt(row['text']['top1'])} {fmt(row['text']['top5'])} | "
+              f"{fmt(row['reid']['top1'])} {fmt(row['reid']['map'])} | {fmt(row['reid_by_probability']['top1'])} "
+              f"{fmt(row['reid_by_probability']['map'])}")
+    print("cross%: walks across a view that left a track; t/cr: tracks per such walk; rid: re-id ranked by score; "
+          "pid: ranked by probability (camera links)")
+    print_traces(report)
     for name, figures in report["ground_truth_crops"].items():
         text, reid = figures["text_to_identity"] or {}, figures["image_reid"] or {}
         print(f"{name} model on {figures['images']} ground-truth crops of the test people (camtrace eval protocols):"
@@ -538,6 +571,37 @@ def print_table(report: dict) -> None:
         if trained and untrained:
             print(f"trained - untrained ({mode}): text Top-1 {trained['text']['top1'] - untrained['text']['top1']:+.1f}"
                   f", re-id mAP {trained['reid']['map'] - untrained['reid']['map']:+.1f} points")
+
+
+def print_traces(report: dict) -> None:
+    """Trace precision, recall and F1 part by part (one seed per person), calibration, and after verdicts."""
+    baseline = next((row for row in report["rows"] if row["tracker"] != "motion" and "traces" in row), None)
+    studied = next((row for row in report["rows"] if "calibration" in row), None)
+    if studied is None:
+        return
+    print("\ntrace from each person's longest track (precision / recall / F1 of the average precision and recall):")
+    lines = []
+    if baseline is not None:
+        lines.append(("ByteTrack, cosine >= 0.7 (before)", baseline["traces"]["cosine >= 0.7"]))
+    for name, figures in studied["traces"].items():
+        lines.append((f"motion tracker, {name}", figures))
+    lines.append(("+ path, over HTTP (camtrace serve)", studied["http"]))
+    for name, figures in lines:
+        print(f"  {name:<40} P {fmt(figures['precision'])}  R {fmt(figures['recall'])}  F1 {fmt(figures['f1'])}"
+              f"  ({figures['seeds']} seeds)")
+    confirmed = studied["confirmed"]
+    before, after = confirmed["others_before"], confirmed["others_after"]
+    print(f"  other people after an investigator decided {confirmed['people']} people's traces "
+          f"({confirmed['verdicts']} verdicts): F1 {fmt(before['f1'])} -> {fmt(after['f1'])} "
+          f"(P {fmt(before['precision'])} -> {fmt(after['precision'])}, R {fmt(before['recall'])} -> "
+          f"{fmt(after['recall'])}); camtrace trace --json agreed on {studied['cli_agrees']} seeds")
+    for name, table in (("no verdicts", studied["calibration"]), ("after the verdicts, other people",
+                                                                  confirmed["calibration_after"])):
+        print(f"calibration of re-id's probability, {name}: ECE {100 * table['ece']:.1f} points over "
+              f"{table['pairs']} candidate pairs (top 20 per track, other cameras)")
+        for row in table["table"]:
+            print(f"    {row['bin']}: {row['pairs']:>5} pairs, predicted {row['predicted']:.2f}, observed "
+                  f"{row['observed']:.2f}")
 
 
 def print_runtime_guard(report: dict) -> None:
@@ -558,7 +622,8 @@ def print_runtime_guard(report: dict) -> None:
         print(f"trained, {number_format} - fp32 on ground-truth crops: "
               + ", ".join(f"{name} {delta:+.2f}" for name, delta in deltas.items())
               + f" points: {'loses at most 0.5' if kept else 'LOSES MORE THAN 0.5'}")
-    pipeline = [row for row in report["rows"] if row["embedder"] == "trained" and row["crop_mode"] == "K best"]
+    pipeline = [row for row in report["rows"]
+                if row["embedder"] == "trained" and row["crop_mode"] == "K best" and row["tracker"] == "motion"]
     if len(pipeline) == 2:
         fast, fp32 = pipeline
         print(f"trained, K best, {fast['runtime']} - {fp32['runtime']} in the pipeline: text Top-1 "
@@ -603,17 +668,26 @@ def main() -> None:
         crop_level[f"trained, {number_format}"] = crop_figures(test_dir, models["trained"], number_format,
                                                               work / "exports")
     print(f"[{time.perf_counter() - began:6.0f} s] ground-truth crops measured", flush=True)
+    # (embedder, crop setting, runtime, tracker, study): the first trained row studies traces part by part, the
+    # ByteTrack row measures traces as they were built before (ByteTrack, cosine threshold).
+    plan = [
+        ("untrained", "K best", "auto", "motion", ""),
+        ("trained", "K best", "auto", "motion", "traces"),
+        ("trained", "1 crop", "auto", "motion", ""),
+        ("trained", "every crop", "auto", "motion", ""),
+        ("trained", "K best", "torch", "motion", ""),  # the quality guard in the pipeline: PyTorch fp32
+        ("trained", "K best", "auto", "bytetrack.yaml", "baseline"),
+    ]
+    if args.quick:
+        plan = [step for step in plan if step[1] == "K best" and step[2] == "auto"]
     rows = []
-    for name, embedder in models.items():
-        for mode in CROP_MODES:
-            row = evaluate_configuration(work, test_dir, detector["folder"], embedder, preset.detector.imgsz, mode)
-            rows.append({"embedder": name, "crop_mode": mode, **row})
-            print(f"[{time.perf_counter() - began:6.0f} s] {name} / {mode} / {row['runtime']}: text Top-1 "
-                  f"{row['text']['top1']:.1f}, re-id mAP {row['reid']['map']:.1f}", flush=True)
-    # The quality guard in the pipeline: the trained model's K-best row again on PyTorch fp32.
-    row = evaluate_configuration(work, test_dir, detector["folder"], models["trained"], preset.detector.imgsz,
-                                 "K best", runtime="torch")
-    rows.append({"embedder": "trained", "crop_mode": "K best", **row})
+    for name, mode, runtime, tracker, study in plan:
+        row = evaluate_configuration(work, test_dir, detector["folder"], models[name], preset.detector.imgsz, mode,
+                                     runtime=runtime, tracker=tracker, study=study)
+        rows.append({"embedder": name, "crop_mode": mode, **row})
+        print(f"[{time.perf_counter() - began:6.0f} s] {name} / {mode} / {row['runtime']} / {tracker}: text Top-1 "
+              f"{row['text']['top1']:.1f}, re-id mAP {row['reid']['map']:.1f}, crossings found "
+              f"{row['crossings']['found_pct']:.1f}%", flush=True)
 
     report = {
         "preset": "quick" if args.quick else "full",

@@ -152,6 +152,43 @@ def trace_precision_recall(returned: Iterable[str], relevant: Iterable[str]) -> 
     return precision, recall
 
 
+def trace_figures_over(returned: Mapping[str, Iterable[str]], wanted: Mapping[str, Iterable[str]]) -> dict[str, float]:
+    """Precision and recall of each seed's trace (percent), averaged over seeds, and F1 of the two averages."""
+    precisions, recalls = [], []
+    for seed, relevant in wanted.items():
+        relevant = set(relevant)
+        if not relevant:
+            continue
+        precision, recall = trace_precision_recall(returned.get(seed, ()), relevant)
+        precisions.append(precision)
+        recalls.append(recall)
+    if not precisions:
+        return {"seeds": 0, "precision": float("nan"), "recall": float("nan"), "f1": float("nan")}
+    precision, recall = sum(precisions) / len(precisions), sum(recalls) / len(recalls)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {"seeds": len(precisions), "precision": precision, "recall": recall, "f1": f1}
+
+
+def reliability(predicted: Sequence[float], outcome: Sequence[bool], bins: int = 10) -> dict:
+    """A reliability table (per probability bin: pairs, mean predicted probability, share that was one person)
+    and the expected calibration error (the pair-weighted mean gap between the two, in probability points)."""
+    if len(predicted) != len(outcome):
+        raise ValueError(f"{len(predicted)} probabilities but {len(outcome)} outcomes")
+    rows = []
+    total = len(predicted)
+    error = 0.0
+    for b in range(bins):
+        low, high = b / bins, (b + 1) / bins
+        inside = [(p, o) for p, o in zip(predicted, outcome) if low <= p < high or (b == bins - 1 and p == 1.0)]
+        if not inside:
+            continue
+        mean_p = sum(p for p, _ in inside) / len(inside)
+        share = sum(1 for _, o in inside if o) / len(inside)
+        error += abs(mean_p - share) * len(inside)
+        rows.append({"bin": f"{low:.1f}-{high:.1f}", "pairs": len(inside), "predicted": mean_p, "observed": share})
+    return {"pairs": total, "ece": error / total if total else float("nan"), "table": rows}
+
+
 def track_ids_in(result: object) -> list[str]:
     """Every ``track_id`` named anywhere in a trace result (dataclasses, mappings, sequences, objects)."""
     found: list[str] = []

@@ -126,3 +126,24 @@ def first_frame(path):
     capture.release()
     assert ok, path
     return image
+
+
+def test_trace_figures_average_over_seeds_and_f1_joins_the_averages():
+    from quality_eval import trace_figures_over
+
+    figures = trace_figures_over({"s1": {"a", "x"}, "s2": {"c"}}, {"s1": {"a", "b"}, "s2": {"c"}, "s3": set()})
+    assert figures["seeds"] == 2  # a seed with nobody to find is not counted
+    assert figures["precision"] == pytest.approx((50 + 100) / 2) and figures["recall"] == pytest.approx((50 + 100) / 2)
+    assert figures["f1"] == pytest.approx(75.0)
+
+
+def test_reliability_table_and_calibration_error():
+    from quality_eval import reliability
+
+    table = reliability([0.05, 0.05, 0.95, 0.95, 0.55, 1.0], [False, False, True, True, False, True])
+    assert [row["bin"] for row in table["table"]] == ["0.0-0.1", "0.5-0.6", "0.9-1.0"]
+    assert table["table"][0] == {"bin": "0.0-0.1", "pairs": 2, "predicted": 0.05, "observed": 0.0}
+    # |0.05 - 0| * 2 + |0.55 - 0| * 1 + |0.9667 - 1| * 3, over 6 pairs
+    assert table["ece"] == pytest.approx((0.1 + 0.55 + 0.1) / 6)
+    with pytest.raises(ValueError):
+        reliability([0.5], [])
