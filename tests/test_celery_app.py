@@ -111,10 +111,12 @@ def test_rabbitmq_uses_quorum_queues_publisher_confirms_and_no_result_backend(tm
     assert int(argv[argv.index("--prefetch-multiplier") + 1]) >= tasks.embed.flush_every
 
 
-def test_retention_is_scheduled_only_when_a_limit_is_set(tmp_path):
-    assert not make_celery(settings(tmp_path)).conf.beat_schedule
-    scheduled = make_celery(settings(tmp_path, retention_days=30)).conf.beat_schedule
-    assert scheduled["retention"]["task"] == "camtrace.retention"
+def test_retention_is_scheduled_only_when_a_limit_is_set_and_the_evidence_always(tmp_path):
+    default = make_celery(settings(tmp_path)).conf.beat_schedule
+    assert set(default) == {"learn_evidence"}
+    assert default["learn_evidence"] == {"task": "camtrace.learn_evidence", "schedule": 900.0}
+    scheduled = make_celery(settings(tmp_path, retention_days=30, evidence_learn_minutes=5)).conf.beat_schedule
+    assert scheduled["retention"]["task"] == "camtrace.retention" and scheduled["learn_evidence"]["schedule"] == 300.0
 
 
 def test_distributed_mode_without_a_broker_is_a_clear_error(tmp_path):

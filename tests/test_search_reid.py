@@ -255,3 +255,21 @@ def test_a_verdict_teaches_the_evidence_at_once_and_changes_other_traces(service
     odds_before = evidence.appearance_probability(0.89, same_camera=False)
     service.feedback("A1", "L2", "different", user="ines")
     assert service.evidence.current().appearance_probability(0.89, same_camera=False) < odds_before
+
+
+def test_learning_runs_again_only_when_tracks_changed(tmp_path):
+    services = build_scene(tmp_path / "scene", "edge")
+    try:
+        from camtrace.search.evidence_service import EvidenceService
+
+        evidence = EvidenceService(services)
+        first = evidence.learn_if_stale()
+        assert first is not None and first.tracks == 9
+        assert evidence.learn_if_stale() is None  # nothing new since
+        services.db.upsert_tracks([{"id": "late", "camera_id": "camA", "video_id": "camA-video", "segment_index": 1,
+                                    "ts_start": T0 + 900, "ts_end": T0 + 905, "n_boxes": 1, "best_crop_key": None}])
+        assert evidence.learn_if_stale() is not None  # a new track: learn again
+        assert evidence.stored().document["tracks"] == 9  # (the new track has no vectors: not learned from)
+    finally:
+        services.close()
+        services.db.close()
