@@ -92,6 +92,8 @@ def main() -> None:
     parser.add_argument("--detector-model")
     parser.add_argument("--boxes", choices=["figures", "network"], default="figures")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present: the GPU path end to end), cpu, cuda:N")
+    parser.add_argument("--compare-tracker", default="bytetrack.yaml",
+                        help="also run the gated ingest with this tracker, against the default (empty: skip)")
     args = parser.parse_args()
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
 
@@ -137,7 +139,18 @@ def main() -> None:
         sample_fps = Settings().sample_fps
         for gating, r in results.items():
             cameras = r["frames"] / r["seconds"] / sample_fps
-            print(f"  cameras at {sample_fps:g} fps kept up with (gating {'on' if gating else 'off'}): {cameras:.1f}")
+            print(f"  cameras at {sample_fps:g} fps kept up with (gating {'on' if gating else 'off'}, "
+                  f"{Settings().tracker} tracker): {cameras:.1f}")
+        if args.compare_tracker:
+            data = tmp / "data-compare"
+            data.mkdir()
+            (data / "exports").symlink_to(tmp / "data-False" / "exports")
+            settings = Settings(data_dir=data, embed_model=str(embed), detector_model=str(detector),
+                                device=args.device, tracker=args.compare_tracker)
+            other = run_ingest(settings, footage, args.boxes)
+            print(f"  {args.compare_tracker} (gating on): {other['frames'] / other['seconds']:.1f} frames/s, "
+                  f"{other['tracks']} tracks: the default tracker runs at "
+                  f"{(on['frames'] / on['seconds']) / (other['frames'] / other['seconds']):.2f}x its frame rate")
     print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
