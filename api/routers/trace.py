@@ -29,7 +29,7 @@ def trace_out(trace) -> TraceOut:
     )
 
 
-MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0)]
+MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0, allow_inf_nan=False)]
 
 
 @router.get("/{track_id}", responses=errors(404))
