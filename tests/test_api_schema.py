@@ -53,3 +53,25 @@ def test_no_operation_answers_a_server_error_or_an_undocumented_status(throwaway
     seen = set().union(*statuses.values())
     assert any(200 <= status < 300 for status in seen) and any(400 <= status < 500 for status in seen)
     assert len(statuses) == len(operations)
+
+
+def test_options_and_undeclared_methods_answer_with_the_documented_methods(throwaway_app, api):
+    """Every path of the schema: OPTIONS answers 204 and an undeclared method 405, both with an ``Allow``
+    that lists exactly the methods the schema documents (what schemathesis' unsupported-method and
+    allow-header checks look for); without credentials OPTIONS is 401 like everything else but the public routes."""
+    from fastapi.testclient import TestClient
+
+    schema = throwaway_app.openapi()
+    headers = {"Authorization": f"Bearer {api.tokens['admin']}"}
+    with TestClient(throwaway_app) as client:
+        for path, operations in schema["paths"].items():
+            url = path.replace("{crop_key}", "cam/x.jpg").replace("{", "").replace("}", "")
+            declared = {method.upper() for method in operations}
+            options = client.request("OPTIONS", url, headers=headers)
+            assert options.status_code == 204, (path, options.text)
+            assert set(options.headers["allow"].split(", ")) == declared | {"OPTIONS"}, path
+            for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE", "TRACE"} - declared):
+                refused = client.request(method, url, headers=headers)
+                assert refused.status_code == 405 and set(refused.headers["allow"].split(", ")) == declared | {"OPTIONS"}
+            public = path in ("/healthz", "/api/login", "/api/logout")
+            assert client.request("OPTIONS", url).status_code == (204 if public else 401), path
