@@ -8,11 +8,9 @@ operation gets a few generated requests; none may answer 5xx or a status its
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import schemathesis
-from api_fixtures import api, api_env  # noqa: F401
+from api_fixtures import api, api_env, data_copy  # noqa: F401
 from distributed_fixtures import settings_from
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
@@ -25,9 +23,7 @@ EXAMPLES_PER_OPERATION = 12
 def throwaway_app(api, tmp_path_factory):
     from camtrace.api.app import create_app
 
-    source = api.services.settings.resolved_data_dir
-    copy = tmp_path_factory.mktemp("schema-data") / "data"
-    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("*.lock"))
+    copy = data_copy(api, tmp_path_factory.mktemp("schema-data"))
     app = create_app(settings_from({**api.env, "CAMTRACE_DATA_DIR": str(copy)}))
     yield app
     app.state.services.close()

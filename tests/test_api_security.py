@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_fixtures import PASSWORD, ThreadedServer, api, api_env, iso, run_cli  # noqa: F401
+from api_fixtures import PASSWORD, ThreadedServer, api, api_env, data_copy, iso, run_cli  # noqa: F401
 from distributed_fixtures import Worker, camtrace_env, free_port, redis_server, settings_from, wait_for  # noqa: F401
 from sqlalchemy import text
 
@@ -353,8 +353,7 @@ def login_service(api, tmp_path):
     """A service over a throwaway copy of the data, behind a trusted proxy (127.0.0.1), for login floods."""
     from camtrace.api.app import create_app
 
-    copy = tmp_path / "data"
-    shutil.copytree(api.services.settings.resolved_data_dir, copy, ignore=shutil.ignore_patterns("*.lock"))
+    copy = data_copy(api, tmp_path)
     app = create_app(settings_from({**api.env, "CAMTRACE_DATA_DIR": str(copy), "CAMTRACE_TRUSTED_PROXIES": "127.0.0.1"}))
     port = free_port()
     with ThreadedServer(app, port):
@@ -485,8 +484,7 @@ def test_a_folder_under_the_ingest_roots_with_a_symlink_out_of_them_is_ingested_
     """The real ingest task on a real worker: the linked file is skipped and named in the job's error."""
     from camtrace.api.app import create_app
 
-    copy = tmp_path / "data"
-    shutil.copytree(api.services.settings.resolved_data_dir, copy, ignore=shutil.ignore_patterns("*.lock"))
+    copy = data_copy(api, tmp_path)
     root = tmp_path / "roots" / "lobby"
     root.mkdir(parents=True)
     videos = sorted(footage.videos.values())
