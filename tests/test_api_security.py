@@ -260,19 +260,24 @@ def test_schema_and_docs_need_credentials_and_load_nothing_from_elsewhere(api):
         assert asset in page and httpx.get(api.url + asset).status_code == 200
 
 
-def test_camera_passwords_never_leave_the_server(api):
+def test_camera_passwords_never_leave_the_server(api, copy_service):
+    app, service_url, env = copy_service
     url = f"rtsp://viewer:{SECRET}@10.1.2.3:554/stream?token={SECRET}"
-    with api.client("admin") as admin:
+
+    def client(user: str) -> httpx.Client:
+        return httpx.Client(base_url=service_url, headers={"Authorization": f"Bearer {api.tokens[user]}"})
+
+    with client("admin") as admin:
         added = admin.post("/api/cameras", json={"id": "dock", "url": url})
         assert added.status_code == 201 and SECRET not in added.text and "10.1.2.3" in added.json()["url"]
-    api.services.db.update_camera("dock", last_error=f"cannot open stream {url}")
-    with api.client("admin") as admin, api.client("operator") as operator:
-        for client in (admin, operator):
-            listed = client.get("/api/cameras")
+    app.state.services.db.update_camera("dock", last_error=f"cannot open stream {url}")
+    with client("admin") as admin, client("operator") as operator:
+        for listing in (admin, operator):
+            listed = listing.get("/api/cameras")
             assert listed.status_code == 200 and "dock" in listed.text and SECRET not in listed.text
         assert SECRET not in admin.get("/api/audit", params={"action": "camera_add"}).text
-    assert SECRET not in run_cli(api.env, "camera", "list", "--json") + run_cli(api.env, "status", "--json")
-    stored = {c.id: c.url for c in api.services.db.list_cameras()}["dock"]
+    assert SECRET not in run_cli(env, "camera", "list", "--json") + run_cli(env, "status", "--json")
+    stored = {c.id: c.url for c in app.state.services.db.list_cameras()}["dock"]
     assert stored == url  # the recorder still has what it needs
 
 
@@ -349,15 +354,16 @@ def test_forged_forwarded_for_counts_for_nothing_without_trusted_proxies(api):
 
 
 @pytest.fixture
-def login_service(api, tmp_path):
-    """A service over a throwaway copy of the data, behind a trusted proxy (127.0.0.1), for login floods."""
+def copy_service(api, tmp_path):
+    """A service over a throwaway copy of the data (what it changes stays there), behind a trusted proxy
+    (127.0.0.1) for the login floods; yields the app, its address and its environment."""
     from camtrace.api.app import create_app
 
-    copy = data_copy(api, tmp_path)
-    app = create_app(settings_from({**api.env, "CAMTRACE_DATA_DIR": str(copy), "CAMTRACE_TRUSTED_PROXIES": "127.0.0.1"}))
+    env = {**api.env, "CAMTRACE_DATA_DIR": str(data_copy(api, tmp_path)), "CAMTRACE_TRUSTED_PROXIES": "127.0.0.1"}
+    app = create_app(settings_from(env))
     port = free_port()
     with ThreadedServer(app, port):
-        yield app, f"http://127.0.0.1:{port}"
+        yield app, f"http://127.0.0.1:{port}", env
     app.state.services.close()
 
 
@@ -366,10 +372,10 @@ def login(url: str, name: str, address: str, password: str = "wrong password") -
                       headers={"X-Forwarded-For": f"203.0.113.9, {address}"}, timeout=60)
 
 
-def test_failed_logins_are_limited_per_address_and_globally(login_service, monkeypatch):
+def test_failed_logins_are_limited_per_address_and_globally(copy_service, monkeypatch):
     from camtrace.storage import access as access_module
 
-    app, url = login_service
+    app, url, _ = copy_service
     # From one address, a new name each time: the per-address limit stops it.
     statuses = [login(url, f"guess{i}", "198.51.100.7").status_code for i in range(access_module.FREE_ADDRESS_FAILURES + 2)]
     assert statuses[:access_module.FREE_ADDRESS_FAILURES] == [401] * access_module.FREE_ADDRESS_FAILURES
@@ -386,10 +392,10 @@ def test_failed_logins_are_limited_per_address_and_globally(login_service, monke
     assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) >= 1
 
 
-def test_password_hashing_work_is_bounded_under_a_login_flood(login_service, monkeypatch):
+def test_password_hashing_work_is_bounded_under_a_login_flood(copy_service, monkeypatch):
     from camtrace.storage import access as access_module
 
-    _, url = login_service
+    _, url, _ = copy_service
     running, peak, lock = 0, 0, threading.Lock()
     hasher = access_module._hasher
 
