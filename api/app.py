@@ -11,18 +11,12 @@ per error class. Every API route needs credentials unless it says otherwise
 
 from __future__ import annotations
 
-import math
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from camtrace.api.deps import (
-    AuthError,
-    ForbiddenError,
-    TooManyAttemptsError,
-    UploadTooLargeError,
-    enforce_access,
-    public,
-)
+from camtrace.api.deps import enforce_access, public
+from camtrace.api.guard import BodyTooLarge, RequestGuard
+from camtrace.api.responses import error_response
 from camtrace.storage.access import AccessStore
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,42 +24,11 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from camtrace.errors import (
-    BrokerError,
-    CamtraceError,
-    ConfigError,
-    InputError,
-    ModelLoadError,
-    NotFoundError,
-    SourceError,
-    StorageError,
-)
+from camtrace.errors import CamtraceError, TooLargeError
 from camtrace.services import Services
 from camtrace.settings import Settings, load_settings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-
-# What each error means to an HTTP client: its fault (4xx) or a part that is away (503).
-HTTP_STATUS: dict[type[CamtraceError], int] = {
-    InputError: 400,
-    SourceError: 400,
-    AuthError: 401,
-    ForbiddenError: 403,
-    NotFoundError: 404,
-    ConfigError: 409,
-    UploadTooLargeError: 413,
-    TooManyAttemptsError: 429,
-    BrokerError: 503,
-    StorageError: 503,
-    ModelLoadError: 503,
-}
-
-
-def _status_for(exc: CamtraceError) -> int:
-    for kind in type(exc).__mro__:
-        if kind in HTTP_STATUS:
-            return HTTP_STATUS[kind]
-    return 500
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -97,11 +60,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit,
         auth,
         cameras,
+        docs,
         feedback,
         jobs,
         links,
         search,
         system,
+        tokens,
         trace,
         tracks,
         users,
@@ -121,20 +86,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Find people in surveillance video",
         lifespan=lifespan,
         dependencies=[Depends(enforce_access)],
+        # The schema and its browser need credentials and load nothing from elsewhere: see routers/docs.py.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     app.state.access = AccessStore(services.db)
     app.state.search = LazySearch(services)
+    app.add_middleware(RequestGuard, api=app)
 
     @app.exception_handler(CamtraceError)
     async def camtrace_error(_: Request, exc: CamtraceError) -> JSONResponse:
-        status = _status_for(exc)
-        headers = {}
-        if isinstance(exc, TooManyAttemptsError):
-            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-        if isinstance(exc, AuthError):
-            headers["WWW-Authenticate"] = "Bearer"
-        return JSONResponse({"error": str(exc), "kind": type(exc).__name__}, status_code=status, headers=headers)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -142,10 +106,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc, BodyTooLarge):
+            return error_response(TooLargeError(str(exc.detail)))
         return JSONResponse({"error": str(exc.detail), "kind": "HTTPError"}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
-    for module in (system, auth, search, tracks, trace, feedback, cameras, jobs, links, users, audit):
+    for module in (system, auth, search, tracks, trace, feedback, cameras, jobs, links, users, tokens, audit, docs):
         router = module.router
         app.include_router(router)
 

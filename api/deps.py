@@ -15,6 +15,7 @@ from typing import Any
 from camtrace.storage.access import AccessStore, Principal
 from fastapi import Depends, Request
 
+from camtrace import validation
 from camtrace.errors import CamtraceError
 from camtrace.services import Services
 from camtrace.settings import Settings
@@ -22,6 +23,8 @@ from camtrace.settings import Settings
 ROLE_RANK = {"operator": 0, "investigator": 1, "admin": 2}
 SESSION_COOKIE = "camtrace_session"
 PUBLIC = "public"
+# Where the request guard leaves the client's address (after CAMTRACE_TRUSTED_PROXIES) in the ASGI scope.
+CLIENT_SCOPE_KEY = "camtrace.client"
 
 
 class AuthError(CamtraceError):
@@ -30,18 +33,6 @@ class AuthError(CamtraceError):
 
 class ForbiddenError(CamtraceError):
     """The caller's role does not allow this (HTTP 403)."""
-
-
-class TooManyAttemptsError(CamtraceError):
-    """Too many failed logins for this name from this client (HTTP 429 with Retry-After)."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class UploadTooLargeError(CamtraceError):
-    """An upload over CAMTRACE_MAX_UPLOAD_MB (HTTP 413)."""
 
 
 def allow(role: str) -> Callable[[Callable], Callable]:
@@ -57,6 +48,16 @@ def allow(role: str) -> Callable[[Callable], Callable]:
 
 
 public = allow(PUBLIC)
+
+
+def upload(endpoint: Callable) -> Callable:
+    """Mark a route that takes a file: its body may reach CAMTRACE_MAX_UPLOAD_MB instead of the JSON limit."""
+    endpoint.camtrace_upload = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+def takes_upload(endpoint: Callable) -> bool:
+    return bool(getattr(endpoint, "camtrace_upload", False))
 
 
 def route_role(endpoint: Callable) -> str:
@@ -80,6 +81,10 @@ def search_of(request: Request):
 
 
 def client_of(request: Request) -> str:
+    """The client's address as the request guard worked it out (X-Forwarded-For only from trusted proxies)."""
+    client = request.scope.get(CLIENT_SCOPE_KEY)
+    if client:
+        return client
     return request.client.host if request.client else "unknown"
 
 
@@ -97,18 +102,23 @@ def credentials_user(request: Request, access: AccessStore) -> Principal | None:
     return None
 
 
-def enforce_access(request: Request) -> None:
-    """Runs before every API route: authenticate, then check the route's declared role."""
-    route = request.scope.get("route")
-    role = route_role(route.endpoint) if route is not None else "admin"
-    if role == PUBLIC:
-        return
-    user = credentials_user(request, access_of(request))
+def authorize(user: Principal | None, role: str) -> Principal:
+    """The caller if it may use a route that needs ``role``; AuthError or ForbiddenError otherwise."""
     if user is None:
         raise AuthError("sign in first: send 'Authorization: Bearer <token>' or log in at /login")
     if ROLE_RANK.get(user.role, -1) < ROLE_RANK[role]:
         raise ForbiddenError(f"user '{user.username}' is {user.role}; this needs the {role} role or higher")
-    request.state.user = user
+    return user
+
+
+def enforce_access(request: Request) -> None:
+    """Runs before every API route: authenticate (unless the request guard did), then check the route's role."""
+    route = request.scope.get("route")
+    role = route_role(route.endpoint) if route is not None else "admin"
+    if role == PUBLIC:
+        return
+    user = getattr(request.state, "user", None) or credentials_user(request, access_of(request))
+    request.state.user = authorize(user, role)
 
 
 def current_user(request: Request) -> Principal:
@@ -136,6 +146,10 @@ class Auditor:
     def __call__(self, action: str, detail: dict[str, Any] | None = None, result_ids: Sequence[str] = ()) -> None:
         self.access.audit(self.username, action, detail, result_ids, self.client)
 
+    def change(self, action: str, detail: dict[str, Any] | None = None, result_ids: Sequence[str] = ()):
+        """A change and its audit row in one transaction: ``with audit.change(...) as entry: <write>``."""
+        return self.access.audited(self.username, action, detail, result_ids, self.client)
+
 
 def auditor(request: Request) -> Auditor:
     user = getattr(request.state, "user", None)
@@ -144,19 +158,4 @@ def auditor(request: Request) -> Auditor:
 
 def parse_moment(value: str | float | None, name: str) -> float | None:
     """An ISO 8601 time or epoch seconds, for query parameters such as ``since``."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    from datetime import datetime
-
-    from camtrace.errors import InputError
-
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        raise InputError(f"{name}: '{value}' is not an ISO time such as 2026-01-31T14:05:00 nor epoch seconds") from None
+    return validation.moment(value, name)

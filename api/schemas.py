@@ -6,9 +6,12 @@ Responses never carry server disk paths: a crop is named by ``crop_url``
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from camtrace import validation
+from camtrace.errors import InputError
 
 Role = Literal["operator", "investigator", "admin"]
 Verdict = Literal["same", "different"]
@@ -16,6 +19,50 @@ TraceStatus = Literal["seed", "confirmed", "candidate", "alternative"]
 ExportFormat = Literal["csv", "json", "html"]
 
 MAX_LIMIT = 200
+MAX_CAMERAS = 1000  # cameras named in one filter or user limit
+
+
+def _moment(value: str | float | None) -> float | None:
+    try:
+        return validation.moment(value, "time")
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+
+
+# A time as ISO 8601 or epoch seconds, stored as epoch seconds: NaN, infinities and years past 9999 are refused.
+Moment = Annotated[
+    Annotated[str, Field(max_length=64)] | float | None,
+    Field(None, description="ISO 8601 time or epoch seconds."),
+    AfterValidator(_moment),
+]
+Username = Annotated[
+    str, Field(min_length=1, max_length=validation.NAME_MAX_LENGTH, pattern=validation.USERNAME_PATTERN)
+]
+CameraId = Annotated[
+    str, Field(min_length=1, max_length=validation.NAME_MAX_LENGTH, pattern=validation.CAMERA_PATTERN)
+]
+Score = Annotated[float | None, Field(None, ge=-1.0, le=1.0, allow_inf_nan=False)]
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list | tuple):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+class In(BaseModel):
+    """A request body: unknown fields and NUL characters (which no file name or PostgreSQL text holds) refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if _has_nul(value):
+            raise ValueError("contains a NUL character")
+        return value
 
 
 def crop_url(crop_key: str) -> str:
@@ -28,10 +75,9 @@ class ErrorOut(BaseModel):
 
 
 # Auth -------------------------------------------------------------------------
-class LoginIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    username: str = Field(min_length=1, max_length=200)
-    password: str = Field(min_length=1, max_length=1000)
+class LoginIn(In):
+    username: str = Field(min_length=1, max_length=validation.NAME_MAX_LENGTH)
+    password: str = Field(min_length=1, max_length=validation.PASSWORD_MAX_LENGTH)
 
 
 class MeOut(BaseModel):
@@ -59,13 +105,14 @@ class SearchResultOut(BaseModel):
     )
 
 
-class TextSearchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TextSearchIn(In):
     text: str = Field(min_length=1, max_length=1000, description="A description: 'man, grey hoodie, blue jeans'.")
-    cameras: list[str] = Field(default_factory=list, description="Only these cameras (empty: all you may see).")
-    since: str | float | None = Field(None, description="ISO 8601 time or epoch seconds.")
-    until: str | float | None = Field(None, description="ISO 8601 time or epoch seconds.")
-    min_score: float | None = Field(None, ge=-1.0, le=1.0)
+    cameras: list[CameraId] = Field(
+        default_factory=list, max_length=MAX_CAMERAS, description="Only these cameras (empty: all you may see)."
+    )
+    since: Moment = None
+    until: Moment = None
+    min_score: Score = None
     limit: int = Field(20, ge=1, le=MAX_LIMIT)
     offset: int = Field(0, ge=0, le=10_000)
 
@@ -88,13 +135,13 @@ class ImageSearchOut(SearchOut):
     person: int | None = Field(description="The index of the person searched for; null when the whole image was.")
 
 
-class TrackSearchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TrackSearchIn(In):
     limit: int = Field(20, ge=1, le=MAX_LIMIT)
     offset: int = Field(0, ge=0, le=10_000)
     same_camera: bool = Field(False, description="Also look on the query track's own camera.")
     min_probability: float | None = Field(
-        None, ge=0.0, le=1.0, description="Leave out candidates less likely than this to be the same person."
+        None, ge=0.0, le=1.0, allow_inf_nan=False,
+        description="Leave out candidates less likely than this to be the same person.",
     )
 
 
@@ -165,8 +212,7 @@ class LinksOut(BaseModel):
     learned_at: float | None = Field(description="When they were last learned (epoch seconds).")
 
 
-class FeedbackIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class FeedbackIn(In):
     track_id: str = Field(min_length=1, max_length=500)
     candidate_track_id: str = Field(min_length=1, max_length=500)
     verdict: Verdict
@@ -185,19 +231,22 @@ class FeedbackOut(BaseModel):
 class CameraOut(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str
+    url: str | None = Field(None, description="The stream URL with its user and password masked (***).")
 
 
-class CameraIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
-    url: str | None = Field(None, max_length=2000, description="A stream URL to record from; none for file-only cameras.")
+class CameraIn(In):
+    id: CameraId
+    url: str | None = Field(
+        None, max_length=2000,
+        description="A stream URL to record from (replaces the stored one; never shown back in full); "
+        "none for file-only cameras.",
+    )
 
 
-class JobIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class JobIn(In):
     source: str = Field(min_length=1, max_length=4000, description="A video file or folder under CAMTRACE_INGEST_ROOTS.")
-    camera: str = Field(min_length=1, max_length=200)
-    start: str | None = Field(None, description="ISO 8601 start time of the recording; default the file's mtime.")
+    camera: CameraId
+    start: Moment = Field(None, description="ISO 8601 start time of the recording; default the file's mtime.")
 
 
 class JobOut(BaseModel):
@@ -207,12 +256,16 @@ class JobOut(BaseModel):
 
 
 # Users and audit --------------------------------------------------------------
-class UserIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    username: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._@-]+$")
+class UserIn(In):
+    username: Username
     role: Role
-    cameras: list[str] | None = Field(None, description="Limit the user to these cameras; null: all cameras.")
-    password: str | None = Field(None, min_length=8, max_length=1000)
+    cameras: list[CameraId] | None = Field(
+        None, max_length=MAX_CAMERAS, description="Limit the user to these cameras; null: all cameras."
+    )
+    password: str | None = Field(
+        None, min_length=validation.PASSWORD_MIN_LENGTH, max_length=validation.PASSWORD_MAX_LENGTH
+    )
+    token_expires: Moment = Field(None, description="When the first API token stops working; null: never.")
 
 
 class UserOut(BaseModel):
@@ -224,6 +277,22 @@ class UserOut(BaseModel):
 
 class UserCreatedOut(UserOut):
     token: str = Field(description="The user's API token; shown once, stored only as a hash.")
+    token_id: str = Field(description="The token's public id, to list or revoke it.")
+
+
+class TokenIn(In):
+    expires: Moment = Field(None, description="When the token stops working (ISO 8601 or epoch seconds); null: never.")
+
+
+class TokenOut(BaseModel):
+    id: str = Field(description="The token's public id (the secret itself is never shown again).")
+    username: str
+    created_at: float
+    expires_at: float | None = Field(description="Epoch seconds after which it no longer works; null: never.")
+
+
+class TokenCreatedOut(TokenOut):
+    token: str = Field(description="The API token; shown once, stored only as a hash.")
 
 
 class AuditOut(BaseModel):

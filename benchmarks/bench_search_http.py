@@ -132,7 +132,7 @@ def bench_size(n: int, args, model_dir: Path, rows: list) -> None:
         row["ts_end"] = max(row["ts_end"], p["ts"])
         row["n_boxes"] += 1
     services.db.upsert_tracks(list(tracks.values()))
-    token = AccessStore(services.db).add_user("bench", "operator")
+    token = AccessStore(services.db).add_user("bench", "operator").token
     services.close()
     print(f"{n} points ({len(tracks)} tracks, {encoder.dim}-d) indexed in {time.perf_counter() - started:.1f} s", flush=True)
 

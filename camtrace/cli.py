@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from camtrace import validation
 from camtrace.errors import CamtraceError
 from camtrace.settings import Settings, load_settings, settings_markdown
 
@@ -76,6 +77,7 @@ def ingest(source: str, camera: str, start: str | None, wait: bool, no_progress:
     """
     from camtrace.search import parse_time
 
+    validation.camera_id(camera)
     services = make_services()
     start_ts = parse_time(start, "--start")
     try:
@@ -189,7 +191,8 @@ def serve(host: str, port: int) -> None:
             "(prints an API token; the password is for the page)",
             err=True,
         )
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+    # The app reads X-Forwarded-For itself, from CAMTRACE_TRUSTED_PROXIES only (uvicorn would trust 127.0.0.1).
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), proxy_headers=False)
 
 
 cli.add_command(serve, "api")  # the command's earlier name
@@ -201,17 +204,38 @@ def access_store():
     return AccessStore(make_services().db)
 
 
-def audit_cli(access, action: str, detail: dict, ids: list[str]) -> None:
-    """User and token changes made at the command line are audited like those made over HTTP."""
+def audited_cli(access, action: str, detail: dict, ids: list[str]):
+    """User and token changes made at the command line are audited like those made over HTTP, in the same
+    transaction as the change."""
     import getpass
 
-    access.audit(f"cli:{getpass.getuser()}", action, detail, ids, client="cli")
+    return access.audited(f"cli:{getpass.getuser()}", action, detail, ids, client="cli")
 
 
 def read_password(from_stdin: bool) -> str:
     if from_stdin or not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\n")
     return click.prompt("password", hide_input=True, confirmation_prompt=True)
+
+
+def expiry(expires: str | None, days: float | None) -> float | None:
+    """--expires (ISO time or epoch seconds) or --days (from now) as epoch seconds; None: never."""
+    import time
+
+    from camtrace.errors import InputError
+
+    if expires and days is not None:
+        raise InputError("give --expires or --days, not both")
+    if days is not None:
+        if not 0 < days <= 36500:
+            raise InputError("--days must be more than 0 and at most 36500")
+        return time.time() + days * 86400
+    return validation.moment(expires, "--expires")
+
+
+def token_line(row: dict) -> str:
+    expires = format_ts(row["expires_at"]) if row["expires_at"] else "never"
+    return f"{row['id']}  {row['username']:<16} created {format_ts(row['created_at'])}  expires {expires}"
 
 
 @cli.group()
@@ -224,17 +248,22 @@ def user() -> None:
 @click.option("--role", type=click.Choice(["operator", "investigator", "admin"]), required=True)
 @click.option("--camera", "cameras", multiple=True, help="Limit the user to this camera (repeatable); default: all cameras.")
 @click.option("--password-stdin", is_flag=True, help="Read a password for the page's login from stdin.")
+@click.option("--token-expires", help="When the first API token stops working (ISO time); default: never.")
 @click.option("--json", "as_json", is_flag=True, help="Print the user and the token as JSON.")
-def user_add(name: str, role: str, cameras: tuple[str, ...], password_stdin: bool, as_json: bool) -> None:
+def user_add(name: str, role: str, cameras: tuple[str, ...], password_stdin: bool, token_expires: str | None,
+             as_json: bool) -> None:
     """Create user NAME and print an API token (shown once: only its hash is stored)."""
     access = access_store()
     password = read_password(True) if password_stdin else None
-    token = access.add_user(name, role, list(cameras) or None, password)
-    audit_cli(access, "user_add", {"username": name, "role": role, "cameras": list(cameras) or None}, [name])
+    detail = {"username": name, "role": role, "cameras": list(cameras) or None}
+    with audited_cli(access, "user_add", detail, [name]) as entry:
+        token = access.add_user(name, role, list(cameras) or None, password,
+                                token_expires_at=validation.moment(token_expires, "--token-expires"))
+        entry.detail["token_id"] = token.id
     if as_json:
-        click.echo(json.dumps({**access.get_user(name).as_dict(), "token": token}))
+        click.echo(json.dumps({**access.get_user(name).as_dict(), "token": token.token, "token_id": token.id}))
     else:
-        click.echo(f"user {name} ({role}) created; API token (shown once): {token}")
+        click.echo(f"user {name} ({role}) created; API token {token.id} (shown once): {token.token}")
 
 
 @user.command("list")
@@ -250,8 +279,8 @@ def user_list(as_json: bool) -> None:
 def user_remove(name: str) -> None:
     """Remove user NAME with its tokens and sessions (its audit rows stay)."""
     access = access_store()
-    access.remove_user(name)
-    audit_cli(access, "user_remove", {"username": name}, [name])
+    with audited_cli(access, "user_remove", {"username": name}, [name]):
+        access.remove_user(name)
     click.echo(f"user {name} removed")
 
 
@@ -260,41 +289,70 @@ def user_remove(name: str) -> None:
 def user_passwd(name: str) -> None:
     """Set NAME's password for the page (asked for, or read from stdin); ends its open sessions."""
     access = access_store()
-    access.set_password(name, read_password(False))
-    audit_cli(access, "user_passwd", {"username": name}, [name])
+    password = read_password(False)
+    with audited_cli(access, "user_passwd", {"username": name}, [name]):
+        access.set_password(name, password)
     click.echo(f"password of {name} set")
 
 
 @cli.group()
 def token() -> None:
-    """API tokens (sent as 'Authorization: Bearer <token>')."""
+    """API tokens (sent as 'Authorization: Bearer <token>'): create, list, revoke."""
 
 
 @token.command("create")
 @click.argument("name")
+@click.option("--expires", help="When the token stops working (ISO time or epoch seconds); default: never.")
+@click.option("--days", type=float, help="The token stops working this many days from now.")
 @click.option("--json", "as_json", is_flag=True)
-def token_create(name: str, as_json: bool) -> None:
+def token_create(name: str, expires: str | None, days: float | None, as_json: bool) -> None:
     """Create another API token for user NAME (shown once)."""
     access = access_store()
-    new = access.create_token(name)
-    audit_cli(access, "token_create", {"username": name}, [name])
-    click.echo(json.dumps({"username": name, "token": new}) if as_json else new)
+    expires_at = expiry(expires, days)
+    with audited_cli(access, "token_create", {"username": name, "expires_at": expires_at}, [name]) as entry:
+        new = access.create_token(name, expires_at)
+        entry.detail["token_id"] = new.id
+    click.echo(json.dumps(new.as_dict()) if as_json else new.token)
 
 
-@cli.command()
+@token.command("list")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+def token_list(name: str, as_json: bool) -> None:
+    """User NAME's tokens: id, creation and expiry (the secrets are never shown again)."""
+    echo_rows([info.as_dict() for info in access_store().tokens(name)], as_json, token_line)
+
+
+@token.command("revoke")
+@click.argument("token_id")
+def token_revoke(token_id: str) -> None:
+    """Revoke the token with id TOKEN_ID (`camtrace token list NAME` shows the ids) at once."""
+    access = access_store()
+    with audited_cli(access, "token_revoke", {"token_id": token_id}, [token_id]) as entry:
+        revoked = access.revoke_token(token_id)
+        entry.detail["username"] = revoked.username
+    click.echo(f"token {token_id} of {revoked.username} revoked")
+
+
+@cli.group(invoke_without_command=True)
 @click.option("--user", "username", help="Only this user's actions.")
 @click.option("--since", help="Only actions at or after this ISO time.")
 @click.option("--until", help="Only actions at or before this ISO time.")
 @click.option("--action", help="Only this action (search_text, track_view, login_failed ...).")
 @click.option("--limit", default=100, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True)
-def audit(username, since, until, action, limit, as_json) -> None:
-    """The audit log, newest first: searches, views, re-id, traces, feedback, exports and logins."""
-    from camtrace.api.deps import parse_moment
+@click.pass_context
+def audit(ctx, username, since, until, action, limit, as_json) -> None:
+    """The audit log, newest first: searches, views, re-id, traces, feedback, exports and logins.
 
+    `camtrace audit verify` checks that no row was deleted, changed or inserted; `camtrace audit head`
+    prints the newest row's hash to keep outside the database.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     rows = access_store().audit_rows(
-        username=username, since=parse_moment(since, "--since"), until=parse_moment(until, "--until"), action=action,
-        limit=limit,
+        username=username, since=validation.moment(since, "--since"), until=validation.moment(until, "--until"),
+        action=action, limit=limit,
     )
     echo_rows(
         [row.as_dict() for row in rows],
@@ -302,6 +360,39 @@ def audit(username, since, until, action, limit, as_json) -> None:
         lambda r: f"{format_ts(r['ts'])}  {r['username'] or '-':<14} {r['action']:<14} {json.dumps(r['detail'])}"
         + (f"  -> {len(r['result_ids'])} ids" if r["result_ids"] else ""),
     )
+
+
+@audit.command("head")
+@click.option("--json", "as_json", is_flag=True)
+def audit_head(as_json: bool) -> None:
+    """The newest audit row's id and hash, as ID:HASH: keep it outside the database, and check the log
+    against it later with `camtrace audit verify --anchor ID:HASH`."""
+    row_id, row_hash = access_store().audit_head()
+    click.echo(json.dumps({"id": row_id, "hash": row_hash}) if as_json else f"{row_id}:{row_hash}")
+
+
+@audit.command("verify")
+@click.option("--anchor", "anchors", multiple=True, help="An ID:HASH printed earlier by `camtrace audit head` (repeatable).")
+@click.option("--json", "as_json", is_flag=True)
+def audit_verify(anchors: tuple[str, ...], as_json: bool) -> None:
+    """Walk the audit log's hash chain; exit 1 naming the first row that does not fit (deleted, changed or
+    inserted behind camtrace's back)."""
+    from camtrace.errors import InputError
+
+    parsed = []
+    for anchor in anchors:
+        row_id, _, row_hash = anchor.partition(":")
+        if not row_id.isdigit() or len(row_hash) != 64:
+            raise InputError(f"--anchor {anchor!r} is not ID:HASH as `camtrace audit head` prints it")
+        parsed.append((int(row_id), row_hash.lower()))
+    report = access_store().verify_audit(parsed)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    elif report.ok:
+        click.echo(f"audit log intact: {report.rows} rows, head {report.last_id}:{report.last_hash}")
+    else:
+        click.echo(f"audit log tampered with at row {report.bad_row}: {report.problem}", err=True)
+    sys.exit(0 if report.ok else 1)
 
 
 @cli.command()
@@ -385,9 +476,14 @@ def camera() -> None:
 @click.argument("url")
 def camera_add(name: str, url: str) -> None:
     """Add (or re-point) camera NAME reading from URL (rtsp://, http://...)."""
+    from camtrace.storage.access import AccessStore
+
+    validation.camera_id(name)
     services = make_services()
-    services.db.ensure_camera(name, url=url)
-    click.echo(f"camera {name} -> {url}")
+    access = AccessStore(services.db)
+    with audited_cli(access, "camera_add", {"id": name, "url": validation.mask_secrets(url)}, [name]):
+        services.db.ensure_camera(name, url=url)
+    click.echo(f"camera {name} -> {validation.mask_secrets(url)}")
 
 
 @camera.command("list")
@@ -635,7 +731,8 @@ def search(text, image_path, no_detect, cameras, since, until, limit, as_json) -
         service = SearchService(services)
         search_filter = service.make_filter(cameras, since, until)
         if image_path:
-            results = service.by_image(read_photo(image_path), search_filter, limit, detect=not no_detect)
+            photo = read_photo(image_path, max_pixels=services.settings.max_upload_pixels)
+            results = service.by_image(photo, search_filter, limit, detect=not no_detect)
         else:
             results = service.by_text(text, search_filter, limit)
     finally:

@@ -8,6 +8,7 @@ this class (``camtrace settings --markdown``).
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from functools import cached_property
@@ -172,6 +173,15 @@ class Settings(BaseSettings):
         "", description="Comma-separated folders the HTTP API may ingest from (POST /api/jobs); empty disables HTTP ingest."
     )
     max_upload_mb: int = Field(20, ge=1, description="Largest photo the HTTP API accepts for a photo search (MiB).")
+    max_upload_pixels: int = Field(
+        40_000_000, ge=1, le=178_000_000,  # Pillow's own bomb guard refuses more than ~179 million anyway
+        description="Most pixels (width x height, read from the header before decoding) a searched photo may have; "
+        "the default takes an 8K frame.",
+    )
+    trusted_proxies: str = Field(
+        "", description="Comma-separated addresses or networks of reverse proxies whose X-Forwarded-For names the "
+        "client; empty: the header is ignored and the connecting address counts.",
+    )
     index_keep_open_seconds: float = Field(
         2.0, ge=0.0, description="The query service keeps the embedded index open this long after a search, so the next "
         "skips loading it; released at once when another process waits for it (0: close after every call).",
@@ -200,6 +210,17 @@ class Settings(BaseSettings):
                 "task would be delivered a second time: raise it, or leave it unset to derive it"
             )
         return self
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                try:
+                    ipaddress.ip_network(part.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(f"'{part.strip()}' is not an IP address or network such as 10.0.0.0/8") from None
+        return value
 
     @field_validator("device")
     @classmethod
@@ -265,6 +286,10 @@ class Settings(BaseSettings):
         if self.visibility_timeout is not None:
             return self.visibility_timeout
         return self.task_hard_time_limit + VISIBILITY_MARGIN_SECONDS
+
+    def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """CAMTRACE_TRUSTED_PROXIES as networks (a single address is a /32 or /128)."""
+        return [ipaddress.ip_network(part.strip(), strict=False) for part in self.trusted_proxies.split(",") if part.strip()]
 
     def ingest_root_paths(self) -> list[Path]:
         """CAMTRACE_INGEST_ROOTS as resolved folders (symlinks and .. followed)."""

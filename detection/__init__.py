@@ -7,7 +7,15 @@ tracker load them on first use.
 from camtrace.detection.detector import PersonDetector, resolve_weights
 from camtrace.detection.motion import MotionGate
 from camtrace.detection.selection import CropSelector, Span, crop_box, is_cut_off, quality_score, sharpness
-from camtrace.detection.sources import SegmentSpec, VideoInfo, VideoSource, expand_source, is_sampled, is_stream_uri
+from camtrace.detection.sources import (
+    SegmentSpec,
+    VideoInfo,
+    VideoSource,
+    absolute_source,
+    expand_source,
+    is_sampled,
+    is_stream_uri,
+)
 from camtrace.detection.tracking import (
     MotionTracker,
     SegmentTracker,
@@ -29,6 +37,7 @@ __all__ = [
     "VideoInfo",
     "VideoSource",
     "crop_box",
+    "absolute_source",
     "expand_source",
     "is_cut_off",
     "is_sampled",

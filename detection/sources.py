@@ -27,6 +27,7 @@ import cv2
 
 from camtrace.errors import SourceError
 from camtrace.types import Frame
+from camtrace.validation import mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +43,22 @@ def is_stream_uri(source: str) -> bool:
     return urlparse(source).scheme.lower() in STREAM_SCHEMES
 
 
+def absolute_source(source: str) -> str:
+    """A file or folder as an absolute path with symlinks resolved (a stream URL as it is): what is stored,
+    so that a process started in another folder finds the same file."""
+    return source if is_stream_uri(source) else str(Path(source).expanduser().resolve())
+
+
 def expand_source(source: str) -> list[str]:
     """The videos a source names.
 
     A file -> [file]; a folder -> its video files, sorted by name (not recursive, hidden files skipped);
-    an rtsp/rtmp/http(s) URL -> [url].
+    an rtsp/rtmp/http(s) URL -> [url]. Paths come back absolute (symlinks not followed: the caller
+    resolves them, and checks where they lead when that matters).
     """
     if is_stream_uri(source):
         return [source]
-    path = Path(source).expanduser()
+    path = Path(source).expanduser().absolute()
     if path.is_file():
         return [str(path)]
     if path.is_dir():
@@ -127,6 +135,7 @@ class VideoSource:
 
     def __init__(self, uri: str, start_ts: float | None = None, open_timeout_s: float = 10.0) -> None:
         self.uri = str(uri)
+        self.label = mask_secrets(self.uri)  # what messages and logs name: a stream's credentials masked
         self.is_stream = is_stream_uri(self.uri)
         self._open_timeout_ms = int(open_timeout_s * 1000)
         self._video_id: str | None = None
@@ -136,25 +145,25 @@ class VideoSource:
         if not self.is_stream:
             path = Path(self.uri)
             if not path.is_file():
-                raise SourceError(f"video file {self.uri!r} does not exist or is not a file")
+                raise SourceError(f"video file {self.label!r} does not exist or is not a file")
             if path.stat().st_size == 0:
-                raise SourceError(f"video file {self.uri!r} is empty (0 bytes); re-export or re-copy the recording")
+                raise SourceError(f"video file {self.label!r} is empty (0 bytes); re-export or re-copy the recording")
             if _looks_like_text(path):
                 # FFmpeg's "tty" demuxer would happily render a text file as ANSI art frames.
-                raise SourceError(f"{self.uri!r} is a text file, not a video; point the source at video files")
+                raise SourceError(f"{self.label!r} is a text file, not a video; point the source at video files")
         self._cap = self._open()
         ok, first = self._cap.read()
         self._next_index = 1
         if not ok or first is None:
             self.close()
             raise SourceError(
-                f"no decodable frame in {self.uri!r}: the file is corrupt, truncated or not a video"
+                f"no decodable frame in {self.label!r}: the file is corrupt, truncated or not a video"
                 if not self.is_stream
-                else f"stream {self.uri!r} opened but delivered no frame; check the camera and the URL"
+                else f"stream {self.label!r} opened but delivered no frame; check the camera and the URL"
             )
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         if not math.isfinite(fps) or fps <= 0 or fps > 1000:
-            log.warning("%s reports no usable frame rate (%r); assuming %s fps", self.uri, fps, DEFAULT_FPS)
+            log.warning("%s reports no usable frame rate (%r); assuming %s fps", self.label, fps, DEFAULT_FPS)
             fps = DEFAULT_FPS
         frame_count: int | None = None
         if not self.is_stream or int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) > 0:
@@ -186,11 +195,11 @@ class VideoSource:
             cap.release()
             if self.is_stream:
                 raise SourceError(
-                    f"cannot open stream {self.uri!r} (gave up after at most {timeout / 1000:g} s); "
+                    f"cannot open stream {self.label!r} (gave up after at most {timeout / 1000:g} s); "
                     "check the URL, credentials and that the camera is reachable"
                 )
             raise SourceError(
-                f"cannot open {self.uri!r} as a video: the file is corrupt or not a video format FFmpeg reads"
+                f"cannot open {self.label!r} as a video: the file is corrupt or not a video format FFmpeg reads"
             )
         return cap
 
@@ -267,7 +276,7 @@ class VideoSource:
         if sample_fps <= 0:
             raise ValueError("sample_fps must be positive")
         if self._cap is None:
-            raise SourceError(f"video source {self.uri!r} is closed")
+            raise SourceError(f"video source {self.label!r} is closed")
         cap = self._cap
         fps = self.info.fps
         count = self.info.frame_count
@@ -289,12 +298,12 @@ class VideoSource:
                 self._next_index = -1  # decoder state unknown: seek before the next read
                 if count is not None and index >= count - self.end_tolerance():
                     if index < count:
-                        log.info("%s ended at frame %d of %d reported", self.uri, index, count)
+                        log.info("%s ended at frame %d of %d reported", self.label, index, count)
                     return
                 if count is None:
-                    raise SourceError(f"stream {self.uri!r} stopped delivering frames after frame {index - 1}")
+                    raise SourceError(f"stream {self.label!r} stopped delivering frames after frame {index - 1}")
                 raise SourceError(
-                    f"cannot decode frame {index} of {self.uri!r} ({count} frames reported): "
+                    f"cannot decode frame {index} of {self.label!r} ({count} frames reported): "
                     "the file is corrupt or truncated; re-copy it or skip this file"
                 )
             self._next_index = index + 1
@@ -315,16 +324,16 @@ class VideoSource:
             self._next_index = start_frame
             return start_frame
         if self._next_index < 0:
-            raise SourceError(f"stream {self.uri!r} has stopped delivering frames; open it again")
+            raise SourceError(f"stream {self.label!r} has stopped delivering frames; open it again")
         if start_frame < self._next_index:
-            raise SourceError(f"live stream {self.uri!r} cannot go back to frame {start_frame}")
+            raise SourceError(f"live stream {self.label!r} cannot go back to frame {start_frame}")
         index = self._next_index
         if self._pending_first is not None:  # frame 0 is buffered, not in the decoder
             self._pending_first = None
             index = 1
         while index < start_frame:
             if not self._cap.grab():
-                raise SourceError(f"stream {self.uri!r} stopped delivering frames after frame {index - 1}")
+                raise SourceError(f"stream {self.label!r} stopped delivering frames after frame {index - 1}")
             index += 1
         self._next_index = index
         return index
@@ -342,4 +351,4 @@ class VideoSource:
         self.close()
 
     def __repr__(self) -> str:
-        return f"VideoSource({self.uri!r})"
+        return f"VideoSource({self.label!r})"

@@ -8,6 +8,8 @@ like a track that does not exist.
 
 from __future__ import annotations
 
+import io
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +27,8 @@ from camtrace.search.records import (
 )
 from camtrace.search.trace import Identity, TraceEntry, TraceMethod, build_trace, resolve_identity
 
-from camtrace.errors import InputError, NotFoundError, SourceError
+from camtrace import validation
+from camtrace.errors import InputError, NotFoundError, SourceError, TooLargeError
 from camtrace.services import Services
 from camtrace.types import SearchFilter, TrackHit
 
@@ -41,6 +44,11 @@ TRACE_CANDIDATES = 40
 REID_POOL = 100
 # A camera id no point carries: the filter of a user allowed no camera at all matches nothing.
 NO_CAMERA = ""
+# Photos decoded for a search: formats, and the pixel limit when the caller names none (CAMTRACE_MAX_UPLOAD_PIXELS).
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+DEFAULT_MAX_PIXELS = 40_000_000
+# One photo decoded at a time: however many arrive at once, memory holds one photo's pixels.
+_DECODE_LOCK = threading.Lock()
 
 
 def parse_time(value: str | None, name: str) -> float | None:
@@ -54,20 +62,61 @@ def parse_time(value: str | None, name: str) -> float | None:
     return moment.timestamp()
 
 
-def read_photo(path: str | Path) -> np.ndarray:
+def read_photo(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a photo file to BGR pixels, or fail with a message naming the file."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"photo '{path}' does not exist")
-    return decode_photo(path.read_bytes(), str(path))
+    return decode_photo(path.read_bytes(), str(path), max_pixels=max_pixels)
 
 
-def decode_photo(data: bytes, name: str) -> np.ndarray:
-    """Decode an uploaded or read photo to BGR pixels; ``name`` is what the error message calls it."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    if image is None:
-        raise InputError(f"photo '{name}' is not an image OpenCV can read (use a JPEG or PNG)")
-    return image
+def decode_photo(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an uploaded or read photo to BGR pixels; ``name`` is what the error message calls it.
+
+    The size comes from the image's header and is checked before a pixel is decoded, so a small file
+    that declares a huge image (a decompression bomb) costs nothing: ``TooLargeError`` names the limit.
+    Pillow decodes exactly the declared size, so memory stays near width x height x 3 bytes (twice, for
+    the colour conversion).
+    """
+    from PIL import Image, ImageOps
+
+    unreadable = InputError(f"photo '{name}' is not an image camtrace can read (use a JPEG, PNG or WebP)")
+    try:
+        with _DECODE_LOCK, _open_photo(data) as photo:
+            if photo is None:
+                raise unreadable
+            width, height = photo.size
+            if width * height > max_pixels:
+                raise TooLargeError(
+                    f"photo '{name}' is {width}x{height} pixels, more than the {max_pixels:,} allowed "
+                    "(CAMTRACE_MAX_UPLOAD_PIXELS); scale it down"
+                )
+            rgb = ImageOps.exif_transpose(photo).convert("RGB")
+    except Image.DecompressionBombError:  # Pillow's own guard, on a frame inside the file
+        raise TooLargeError(
+            f"photo '{name}' has more pixels than the {max_pixels:,} allowed (CAMTRACE_MAX_UPLOAD_PIXELS); scale it down"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError):
+        raise unreadable from None
+    return np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])
+
+
+def _open_photo(data: bytes):
+    """The photo's Pillow image, header read and nothing decoded; a null context when no allowed format fits.
+
+    Goes through Pillow's registry of formats rather than ``Image.open``, which Ultralytics replaces
+    with a version that, on an unknown file, tries to load (and may try to install) a HEIF plugin.
+    """
+    from contextlib import nullcontext
+
+    from PIL import Image
+
+    Image.init()
+    for kind in PHOTO_FORMATS:
+        factory, accept = Image.OPEN[kind]
+        if accept is not None and accept(data[:16]):
+            return factory(io.BytesIO(data), None)
+    return nullcontext()
 
 
 def clip_box(image: np.ndarray, box: Sequence[float]) -> tuple[int, int, int, int] | None:
@@ -149,8 +198,8 @@ class SearchService:
                 raise NotFoundError(f"unknown camera(s) {', '.join(unknown)}; known cameras: {listed}")
         elif allowed_cameras is not None:
             cameras = tuple(sorted(set(allowed_cameras))) or (NO_CAMERA,)
-        since_ts = parse_time(since, "--since") if isinstance(since, str) else since
-        until_ts = parse_time(until, "--until") if isinstance(until, str) else until
+        since_ts = parse_time(since, "--since") if isinstance(since, str) else validation.moment(since, "--since")
+        until_ts = parse_time(until, "--until") if isinstance(until, str) else validation.moment(until, "--until")
         if since_ts is not None and until_ts is not None and since_ts > until_ts:
             raise InputError("--since is after --until")
         return SearchFilter(camera_ids=cameras, since=since_ts, until=until_ts)
@@ -299,7 +348,10 @@ class SearchService:
         try:
             return frame_with_box(video.source, best.frame_index, (best.x1, best.y1, best.x2, best.y2))
         except SourceError as exc:
-            raise SourceError(f"frame of track {track_id!r}: {exc}") from exc
+            raise SourceError(
+                f"frame of track {track_id!r}: {exc}",
+                public=f"the frame of track {track_id!r} cannot be read from its video (moved, replaced or deleted?)",
+            ) from exc
 
     def crop_camera(self, crop_key: str) -> str:
         """The camera a stored crop belongs to (its key ends with its point id)."""

@@ -189,7 +189,8 @@ class EdgeIndex(VectorIndex):
                     f"vector index {self.path} does not hold {self.dim}-d cosine vectors ({exc}); "
                     "each model version needs its own index: check the model_version it was opened with"
                 ) from exc
-            raise StorageError(f"cannot open vector index {self.path}: {exc}") from exc
+            raise StorageError(f"cannot open vector index {self.path}: {exc}",
+                               public="cannot open the vector index; the server log has the details") from exc
 
     def _create(self) -> None:
         """Build the shard with its payload indexes in a temp folder, then rename it into place.
@@ -234,7 +235,8 @@ class EdgeIndex(VectorIndex):
                 finally:
                     shard.close()
         except Exception as exc:
-            raise StorageError(f"vector index {self.path}: flushing to disk failed: {exc}") from exc
+            raise StorageError(f"vector index {self.path}: flushing to disk failed: {exc}",
+                               public="the vector index could not be written; the server log has the details") from exc
         finally:
             self._file_lock.release()
 
@@ -247,7 +249,8 @@ class EdgeIndex(VectorIndex):
             except (StorageError, InputError):
                 raise
             except Exception as exc:
-                raise StorageError(f"vector index {self.path}: {action} failed: {exc}") from exc
+                raise StorageError(f"vector index {self.path}: {action} failed: {exc}",
+                                   public=f"the vector index failed while {action}; the server log has the details") from exc
 
     # The interface -------------------------------------------------------
     def ensure(self) -> None:

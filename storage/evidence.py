@@ -59,13 +59,14 @@ class EvidenceRepository:
         self.db = db
 
     @contextlib.contextmanager
-    def _connect(self, action: str, write: bool = False) -> Iterator[Any]:
+    def _connect(self, action: str) -> Iterator[Any]:
         try:
-            with self.db.engine.begin() if write else self.db.engine.connect() as conn:
+            with self.db.engine.connect() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise StorageError(f"database: {action} failed ({type(exc).__name__}); check CAMTRACE_DATABASE_URL "
-                               "and that the database is reachable") from exc
+            raise StorageError(f"database: {action} failed ({type(exc).__name__}: {exc}); check CAMTRACE_DATABASE_URL "
+                               "and that the database is reachable",
+                               public=f"the database failed while {action}; the server log has the details") from exc
 
     def load(self, model_version: str) -> StoredEvidence | None:
         with self._connect("reading the identity evidence") as conn:
@@ -88,7 +89,8 @@ class EvidenceRepository:
         row = {"model_version": model_version, "document": document, "feedback_at": float(feedback_at),
                "learned_at": time.time()}
         table = IdentityEvidenceRow.__table__
-        with self._connect("saving the identity evidence", write=True) as conn:  # one transaction: replace
+        # One transaction (joining the caller's, such as an audited change): the old document is replaced.
+        with self.db.transaction("saving the identity evidence") as conn:
             conn.execute(table.delete().where(table.c.model_version == model_version))
             conn.execute(table.insert().values(**row))
         return StoredEvidence(model_version, document, float(feedback_at), row["learned_at"])

@@ -17,6 +17,7 @@ both databases store them alike and nothing depends on time zones.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -42,7 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from camtrace.errors import NotFoundError, StorageError
@@ -52,6 +53,10 @@ JOB_STATUSES = ("queued", "running", "done", "failed", "superseded")  # supersed
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Constant key for PostgreSQL's advisory lock around migrations ("camt").
 _MIGRATION_LOCK_KEY = 0x63616D74
+# The open transaction of ``Database.transaction()`` in this thread or task, which ``_write`` joins.
+_TRANSACTION: contextvars.ContextVar[tuple[Database, Connection] | None] = contextvars.ContextVar(
+    "camtrace_transaction", default=None
+)
 
 
 class Base(DeclarativeBase):
@@ -295,6 +300,9 @@ class Database:
     # Errors and transactions ---------------------------------------------
     @contextlib.contextmanager
     def _guard(self, action: str) -> Iterator[None]:
+        # The message names the database and the driver's error for the command line and the server log;
+        # a remote client hears only which step failed (no URL, path or SQL).
+        public = f"the database failed while {action}; the server log has the details"
         try:
             yield
         except (NotFoundError, StorageError):
@@ -303,15 +311,39 @@ class Database:
             raise StorageError(
                 f"database {self._display}: {action} failed: {' '.join(str(exc.orig).split())}; "
                 "check that the database is reachable "
-                "and CAMTRACE_DATABASE_URL is right"
+                "and CAMTRACE_DATABASE_URL is right",
+                public=public,
             ) from exc
         except SQLAlchemyError as exc:
-            raise StorageError(f"database {self._display}: {action} failed: {exc}") from exc
+            raise StorageError(f"database {self._display}: {action} failed: {exc}", public=public) from exc
 
     @contextlib.contextmanager
     def _write(self, action: str) -> Iterator[Connection]:
+        current = _TRANSACTION.get()
+        if current is not None and current[0] is self:
+            with self._guard(action):  # inside transaction(): the outer block commits or rolls back
+                yield current[1]
+            return
         with self._guard(action), self.engine.begin() as conn:
             yield conn
+
+    @contextlib.contextmanager
+    def transaction(self, action: str = "saving a change") -> Iterator[Connection]:
+        """One transaction for every write made inside the block, by this object or any store over it.
+
+        A change and its audit row are written this way: if either fails, neither is kept.
+        Blocks nest: an inner one joins the outer transaction.
+        """
+        current = _TRANSACTION.get()
+        if current is not None and current[0] is self:
+            yield current[1]
+            return
+        with self._guard(action), self.engine.begin() as conn:
+            token = _TRANSACTION.set((self, conn))
+            try:
+                yield conn
+            finally:
+                _TRANSACTION.reset(token)
 
     # Schema ----------------------------------------------------------------
     def migrate(self) -> None:
@@ -668,7 +700,9 @@ class Database:
         }
         with self._write("creating a job") as conn:
             conn.execute(self._insert(Job.__table__).on_conflict_do_nothing(index_elements=["id"]), [row])
-        return self.get_job(row["id"])
+            # Read back on the same connection: inside transaction() the row is not committed yet.
+            with Session(bind=conn) as session:
+                return session.get(Job, row["id"])
 
     def jobs_for_sources(self, sources: Sequence[str]) -> list[Job]:
         """Every job that ingests one of ``sources``."""

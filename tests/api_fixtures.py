@@ -10,6 +10,7 @@ over HTTP with httpx.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,13 @@ def run_cli(env: dict, *args: str, stdin: str | None = None) -> str:
     result = CliRunner().invoke(cli, list(args), env=env, input=stdin, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.stdout
+
+
+def data_copy(api: ApiService, folder: Path) -> Path:
+    """A throwaway copy of the session's data dir, for tests that change users, cameras or counters."""
+    copy = folder / "data"
+    shutil.copytree(api.services.settings.resolved_data_dir, copy, ignore=shutil.ignore_patterns("*.lock"))
+    return copy
 
 
 @dataclass
@@ -68,7 +76,9 @@ class ThreadedServer:
     def __init__(self, app, port: int) -> None:
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+        # As `camtrace serve` runs it: the app alone decides whose X-Forwarded-For counts.
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                                                    proxy_headers=False))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):

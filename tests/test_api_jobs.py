@@ -26,7 +26,7 @@ def test_jobs_are_queued_for_the_workers_and_a_dead_broker_is_named(api, redis_s
         job = response.json()
         assert job["status"] == "queued" and job["source"] == str(source.resolve())
         assert admin.get(f"/api/jobs/{job['id']}").json()["status"] == "queued"  # no worker runs in this test
-        assert admin.post("/api/jobs", json={"source": str(source), "camera": camera, "start": "soon"}).status_code == 400
+        assert admin.post("/api/jobs", json={"source": str(source), "camera": camera, "start": "soon"}).status_code == 422
         audit = admin.get("/api/audit", params={"action": "job_submit"}).json()["rows"]
         assert audit[0]["result_ids"] == [job["id"]] and audit[0]["username"] == "admin"
 

@@ -8,11 +8,9 @@ operation gets a few generated requests; none may answer 5xx or a status its
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import schemathesis
-from api_fixtures import api, api_env  # noqa: F401
+from api_fixtures import api, api_env, data_copy  # noqa: F401
 from distributed_fixtures import settings_from
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
@@ -25,17 +23,15 @@ EXAMPLES_PER_OPERATION = 12
 def throwaway_app(api, tmp_path_factory):
     from camtrace.api.app import create_app
 
-    source = api.services.settings.resolved_data_dir
-    copy = tmp_path_factory.mktemp("schema-data") / "data"
-    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("*.lock"))
+    copy = data_copy(api, tmp_path_factory.mktemp("schema-data"))
     app = create_app(settings_from({**api.env, "CAMTRACE_DATA_DIR": str(copy)}))
     yield app
     app.state.services.close()
 
 
 def test_no_operation_answers_a_server_error_or_an_undocumented_status(throwaway_app, api):
-    schema = schemathesis.openapi.from_asgi("/openapi.json", throwaway_app)
     headers = {"Authorization": f"Bearer {api.tokens['admin']}"}
+    schema = schemathesis.openapi.from_asgi("/openapi.json", throwaway_app, headers=headers)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 20
     statuses: dict[str, set[int]] = {}
@@ -53,3 +49,25 @@ def test_no_operation_answers_a_server_error_or_an_undocumented_status(throwaway
     seen = set().union(*statuses.values())
     assert any(200 <= status < 300 for status in seen) and any(400 <= status < 500 for status in seen)
     assert len(statuses) == len(operations)
+
+
+def test_options_and_undeclared_methods_answer_with_the_documented_methods(throwaway_app, api):
+    """Every path of the schema: OPTIONS answers 204 and an undeclared method 405, both with an ``Allow``
+    that lists exactly the methods the schema documents (what schemathesis' unsupported-method and
+    allow-header checks look for); without credentials OPTIONS is 401 like everything else but the public routes."""
+    from fastapi.testclient import TestClient
+
+    schema = throwaway_app.openapi()
+    headers = {"Authorization": f"Bearer {api.tokens['admin']}"}
+    with TestClient(throwaway_app) as client:
+        for path, operations in schema["paths"].items():
+            url = path.replace("{crop_key}", "cam/x.jpg").replace("{", "").replace("}", "")
+            declared = {method.upper() for method in operations}
+            options = client.request("OPTIONS", url, headers=headers)
+            assert options.status_code == 204, (path, options.text)
+            assert set(options.headers["allow"].split(", ")) == declared | {"OPTIONS"}, path
+            for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE", "TRACE"} - declared):
+                refused = client.request(method, url, headers=headers)
+                assert refused.status_code == 405 and set(refused.headers["allow"].split(", ")) == declared | {"OPTIONS"}
+            public = path in ("/healthz", "/api/login", "/api/logout")
+            assert client.request("OPTIONS", url).status_code == (204 if public else 401), path

@@ -94,6 +94,9 @@ def open_page(browser: Browser, service: PageService, width: int = 1600, height:
     page = context.new_page()
     script_errors: list[str] = []
     page.on("pageerror", lambda error: script_errors.append(str(error)))
+    # What the Content-Security-Policy blocks is reported on the console: the page must need nothing it forbids.
+    page.on("console", lambda message: script_errors.append(message.text)
+            if message.type == "error" and "Content Security Policy" in message.text else None)
     page.goto(service.url + "/")
     return page, script_errors
 
@@ -286,3 +289,14 @@ def drop_file(page: Page, data: bytes, name: str, mime: str) -> None:
     expect(page.get_by_test_id("drop-zone")).to_be_visible()
     page.dispatch_event("body", "drop", {"dataTransfer": transfer})
     expect(page.get_by_test_id("drop-zone")).to_be_hidden()
+
+
+def test_api_docs_render_from_the_service_own_files_under_its_csp(browser, page_service):
+    page, errors = open_page(browser, page_service)
+    sign_in(page, "ines")
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(page_service.url + "/docs")
+    expect(page.get_by_text("/api/search/text").first).to_be_visible()
+    assert all(url.startswith(page_service.url) or url.startswith(("data:", "blob:")) for url in requested), requested
+    assert errors == []

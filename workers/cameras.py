@@ -18,6 +18,8 @@ from pathlib import Path
 
 import cv2
 
+from camtrace.validation import mask_secrets
+
 log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT_MS = 5000
@@ -75,7 +77,7 @@ class CameraRecorder:
             first = False
             capture = self._open()
             if capture is None:
-                self._report("offline", f"cannot open stream {self.url}")
+                self._report("offline", f"cannot open stream {mask_secrets(self.url)}")
                 stop.wait(delay)
                 delay = min(self.backoff_max, delay * 2)
                 continue
@@ -86,7 +88,7 @@ class CameraRecorder:
             finally:
                 capture.release()
             if not stop.is_set():
-                self._report("offline", f"stream {self.url} stopped sending frames")
+                self._report("offline", f"stream {mask_secrets(self.url)} stopped sending frames")
                 stop.wait(delay)
         self._report("stopped", self.status.last_error)
 

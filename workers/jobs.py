@@ -7,25 +7,38 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
+from camtrace.detection import absolute_source
 from camtrace.storage import Database
 from camtrace.workers.messages import SegmentRef
-from camtrace.workers.pipeline import open_sources, register_video
+from camtrace.workers.pipeline import expand_within, open_sources, register_video
 from tqdm import tqdm
 
-from camtrace.errors import BrokerError
+from camtrace.errors import BrokerError, SourceError
 from camtrace.services import Services
+from camtrace.validation import mask_secrets
 
 TERMINAL = ("done", "failed", "superseded")
 NOT_QUEUED = "could not queue the job"  # the error of a job the broker never took
 
 
 def plan_ingest(
-    db: Database, job_id: str, source: str, camera_id: str, start_ts: float | None, segment_seconds: float
+    db: Database, job_id: str, source: str, camera_id: str, start_ts: float | None, segment_seconds: float,
+    roots: Sequence[str] | None = None,
 ) -> list[SegmentRef]:
-    """Register a source's videos and segments under ``job_id``; returns one ref per segment."""
-    videos = open_sources(source, start_ts)
+    """Register a source's videos and segments under ``job_id``; returns one ref per segment.
+
+    With ``roots`` (an ingest asked for over HTTP), every file is resolved and checked: one outside
+    the roots is skipped and named in the job's error; a source left with no file fails.
+    """
+    uris, skipped = expand_within(source, None if roots is None else [Path(root) for root in roots])
+    outside = (f"skipped {len(skipped)} file(s) outside CAMTRACE_INGEST_ROOTS: {', '.join(skipped[:20])}"
+               if skipped else None)
+    if not uris:
+        raise SourceError(f"every video of {source!r} lies outside CAMTRACE_INGEST_ROOTS: {outside}")
+    videos = open_sources(uris, start_ts)
     refs: list[SegmentRef] = []
     try:
         for video in videos:
@@ -47,7 +60,7 @@ def plan_ingest(
     finally:
         for video in videos:
             video.close()
-    db.update_job(job_id, status="running" if refs else "done", segments_total=len(refs))
+    db.update_job(job_id, status="running" if refs else "done", segments_total=len(refs), error=outside)
     return refs
 
 
@@ -57,14 +70,14 @@ def job_dict(job) -> dict:
         "id": job.id,
         "kind": job.kind,
         "camera_id": job.camera_id,
-        "source": job.source,
+        "source": mask_secrets(job.source),
         "status": job.status,
         "segments_total": job.segments_total,
         "segments_done": job.segments_done,
         "segments_failed": job.segments_failed,
         "crops_indexed": job.crops_indexed,
         "frames": job.frames,
-        "error": job.error,
+        "error": mask_secrets(job.error),
         "created_at": job.created_at,
         "finished_at": job.finished_at,
     }
@@ -80,6 +93,13 @@ def job_rows(db: Database, limit: int = 50) -> list[dict]:
 QUICK_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
 
 
+def register_ingest(db: Database, source: str, camera_id: str, job_id: str):
+    """The job row of an ingest (and its camera), before it is queued: the API writes it in the
+    transaction of its audit row."""
+    db.ensure_camera(camera_id)
+    return db.create_job("ingest", source, camera_id, job_id=job_id)
+
+
 def submit_ingest(
     services: Services,
     source: str,
@@ -87,6 +107,7 @@ def submit_ingest(
     start_ts: float | None,
     patient: bool = True,
     job_id: str | None = None,
+    roots: Sequence[Path] | None = None,
 ) -> str:
     """Queue an ingest job; returns its id at once (workers do the rest).
 
@@ -94,21 +115,23 @@ def submit_ingest(
     service) never import the workers' code. If the broker cannot take it,
     the job is marked failed with the reason and ``BrokerError`` says which
     broker and what to check; trying again with the same ``job_id`` reuses
-    that job instead of adding another.
+    that job instead of adding another. ``roots`` (HTTP ingest) limits the files the
+    workers may read to those folders (see ``plan_ingest``).
     """
     from camtrace.workers.celery_app import producer
 
     db, settings = services.db, services.settings
     job_id = job_id or str(uuid.uuid4())
-    db.ensure_camera(camera_id)
-    job = db.create_job("ingest", source, camera_id, job_id=job_id)
+    source = absolute_source(source)  # the workers run in other folders
+    job = register_ingest(db, source, camera_id, job_id)
     if job.status != "queued":  # a retry of a job that could not be queued before
         db.update_job(job_id, status="queued", error=None, finished_at=None)
     options = {} if patient else {"retry_policy": QUICK_PUBLISH_RETRY}
     try:
         producer(settings).send_task(
             "camtrace.ingest",
-            kwargs={"job_id": job_id, "source": source, "camera_id": camera_id, "start_ts": start_ts},
+            kwargs={"job_id": job_id, "source": source, "camera_id": camera_id, "start_ts": start_ts,
+                    "roots": None if roots is None else [str(root) for root in roots]},
             ignore_result=True,  # progress lives in SQL; nothing waits on the result backend
             **options,
         )

@@ -6,7 +6,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from camtrace.detection import VideoSource
+from camtrace.detection import VideoSource, absolute_source
 from camtrace.workers.pipeline import CropIndexer, detect_segment, open_sources, register_video
 from tqdm import tqdm
 
@@ -48,7 +48,7 @@ def ingest_local(
         summary = IngestSummary(job_id=str(uuid.uuid4()), camera_id=camera_id, videos=len(videos))
         db.create_job(
             "ingest",
-            source,
+            absolute_source(source),
             camera_id,
             job_id=summary.job_id,
             segments_total=sum(len(segments) for _, segments in plans),

@@ -16,6 +16,7 @@ from camtrace.workers.jobs import NOT_QUEUED, submit_ingest
 
 from camtrace.errors import BrokerError, NotFoundError, StorageError
 from camtrace.services import Services
+from camtrace.validation import mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,11 @@ def camera_rows(db: Database) -> list[dict]:
     return [
         {
             "id": camera.id,
-            "url": camera.url,
+            "url": mask_secrets(camera.url),  # credentials stay in the database, for the recorder only
             "status": camera.status,
             "last_frame": _iso(camera.last_frame_at),
             "reconnects": camera.reconnects,
-            "last_error": camera.last_error,
+            "last_error": mask_secrets(camera.last_error),
         }
         for camera in db.list_cameras()
     ]
@@ -209,7 +210,7 @@ class CameraFleet:
                 self._stop(camera_id)
         for camera_id, url in wanted.items():
             if camera_id not in self.recorders:
-                log.info("recording camera %s from %s", camera_id, url)
+                log.info("recording camera %s from %s", camera_id, mask_secrets(url))
                 self._start(camera_id, url)
 
     def _start(self, camera_id: str, url: str) -> None:

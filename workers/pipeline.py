@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,6 +21,7 @@ from camtrace.detection import (
     SegmentSpec,
     VideoSource,
     expand_source,
+    is_stream_uri,
     make_tracker,
     track_frames,
 )
@@ -29,6 +31,7 @@ from camtrace.storage import CropStore, Database, VectorIndex
 from camtrace.errors import CamtraceError
 from camtrace.settings import Settings
 from camtrace.types import Crop, IndexPoint, make_track_id, point_id
+from camtrace.validation import inside_roots
 
 JPEG_QUALITY = 90
 
@@ -55,16 +58,35 @@ class SegmentResult:
     tracks: list[TrackSpan] = field(default_factory=list)
 
 
-def open_sources(source: str, start_ts: float | None) -> list[VideoSource]:
-    """Open every video of a source before anything is written, so bad input changes nothing.
+def expand_within(source: str, roots: Sequence[Path] | None = None) -> tuple[list[str], list[str]]:
+    """The videos of a source as resolved absolute paths (so a stored path names the file from any folder),
+    and the names of the files left out because they resolve outside ``roots`` (None: no limit)."""
+    videos: list[str] = []
+    skipped: list[str] = []
+    for uri in expand_source(source):
+        if is_stream_uri(uri):
+            videos.append(uri)
+            continue
+        path = Path(uri).resolve()
+        if roots is not None and not inside_roots(path, roots):
+            skipped.append(Path(uri).name)
+            continue
+        videos.append(str(path))
+    return videos, skipped
+
+
+def open_sources(source: str | Sequence[str], start_ts: float | None) -> list[VideoSource]:
+    """Open every video of a source (or of a list from ``expand_within``) before anything is written,
+    so bad input changes nothing.
 
     With a start time and several files, the files are taken as consecutive
     recordings: each starts where the previous one ended.
     """
+    uris = expand_within(source)[0] if isinstance(source, str) else list(source)
     opened: list[VideoSource] = []
     try:
         next_start = start_ts
-        for uri in expand_source(source):
+        for uri in uris:
             video = VideoSource(uri, start_ts=next_start)
             opened.append(video)
             if next_start is not None and video.info.frame_count:

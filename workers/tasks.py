@@ -101,11 +101,12 @@ SEGMENT_TIME_LIMITS = {"soft_time_limit": settings.task_time_limit, "time_limit"
 
 
 @app.task(name="camtrace.ingest", bind=True, max_retries=20, acks_late=True, **SEGMENT_TIME_LIMITS)
-def ingest(self, job_id: str, source: str, camera_id: str, start_ts: float | None = None) -> int:
-    """Split a source into segments and send one detect task per segment."""
+def ingest(self, job_id: str, source: str, camera_id: str, start_ts: float | None = None,
+           roots: list[str] | None = None) -> int:
+    """Split a source into segments and send one detect task per segment (only files under ``roots``, if given)."""
     db = services().db
     try:
-        refs = plan_ingest(db, job_id, source, camera_id, start_ts, settings.segment_seconds)
+        refs = plan_ingest(db, job_id, source, camera_id, start_ts, settings.segment_seconds, roots)
     except SourceError as exc:
         db.update_job(job_id, status="failed", error=str(exc))
         return 0

@@ -16,12 +16,12 @@ router = APIRouter(prefix="/api/audit", tags=["audit"], responses=AUTHENTICATED)
 @allow("admin")
 def audit_log(
     request: Request,
-    user: str | None = None,
-    action: str | None = None,
-    since: Annotated[str | None, Query(description="ISO 8601 time or epoch seconds")] = None,
-    until: Annotated[str | None, Query(description="ISO 8601 time or epoch seconds")] = None,
+    user: Annotated[str | None, Query(max_length=200)] = None,
+    action: Annotated[str | None, Query(max_length=200)] = None,
+    since: Annotated[str | None, Query(max_length=64, description="ISO 8601 time or epoch seconds")] = None,
+    until: Annotated[str | None, Query(max_length=64, description="ISO 8601 time or epoch seconds")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> AuditPageOut:
     """Newest first."""
     rows = access_of(request).audit_rows(

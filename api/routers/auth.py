@@ -7,7 +7,6 @@ import math
 from camtrace.api.deps import (
     SESSION_COOKIE,
     AuthError,
-    TooManyAttemptsError,
     access_of,
     allow,
     client_of,
@@ -19,10 +18,12 @@ from camtrace.api.schemas import LoginIn, MeOut
 from camtrace.storage.access import SESSION_SECONDS, Principal
 from fastapi import APIRouter, Depends, Request, Response
 
+from camtrace.errors import TooManyAttemptsError
+
 router = APIRouter(prefix="/api", tags=["auth"])
 
 
-@router.post("/login", responses=errors(401, 422, 429, 503))
+@router.post("/login", responses=errors(400, 401, 413, 422, 429, 503))
 @public
 def login(body: LoginIn, request: Request, response: Response) -> MeOut:
     """Check a password and open a session (cookie ``camtrace_session``, HttpOnly, SameSite=Strict)."""
@@ -36,12 +37,12 @@ def login(body: LoginIn, request: Request, response: Response) -> MeOut:
         )
     user = access.check_password(body.username, body.password)
     if user is None:
-        access.record_login_failure(body.username, client)
-        access.audit(body.username, "login_failed", {}, client=client)
+        with access.audited(body.username, "login_failed", {}, client=client):
+            access.record_login_failure(body.username, client)
         raise AuthError("wrong username or password")
-    access.clear_login_failures(body.username, client)
-    session_id = access.create_session(user.username)
-    access.audit(user.username, "login", {"method": "password"}, client=client)
+    with access.audited(user.username, "login", {"method": "password"}, client=client):
+        access.clear_login_failures(body.username, client)
+        session_id = access.create_session(user.username)
     response.set_cookie(
         SESSION_COOKIE,
         session_id,
@@ -54,13 +55,17 @@ def login(body: LoginIn, request: Request, response: Response) -> MeOut:
     return MeOut(**user.as_dict())
 
 
-@router.post("/logout", status_code=204, responses=errors(503))
+@router.post("/logout", status_code=204, responses=errors(400, 413, 503))
 @public
 def logout(request: Request) -> Response:
     """End the session of the cookie (if any) and clear the cookie."""
     session_id = request.cookies.get(SESSION_COOKIE)
     if session_id:
-        access_of(request).end_session(session_id)
+        access = access_of(request)
+        with access.db.transaction("closing a session"):
+            owner = access.end_session(session_id)
+            if owner is not None:  # a stale or forged cookie changes nothing and leaves no row
+                access.audit(owner, "logout", client=client_of(request))
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response
@@ -71,5 +76,3 @@ def logout(request: Request) -> Response:
 def me(user: Principal = Depends(current_user)) -> MeOut:
     return MeOut(**user.as_dict())
 
-
-__all__ = ["router", "AuthError"]

@@ -8,6 +8,8 @@ from camtrace.api.schemas import CameraIn, CameraOut
 from camtrace.storage.access import Principal
 from fastapi import APIRouter, Depends, Request
 
+from camtrace.validation import mask_secrets
+
 router = APIRouter(prefix="/api/cameras", tags=["cameras"], responses=AUTHENTICATED)
 
 
@@ -23,10 +25,11 @@ def cameras(request: Request, user: Principal = Depends(current_user)) -> list[C
 @router.post("", status_code=201, responses=errors(400))
 @allow("admin")
 def add_camera(body: CameraIn, request: Request, audit: Auditor = Depends(auditor)) -> CameraOut:
-    """Add a camera (or set its stream URL); the recording service picks it up."""
+    """Add a camera (or replace its stream URL); the recording service picks it up. The URL's user and
+    password are never shown back, here, in the list or in the audit log."""
     from camtrace.workers.ops import camera_rows
 
     db = services_of(request).db
-    db.ensure_camera(body.id, body.url)
-    audit("camera_add", body.model_dump(), [body.id])
+    with audit.change("camera_add", {"id": body.id, "url": mask_secrets(body.url)}, [body.id]):
+        db.ensure_camera(body.id, body.url)
     return next(CameraOut(**row) for row in camera_rows(db) if row["id"] == body.id)

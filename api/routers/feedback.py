@@ -16,8 +16,8 @@ router = APIRouter(prefix="/api", tags=["feedback"], responses=AUTHENTICATED)
 def feedback(
     body: FeedbackIn, request: Request, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
 ) -> FeedbackOut:
-    record = search_of(request).feedback(
-        body.track_id, body.candidate_track_id, body.verdict, user=user.username, allowed_cameras=user.cameras
-    )
-    audit("feedback", body.model_dump(), [body.track_id, body.candidate_track_id])
+    with audit.change("feedback", body.model_dump(), [body.track_id, body.candidate_track_id]):
+        record = search_of(request).feedback(
+            body.track_id, body.candidate_track_id, body.verdict, user=user.username, allowed_cameras=user.cameras
+        )
     return FeedbackOut(**record.as_dict())

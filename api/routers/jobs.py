@@ -11,6 +11,7 @@ from camtrace.api.schemas import JobIn, JobOut
 from fastapi import APIRouter, Depends, Query, Request
 
 from camtrace.errors import SourceError
+from camtrace.validation import inside_roots
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=AUTHENTICATED)
 
@@ -22,7 +23,7 @@ def checked_source(source: str, roots: list[Path]) -> Path:
     if "://" in source:
         raise ForbiddenError("ingest over HTTP takes files or folders under CAMTRACE_INGEST_ROOTS; add streams as cameras")
     path = Path(source).expanduser().resolve()
-    if not any(path == root or path.is_relative_to(root) for root in roots):
+    if not inside_roots(path, roots):
         raise ForbiddenError(f"'{source}' is outside the folders named in CAMTRACE_INGEST_ROOTS")
     if not path.exists():
         raise SourceError(f"'{source}' does not exist under the ingest folders")
@@ -48,12 +49,15 @@ def job(job_id: str, request: Request) -> JobOut:
 @router.post("", status_code=202, responses=errors(400, 409))
 @allow("admin")
 def submit(body: JobIn, request: Request, audit: Auditor = Depends(auditor)) -> JobOut:
-    """Queue an ingest for the workers; follow it at /api/jobs/{id}."""
-    from camtrace.api.deps import parse_moment
-    from camtrace.workers.jobs import job_dict, submit_ingest
+    """Queue an ingest for the workers; follow it at /api/jobs/{id}. Each file of a folder is checked
+    again where it resolves: those outside CAMTRACE_INGEST_ROOTS are skipped and named in the job's error."""
+    import uuid
+
+    from camtrace.workers.jobs import job_dict, register_ingest, submit_ingest
 
     settings, services = settings_of(request), services_of(request)
-    path = checked_source(body.source, settings.ingest_root_paths())
+    roots = settings.ingest_root_paths()
+    path = checked_source(body.source, roots)
     if not settings.broker_url:
         from camtrace.errors import ConfigError
 
@@ -61,7 +65,8 @@ def submit(body: JobIn, request: Request, audit: Auditor = Depends(auditor)) -> 
             "ingest jobs need the workers: set CAMTRACE_BROKER_URL for this service "
             "(in local mode run `camtrace ingest` instead)"
         )
-    start_ts = parse_moment(body.start, "start")
-    job_id = submit_ingest(services, str(path), body.camera, start_ts, patient=False)
-    audit("job_submit", body.model_dump(), [job_id])
+    job_id = str(uuid.uuid4())
+    with audit.change("job_submit", body.model_dump(), [job_id]):  # the job row and its audit row, or neither
+        register_ingest(services.db, str(path), body.camera, job_id)
+    submit_ingest(services, str(path), body.camera, body.start, patient=False, job_id=job_id, roots=roots)
     return JobOut(**job_dict(services.db.refresh_job(job_id)))

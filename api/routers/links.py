@@ -34,6 +34,7 @@ def links(request: Request) -> LinksOut:
 def learn_links(request: Request, audit: Auditor = Depends(auditor)) -> LinksOut:
     """Relearn the camera links and the same-person calibration from the footage now."""
     search = search_of(request)
-    report = search.evidence.learn()
-    audit("links_learn", {"tracks": report.tracks, "verdicts": report.verdicts, "links": report.links}, [])
+    with audit.change("links_learn") as entry:  # the new evidence is kept only with its audit row
+        report = search.evidence.learn()
+        entry.detail.update(tracks=report.tracks, verdicts=report.verdicts, links=report.links)
     return links_out(search)

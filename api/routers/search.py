@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 from typing import Annotated
 
-from camtrace.api.deps import Auditor, UploadTooLargeError, allow, auditor, current_user, search_of, settings_of
+from camtrace.api.deps import Auditor, allow, auditor, current_user, parse_moment, search_of, settings_of, upload
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import (
+    MAX_CAMERAS,
     MAX_LIMIT,
     ImageSearchOut,
     PersonOut,
@@ -20,6 +21,8 @@ from camtrace.api.schemas import (
 )
 from camtrace.storage.access import Principal
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+
+from camtrace.errors import TooLargeError
 
 RESULT_FIELDS = set(SearchResultOut.model_fields) - {"crop_url"}
 router = APIRouter(prefix="/api/search", tags=["search"], responses=AUTHENTICATED)
@@ -51,34 +54,41 @@ def search_text(
 def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     data = upload.file.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise UploadTooLargeError(f"photo '{upload.filename}' is larger than {max_bytes // 2**20} MiB (CAMTRACE_MAX_UPLOAD_MB)")
+        raise TooLargeError(f"the photo is larger than {max_bytes // 2**20} MiB (CAMTRACE_MAX_UPLOAD_MB)")
     return data
 
 
-@router.post("/image", responses=errors(400, 404, 413))
+@router.post("/image", responses=errors(404))
 @allow("operator")
+@upload
 def search_image(
     request: Request,
-    file: Annotated[UploadFile, File(description="A JPEG or PNG: a full frame or a person crop")],
-    cameras: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
-    since: str | None = None,
-    until: str | None = None,
-    min_score: Annotated[float | None, Query(ge=-1.0, le=1.0)] = None,
+    file: Annotated[UploadFile, File(description="A JPEG, PNG or WebP: a full frame or a person crop")],
+    cameras: Annotated[list[str], Query(max_length=MAX_CAMERAS)] = [],  # noqa: B006 (FastAPI copies defaults)
+    since: Annotated[str | None, Query(max_length=64, description="ISO 8601 time or epoch seconds")] = None,
+    until: Annotated[str | None, Query(max_length=64, description="ISO 8601 time or epoch seconds")] = None,
+    min_score: Annotated[float | None, Query(ge=-1.0, le=1.0, allow_inf_nan=False)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
     offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
     detect: bool = True,
-    person: Annotated[int | None, Query(ge=0, description="Index into the persons found; default: the largest.")] = None,
+    person: Annotated[
+        int | None, Query(ge=0, le=10_000, description="Index into the persons found; default: the largest.")
+    ] = None,
     user: Principal = Depends(current_user),
     audit: Auditor = Depends(auditor),
 ) -> ImageSearchOut:
     """Search with a photo. With ``detect`` (default) every person in it is found and one is searched
-    for: ``person`` (an index into ``persons``) or the largest; without, the whole photo is the query."""
+    for: ``person`` (an index into ``persons``) or the largest; without, the whole photo is the query.
+    A photo over CAMTRACE_MAX_UPLOAD_MB or CAMTRACE_MAX_UPLOAD_PIXELS (read from its header, before
+    decoding) is answered 413."""
     from camtrace.search import decode_photo
 
     search = search_of(request)
-    data = _read_upload(file, settings_of(request).max_upload_mb * 2**20)
-    image = decode_photo(data, file.filename or "upload")
-    search_filter = search.make_filter(cameras, since, until, allowed_cameras=user.cameras)
+    settings = settings_of(request)
+    data = _read_upload(file, settings.max_upload_mb * 2**20)
+    image = decode_photo(data, file.filename or "upload", max_pixels=settings.max_upload_pixels)
+    search_filter = search.make_filter(cameras, parse_moment(since, "since"), parse_moment(until, "until"),
+                                       allowed_cameras=user.cameras)
     found = search.by_photo(image, search_filter, limit, offset=offset, min_score=min_score, detect=detect, person=person)
     results, persons, chosen = found.results, found.persons, found.person
     audit(

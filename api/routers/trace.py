@@ -34,8 +34,8 @@ def trace_out(trace) -> TraceOut:
 
 MinProbability = Annotated[
     float | None,
-    Query(ge=0.0, le=1.0, description="Probability a candidate needs to be a step of the path "
-          "(default CAMTRACE_TRACE_MIN_SCORE)."),
+    Query(ge=0.0, le=1.0, allow_inf_nan=False,
+          description="Probability a candidate needs to be a step of the path (default CAMTRACE_TRACE_MIN_SCORE)."),
 ]
 
 

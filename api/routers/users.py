@@ -1,10 +1,10 @@
-"""Users (admins): list, create (with a first API token, shown once) and remove."""
+"""Users (admins): list, create (with a first API token, shown once) and remove; their tokens: list, add, revoke."""
 
 from __future__ import annotations
 
 from camtrace.api.deps import Auditor, ForbiddenError, access_of, allow, auditor, current_user
 from camtrace.api.responses import AUTHENTICATED, errors
-from camtrace.api.schemas import UserCreatedOut, UserIn, UserOut
+from camtrace.api.schemas import TokenCreatedOut, TokenIn, TokenOut, UserCreatedOut, UserIn, UserOut
 from camtrace.storage.access import Principal
 from fastapi import APIRouter, Depends, Request, Response
 
@@ -20,12 +20,15 @@ def users(request: Request) -> list[UserOut]:
 @router.post("", status_code=201, responses=errors(400))
 @allow("admin")
 def add_user(body: UserIn, request: Request, audit: Auditor = Depends(auditor)) -> UserCreatedOut:
+    """Create a user; the answer holds its first API token, shown this once."""
     access = access_of(request)
-    token = access.add_user(body.username, body.role, body.cameras, body.password)
-    audit("user_add", {"username": body.username, "role": body.role, "cameras": body.cameras}, [body.username])
+    detail = {"username": body.username, "role": body.role, "cameras": body.cameras, "token_expires": body.token_expires}
+    with audit.change("user_add", detail, [body.username]) as entry:
+        token = access.add_user(body.username, body.role, body.cameras, body.password,
+                                token_expires_at=body.token_expires)
+        entry.detail["token_id"] = token.id
     user = access.get_user(body.username)
-    created = next(created for u, created in access.users() if u.username == body.username)
-    return UserCreatedOut(**user.as_dict(), created_at=created, token=token)
+    return UserCreatedOut(**user.as_dict(), created_at=token.created_at, token=token.token, token_id=token.id)
 
 
 @router.delete("/{username}", status_code=204, response_class=Response, responses=errors(404))
@@ -35,6 +38,26 @@ def remove_user(
 ) -> Response:
     if username == me.username:
         raise ForbiddenError("admins cannot remove themselves; another admin can")
-    access_of(request).remove_user(username)
-    audit("user_remove", {"username": username}, [username])
+    with audit.change("user_remove", {"username": username}, [username]):
+        access_of(request).remove_user(username)
     return Response(status_code=204)
+
+
+@router.get("/{username}/tokens", responses=errors(404))
+@allow("admin")
+def tokens(username: str, request: Request) -> list[TokenOut]:
+    """A user's API tokens by id, with their expiry (the secrets are never shown again)."""
+    return [TokenOut(**info.as_dict()) for info in access_of(request).tokens(username)]
+
+
+@router.post("/{username}/tokens", status_code=201, responses=errors(400, 404))
+@allow("admin")
+def create_token(
+    username: str, request: Request, body: TokenIn | None = None, audit: Auditor = Depends(auditor)
+) -> TokenCreatedOut:
+    """Another API token for the user, valid until ``expires`` (never, if null); shown this once."""
+    expires = (body or TokenIn()).expires
+    with audit.change("token_create", {"username": username, "expires_at": expires}, [username]) as entry:
+        token = access_of(request).create_token(username, expires)
+        entry.detail["token_id"] = token.id
+    return TokenCreatedOut(**token.as_dict())
