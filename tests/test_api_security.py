@@ -328,7 +328,7 @@ def test_nan_huge_numbers_and_nul_bytes_answer_documented_4xx(api, tracks_by_cam
                         headers={"content-type": "application/json"}), 422),
             (admin.get("/api/audit", params={"offset": 2**63}), 422),
             (admin.get("/api/audit", params={"since": "nan"}), 400),
-            (admin.get(f"/api/trace/{track}", params={"min_score": "nan"}), 422),
+            (admin.get(f"/api/trace/{track}", params={"min_probability": "nan"}), 422),
             (admin.post("/api/search/image", params={"since": "inf"}, files={"file": ("a.jpg", jpeg_claiming(8, 8))}), 400),
             (admin.post("/api/jobs", json={"source": "/footage/a\u0000.mp4", "camera": "gate"}), 422),
             (admin.post("/api/search/text", json={"text": "red\u0000"}), 422),
