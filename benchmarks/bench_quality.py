@@ -335,7 +335,8 @@ def ingest_settings(data_dir: Path, detector: str, embedder: str, imgsz: int, cr
     return load_settings(
         data_dir=data_dir, detector_model=detector, detector_imgsz=imgsz,
         embed_model=embedder, embed_processor="",  # the model folder's own processor
-        runtime=runtime, tracker=tracker, **CROP_MODES[crop_mode],
+        runtime=runtime, tracker=tracker, search_max_results=10_000,  # whole rankings, not pages
+        **CROP_MODES[crop_mode],
     )
 
 
