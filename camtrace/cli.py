@@ -421,11 +421,15 @@ def retention(days: float | None) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
 def status(as_json: bool) -> None:
-    """Queues (depth), workers and cameras at a glance."""
+    """Queues (depth), workers and cameras at a glance; the embedding model in service and its runtime."""
     from camtrace.workers.ops import cluster_status
 
     services = make_services()
     report = cluster_status(services)
+    try:
+        report.update(embedder_facts(services.model()))
+    except CamtraceError as exc:  # the status of the rest is still worth showing
+        report.update(model_version=None, model_id=None, embed_runtime=f"unknown: {exc}")
     report.update(detector_facts(services))
     broker_down = 1 if report.get("broker_error") else 0  # monitoring scripts see the outage in the exit code
     if as_json:
@@ -445,8 +449,17 @@ def status(as_json: bool) -> None:
             click.echo("no workers answered")
     for camera in report["cameras"]:
         click.echo(f"camera {camera_line(camera)}")
+    which = "CAMTRACE_EMBED_MODEL" if report["model_id"] is None else f"registry model {report['model_id']}"
+    click.echo(f"embedder {report['model_version'] or '?'} ({which}): {report['embed_runtime']}")
     click.echo(f"detector input {report['detector_imgsz']} px ({report['detector_imgsz_from']}), runtime {report['runtime']}")
     sys.exit(broker_down)
+
+
+def embedder_facts(model) -> dict:
+    """The embedding model in service and what runs it here: the settings' runtime and precision, or PyTorch
+    for a model ONNX cannot take (read from its config: no weights load)."""
+    return {"model_version": model.encoder.model_version, "model_id": model.model_id,
+            "embed_runtime": model.encoder.runtime_label}
 
 
 def detector_facts(services) -> dict:
@@ -614,10 +627,7 @@ def eval_command(dataset: str, model: str | None, batch_size: int | None, as_jso
 
     settings = load_settings()
     data = load_dataset(dataset)
-    encoder = ImageTextEncoder.from_settings(settings) if model is None else ImageTextEncoder(
-        model, None, device=settings.device, batch_size=settings.embed_batch_size,
-        text_max_length=settings.embed_text_max_length,
-    )
+    encoder = ImageTextEncoder.from_settings(settings, model)
     figures = evaluate_model(encoder, data, batch_size=batch_size or settings.embed_batch_size, progress=not no_progress)
     record = {"dataset": dataset, "model": encoder.model_name, "model_version": encoder.model_version, **figures}
     if out_file is not None:
@@ -826,13 +836,13 @@ def links_learn(as_json: bool) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def stats(as_json: bool) -> None:
-    """Counts of cameras, videos, tracks and points, and the model version."""
+    """Counts of cameras, videos, tracks and points; the embedding model in service and its runtime."""
     services = make_services()
     try:
         counts = dict(services.db.counts())
         model = services.model()
         counts["points"] = model.index.count()
-        counts["model_version"] = model.encoder.model_version
+        counts.update(embedder_facts(model))
         counts.update(detector_facts(services))
     finally:
         services.close()
@@ -840,7 +850,7 @@ def stats(as_json: bool) -> None:
         click.echo(json.dumps(counts, indent=2))
     else:
         for key, value in counts.items():
-            click.echo(f"{key:<14} {value}")
+            click.echo(f"{key:<14} {'-' if value is None else value}")
 
 
 @cli.command()

@@ -161,9 +161,7 @@ def judge(services: Services, candidate: ModelEntry, baseline: ModelEntry | None
             "no registered model serves now and no validation set is known (CAMTRACE_VAL_DATASET): nothing to beat",
         )
     # The configured model serves and was never registered: measure it on the same set.
-    from camtrace.embedding import ImageTextEncoder
-
-    theirs = metric_value(evaluate_on(services, ImageTextEncoder.from_settings(settings), spec), metric)
+    theirs = metric_value(evaluate_on(services, services.encoder_for(None), spec), metric)
     return compare(candidate.id, mine, None, theirs, metric, margin, "the configured model (CAMTRACE_EMBED_MODEL)")
 
 
@@ -249,12 +247,7 @@ def remove_deleted_points(db: Database, index: VectorIndex) -> int:
 def open_model_index(services: Services, entry: ModelEntry | None, encoder=None):
     """(encoder, index) of a registered model (None: CAMTRACE_EMBED_MODEL); the index is created when missing."""
     if encoder is None:
-        if entry is None:
-            from camtrace.embedding import ImageTextEncoder
-
-            encoder = ImageTextEncoder.from_settings(services.settings)
-        else:
-            encoder = services.encoder_for(entry)
+        encoder = services.encoder_for(entry)
     encoder.load()
     return encoder, open_index(services.settings, encoder.model_version, encoder.dim)
 
