@@ -615,28 +615,38 @@ def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr
 @click.option("--dataset", required=True, help="Evaluation data as KIND:PATH.")
 @click.option("--model", help="Model folder or hub id (default: CAMTRACE_EMBED_MODEL with CAMTRACE_EMBED_PROCESSOR).")
 @click.option("--batch-size", type=int, help="Images per forward pass (default: CAMTRACE_EMBED_BATCH_SIZE).")
+@click.option("--raw-captions", is_flag=True,
+              help="Query with the dataset's captions exactly as given, not normalised to comma-separated features.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.option("--out", "out_file", type=click.Path(path_type=Path), help="Also write the figures as JSON to this file.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def eval_command(dataset: str, model: str | None, batch_size: int | None, as_json: bool, out_file: Path | None,
-                 no_progress: bool) -> None:
-    """Text -> identity (Top-1/5/10, MRR, CMC AUC@20) and image re-id (Top-1/5/10, mAP) figures, in percent."""
+def eval_command(dataset: str, model: str | None, batch_size: int | None, raw_captions: bool, as_json: bool,
+                 out_file: Path | None, no_progress: bool) -> None:
+    """Text -> identity (Top-1/5/10, MRR, CMC AUC@20) and image re-id (Top-1/5/10, mAP) figures, in percent.
+
+    Text -> identity queries are every caption of every image of the split, a caption shared by several
+    images counted once per image (the model card's count). Captions are normalised to comma-separated
+    visual features ("A man wearing a grey hoodie." -> "man, grey hoodie"), as in training, unless
+    --raw-captions. The model runs on the runtime and precision the settings choose.
+    """
     from camtrace.embedding.encoder import ImageTextEncoder
     from camtrace.training.datasets import load_dataset
     from camtrace.training.evaluate import evaluate_model, format_table
 
     settings = load_settings()
-    data = load_dataset(dataset)
+    data = load_dataset(dataset, raw_captions=raw_captions)
     encoder = ImageTextEncoder.from_settings(settings, model)
     figures = evaluate_model(encoder, data, batch_size=batch_size or settings.embed_batch_size, progress=not no_progress)
-    record = {"dataset": dataset, "model": encoder.model_name, "model_version": encoder.model_version, **figures}
+    record = {"dataset": dataset, "model": encoder.model_name, "model_version": encoder.model_version,
+              "runtime": encoder.runtime_label, "captions": "raw" if raw_captions else "normalised", **figures}
     if out_file is not None:
         out_file.parent.mkdir(parents=True, exist_ok=True)
         out_file.write_text(json.dumps(record, indent=2))
     if as_json:
         click.echo(json.dumps(record, indent=2))
     else:
-        click.echo(f"{dataset} with {record['model_version']}\n{format_table(figures)}")
+        click.echo(f"{dataset} with {record['model_version']} on {record['runtime']}, {record['captions']} captions\n"
+                   f"{format_table(figures)}")
 
 
 @cli.group()
