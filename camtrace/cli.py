@@ -568,7 +568,8 @@ def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     if queue:  # the train worker trains, registers and (with CAMTRACE_AUTO_PROMOTE) promotes
-        from camtrace.training.schedule import TrainRequest, submit_training
+        from camtrace.training.schedule import TrainRequest
+        from camtrace.workers.jobs import submit_training
 
         task_id = submit_training(settings, TrainRequest(
             datasets=list(datasets), val=val, base=base, out_dir=str(out_dir.resolve()), epochs=epochs,
@@ -682,10 +683,12 @@ def models_list(as_json: bool) -> None:
 def models_promote(model_id: int, force: bool, no_progress: bool, as_json: bool) -> None:
     """Re-index with model MODEL_ID and switch to it, if it beats the active model by CAMTRACE_PROMOTE_MARGIN."""
     from camtrace.training.promotion import promote
+    from camtrace.workers.jobs import reindex_runner
 
     services = make_services()
     try:
-        result = promote(services, model_id, force=force, progress=not no_progress)
+        result = promote(services, model_id, force=force, progress=not no_progress,
+                         run_elsewhere=reindex_runner(services))
     finally:
         services.close()
     if as_json:
@@ -705,10 +708,11 @@ def models_promote(model_id: int, force: bool, no_progress: bool, as_json: bool)
 def models_rollback(no_progress: bool) -> None:
     """Switch back to the previously active model and its index."""
     from camtrace.training.promotion import rollback
+    from camtrace.workers.jobs import reindex_runner
 
     services = make_services()
     try:
-        restored = rollback(services, progress=not no_progress)
+        restored = rollback(services, progress=not no_progress, run_elsewhere=reindex_runner(services))
     finally:
         services.close()
     if restored is None:

@@ -22,7 +22,7 @@ from camtrace.embedding import ImageTextEncoder
 from camtrace.embedding.tiny_model import build_tiny_siglip
 from camtrace.search import SearchService
 from camtrace.storage import EdgeIndex
-from camtrace.training.promotion import PromotionRefused, promote, rollback
+from camtrace.training.promotion import PromotionRefused, ReindexWork, promote, reindex_batch, rollback
 from camtrace.workers.jobs import apply_retention
 from camtrace.workers.local import ingest_local
 from click.testing import CliRunner
@@ -320,3 +320,30 @@ def test_a_promoted_model_runs_on_the_runtime_and_precision_the_settings_choose(
         on_gpu = make_settings({**env, **changed, "CAMTRACE_GPU_PRECISION": "fp16"})
         assert Services(on_gpu).encoder_for(entry).gpu_precision == "fp16"
         other.close()
+
+
+def test_a_promotion_hands_its_batches_to_the_runner_it_is_given(env, other_models) -> None:
+    """The stage says what to re-embed (typed ReindexWork); whoever runs it (the embed workers, here this
+    process doing what a reindex task does) writes the index the stage then switches to."""
+    services = Services(make_settings(env))
+    b = services.registry.register(other_models[0], metrics=top1(50.0))
+    job = services.db.create_job("reindex", "model:test")
+    handed: list[ReindexWork] = []
+    encoders: dict = {}
+
+    def run_here(work: ReindexWork, bar) -> int:
+        handed.append(work)
+        written = sum(reindex_batch(services, job.id, work.model_id, batch, encoders) for batch in work.batches)
+        bar.update(written)
+        return written
+
+    result = promote(services, b, progress=False, run_elsewhere=run_here)
+    detections = {row.point_id for page in services.db.detection_pages() for row in page}
+    assert [work.model_id for work in handed] == [b]  # one pass found everything; the late pass nothing
+    assert all(0 < len(batch) <= 16 for batch in handed[0].batches)  # CAMTRACE_REINDEX_BATCH_SIZE
+    assert sorted(p for batch in handed[0].batches for p in batch) == sorted(detections)
+    assert result.reindex.embedded == handed[0].points == len(detections)
+    model = services.model()
+    assert model.model_id == b and all_point_ids(model.index) == detections
+    assert services.db.get_job(job.id).segments_done == len(handed[0].batches)
+    services.close()
