@@ -241,12 +241,6 @@ def test_models_without_results_are_judged_on_the_validation_set(
     services.close()
 
 
-@pytest.fixture
-def torch_threads_restored():
-    threads = torch.get_num_threads()  # CAMTRACE_CPU_THREADS sets it for the whole process
-    yield
-    torch.set_num_threads(threads)
-
 
 def stored_and_crop(services: Services, model, camera_id: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """(vector in the index, crop image) of every point of one camera."""
