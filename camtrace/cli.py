@@ -421,11 +421,15 @@ def retention(days: float | None) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
 def status(as_json: bool) -> None:
-    """Queues (depth), workers and cameras at a glance."""
+    """Queues (depth), workers and cameras at a glance; the embedding model in service and its runtime."""
     from camtrace.workers.ops import cluster_status
 
     services = make_services()
     report = cluster_status(services)
+    try:
+        report.update(embedder_facts(services.model()))
+    except CamtraceError as exc:  # the status of the rest is still worth showing
+        report.update(model_version=None, model_id=None, embed_runtime=f"unknown: {exc}")
     report.update(detector_facts(services))
     broker_down = 1 if report.get("broker_error") else 0  # monitoring scripts see the outage in the exit code
     if as_json:
@@ -445,8 +449,17 @@ def status(as_json: bool) -> None:
             click.echo("no workers answered")
     for camera in report["cameras"]:
         click.echo(f"camera {camera_line(camera)}")
+    which = "CAMTRACE_EMBED_MODEL" if report["model_id"] is None else f"registry model {report['model_id']}"
+    click.echo(f"embedder {report['model_version'] or '?'} ({which}): {report['embed_runtime']}")
     click.echo(f"detector input {report['detector_imgsz']} px ({report['detector_imgsz_from']}), runtime {report['runtime']}")
     sys.exit(broker_down)
+
+
+def embedder_facts(model) -> dict:
+    """The embedding model in service and what runs it here: the settings' runtime and precision, or PyTorch
+    for a model ONNX cannot take (read from its config: no weights load)."""
+    return {"model_version": model.encoder.model_version, "model_id": model.model_id,
+            "embed_runtime": model.encoder.runtime_label}
 
 
 def detector_facts(services) -> dict:
@@ -555,7 +568,8 @@ def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     if queue:  # the train worker trains, registers and (with CAMTRACE_AUTO_PROMOTE) promotes
-        from camtrace.training.schedule import TrainRequest, submit_training
+        from camtrace.training.schedule import TrainRequest
+        from camtrace.workers.jobs import submit_training
 
         task_id = submit_training(settings, TrainRequest(
             datasets=list(datasets), val=val, base=base, out_dir=str(out_dir.resolve()), epochs=epochs,
@@ -602,31 +616,38 @@ def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr
 @click.option("--dataset", required=True, help="Evaluation data as KIND:PATH.")
 @click.option("--model", help="Model folder or hub id (default: CAMTRACE_EMBED_MODEL with CAMTRACE_EMBED_PROCESSOR).")
 @click.option("--batch-size", type=int, help="Images per forward pass (default: CAMTRACE_EMBED_BATCH_SIZE).")
+@click.option("--raw-captions", is_flag=True,
+              help="Query with the dataset's captions exactly as given, not normalised to comma-separated features.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.option("--out", "out_file", type=click.Path(path_type=Path), help="Also write the figures as JSON to this file.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def eval_command(dataset: str, model: str | None, batch_size: int | None, as_json: bool, out_file: Path | None,
-                 no_progress: bool) -> None:
-    """Text -> identity (Top-1/5/10, MRR, CMC AUC@20) and image re-id (Top-1/5/10, mAP) figures, in percent."""
+def eval_command(dataset: str, model: str | None, batch_size: int | None, raw_captions: bool, as_json: bool,
+                 out_file: Path | None, no_progress: bool) -> None:
+    """Text -> identity (Top-1/5/10, MRR, CMC AUC@20) and image re-id (Top-1/5/10, mAP) figures, in percent.
+
+    Text -> identity queries are every caption of every image of the split, a caption shared by several
+    images counted once per image (the model card's count). Captions are normalised to comma-separated
+    visual features ("A man wearing a grey hoodie." -> "man, grey hoodie"), as in training, unless
+    --raw-captions. The model runs on the runtime and precision the settings choose.
+    """
     from camtrace.embedding.encoder import ImageTextEncoder
     from camtrace.training.datasets import load_dataset
     from camtrace.training.evaluate import evaluate_model, format_table
 
     settings = load_settings()
-    data = load_dataset(dataset)
-    encoder = ImageTextEncoder.from_settings(settings) if model is None else ImageTextEncoder(
-        model, None, device=settings.device, batch_size=settings.embed_batch_size,
-        text_max_length=settings.embed_text_max_length,
-    )
+    data = load_dataset(dataset, raw_captions=raw_captions)
+    encoder = ImageTextEncoder.from_settings(settings, model)
     figures = evaluate_model(encoder, data, batch_size=batch_size or settings.embed_batch_size, progress=not no_progress)
-    record = {"dataset": dataset, "model": encoder.model_name, "model_version": encoder.model_version, **figures}
+    record = {"dataset": dataset, "model": encoder.model_name, "model_version": encoder.model_version,
+              "runtime": encoder.runtime_label, "captions": "raw" if raw_captions else "normalised", **figures}
     if out_file is not None:
         out_file.parent.mkdir(parents=True, exist_ok=True)
         out_file.write_text(json.dumps(record, indent=2))
     if as_json:
         click.echo(json.dumps(record, indent=2))
     else:
-        click.echo(f"{dataset} with {record['model_version']}\n{format_table(figures)}")
+        click.echo(f"{dataset} with {record['model_version']} on {record['runtime']}, {record['captions']} captions\n"
+                   f"{format_table(figures)}")
 
 
 @cli.group()
@@ -662,10 +683,12 @@ def models_list(as_json: bool) -> None:
 def models_promote(model_id: int, force: bool, no_progress: bool, as_json: bool) -> None:
     """Re-index with model MODEL_ID and switch to it, if it beats the active model by CAMTRACE_PROMOTE_MARGIN."""
     from camtrace.training.promotion import promote
+    from camtrace.workers.jobs import reindex_runner
 
     services = make_services()
     try:
-        result = promote(services, model_id, force=force, progress=not no_progress)
+        result = promote(services, model_id, force=force, progress=not no_progress,
+                         run_elsewhere=reindex_runner(services))
     finally:
         services.close()
     if as_json:
@@ -685,10 +708,11 @@ def models_promote(model_id: int, force: bool, no_progress: bool, as_json: bool)
 def models_rollback(no_progress: bool) -> None:
     """Switch back to the previously active model and its index."""
     from camtrace.training.promotion import rollback
+    from camtrace.workers.jobs import reindex_runner
 
     services = make_services()
     try:
-        restored = rollback(services, progress=not no_progress)
+        restored = rollback(services, progress=not no_progress, run_elsewhere=reindex_runner(services))
     finally:
         services.close()
     if restored is None:
@@ -826,13 +850,13 @@ def links_learn(as_json: bool) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def stats(as_json: bool) -> None:
-    """Counts of cameras, videos, tracks and points, and the model version."""
+    """Counts of cameras, videos, tracks and points; the embedding model in service and its runtime."""
     services = make_services()
     try:
         counts = dict(services.db.counts())
         model = services.model()
         counts["points"] = model.index.count()
-        counts["model_version"] = model.encoder.model_version
+        counts.update(embedder_facts(model))
         counts.update(detector_facts(services))
     finally:
         services.close()
@@ -840,7 +864,7 @@ def stats(as_json: bool) -> None:
         click.echo(json.dumps(counts, indent=2))
     else:
         for key, value in counts.items():
-            click.echo(f"{key:<14} {value}")
+            click.echo(f"{key:<14} {'-' if value is None else value}")
 
 
 @cli.command()

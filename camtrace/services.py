@@ -151,25 +151,17 @@ class Services:
             self._model, self._model_key, self._pinned = model, (model.model_id, model.index_name), True
 
     def _build_model(self, model_id: int | None, index_name: str | None) -> EmbeddingModel:
-        from camtrace.embedding import ImageTextEncoder
-
-        if model_id is None:
-            encoder = ImageTextEncoder.from_settings(self.settings)
-        else:
-            encoder = self.encoder_for(self.registry.get(model_id))
+        encoder = self.encoder_for(None if model_id is None else self.registry.get(model_id))
         return EmbeddingModel(self.settings, encoder, model_id, index_name, keep_index_open=self.keep_index_open)
 
-    def encoder_for(self, entry):
-        """An encoder (not loaded yet) for a registered model, with this host's device and batch settings."""
+    def encoder_for(self, entry=None):
+        """An encoder (not loaded yet) of a registered model (None: CAMTRACE_EMBED_MODEL), on the device,
+        runtime, precision and threads of this host's settings, like every other encoder."""
         from camtrace.embedding import ImageTextEncoder
 
-        return ImageTextEncoder(
-            entry.folder,
-            entry.processor,
-            device=self.settings.device,
-            batch_size=self.settings.embed_batch_size,
-            text_max_length=self.settings.embed_text_max_length,
-        )
+        if entry is None:
+            return ImageTextEncoder.from_settings(self.settings)
+        return ImageTextEncoder.from_settings(self.settings, entry.folder, entry.processor)
 
     @property
     def encoder(self):

@@ -285,10 +285,17 @@ class ImageTextEncoder(InferenceModel):
         self._config_dim: int | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ImageTextEncoder:
+    def from_settings(
+        cls, settings: Settings, model: str | os.PathLike[str] | None = None, processor: str | None = None
+    ) -> ImageTextEncoder:
+        """The one way camtrace builds an encoder: ``model`` (a registry entry's folder, a folder named on the
+        command line; None: CAMTRACE_EMBED_MODEL with its processor) on the device, runtime, precision, CPU
+        threads, exports folder and batch sizes the settings choose. ``processor`` None: the model's own."""
+        if model is None:
+            model, processor = settings.embed_model, settings.effective_embed_processor()
         return cls(
-            settings.embed_model,
-            settings.effective_embed_processor(),
+            model,
+            processor,
             device=settings.device,
             batch_size=settings.embed_batch_size,
             text_max_length=settings.embed_text_max_length,
@@ -304,23 +311,34 @@ class ImageTextEncoder(InferenceModel):
         return f"ImageTextEncoder({self.model_name!r}, processor={self.processor_name!r}, {state})"
 
     # -- loading -----------------------------------------------------------
+    def _config_and_family(self) -> tuple[Any, ModelFamily]:
+        """The model's config.json and its family: no weights are read."""
+        from transformers import AutoConfig
+
+        config = _from_pretrained(AutoConfig.from_pretrained, self.model_name, "model")
+        family = MODEL_FAMILIES.get(getattr(config, "model_type", ""))
+        if family is None:
+            raise _load_error(
+                self.model_name,
+                "model",
+                f"model type {getattr(config, 'model_type', None)!r} is not an image-text family camtrace knows "
+                f"(supported: {', '.join(sorted(MODEL_FAMILIES))})",
+            )
+        return config, family
+
+    def _images_on_onnx(self, family: ModelFamily) -> bool:
+        """The image side runs on ONNX Runtime: the runtime says so and the family's input has a fixed size."""
+        return self.runtime == "onnx" and family.fixed_image_size
+
     def _load(self) -> None:
-        from transformers import AutoConfig, AutoProcessor
+        from transformers import AutoProcessor
         from transformers.utils import logging as hf_logging
 
         # Workers and the CLI have their own progress reporting; keep transformers' bars out of it.
         hf_logging.disable_progress_bar()
 
         ref = self.model_name
-        config = _from_pretrained(AutoConfig.from_pretrained, ref, "model")
-        family = MODEL_FAMILIES.get(getattr(config, "model_type", ""))
-        if family is None:
-            raise _load_error(
-                ref,
-                "model",
-                f"model type {getattr(config, 'model_type', None)!r} is not an image-text family camtrace knows "
-                f"(supported: {', '.join(sorted(MODEL_FAMILIES))})",
-            )
+        config, family = self._config_and_family()
         image_dim, text_dim = family.dims(config)
         if image_dim != text_dim:
             raise _load_error(ref, "model", f"image ({image_dim}) and text ({text_dim}) embeddings differ in size")
@@ -332,10 +350,9 @@ class ImageTextEncoder(InferenceModel):
         version = folder_version(folder) if folder is not None else None
         if version is None and (commit := hub_cached_commit(ref)) is not None:
             version = f"{ref}@{commit[:12]}"
-        use_onnx = self.runtime == "onnx"
-        if use_onnx and not family.fixed_image_size:
+        use_onnx = self._images_on_onnx(family)
+        if self.runtime == "onnx" and not use_onnx:
             log.warning("%s (%s) has variable-size image input: it runs on PyTorch", ref, config.model_type)
-            use_onnx = False
         if use_onnx and self.exports_dir is None:
             raise ConfigError("the ONNX runtime needs a folder for its exports; set CAMTRACE_DATA_DIR")
         model = None if use_onnx else self._load_torch_model(ref, device, dtype)
@@ -429,26 +446,25 @@ class ImageTextEncoder(InferenceModel):
             if self._bundle is not None:
                 return self._bundle.dim
             if self._config_dim is None:
-                from transformers import AutoConfig
-
-                config = _from_pretrained(AutoConfig.from_pretrained, self.model_name, "model")
-                family = MODEL_FAMILIES.get(getattr(config, "model_type", ""))
-                if family is None:
-                    raise _load_error(
-                        self.model_name, "model", f"model type {getattr(config, 'model_type', None)!r} is not supported"
-                    )
+                config, family = self._config_and_family()
                 self._config_dim = family.dims(config)[0]
             return self._config_dim
 
     @property
     def runtime_label(self) -> str:
-        """What runs the image side, e.g. ``onnx int8`` or ``torch bf16`` (loads the model)."""
-        bundle = self._get_bundle()
-        if bundle.session is not None:
-            return f"onnx {bundle.quantization}"
-        return "torch " + {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32"}.get(
-            str(bundle.dtype), str(bundle.dtype)
-        )
+        """What runs the image side, e.g. ``onnx int8`` or ``torch bf16``. Before loading it is read from the
+        config and the settings, so reporting it (``camtrace stats``) loads no weights."""
+        bundle = self._bundle
+        if bundle is not None:
+            if bundle.session is not None:
+                return f"onnx {bundle.quantization}"
+            dtype = bundle.dtype
+        else:
+            _, family = self._config_and_family()
+            if self._images_on_onnx(family):
+                return f"onnx {self.onnx_quantization}"
+            dtype = inference_dtype(self.device, self.gpu_precision)
+        return "torch " + _DTYPE_NAMES.get(str(dtype), str(dtype))
 
     @property
     def model_version(self) -> str:
@@ -538,6 +554,7 @@ class ImageTextEncoder(InferenceModel):
 
 
 ONNX_QUANTIZE = ("auto", "int8", "fp32")
+_DTYPE_NAMES = {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32"}
 
 
 def export_vision_tower(ref: str, image_size: int, work: Path, quantization: str) -> Path:

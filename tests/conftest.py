@@ -48,3 +48,14 @@ def footage(session_dir: Path):
     from camtrace.synthetic import generate_footage
 
     return generate_footage(session_dir / "footage", cameras=3, identities=5, seconds=8.0, fps=10, seed=7)
+
+
+@pytest.fixture
+def torch_threads_restored():
+    """PyTorch's thread count is per process (CAMTRACE_CPU_THREADS sets it, and so does Ultralytics on a
+    CPU: cores - 1): a test that changes it gives the other tests theirs back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -8,22 +8,28 @@ validation results are given at registration, as a training run stores them.
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 import threading
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+import torch
+from camtrace.embedding import ImageTextEncoder
 from camtrace.embedding.tiny_model import build_tiny_siglip
 from camtrace.search import SearchService
 from camtrace.storage import EdgeIndex
-from camtrace.training.promotion import PromotionRefused, promote, rollback
+from camtrace.training.promotion import PromotionRefused, ReindexWork, promote, reindex_batch, rollback
 from camtrace.workers.jobs import apply_retention
 from camtrace.workers.local import ingest_local
 from click.testing import CliRunner
 from detection_fixtures import cli_env
 
 from camtrace.cli import cli
+from camtrace.exports import MANIFEST, folder_name
 from camtrace.services import Services
 from camtrace.settings import Settings
 
@@ -185,7 +191,7 @@ def test_better_model_is_promoted_while_searches_go_on_and_rollback_restores(env
     results = SearchService(services).by_text(QUERY, limit=3)
     assert results and all(Path(r.crop).is_file() for r in results)
     listing = runner.invoke(cli, ["models", "list", "--json"], env=env)
-    assert [row["status"] for row in __import__("json").loads(listing.output)] == ["registered"] * 3
+    assert [row["status"] for row in json.loads(listing.output)] == ["registered"] * 3
     searcher.close()
     services.close()
 
@@ -232,4 +238,106 @@ def test_models_without_results_are_judged_on_the_validation_set(
     stored = services.registry.get(b)
     assert stored.metrics["dataset"] == spec and stored.metric("text_to_identity.top1") is not None
     assert stored.index_name is None and services.registry.active() is None
+    services.close()
+
+
+
+def stored_and_crop(services: Services, model, camera_id: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(vector in the index, crop image) of every point of one camera."""
+    rows = [row for page in services.db.detection_pages() for row in page if row.camera_id == camera_id]
+    stored = {point.id: point.vector for point in model.index.retrieve([row.point_id for row in rows])}
+    return [
+        (stored[row.point_id], cv2.cvtColor(cv2.imread(str(services.crops.path(row.crop_key))), cv2.COLOR_BGR2RGB))
+        for row in rows
+    ]
+
+
+def test_a_promoted_model_runs_on_the_runtime_and_precision_the_settings_choose(
+    env, other_models, footage, caplog, torch_threads_restored
+) -> None:
+    settings = make_settings(env)  # a CPU site on the default runtime: ONNX Runtime, int8 embedder
+    services = Services(settings)
+    b = services.registry.register(other_models[0], metrics=top1(50.0))
+    promote(services, b, progress=False)
+    entry = services.registry.get(b)
+    versions = settings.exports_dir / folder_name(entry.model_version)
+    manifest = versions / "vision-int8" / MANIFEST
+    assert manifest.is_file()  # the promotion's re-index built B's export
+    built_at = manifest.stat().st_mtime_ns
+    services.close()
+
+    # The next ingest, by a process that starts after the switch, embeds with B on ONNX int8 and reuses the export.
+    caplog.set_level(logging.WARNING, logger="camtrace.exports")
+    caplog.clear()
+    ingester = Services(settings)
+    third = sorted(footage.videos)[2]
+    ingest_local(ingester, str(footage.videos[third]), third, footage.start_ts[third], progress=False)
+    model = ingester.model()
+    assert model.model_id == b and model.encoder.runtime_label == "onnx int8"
+    assert model.encoder._bundle.session is not None
+    assert manifest.stat().st_mtime_ns == built_at and sorted(p.name for p in versions.iterdir() if p.is_dir()) == ["vision-int8"]
+    assert not [r for r in caplog.records if "building" in r.getMessage()]
+    # The vectors written are B's int8 ones, not what PyTorch fp32 makes of the same crops.
+    pairs = stored_and_crop(ingester, model, third)
+    assert len(pairs) > 3
+    crops = [crop for _, crop in pairs]
+    stored = np.stack([vector for vector, _ in pairs])
+    np.testing.assert_allclose(stored, model.encoder.encode_images(crops), atol=1e-5)
+    on_torch = ImageTextEncoder(other_models[0], None, device="cpu", runtime="torch")
+    assert np.abs(stored - on_torch.encode_images(crops)).max() > 1e-3
+    ingester.close()
+
+    # stats and status name the model in service and what runs it.
+    runner = CliRunner()
+    for command in ("stats", "status"):
+        shown = runner.invoke(cli, [command, "--json"], env=env)
+        assert shown.exit_code == 0, shown.output
+        facts = json.loads(shown.output)
+        assert (facts["model_id"], facts["model_version"], facts["embed_runtime"]) == (b, entry.model_version, "onnx int8")
+    text = runner.invoke(cli, ["status"], env=env)
+    assert f"embedder {entry.model_version} (registry model {b}): onnx int8" in text.output
+    assert sorted(p.name for p in versions.iterdir() if p.is_dir()) == ["vision-int8"]  # reporting built nothing
+
+    # Other settings, other runtime and precision for the same registered model.
+    for changed, label in (({"CAMTRACE_RUNTIME": "torch"}, "torch fp32"),
+                           ({"CAMTRACE_ONNX_QUANTIZE": "fp32", "CAMTRACE_CPU_THREADS": "1"}, "onnx fp32")):
+        other = Services(make_settings({**env, **changed}))
+        encoder = other.model().encoder
+        assert other.model().model_id == b and encoder.runtime_label == label
+        encoder.load()
+        assert encoder.runtime_label == label
+        if label == "onnx fp32":
+            assert encoder._bundle.session.get_session_options().intra_op_num_threads == 1
+            assert (versions / "vision-fp32" / MANIFEST).is_file()
+        else:
+            assert encoder._bundle.session is None and encoder._bundle.model is not None
+        on_gpu = make_settings({**env, **changed, "CAMTRACE_GPU_PRECISION": "fp16"})
+        assert Services(on_gpu).encoder_for(entry).gpu_precision == "fp16"
+        other.close()
+
+
+def test_a_promotion_hands_its_batches_to_the_runner_it_is_given(env, other_models) -> None:
+    """The stage says what to re-embed (typed ReindexWork); whoever runs it (the embed workers, here this
+    process doing what a reindex task does) writes the index the stage then switches to."""
+    services = Services(make_settings(env))
+    b = services.registry.register(other_models[0], metrics=top1(50.0))
+    job = services.db.create_job("reindex", "model:test")
+    handed: list[ReindexWork] = []
+    encoders: dict = {}
+
+    def run_here(work: ReindexWork, bar) -> int:
+        handed.append(work)
+        written = sum(reindex_batch(services, job.id, work.model_id, batch, encoders) for batch in work.batches)
+        bar.update(written)
+        return written
+
+    result = promote(services, b, progress=False, run_elsewhere=run_here)
+    detections = {row.point_id for page in services.db.detection_pages() for row in page}
+    assert [work.model_id for work in handed] == [b]  # one pass found everything; the late pass nothing
+    assert all(0 < len(batch) <= 16 for batch in handed[0].batches)  # CAMTRACE_REINDEX_BATCH_SIZE
+    assert sorted(p for batch in handed[0].batches for p in batch) == sorted(detections)
+    assert result.reindex.embedded == handed[0].points == len(detections)
+    model = services.model()
+    assert model.model_id == b and all_point_ids(model.index) == detections
+    assert services.db.get_job(job.id).segments_done == len(handed[0].batches)
     services.close()

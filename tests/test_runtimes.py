@@ -81,12 +81,6 @@ def spinning(session) -> str:
     return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
 
 
-@pytest.fixture
-def torch_threads_restored():
-    threads = torch.get_num_threads()  # the setting is per process: give the other tests theirs back
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_onnx_sessions_run_on_the_set_threads_without_spinning(
     tiny_siglip_dir, tiny_yolo_dir, tmp_path, crops, torch_threads_restored

@@ -18,6 +18,7 @@ def test_text_to_identity_takes_the_best_image_per_identity_and_breaks_ties_pess
         ]
     )
     figures = text_to_identity_metrics(scores, ["A", "B", "C", "D"], gallery_ids)
+    assert (figures["queries"], figures["images"]) == (3, 4)  # D is not counted
     assert figures["top1"] == pytest.approx(100 / 3)
     assert figures["top5"] == pytest.approx(100.0)
     assert figures["top10"] == pytest.approx(100.0)
@@ -65,7 +66,7 @@ def test_reid_distractors_count_as_non_matches_and_a_gallery_without_matches_giv
     assert figures["top1"] == 0.0 and figures["top5"] == 100.0
     assert figures["map"] == pytest.approx(50.0)
     assert reid_metrics(scores, ["5"], ["0000", "5"], ["c1"], ["c2", "c1"]) == {
-        "top1": 0.0, "top5": 0.0, "top10": 0.0, "map": 0.0
+        "top1": 0.0, "top5": 0.0, "top10": 0.0, "map": 0.0, "queries": 0, "images": 2
     }
 
 

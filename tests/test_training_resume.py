@@ -34,14 +34,14 @@ def _killed_run(args: list[str], env: dict[str, str]) -> subprocess.CompletedPro
     return subprocess.run([sys.executable, "-c", _KILLED_RUN, *args], env=env, capture_output=True, text=True, timeout=300)
 
 
-def _cli(args: list[str]):
+def _cli(args: list[str], **env: str):
     """The CLI in this process, on one thread as the killed process runs (same kernels, same sums)."""
     from camtrace.cli import cli
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return CliRunner().invoke(cli, args, env={"CAMTRACE_DEVICE": "cpu"})
+        return CliRunner().invoke(cli, args, env={"CAMTRACE_DEVICE": "cpu", **env})
     finally:
         torch.set_num_threads(threads)
 
@@ -82,12 +82,14 @@ def test_a_killed_run_resumes_to_the_same_weights(tiny_siglip_dir, footage, tmp_
     vectors = ImageTextEncoder(crashed, device="cpu").encode_texts(["red top, blue trousers"])
     assert vectors.shape[0] == 1
     report = tmp_path / "eval.json"
+    # The data dir holds the runtime's exports (ONNX on a CPU), as for any model eval runs.
     result = _cli(["eval", "--dataset", f"synthetic:{footage.root}", "--model", str(crashed), "--json", "--out", str(report),
-                   "--no-progress"])
+                   "--no-progress"], CAMTRACE_DATA_DIR=str(tmp_path / "data"))
     assert result.exit_code == 0, result.output
     figures = json.loads(report.read_text())
-    assert set(figures["text_to_identity"]) == {"top1", "top5", "top10", "mrr", "cmc_auc20"}
-    assert set(figures["image_reid"]) == {"top1", "top5", "top10", "map"}
+    assert set(figures["text_to_identity"]) == {"top1", "top5", "top10", "mrr", "cmc_auc20", "queries", "images"}
+    assert set(figures["image_reid"]) == {"top1", "top5", "top10", "map", "queries", "images"}
+    assert figures["runtime"] == "onnx int8" and list((tmp_path / "data" / "exports").iterdir())
     assert json.loads(result.output) == figures
 
 

@@ -21,7 +21,10 @@ held in memory), an identity, a camera, captions and a split. Kinds:
   the rest test.
 
 A camera of "" means unknown (JSON kinds without a ``camera`` field, CSV without the column).
-Captions are normalised to comma-separated visual features (``normalise_caption``).
+Captions are normalised to comma-separated visual features (``normalise_caption``), the form the
+model is trained and queried with; ``raw_captions=True`` keeps them exactly as the dataset gives
+them (the form published text-to-person results are measured on). Blank captions, and captions with
+no feature left after normalisation, are dropped.
 """
 
 from __future__ import annotations
@@ -173,8 +176,10 @@ def parse_spec(spec: str) -> tuple[str, Path]:
     return kind, Path(path).expanduser()
 
 
-def load_dataset(spec: str) -> PersonDataset:
-    """``KIND:PATH`` -> PersonDataset; a missing path or a malformed entry raises InputError naming it."""
+def load_dataset(spec: str, *, raw_captions: bool = False) -> PersonDataset:
+    """``KIND:PATH`` -> PersonDataset; a missing path or a malformed entry raises InputError naming it.
+
+    Captions are normalised unless ``raw_captions``."""
     kind, path = parse_spec(spec)
     if not path.exists():
         raise InputError(f"dataset {spec!r}: {path} does not exist")
@@ -190,6 +195,8 @@ def load_dataset(spec: str) -> PersonDataset:
         samples = _load_synthetic(path)
     if not samples:
         raise InputError(f"dataset {spec!r} holds no images")
+    if not raw_captions:
+        samples = [replace(s, captions=_normalised(s.captions)) for s in samples]
     return PersonDataset(samples, f"{kind}:{path.name}")
 
 
@@ -235,7 +242,7 @@ def _load_json(path: Path, path_key: str) -> list[Sample]:
         if not image.is_file():  # found now rather than hours into a training run
             raise InputError(f"{where}: image {image} does not exist")
         camera = str(entry.get("camera", entry.get("cam_id", "")))
-        samples.append(Sample(image, str(entry["id"]), camera, _captions(captions), split))
+        samples.append(Sample(image, str(entry["id"]), camera, _given(captions), split))
     return samples
 
 
@@ -246,7 +253,12 @@ def _check_split(split: str, where: str) -> str:
     return split
 
 
-def _captions(texts: Iterable[str]) -> list[str]:
+def _given(texts: Iterable[str]) -> list[str]:
+    """Captions as the dataset gives them, blank ones dropped."""
+    return [t for t in texts if t.strip()]
+
+
+def _normalised(texts: Iterable[str]) -> list[str]:
     return [c for c in (normalise_caption(t) for t in texts) if c]
 
 
@@ -300,7 +312,7 @@ def _load_csv(path: Path) -> list[Sample]:
             key = (path.parent / row["path"].strip(), row["identity"].strip(), split, (row.get("camera") or "").strip())
             if not key[0].is_file():
                 raise InputError(f"{where}: image {key[0]} does not exist")
-            by_path.setdefault(key, []).extend(_captions([row["caption"]]) if row["caption"].strip() else [])
+            by_path.setdefault(key, []).extend(_given([row["caption"]]))
     return [
         Sample(image, identity, camera, captions, split)
         for (image, identity, split, camera), captions in by_path.items()
@@ -383,7 +395,7 @@ def _load_synthetic(path: Path) -> list[Sample]:
         for box, crop in _crop_video(video, needed):
             identity = box["identity"]
             samples.append(
-                Sample(_array_loader(crop), identity, camera, _captions([descriptions[identity]]), split_of[identity])
+                Sample(_array_loader(crop), identity, camera, _given([descriptions[identity]]), split_of[identity])
             )
     return samples
 

@@ -6,8 +6,12 @@ Which images are queries and which the gallery:
 - otherwise (CUHK-style JSON, CSV, synthetic) the ``test`` split (or, for a dataset holding only
   ``val`` samples, those): every image is a query against all the others (the query itself and
   same-identity images on its own camera are removed, as the Market-1501 protocol does), and every
-  distinct (identity, caption) is a text query against all its images.
+  caption of every image is a text query against all the images of the split.
 An image with no camera ("" = unknown) counts as its own camera, so only the image itself is removed.
+
+Text queries follow the model card's count: one per caption of each query image, a caption that
+several images share (or one image repeats) counting once for each (CUHK-PEDES test: 3,074 images,
+6,156 queries). Whether captions are normalised is the dataset loader's choice (``load_dataset``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ class EvaluationSet:
 
     queries: list[Sample]
     gallery: list[Sample]
-    text_queries: list[tuple[str, str]]  # (identity, caption)
+    text_queries: list[tuple[str, str]]  # (identity, caption), one per caption of each query image
     protocol: str
 
 
@@ -52,7 +56,7 @@ def evaluation_set(dataset: PersonDataset) -> EvaluationSet:
             for i, s in enumerate(dataset.split(name).samples)
         ]
         queries, gallery, protocol = samples, samples, f"{name} split, each image against the rest"
-    text_queries = list(dict.fromkeys((s.identity, c) for s in queries for c in s.captions))
+    text_queries = [(s.identity, caption) for s in queries for caption in s.captions]
     return EvaluationSet(queries, gallery, text_queries, protocol)
 
 
@@ -66,9 +70,10 @@ def _encode_images(encoder, samples: list[Sample], batch_size: int, progress: bo
 def evaluate_model(encoder, dataset: PersonDataset, *, batch_size: int = 64, progress: bool = False) -> dict:
     """Text -> identity and image re-id figures (percentages) of ``encoder`` on ``dataset``.
 
-    Returns {"text_to_identity": {top1, top5, top10, mrr, cmc_auc20} or None when the
-    dataset has no captions, "image_reid": {top1, top5, top10, map} or None when no query
-    has a valid match}.
+    Returns {"text_to_identity": {top1, top5, top10, mrr, cmc_auc20, queries, images} or None
+    when the dataset has no captions, "image_reid": {top1, top5, top10, map, queries, images} or
+    None when no query has a valid match}; ``queries`` and ``images`` count the queries scored and
+    the gallery images.
     """
     chosen = evaluation_set(dataset)
     log.info("evaluating %s: %s", dataset.name, chosen.protocol)
@@ -76,7 +81,10 @@ def evaluate_model(encoder, dataset: PersonDataset, *, batch_size: int = 64, pro
     gallery_ids = [s.identity for s in chosen.gallery]
     result: dict = {"text_to_identity": None, "image_reid": None}
     if chosen.text_queries:
-        texts = encoder.encode_texts([caption for _, caption in chosen.text_queries])
+        # Each distinct caption is encoded once; its vector then stands for every query that uses it.
+        distinct = list(dict.fromkeys(caption for _, caption in chosen.text_queries))
+        row = {caption: i for i, caption in enumerate(distinct)}
+        texts = encoder.encode_texts(distinct)[[row[caption] for _, caption in chosen.text_queries]]
         result["text_to_identity"] = text_to_identity_metrics(
             texts @ gallery.T, [identity for identity, _ in chosen.text_queries], gallery_ids
         )
@@ -99,10 +107,11 @@ def format_table(result: dict) -> str:
         ("image_reid", ("top1", "top5", "top10", "map")),
     ):
         figures = result.get(protocol)
-        header = f"{protocol:<17}" + "".join(f"{key:>10}" for key in keys)
+        header = f"{protocol:<17}" + "".join(f"{key:>10}" for key in (*keys, "queries", "images"))
         lines.append(header)
         if figures is None:
             lines.append(f"{'':<17}{'n/a (no queries)':>20}")
         else:
-            lines.append(f"{'':<17}" + "".join(f"{figures[key]:>10.1f}" for key in keys))
+            counts = "".join(f"{figures.get(key, '-'):>10}" for key in ("queries", "images"))
+            lines.append(f"{'':<17}" + "".join(f"{figures[key]:>10.1f}" for key in keys) + counts)
     return "\n".join(lines)

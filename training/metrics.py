@@ -1,6 +1,7 @@
 """Retrieval metrics of the model card, as pure functions of a score matrix and id/camera arrays.
 
-Scores are similarities (higher is better); every figure is a percentage.
+Scores are similarities (higher is better); every figure is a percentage, except ``queries`` (the
+queries scored) and ``images`` (the gallery's size), which are counts.
 
 Ties are broken pessimistically: an item that scores the same as the true match
 ranks before it. A model that gives every candidate the same score therefore
@@ -47,7 +48,7 @@ def text_to_identity_metrics(scores, query_ids, gallery_ids, max_rank: int = CMC
             continue
         true_score = per_identity[q, position]
         ranks.append(int(np.sum(per_identity[q] >= true_score)))  # itself included: rank >= 1
-    return _rank_figures(np.array(ranks), max_rank)
+    return {**_rank_figures(np.array(ranks), max_rank), "queries": len(ranks), "images": len(gallery_ids)}
 
 
 def _rank_figures(ranks: np.ndarray, max_rank: int) -> dict[str, float]:
@@ -99,14 +100,16 @@ def reid_metrics(
         positions = np.flatnonzero(hits)
         first_match.append(positions[0] + 1)
         average_precisions.append(np.mean(np.arange(1, len(positions) + 1) / (positions + 1)))
+    counts = {"queries": len(first_match), "images": len(gallery_ids)}
     if not first_match:
-        return {"top1": 0.0, "top5": 0.0, "top10": 0.0, "map": 0.0}
+        return {"top1": 0.0, "top5": 0.0, "top10": 0.0, "map": 0.0, **counts}
     ranks = np.array(first_match)
     return {
         "top1": 100.0 * float(np.mean(ranks <= 1)),
         "top5": 100.0 * float(np.mean(ranks <= 5)),
         "top10": 100.0 * float(np.mean(ranks <= 10)),
         "map": 100.0 * float(np.mean(average_precisions)),
+        **counts,
     }
 
 

@@ -11,9 +11,11 @@ with that model's index (``Services.model()``), so vectors of two models are
 never mixed. The old index stays, and ``rollback`` switches back to it.
 
 A re-index is resumable: points already in the target index are skipped, so
-a promotion interrupted half-way continues where it stopped. With a broker
-configured the batches run as ``camtrace.reindex`` tasks on the embed
-workers, tracked as a ``reindex`` job in SQL.
+a promotion interrupted half-way continues where it stopped. Batches are
+embedded here, or handed as ``ReindexWork`` to a runner the caller passes
+(``run_elsewhere``): the workers' shell passes one when a broker is
+configured, which sends them as ``camtrace.reindex`` tasks to the embed
+workers. This module sends nothing itself.
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import cv2
@@ -66,6 +67,23 @@ class ReindexSummary:
     missing_crops: list[str] = field(default_factory=list)  # detections whose crop JPEG is gone
     removed: int = 0  # points whose detection retention deleted since the index was last in service
     seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ReindexWork:
+    """Points that model ``model_id`` (None: the configured one) must re-embed into its index, in batches:
+    what a re-index asks a runner to do elsewhere (one ``camtrace.reindex`` task per batch)."""
+
+    model_id: int | None
+    batches: list[list[str]]  # point ids
+
+    @property
+    def points(self) -> int:
+        return sum(len(batch) for batch in self.batches)
+
+
+# Does the work elsewhere and returns the points embedded there, advancing the progress bar as they come in.
+ReindexRunner = Callable[[ReindexWork, tqdm], int]
 
 
 @dataclass
@@ -161,9 +179,7 @@ def judge(services: Services, candidate: ModelEntry, baseline: ModelEntry | None
             "no registered model serves now and no validation set is known (CAMTRACE_VAL_DATASET): nothing to beat",
         )
     # The configured model serves and was never registered: measure it on the same set.
-    from camtrace.embedding import ImageTextEncoder
-
-    theirs = metric_value(evaluate_on(services, ImageTextEncoder.from_settings(settings), spec), metric)
+    theirs = metric_value(evaluate_on(services, services.encoder_for(None), spec), metric)
     return compare(candidate.id, mine, None, theirs, metric, margin, "the configured model (CAMTRACE_EMBED_MODEL)")
 
 
@@ -249,26 +265,23 @@ def remove_deleted_points(db: Database, index: VectorIndex) -> int:
 def open_model_index(services: Services, entry: ModelEntry | None, encoder=None):
     """(encoder, index) of a registered model (None: CAMTRACE_EMBED_MODEL); the index is created when missing."""
     if encoder is None:
-        if entry is None:
-            from camtrace.embedding import ImageTextEncoder
-
-            encoder = ImageTextEncoder.from_settings(services.settings)
-        else:
-            encoder = services.encoder_for(entry)
+        encoder = services.encoder_for(entry)
     encoder.load()
     return encoder, open_index(services.settings, encoder.model_version, encoder.dim)
 
 
 def reindex(
-    services: Services, entry: ModelEntry | None, *, progress: bool = True, in_service: bool = False, encoder=None
+    services: Services, entry: ModelEntry | None, *, progress: bool = True, in_service: bool = False, encoder=None,
+    run_elsewhere: ReindexRunner | None = None,
 ) -> ReindexSummary:
     """Fill the index of ``entry``'s model (None: CAMTRACE_EMBED_MODEL) with every SQL detection's
     crop, embedded by that model. Repeats until a pass finds nothing missing (ingest may add
     points meanwhile). An index out of service also loses points without a detection (none
-    is written there before its SQL row) and, in local mode, stays open throughout (opening
-    an Edge shard costs up to a second at 100k points); one ``in_service`` is opened per
-    call, so searches in other processes wait for one batch at most. With a broker the
-    workers write, so it is never held open here."""
+    is written there before its SQL row) and, when embedding here, stays open throughout
+    (opening an Edge shard costs up to a second at 100k points); one ``in_service`` is opened
+    per call, so searches in other processes wait for one batch at most. With ``run_elsewhere``
+    each pass's batches go to it as one ``ReindexWork`` and other processes write, so the
+    index is never held open here."""
     started = time.perf_counter()
     settings = services.settings
     encoder, index = open_model_index(services, entry, encoder)
@@ -276,7 +289,7 @@ def reindex(
     summary = ReindexSummary(model_id, index.name, 0, 0)
     label = "configured model" if entry is None else f"model {entry.id}"
     bar = tqdm(unit="crop", desc=f"re-index {label}", disable=not progress)
-    hold_open = contextlib.nullcontext() if in_service or settings.broker_url else index.session()
+    hold_open = contextlib.nullcontext() if in_service or run_elsewhere else index.session()
     try:
         with hold_open:
             for attempt in range(MAX_CATCH_UP_PASSES + 1):
@@ -299,8 +312,9 @@ def reindex(
                     )
                 bar.total = (bar.total or 0) + sum(len(b) for b in batches)
                 bar.refresh()
-                if settings.broker_url:
-                    summary.embedded += reindex_on_workers(services, entry, batches, progress=bar)
+                if run_elsewhere is not None:
+                    work = ReindexWork(model_id, [[row.point_id for row in batch] for batch in batches])
+                    summary.embedded += run_elsewhere(work, bar)
                     continue
                 for batch in batches:
                     with index.session():
@@ -317,37 +331,6 @@ def reindex(
         services.registry.set_index(entry.id, index.name)
     summary.seconds = round(time.perf_counter() - started, 2)
     return summary
-
-
-def reindex_on_workers(
-    services: Services, entry: ModelEntry | None, batches: list[list[Detection]], progress: tqdm | None = None,
-    poll_seconds: float = 0.5,
-) -> int:
-    """Send each batch of point ids as a ``camtrace.reindex`` task to the embed queue and follow the job."""
-    from camtrace.workers.celery_app import producer
-
-    db = services.db
-    model_id = None if entry is None else entry.id
-    job = db.create_job("reindex", f"model:{model_id or 'configured'}", job_id=f"reindex-{uuid.uuid4().hex}")
-    db.update_job(job.id, status="running", segments_total=len(batches))
-    app = producer(services.settings)
-    for batch in batches:
-        app.send_task(
-            "camtrace.reindex",
-            kwargs={"job_id": job.id, "model_id": model_id, "point_ids": [row.point_id for row in batch]},
-            ignore_result=True,
-        )
-    started = progress.n if progress is not None else 0
-    while True:
-        job = db.get_job(job.id)
-        if progress is not None:
-            progress.n = started + job.crops_indexed + job.frames  # frames: crops the workers could not find
-            progress.refresh()
-        if job.segments_done + job.segments_failed >= job.segments_total:
-            break
-        time.sleep(poll_seconds)
-    db.update_job(job.id, status="failed" if job.segments_failed else "done")
-    return job.crops_indexed
 
 
 def reindex_batch(
@@ -378,8 +361,12 @@ def switch_to(services: Services, entry: ModelEntry, index_name: str) -> None:
         index.activate()
 
 
-def promote(services: Services, model_id: int | str, *, force: bool = False, progress: bool = True) -> PromotionResult:
-    """Check, re-index and switch to a registered model (see the module docstring)."""
+def promote(
+    services: Services, model_id: int | str, *, force: bool = False, progress: bool = True,
+    run_elsewhere: ReindexRunner | None = None,
+) -> PromotionResult:
+    """Check, re-index (here, or through ``run_elsewhere``) and switch to a registered model (see the
+    module docstring)."""
     settings = services.settings
     registry: ModelRegistry = services.registry
     candidate = registry.get(model_id)
@@ -391,13 +378,14 @@ def promote(services: Services, model_id: int | str, *, force: bool = False, pro
     if not comparison.passed and not force:
         raise PromotionRefused(f"not promoted: {comparison.reason}; use --force to promote anyway")
     encoder = services.encoder_for(candidate)  # loaded once for both passes
-    summary = reindex(services, candidate, progress=progress, encoder=encoder)
+    summary = reindex(services, candidate, progress=progress, encoder=encoder, run_elsewhere=run_elsewhere)
     switch_to(services, candidate, summary.index_name)
     # Processes still holding the old model write to its index until they re-read the
     # pointer; one more pass after that picks up what they wrote.
     if settings.model_refresh_seconds:
         time.sleep(settings.model_refresh_seconds + 1.0)
-    late = reindex(services, registry.get(candidate.id), progress=False, in_service=True, encoder=encoder)
+    late = reindex(services, registry.get(candidate.id), progress=False, in_service=True, encoder=encoder,
+                   run_elsewhere=run_elsewhere)
     summary.embedded += late.embedded
     summary.points = late.points
     summary.missing_crops.extend(p for p in late.missing_crops if p not in summary.missing_crops)
@@ -411,7 +399,9 @@ def promote(services: Services, model_id: int | str, *, force: bool = False, pro
     )
 
 
-def rollback(services: Services, *, progress: bool = True) -> ModelEntry | None:
+def rollback(
+    services: Services, *, progress: bool = True, run_elsewhere: ReindexRunner | None = None
+) -> ModelEntry | None:
     """Switch back to the previously active model and its index (None: back to CAMTRACE_EMBED_MODEL).
 
     Crops ingested since the promotion are embedded into the restored index
@@ -419,7 +409,8 @@ def rollback(services: Services, *, progress: bool = True) -> ModelEntry | None:
     """
     registry = services.registry
     target = registry.rollback_target()
-    reindex(services, target, progress=progress)  # before the switch: searches never miss a point
+    # Before the switch: searches never miss a point.
+    reindex(services, target, progress=progress, run_elsewhere=run_elsewhere)
     restored = registry.rollback()
     if services.settings.qdrant_url:
         open_model_index(services, restored)[1].activate()

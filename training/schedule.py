@@ -1,9 +1,12 @@
 """Training runs on a schedule or on demand: decide, train, evaluate, register, maybe promote.
 
 Plain functions; the ``camtrace.train`` Celery task (workers/tasks.py) is a
-thin shell over them. Beat sends that task every CAMTRACE_TRAIN_INTERVAL_SECONDS;
-the worker then trains only when enough new labelled data has arrived since the
-newest registered model:
+thin shell over them. What should run elsewhere comes out as typed values and
+the workers' shell sends it: a ``TrainRequest`` (``camtrace train --queue``)
+and a promotion's re-index batches (``ReindexWork``, through ``run_elsewhere``).
+Beat sends that task every CAMTRACE_TRAIN_INTERVAL_SECONDS; the worker then
+trains only when enough new labelled data has arrived since the newest
+registered model:
 
 - new datasets: entries under CAMTRACE_TRAINING_DATA_DIR, laid out as
   ``<kind>/<entry>`` (``market1501/Market-1501``, ``csv/labels.csv``,
@@ -23,12 +26,15 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from camtrace.errors import BrokerError, ConfigError
+from camtrace.errors import ConfigError
 from camtrace.services import Services
-from camtrace.settings import Settings
+
+if TYPE_CHECKING:
+    from camtrace.training.promotion import ReindexRunner
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +163,11 @@ def train_config(services: Services, request: TrainRequest):
     )
 
 
-def run_training(services: Services, request: TrainRequest, *, progress: bool = False) -> TrainingOutcome:
-    """Train, register the model with its validation results and, when allowed, promote it."""
+def run_training(
+    services: Services, request: TrainRequest, *, progress: bool = False, run_elsewhere: ReindexRunner | None = None
+) -> TrainingOutcome:
+    """Train, register the model with its validation results and, when allowed, promote it (its re-index
+    here, or through ``run_elsewhere``)."""
     from camtrace.training.promotion import PromotionRefused, promote
     from camtrace.training.trainer import train
 
@@ -180,7 +189,7 @@ def run_training(services: Services, request: TrainRequest, *, progress: bool = 
     promoted, note = False, None
     if wants_promotion:
         try:
-            outcome = promote(services, model_id, progress=progress)
+            outcome = promote(services, model_id, progress=progress, run_elsewhere=run_elsewhere)
             promoted, note = True, outcome.comparison.reason
         except PromotionRefused as exc:
             note = str(exc)
@@ -188,24 +197,15 @@ def run_training(services: Services, request: TrainRequest, *, progress: bool = 
     return TrainingOutcome(model_id, str(result.out_dir), metrics or None, promoted, note)
 
 
-def maybe_train(services: Services, *, progress: bool = False) -> TrainingOutcome | None:
+def maybe_train(
+    services: Services, *, progress: bool = False, run_elsewhere: ReindexRunner | None = None
+) -> TrainingOutcome | None:
     """The scheduled run: train on every dataset found when enough new data has arrived, else nothing."""
     decision = training_due(services)
     if not decision.due:
         log.info("no training: %s", decision.reason)
         return None
     log.warning("training: %s", decision.reason)
-    return run_training(services, TrainRequest(datasets=decision.datasets), progress=progress)
+    return run_training(services, TrainRequest(datasets=decision.datasets), progress=progress,
+                        run_elsewhere=run_elsewhere)
 
-
-def submit_training(settings: Settings, request: TrainRequest) -> str:
-    """Queue a training run for the train worker (on demand); returns the task id."""
-    from camtrace.workers.celery_app import producer
-
-    if not settings.broker_url:
-        raise ConfigError("queueing a training run needs a broker: set CAMTRACE_BROKER_URL")
-    try:
-        result = producer(settings).send_task("camtrace.train", kwargs={"request": request.model_dump()})
-    except Exception as exc:  # kombu's OperationalError and the transport's own connection errors
-        raise BrokerError(f"cannot reach the broker {settings.broker_url} to queue the training run: {exc}") from exc
-    return result.id

@@ -1,14 +1,18 @@
-"""Jobs in distributed mode: planning an ingest, following its progress, retention.
+"""Jobs in distributed mode: planning an ingest, following its progress, retention; sending what the
+stages ask to run elsewhere (a training request, a promotion's re-index batches) as tasks.
 
-Plain functions over the stages and SQL; the Celery tasks and the CLI call them.
+Plain functions over the stages and SQL; the Celery tasks and the CLI call them. Tasks are sent by
+name, so producers (the CLI, the API, the camera service) never import the workers' code.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from camtrace.detection import absolute_source
 from camtrace.storage import Database
@@ -16,9 +20,14 @@ from camtrace.workers.messages import SegmentRef
 from camtrace.workers.pipeline import expand_within, open_sources, register_video
 from tqdm import tqdm
 
-from camtrace.errors import BrokerError, SourceError
+from camtrace.errors import BrokerError, ConfigError, SourceError
 from camtrace.services import Services
+from camtrace.settings import Settings
 from camtrace.validation import mask_secrets
+
+if TYPE_CHECKING:
+    from camtrace.training.promotion import ReindexRunner, ReindexWork
+    from camtrace.training.schedule import TrainRequest
 
 TERMINAL = ("done", "failed", "superseded")
 NOT_QUEUED = "could not queue the job"  # the error of a job the broker never took
@@ -111,12 +120,11 @@ def submit_ingest(
 ) -> str:
     """Queue an ingest job; returns its id at once (workers do the rest).
 
-    The task is sent by name, so producers (the CLI, the API, the camera
-    service) never import the workers' code. If the broker cannot take it,
-    the job is marked failed with the reason and ``BrokerError`` says which
-    broker and what to check; trying again with the same ``job_id`` reuses
-    that job instead of adding another. ``roots`` (HTTP ingest) limits the files the
-    workers may read to those folders (see ``plan_ingest``).
+    If the broker cannot take it, the job is marked failed with the reason and
+    ``BrokerError`` says which broker and what to check; trying again with the
+    same ``job_id`` reuses that job instead of adding another. ``roots`` (HTTP
+    ingest) limits the files the workers may read to those folders (see
+    ``plan_ingest``).
     """
     from camtrace.workers.celery_app import producer
 
@@ -136,15 +144,70 @@ def submit_ingest(
             **options,
         )
     except Exception as exc:  # kombu's OperationalError and the transport's own connection errors
-        from camtrace.workers.ops import broker_hint
-        from kombu.utils.url import maybe_sanitize_url
-
         db.update_job(job_id, status="failed", error=f"{NOT_QUEUED}: {exc}")
-        raise BrokerError(
-            f"cannot reach the broker {maybe_sanitize_url(settings.broker_url)} to queue {source}: {exc}; "
-            f"{broker_hint(settings.broker_url)} (nothing was queued)"
-        ) from exc
+        raise unreachable_broker(settings, source, exc) from exc
     return job_id
+
+
+def unreachable_broker(settings: Settings, what: str, exc: BaseException) -> BrokerError:
+    """The error of a task the broker did not take: which broker (without its password) and what to check."""
+    from camtrace.workers.ops import broker_hint
+    from kombu.utils.url import maybe_sanitize_url
+
+    return BrokerError(
+        f"cannot reach the broker {maybe_sanitize_url(settings.broker_url)} to queue {what}: {exc}; "
+        f"{broker_hint(settings.broker_url)} (nothing was queued)"
+    )
+
+
+def submit_training(settings: Settings, request: TrainRequest) -> str:
+    """Queue a training run for the train worker (on demand); returns the task id."""
+    from camtrace.workers.celery_app import producer
+
+    if not settings.broker_url:
+        raise ConfigError("queueing a training run needs a broker: set CAMTRACE_BROKER_URL")
+    try:
+        result = producer(settings).send_task("camtrace.train", kwargs={"request": request.model_dump()})
+    except Exception as exc:  # kombu's OperationalError and the transport's own connection errors
+        raise unreachable_broker(settings, "the training run", exc) from exc
+    return result.id
+
+
+def reindex_runner(services: Services) -> ReindexRunner | None:
+    """Where a promotion's re-index batches run: the embed workers when a broker is configured, else
+    nowhere else (None: the promoting process embeds them itself)."""
+    if not services.settings.broker_url:
+        return None
+    return functools.partial(reindex_on_workers, services)
+
+
+def reindex_on_workers(services: Services, work: ReindexWork, progress: tqdm | None = None,
+                       poll_seconds: float = 0.5) -> int:
+    """Send each batch of ``work`` as a ``camtrace.reindex`` task to the embed queue and follow the
+    ``reindex`` job in SQL until every batch is done or failed; returns the points the workers embedded."""
+    from camtrace.workers.celery_app import producer
+
+    db = services.db
+    job = db.create_job("reindex", f"model:{work.model_id or 'configured'}", job_id=f"reindex-{uuid.uuid4().hex}")
+    db.update_job(job.id, status="running", segments_total=len(work.batches))
+    app = producer(services.settings)
+    for point_ids in work.batches:
+        app.send_task(
+            "camtrace.reindex",
+            kwargs={"job_id": job.id, "model_id": work.model_id, "point_ids": point_ids},
+            ignore_result=True,
+        )
+    started = progress.n if progress is not None else 0
+    while True:
+        job = db.get_job(job.id)
+        if progress is not None:
+            progress.n = started + job.crops_indexed + job.frames  # frames: crops the workers could not find
+            progress.refresh()
+        if job.segments_done + job.segments_failed >= job.segments_total:
+            break
+        time.sleep(poll_seconds)
+    db.update_job(job.id, status="failed" if job.segments_failed else "done")
+    return job.crops_indexed
 
 
 def follow_job(db: Database, job_id: str, progress: bool = True, poll_seconds: float = 0.5, timeout: float | None = None):

@@ -300,9 +300,12 @@ def train(request: dict | None = None) -> int | None:
     Returns the registered model's id, or None when the schedule found nothing to do.
     """
     from camtrace.training.schedule import TrainRequest, maybe_train, run_training
+    from camtrace.workers.jobs import reindex_runner
 
+    # A promotion after training re-indexes on the embed workers, like one started at the command line.
+    run_elsewhere = reindex_runner(services())
     if request is None:
-        outcome = maybe_train(services())
+        outcome = maybe_train(services(), run_elsewhere=run_elsewhere)
     else:
-        outcome = run_training(services(), TrainRequest(**request))
+        outcome = run_training(services(), TrainRequest(**request), run_elsewhere=run_elsewhere)
     return None if outcome is None else outcome.model_id
