@@ -431,7 +431,9 @@ def evaluate_configuration(work: Path, test_dir: Path, detector: str, embedder: 
                 extra["traces"] = {"cosine >= 0.7": trace_study.trace_row(search, seeds, identities, TraceMethod.SCORE,
                                                                           0.7)}
             elif study == "traces":
-                extra.update(study_traces(search, seeds, identities, data_dir, settings))
+                extra.update(study_traces(search, seeds, identities))
+        if study == "traces":  # other processes open the shard: this one has let it go
+            extra.update(study_shells(search, seeds, identities, data_dir, settings))
         label = services.encoder.runtime_label
     finally:
         services.close()
@@ -473,18 +475,23 @@ def reid_by_probability(search, identities: dict[str, str | None], cameras: dict
 CONFIRMED_PEOPLE = 8  # people whose traces an investigator works through before the others are measured again
 
 
-def study_traces(search, seeds: dict[str, str], identities, data_dir: Path, settings) -> dict:
-    """Every part of the trace, calibration, the same traces over HTTP and the CLI, then verdicts on some people."""
-    study: dict = {"traces": trace_study.trace_rows(search, seeds, identities)}
-    study["calibration"] = trace_study.calibration(search, identities)
+def study_traces(search, seeds: dict[str, str], identities) -> dict:
+    """Every part of the trace and the calibration, in this process."""
+    return {"traces": trace_study.trace_rows(search, seeds, identities),
+            "calibration": trace_study.calibration(search, identities)}
+
+
+def study_shells(search, seeds: dict[str, str], identities, data_dir: Path, settings) -> dict:
+    """The same traces over HTTP and the CLI, then an investigator's verdicts on some people and the others'
+    traces again (the verdicts come last: everything before is measured without them)."""
+    from camtrace.search.trace import TraceMethod
+
     env = trace_study.environment(data_dir, settings)
-    study["http"] = trace_study.http_trace_figures(env, seeds, identities)
+    study: dict = {"http": trace_study.http_trace_figures(env, seeds, identities)}
     agree, asked = trace_study.cli_agrees(env, search, seeds)
     study["cli_agrees"] = f"{agree}/{asked}"
     people = sorted(seeds)[:CONFIRMED_PEOPLE]
     others = {person: seed for person, seed in seeds.items() if person not in people}
-    from camtrace.search.trace import TraceMethod
-
     before = trace_study.trace_row(search, others, identities, TraceMethod.PATH, 0.5)
     verdicts = trace_study.investigator_confirms(search, seeds, identities, people)
     after = trace_study.trace_row(search, others, identities, TraceMethod.PATH, 0.5)
