@@ -226,7 +226,12 @@ class PersonDetector(InferenceModel):
         """Person boxes per BGR image: float32 ``[x1, y1, x2, y2, conf, cls]`` rows in source pixels."""
         if len(images) == 0:
             return []
+        import torch
+
         self._ensure_loaded()
+        # Ultralytics sets the process's PyTorch threads to cores - 1 when its predictor starts on a CPU: on 2 cores
+        # that left every other model of the process (the embedder, training) on one thread.
+        threads = torch.get_num_threads()
         out: list[np.ndarray] = []
         for start in range(0, len(images), self.batch_size):
             batch = list(images[start : start + self.batch_size])
@@ -243,6 +248,8 @@ class PersonDetector(InferenceModel):
             for result in results:
                 data = result.boxes.data.detach().float().cpu().numpy().reshape(-1, result.boxes.data.shape[-1])
                 out.append(np.ascontiguousarray(data[:, :6], dtype=np.float32))
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
         return out
 
     def __repr__(self) -> str:

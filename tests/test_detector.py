@@ -240,3 +240,14 @@ def test_track_frames_on_footage_gives_stable_ids(tiny_detector, footage):
     assert [[(b.local_track_id, b.box) for b in boxes] for _, boxes in again] == [
         [(b.local_track_id, b.box) for b in boxes] for _, boxes in out
     ]
+
+
+def test_detecting_leaves_the_process_pytorch_threads_alone(tiny_yolo_dir, footage, torch_threads_restored):
+    import torch
+
+    torch.set_num_threads(2)  # what an embedder or a training run in the same process was given
+    detector = PersonDetector(str(tiny_yolo_dir), device="cpu", runtime="torch")
+    with VideoSource(str(footage.videos["cam1"])) as source:
+        frames = [frame.image for frame in source.frames(5.0)][:4]
+    detector.detect(frames)  # Ultralytics' predictor sets cores - 1 threads as it starts on a CPU
+    assert torch.get_num_threads() == 2
