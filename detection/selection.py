@@ -9,7 +9,7 @@ and frame-cut crops are dropped before they cost any memory.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import cv2
@@ -163,13 +163,34 @@ class CropSelector:
                 track = self._tracks[tb.local_track_id] = _TrackCandidates(tb.ts, self.capacity)
             track.add(cand)
 
-    def select(self, track_id_for: Callable[[int], str], keep: Collection[int] | None = None) -> list[Crop]:
+    def regroup(self, final_ids: Mapping[int, int]) -> None:
+        """Keep the tracks named in ``final_ids`` under the id each maps to (a duplicate's crops and time join
+        its track's); tracks not named are dropped."""
+        spans, tracks = self._spans, self._tracks
+        self._spans, self._tracks = {}, {}
+        for local_id in sorted(spans):
+            target = final_ids.get(local_id)
+            if target is None:
+                continue
+            span = spans[local_id]
+            held = self._spans.get(target)
+            if held is None:
+                self._spans[target] = Span(span.ts_start, span.ts_end, span.n_boxes)
+            else:
+                held.ts_start, held.ts_end = min(held.ts_start, span.ts_start), max(held.ts_end, span.ts_end)
+                held.n_boxes += span.n_boxes
+            if local_id in tracks:
+                into = self._tracks.get(target)
+                if into is None:
+                    into = self._tracks[target] = _TrackCandidates(tracks[local_id].t0, self.capacity)
+                for cand in tracks[local_id].candidates():
+                    into.add(cand)
+
+    def select(self, track_id_for: Callable[[int], str]) -> list[Crop]:
         """Up to K crops per track, best first: the best of each of K equal parts of the track's time, then the
-        best of the rest. Tracks come in order of local id; only those in ``keep`` when it is given."""
+        best of the rest. Tracks come in order of local id."""
         crops: list[Crop] = []
         for local_id in sorted(self._tracks):
-            if keep is not None and local_id not in keep:
-                continue
             chosen = self._pick(self._tracks[local_id].candidates(), self._spans[local_id])
             track_id = track_id_for(local_id)
             for c in chosen:

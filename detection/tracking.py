@@ -14,9 +14,10 @@ far a person can move in the time since the track was last seen (so the gate
 follows the sampling interval, not a frame count); velocity comes from the
 track's own observations (OC-SORT's observation-centric momentum), and
 confident and weak detections are matched in two rounds as in ByteTrack.
-Every box is returned with its track id from the first frame on; a track
-seen only once is kept only when its detection was confident
-(``kept_track_ids``).
+Every box is returned with its track id from the first frame on; at the
+segment's end (``final_ids``) a track seen only once is kept only when its
+detection was confident, and a track that only duplicated another (one person
+seen as two boxes) is folded into it.
 """
 
 from __future__ import annotations
@@ -80,8 +81,9 @@ class Tracker(Protocol):
         """Whether any track is followed or still waits to be found again."""
         ...
 
-    def kept_track_ids(self) -> set[int]:
-        """The ids of the tracks worth keeping once the segment is over (others were noise)."""
+    def final_ids(self) -> dict[int, int]:
+        """Once the segment is over: each track worth keeping -> the id it is kept under (its own, or the
+        track it duplicated); tracks left out were noise."""
         ...
 
 
@@ -139,6 +141,43 @@ def _observe(ts: float, det: np.ndarray, frame_width: int, full_width: float | N
     return _Observation(ts, np.array([centre_x, (y1 + y2) / 2]), height, whole, left_cut or right_cut)
 
 
+# A detection lying this much inside a box that continues a track is part of that person (the detector saw them
+# twice, or split by a pillar): it starts no track of its own.
+CONTAINED_SHARE = 0.8
+# Two tracks are one person when, in this share of the frames both were seen, one box lies at least half inside
+# the other or both are parts side by side: top and bottom within PART_LEVEL of the person's height, together no
+# wider than PART_WIDTH heights (a walker is ~0.45-0.55 heights wide; two people side by side ~1). People who
+# cross or walk together overlap in a few of their common frames only.
+DUPLICATE_SHARE = 0.8
+OVERLAP_SHARE = 0.5
+PART_LEVEL = 0.1
+PART_WIDTH = 0.75
+def _duplicates(small: _MotionTrack, large: _MotionTrack) -> bool:
+    """Whether ``small`` is ``large``'s person seen twice: in at least DUPLICATE_SHARE of the frames both were
+    seen (two at least), ``small``'s box lies inside ``large``'s, or beside it at the same height as a part of
+    one person would (the two boxes' union no wider than a person)."""
+    common = [index for index in small.boxes if index in large.boxes]
+    if len(common) < 2:
+        return False
+    alike = 0
+    for index in common:
+        a, b = np.asarray(small.boxes[index]), np.asarray(large.boxes[index])
+        height = max(b[3] - b[1], 1e-6)
+        level = abs(a[1] - b[1]) <= PART_LEVEL * height and abs(a[3] - b[3]) <= PART_LEVEL * height
+        union_width = max(a[2], b[2]) - min(a[0], b[0])
+        if _inside(a, b) >= OVERLAP_SHARE or (level and union_width <= PART_WIDTH * height):
+            alike += 1
+    return alike >= DUPLICATE_SHARE * len(common)
+
+
+def _inside(box: np.ndarray, other: np.ndarray) -> float:
+    """The share of ``box``'s area that lies inside ``other``."""
+    area = float((box[2] - box[0]) * (box[3] - box[1]))
+    width = min(box[2], other[2]) - max(box[0], other[0])
+    height = min(box[3], other[3]) - max(box[1], other[1])
+    return float(max(0.0, width) * max(0.0, height)) / area if area > 0 else 0.0
+
+
 DEFAULT_ASPECT = 0.42  # width / height of a standing person's box, until a track has measured its own
 BORDER_PX = 2.0  # a box this close to the left or right border is cut by it
 
@@ -149,6 +188,7 @@ class _MotionTrack:
     observations: list[_Observation] = field(default_factory=list)
     hits: int = 0
     max_conf: float = 0.0
+    boxes: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)  # frame index -> box
 
     @property
     def last(self) -> _Observation:
@@ -218,14 +258,21 @@ class MotionTracker:
             track = self._tracks[k]
             track.add(_observe(frame.ts, dets[i], width, track.full_width), float(dets[i, 4]))
             out.append(self._boxed(frame, dets[i], track.id, width, height))
-        for i in strong:
-            if i not in assigned:
+            track.boxes[frame.index] = out[-1].box
+        # New tracks, largest box first; a box lying inside one that continues or starts a track is that person.
+        taken = [dets[i] for i in assigned]
+        unmatched = sorted((i for i in strong if i not in assigned),
+                           key=lambda i: -float((dets[i, 2] - dets[i, 0]) * (dets[i, 3] - dets[i, 1])))
+        for i in unmatched:
+            if not any(_inside(dets[i], box) >= CONTAINED_SHARE for box in taken):
+                taken.append(dets[i])
                 track = _MotionTrack(self._next_id)
                 self._next_id += 1
                 track.add(_observe(frame.ts, dets[i], width, None), float(dets[i, 4]))
                 self._tracks.append(track)
                 self._all[track.id] = track
                 out.append(self._boxed(frame, dets[i], track.id, width, height))
+                track.boxes[frame.index] = out[-1].box
         out.sort(key=lambda b: b.local_track_id)
         self._previous_ts = frame.ts
         return out
@@ -298,9 +345,21 @@ class MotionTracker:
     def has_live_tracks(self) -> bool:
         return bool(self._tracks)
 
-    def kept_track_ids(self) -> set[int]:
+    def final_ids(self) -> dict[int, int]:
+        """Tracks seen at least twice, or once confidently; a track that duplicated another (the detector saw
+        one person as two boxes: nested, or side by side where a pillar cut them) is kept under that one's id."""
         cfg = self.config
-        return {tid for tid, t in self._all.items() if t.hits >= 2 or t.max_conf >= cfg.keep_single_conf}
+        kept = {tid: t for tid, t in self._all.items() if t.hits >= 2 or t.max_conf >= cfg.keep_single_conf}
+        ids = {tid: tid for tid in kept}
+        # Longer tracks first: a duplicate joins the track it sat on, never the other way round.
+        order = sorted(kept.values(), key=lambda t: (-len(t.boxes), t.id))
+        for position, track in enumerate(order):
+            if ids[track.id] != track.id:
+                continue
+            for other in order[position + 1 :]:
+                if ids[other.id] == other.id and _duplicates(other, track):
+                    ids[other.id] = track.id
+        return ids
 
 
 # Ultralytics' trackers ---------------------------------------------------------------------------------------
@@ -357,8 +416,8 @@ class SegmentTracker:
         """Whether any track is being followed or still waits to be found again (tracked or lost)."""
         return bool(self._tracker.tracked_stracks or self._tracker.lost_stracks)
 
-    def kept_track_ids(self) -> set[int]:
-        return set(self._seen)
+    def final_ids(self) -> dict[int, int]:
+        return {track_id: track_id for track_id in self._seen}
 
 
 def track_frames(

@@ -50,6 +50,9 @@ MIN_TRANSIT_SPREAD = 0.5  # seconds: a link's transit-time spread never goes bel
 MAX_SPREAD_SHARE = 0.1
 # A domain with fewer certain negatives than this borrows the other domain's score shape for the rest.
 MIN_NEGATIVES = 50.0
+# A track found again on its own camera within this many seconds is the tracker losing its person for a moment
+# (the links of a camera to itself are fitted on these gaps only).
+FRAGMENT_SECONDS = 10.0
 INITIAL_SPREAD_SHARE = 0.01  # a link's fit starts this narrow (a share of the window) around its most common gap
 DEFAULT_WINDOW = 600.0  # seconds within which two tracks are compared
 EM_ROUNDS = 25
@@ -57,6 +60,7 @@ EM_ROUNDS = 25
 # the same time or not (what re-id offers; bounds the work on a busy site). The certain negatives are those of
 # them seen at the same time, so both come from the same selection and the score distributions stay comparable.
 PAIRS_PER_TRACK = 64
+MAX_PARTNERS = 1.0  # expected same-person tracks of one track on another camera, within the window
 SAME, CROSS = "same_camera", "cross_camera"
 
 
@@ -254,12 +258,25 @@ class IdentityEvidence:
 
     def transit_ratio(self, camera_from: str, camera_to: str, gap: float) -> float:
         """How much more likely the gap is for one person than for two (1: the cameras say nothing)."""
+        return float(self._transit_ratios(camera_from, camera_to, np.array([float(gap)]), fitting=False)[0])
+
+    def _transit_ratios(self, camera_from: str, camera_to: str, gaps: np.ndarray, fitting: bool) -> np.ndarray:
+        """``transit_ratio`` for many gaps of one directed camera pair. ``fitting``: a link counts however spread
+        its transits still are (they narrow round by round while the fit converges)."""
+        ratios = np.ones(len(gaps))
+        if camera_from == camera_to:
+            # One camera: a tracker re-finding its person happens within FRAGMENT_SECONDS; a return later is taken
+            # to be as likely as a re-find in any one such stretch of the window. No transit time is fitted here.
+            ratios[gaps > FRAGMENT_SECONDS] = FRAGMENT_SECONDS / self.window
+            return ratios  # within a re-find's time every gap is alike: the score decides
         stats = self.link_stats.get(link_key(camera_from, camera_to))
-        if stats is None or not stats.linked(self.window) or gap > self.window:
-            return 1.0
+        if stats is None or not stats.linked(None if fitting else self.window):
+            return ratios
         mean, spread = stats.transit()
-        density = math.exp(-0.5 * ((gap - mean) / spread) ** 2) / (spread * math.sqrt(2 * math.pi))
-        return density * self.window
+        near = gaps <= self.window
+        density = np.exp(-0.5 * ((gaps[near] - mean) / spread) ** 2) / (spread * math.sqrt(2 * math.pi))
+        ratios[near] = density * self.window
+        return ratios
 
     def prior_ratio(self, camera_from: str, camera_to: str) -> float:
         """The odds that two tracks on these cameras are one person, relative to any pair of the domain."""
@@ -299,14 +316,8 @@ class IdentityEvidence:
         for name in set(names[within]):
             chosen = within & (names == name)
             camera_from, camera_to = name.split("->", 1)
-            factor = np.full(int(chosen.sum()), self.prior_ratio(camera_from, camera_to))
-            stats = self.link_stats.get(name)
-            loose = fitting
-            if stats is not None and stats.linked(None if loose else self.window):
-                mean, spread = stats.transit()
-                gaps = pairs.gap[chosen]
-                factor *= np.exp(-0.5 * ((gaps - mean) / spread) ** 2) / (spread * math.sqrt(2 * math.pi)) * self.window
-            odds[chosen] *= factor
+            odds[chosen] *= self.prior_ratio(camera_from, camera_to) * self._transit_ratios(
+                camera_from, camera_to, pairs.gap[chosen], fitting)
         odds[mask & (pairs.gap < 0)] = 0.0
         out[mask] = odds[mask] / (1 + odds[mask])
         return out
@@ -423,7 +434,7 @@ def learn_evidence(
 
     # Seen at the same moment: two people, for certain.
     together = pairs.gap < 0
-    candidate = ~together & np.isnan(labelled)
+    candidate = ~together & np.isnan(labelled) & ~(same_camera & (pairs.gap > FRAGMENT_SECONDS))
     appearance = {SAME: _Appearance(), CROSS: _Appearance()}
     for domain, mask in ((SAME, same_camera), (CROSS, ~same_camera)):
         np.add.at(appearance[domain].negative, _bin(pairs.score[together & mask]), 1.0)
@@ -443,7 +454,8 @@ def learn_evidence(
     np.add.at(appearance[SAME].positive, _bin(np.asarray(halves, float)), 1.0)
     link_names = sorted(set(pairs.link))
     link_of = np.array([link_names.index(name) for name in pairs.link], int) if len(pairs) else np.zeros(0, int)
-    responsibility = _initial_responsibility(pairs, candidate, same_camera)
+    groups = _partner_groups(pairs, cameras)
+    responsibility = _initial_responsibility(pairs, candidate, groups)
     # One camera: start from what the score alone says against the fixed same-person shape, at even odds.
     one_camera = candidate & same_camera
     if one_camera.any():
@@ -452,28 +464,46 @@ def learn_evidence(
     n_verdicts = int(np.sum(~np.isnan(labelled)))
     evidence = _maximise(pairs, candidate, same_camera, labelled, responsibility, appearance, link_names, link_of,
                          window, len(tracks), n_verdicts)
-    # Each link starts narrow at the most common gap of its likely pairs (a characteristic transit is a mode):
-    # started from the broad mean of every gap, the fit would drift away from a small cluster of true passages.
+    # Each link starts from a one-dimensional fit of its likely pairs' gaps (a transit peak over a flat
+    # background), tried from the strongest peaks of their histogram: started from the broad mean of every gap,
+    # the joint fit would drift away from a small cluster of true passages.
     for position, name in enumerate(link_names):
         on_link = candidate & (link_of == position)
-        if on_link.any():
-            mode = _weighted_mode(pairs.gap[on_link], responsibility[on_link], window)
-            evidence.link_stats[name] = _LinkStats.around(mode, INITIAL_SPREAD_SHARE * window,
-                                                          evidence.link_stats[name].same, evidence.link_stats[name].pairs)
+        if on_link.any() and responsibility[on_link].sum() > 0:
+            mean, spread = _initial_transit(pairs.gap[on_link], responsibility[on_link], window)
+            evidence.link_stats[name] = _LinkStats.around(mean, spread, evidence.link_stats[name].same,
+                                                          evidence.link_stats[name].pairs)
     for _ in range(max(1, rounds)):
-        responsibility = _expect(evidence, pairs, candidate, same_camera)
+        responsibility = _expect(evidence, pairs, candidate, same_camera, groups)
         evidence = _maximise(pairs, candidate, same_camera, labelled, responsibility, appearance, link_names, link_of,
                              window, len(tracks), n_verdicts)
     return evidence
 
 
-def _weighted_mode(gaps: np.ndarray, weights: np.ndarray, window: float) -> float:
-    """The centre of the most heavily weighted stretch of gaps (bins of 1% of the window, lightly smoothed)."""
+def _initial_transit(gaps: np.ndarray, weights: np.ndarray, window: float, peaks: int = 3) -> tuple[float, float]:
+    """Mean and spread of the best one-dimensional "transit peak over a flat background" fit of weighted gaps,
+    started at each of the ``peaks`` highest peaks of their histogram (bins of 1% of the window)."""
+    gaps = np.clip(gaps, 0.0, window)
     edges = np.linspace(0.0, window, 101)
-    counts, _ = np.histogram(np.clip(gaps, 0.0, window), bins=edges, weights=weights)
+    counts, _ = np.histogram(gaps, bins=edges, weights=weights)
     smooth = np.convolve(counts, np.array([0.25, 0.5, 0.25]), mode="same")
-    top = int(np.argmax(smooth))
-    return float((edges[top] + edges[top + 1]) / 2)
+    best, best_fit = -math.inf, (float(edges[1] / 2), INITIAL_SPREAD_SHARE * window)
+    for top in np.argsort(-smooth, kind="stable")[:peaks]:
+        mean, spread, share = float((edges[top] + edges[top + 1]) / 2), INITIAL_SPREAD_SHARE * window, 0.5
+        for _ in range(30):
+            peak = share * np.exp(-0.5 * ((gaps - mean) / spread) ** 2) / (spread * math.sqrt(2 * math.pi))
+            flat = (1 - share) / window
+            owned = weights * peak / (peak + flat)
+            if owned.sum() <= 1e-9:
+                break
+            share = float(owned.sum() / weights.sum())
+            mean = float(np.sum(owned * gaps) / owned.sum())
+            spread = max(float(np.sqrt(np.sum(owned * (gaps - mean) ** 2) / owned.sum())), MIN_TRANSIT_SPREAD)
+        peak = share * np.exp(-0.5 * ((gaps - mean) / spread) ** 2) / (spread * math.sqrt(2 * math.pi))
+        likelihood = float(np.sum(weights * np.log(peak + (1 - share) / window)))
+        if likelihood > best:
+            best, best_fit = likelihood, (mean, spread)
+    return best_fit
 
 
 def _verdict_labels(pairs: PairSet, verdicts: Iterable[Verdict], index: dict[str, int]) -> np.ndarray:
@@ -492,21 +522,22 @@ def _verdict_labels(pairs: PairSet, verdicts: Iterable[Verdict], index: dict[str
     return labels
 
 
-def _initial_responsibility(pairs: PairSet, candidate: np.ndarray, same_camera: np.ndarray) -> np.ndarray:
-    """Confident mutual best matches start as one person (at even odds); every other candidate pair as two."""
+def _initial_responsibility(pairs: PairSet, candidate: np.ndarray, groups: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Mutual best matches start as one person (at even odds): the pair is its earlier track's best partner on
+    the later track's camera and the later track's best partner on the earlier one's. Every other pair: two."""
     responsibility = np.zeros(len(pairs))
-    if not candidate.any():
+    chosen = np.flatnonzero(candidate)
+    if not len(chosen):
         return responsibility
-    best: dict[tuple[int, bool], tuple[float, int]] = {}
-    for k in np.flatnonzero(candidate):
-        for track in (int(pairs.first[k]), int(pairs.second[k])):
-            key = (track, bool(same_camera[k]))
-            if key not in best or pairs.score[k] > best[key][0]:
-                best[key] = (float(pairs.score[k]), int(k))
-    for k in np.flatnonzero(candidate):
-        domain = bool(same_camera[k])
-        if best[(int(pairs.first[k]), domain)][1] == k and best[(int(pairs.second[k]), domain)][1] == k:
-            responsibility[k] = 0.5
+    mutual = np.ones(len(chosen), bool)
+    for labels in groups:
+        best: dict[int, int] = {}
+        for k in chosen:
+            label = int(labels[k])
+            if label not in best or pairs.score[k] > pairs.score[best[label]]:
+                best[label] = int(k)
+        mutual &= np.array([best[int(labels[k])] == k for k in chosen])
+    responsibility[chosen[mutual]] = 0.5
     return responsibility
 
 
@@ -538,5 +569,30 @@ def _maximise(pairs, candidate, same_camera, labelled, responsibility, appearanc
     return IdentityEvidence(window, fitted, links, tracks=n_tracks, verdicts=n_verdicts)
 
 
-def _expect(evidence: IdentityEvidence, pairs: PairSet, candidate: np.ndarray, same_camera: np.ndarray) -> np.ndarray:
-    return evidence.probabilities(pairs, same_camera, candidate, fitting=True)
+def _expect(evidence: IdentityEvidence, pairs: PairSet, candidate: np.ndarray, same_camera: np.ndarray,
+            groups: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    responsibility = evidence.probabilities(pairs, same_camera, candidate, fitting=True)
+    return _one_person_each(responsibility, groups) if groups is not None else responsibility
+
+
+def _partner_groups(pairs: PairSet, cameras: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each pair, the group of its earlier track's partners on the later track's camera, and of its later
+    track's partners on the earlier track's camera (as integer labels)."""
+    if not len(pairs):
+        return np.zeros(0, int), np.zeros(0, int)
+    forwards = [f"{a}|{cameras[b]}" for a, b in zip(pairs.first, pairs.second)]
+    backwards = [f"{b}|{cameras[a]}" for a, b in zip(pairs.first, pairs.second)]
+    return np.unique(forwards, return_inverse=True)[1], np.unique(backwards, return_inverse=True)[1]
+
+
+def _one_person_each(responsibility: np.ndarray, groups: tuple[np.ndarray, np.ndarray], passes: int = 3) -> np.ndarray:
+    """A person seen on one camera is at most one of the tracks that camera shows in the window: the expected
+    same-person partners of a track on another camera are scaled down to at most ``MAX_PARTNERS`` (a little
+    more than one: the tracker may split a walk). This is what keeps the fit from calling every look-alike
+    the person."""
+    scaled = responsibility.copy()
+    for _ in range(passes):
+        for labels in groups:
+            totals = np.bincount(labels, weights=scaled)
+            scaled *= np.minimum(1.0, MAX_PARTNERS / np.maximum(totals[labels], 1e-12))
+    return scaled

@@ -127,6 +127,22 @@ def test_fewer_candidates_than_k_returns_them_all_and_several_tracks_stay_apart(
     assert [c.track_id for c in crops] == ["vid:0:1", "vid:0:1", "vid:0:2", "vid:0:2"]
 
 
+def test_regrouping_folds_duplicates_into_their_track_and_drops_noise():
+    selector = CropSelector(k=4, min_height=48, min_sharpness=10.0)
+    for i in range(4):
+        frame = textured_frame(i, seed=i)
+        boxes = [box(frame, 1, (10, 10, 60, 110)), box(frame, 3, (200, 10, 250, 110))]
+        if i >= 2:
+            boxes.append(box(frame, 2, (12, 12, 40, 108)))  # the same person as track 1, seen twice
+        selector.add(frame, boxes)
+    selector.regroup({1: 1, 2: 1})  # track 3 was noise
+    assert set(selector.spans) == {1}
+    span = selector.spans[1]
+    assert (span.ts_start, span.ts_end, span.n_boxes) == (100.0, 100.6, 6)
+    crops = selector.select(track_id)
+    assert {c.track_id for c in crops} == {"vid:0:1"} and len(crops) == 4
+
+
 def test_memory_stays_bounded_on_a_very_long_track_and_still_covers_it():
     selector = CropSelector(k=4, min_height=48, min_sharpness=10.0)
     frame0 = textured_frame(0)

@@ -37,8 +37,10 @@ def track_site(root, tracker_name: str, sample_fps: float = FPS, seed: int = 0) 
             frame = Frame(index, index / truth["fps"], np.zeros((height, width, 3), np.uint8))
             for box in tracker.update(frame, faulty_detections(boxes.get((camera, index), []), rng, (width, height))):
                 seen[box.local_track_id].append((camera, index, box.box))
-        for local_id in tracker.kept_track_ids():
-            rows = seen[local_id]
+        kept = collections.defaultdict(list)
+        for local_id, final in tracker.final_ids().items():
+            kept[final] += seen[local_id]
+        for local_id, rows in kept.items():
             if any(b[3] - b[1] >= 48 and b[0] > 2 and b[2] < width - 2 for _, _, b in rows):
                 tracks[f"{camera}:{local_id}"] = rows
     return crossing_figures(tracks, GroundTruth.from_json(root / "ground_truth.json"))
@@ -79,7 +81,7 @@ def test_a_walker_moving_half_their_width_per_frame_keeps_one_id():
 
     motion = MotionTracker()
     assert {box.local_track_id for boxes in frames(motion) for box in boxes} == {1}
-    assert motion.kept_track_ids() == {1}
+    assert motion.final_ids() == {1: 1}
     # ByteTrack at the same rate never starts a track: IoU between frames 0.34, fused with the 0.5
     # confidence 0.17, under its 0.2 match threshold.
     assert sum(len(boxes) for boxes in frames(SegmentTracker("bytetrack.yaml", frame_rate=FPS))) == 0
@@ -101,7 +103,7 @@ def test_every_box_comes_out_from_the_first_frame_and_single_boxes_are_kept_when
     assert sorted(b.local_track_id for b in first) == [1, 2, 3]  # no frame of warm-up
     tracker.update(blank(1), np.array([walker(1, 30.0)]))
     # The walker (two boxes) and the confident single box stay; the weak single box was noise.
-    assert tracker.kept_track_ids() == {1, 2}
+    assert tracker.final_ids() == {1: 1, 2: 2}
     # Boxes and confidences are the detector's own.
     assert first[0].box == tuple(float(v) for v in walker(0, 30.0)[:4]) and first[0].conf == pytest.approx(0.8)
 
@@ -140,6 +142,27 @@ def test_a_track_ends_when_its_walker_leaves_the_view_or_after_the_lost_time():
         assert still.has_live_tracks
         still.update(blank(4 + gap, fps), np.zeros((0, 6), np.float32))
         assert not still.has_live_tracks
+
+
+def test_one_person_seen_as_two_boxes_is_one_track():
+    tracker = MotionTracker()
+    for i in range(10):
+        whole = walker(i, 30.0, x0=60)
+        x1, y1, x2, y2 = whole[:4]
+        # A pillar splits the walker: the detector reports the left part as well as the whole (or only parts).
+        left = [x1, y1 + 2, (x1 + x2) / 2 - 6, y2 - 1, 0.5, 0.0]
+        right = [(x1 + x2) / 2 + 6, y1 + 1, x2, y2, 0.45, 0.0]
+        boxes = [whole, left] if i < 6 else [left, right]
+        tracker.update(blank(i), np.array(boxes, np.float32))
+    # Someone else walks beside them all along, a body width apart: two people, two tracks.
+    other = MotionTracker()
+    for i in range(10):
+        first = walker(i, 30.0, x0=60)
+        second = walker(i, 30.0, x0=60 + 0.55 * 150)
+        other.update(blank(i), np.array([first, second], np.float32))
+    final = tracker.final_ids()
+    assert len(set(final.values())) == 1, final  # every track folded into one
+    assert len(set(other.final_ids().values())) == 2
 
 
 def test_frames_must_come_in_order():

@@ -146,9 +146,10 @@ def detect_segment(
     def track_id_for(local_id: int) -> str:
         return make_track_id(video_id, segment.index, local_id)
 
-    # Tracks the tracker judged noise (seen once, weakly) leave no crop and no track row.
-    kept = tracker.kept_track_ids()
-    result.crops = selector.select(track_id_for, keep=kept)
+    # Tracks the tracker judged noise (seen once, weakly) leave no crop and no track row; duplicates of a
+    # person join that person's track.
+    selector.regroup(tracker.final_ids())
+    result.crops = selector.select(track_id_for)
     for crop in result.crops:
         # Encoded once here: the stored crop, the embedded pixels and what travels
         # to an embed worker are the same bytes in local and distributed mode.
@@ -156,7 +157,7 @@ def detect_segment(
     kept_tracks = {crop.track_id for crop in result.crops}
     for local_id, span in sorted(selector.spans.items()):
         track_id = track_id_for(local_id)
-        if track_id in kept_tracks and local_id in kept:  # a track without a usable crop can never be found: not stored
+        if track_id in kept_tracks:  # a track without a usable crop can never be found: not stored
             result.tracks.append(TrackSpan(track_id, span.ts_start, span.ts_end, span.n_boxes))
     return result
 
