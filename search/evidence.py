@@ -322,12 +322,13 @@ class IdentityEvidence:
         out[mask] = odds[mask] / (1 + odds[mask])
         return out
 
-    def links(self, include_same_camera: bool = False) -> list[Link]:
-        """The learned camera links, strongest first (pairs of one camera: a track split and found again)."""
+    def links(self) -> list[Link]:
+        """The learned links between cameras, strongest first (one camera has none: a re-find is judged by the
+        score alone)."""
         out = []
         for key, stats in self.link_stats.items():
             camera_from, camera_to = key.split("->", 1)
-            if not stats.linked(self.window) or (camera_from == camera_to and not include_same_camera):
+            if not stats.linked(self.window) or camera_from == camera_to:
                 continue
             mean, spread = stats.transit()
             out.append(Link(camera_from, camera_to, round(mean, 2), round(spread, 2), round(stats.same, 1),
@@ -335,7 +336,7 @@ class IdentityEvidence:
         return sorted(out, key=lambda link: (-link.evidence, link.key))
 
     def link(self, camera_from: str, camera_to: str) -> Link | None:
-        return next((link for link in self.links(True) if link.key == link_key(camera_from, camera_to)), None)
+        return next((link for link in self.links() if link.key == link_key(camera_from, camera_to)), None)
 
     # Teaching ---------------------------------------------------------------------------------------------
     def add_verdict(self, score: float, camera_from: str, camera_to: str, gap: float, same: bool) -> None:

@@ -127,20 +127,22 @@ def test_camera_links_recover_the_transit_times():
 def test_a_track_split_on_one_camera_is_found_again():
     tracks, truth = corridor(people=300, seconds=1800.0, fragments=0.2)
     evidence = learn_evidence(tracks)
-    self_links = [link for link in evidence.links(include_same_camera=True) if link.camera_from == link.camera_to]
-    assert len(self_links) == 3 and all(link.transit_seconds < 1.5 for link in self_links)
+    # One camera has no transit to learn (a re-find comes within seconds): the score decides, against how one
+    # person's crops score on one camera and how two people seen together do.
+    assert all(link.camera_from != link.camera_to for link in evidence.links())
     predicted, outcome = reliability(evidence, tracks, truth, same_camera=True)
-    assert outcome.sum() > 100 and predicted[outcome].mean() > 0.9 and predicted[~outcome].mean() < 0.01
+    assert outcome.sum() > 100 and predicted[outcome].mean() > 0.8 and predicted[~outcome].mean() < 0.01
+    assert expected_calibration_error(predicted, outcome) < 0.02
 
 
 def test_verdicts_find_a_link_the_footage_alone_cannot():
-    # Twelve people: too few passages cam1 -> cam2 to tell the link from chance matches.
-    tracks, truth = corridor(people=12, seconds=600.0, seed=3)
+    # Eight people: too few passages cam1 -> cam2 to tell the link from chance matches.
+    tracks, truth = corridor(people=8, seconds=600.0, seed=3)
     assert learn_evidence(tracks).link("cam1", "cam2") is None
     by_person: dict[int, list[str]] = {}
     for track in tracks:
         by_person.setdefault(truth[track.track_id], []).append(track.track_id)
-    confirmed = [Verdict(ids[0], other, True) for ids in list(by_person.values())[:8] for other in ids[1:]]
+    confirmed = [Verdict(ids[0], other, True) for ids in list(by_person.values())[:4] for other in ids[1:]]
     link = learn_evidence(tracks, confirmed).link("cam1", "cam2")
     assert link is not None and link.transit_seconds == pytest.approx(20.0, abs=1.5)
 

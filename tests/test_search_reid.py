@@ -139,9 +139,9 @@ def test_the_trace_is_the_most_probable_path_with_the_rest_as_alternatives(servi
     assert all(s.probability < 0.5 for s in alternatives.values())
     assert [s.ts_start for s in trace.steps] == sorted(s.ts_start for s in trace.steps)
     assert trace.steps[0].crop_key and trace.min_probability == 0.5
-    # A stricter threshold cuts the path where a step is less likely than asked.
-    weakest = min(s.probability for s in trace.path[1:])
-    assert len(service.trace("A1", min_probability=min(0.999, weakest + 1e-3)).path) < len(trace.path)
+    # A stricter threshold keeps only steps sure enough (a weaker step stays when the steps after it make up for it).
+    strict = service.trace("A1", min_probability=0.999)
+    assert len(strict.path) < len(trace.path) and strict.min_probability == 0.999
 
     # Investigators decide: the trace follows.
     service.feedback("A1", "C1", "same", user="ines")
