@@ -494,7 +494,7 @@ def _initial_transit(gaps: np.ndarray, weights: np.ndarray, window: float, peaks
         for _ in range(30):
             peak = share * np.exp(-0.5 * ((gaps - mean) / spread) ** 2) / (spread * math.sqrt(2 * math.pi))
             flat = (1 - share) / window
-            owned = weights * peak / (peak + flat)
+            owned = weights * peak / np.maximum(peak + flat, 1e-300)
             if owned.sum() <= 1e-9:
                 break
             share = float(owned.sum() / weights.sum())
