@@ -25,7 +25,14 @@ from camtrace.search.records import (
     TrackCrop,
     TrackView,
 )
-from camtrace.search.trace import Identity, TraceEntry, TraceMethod, build_trace, resolve_identity
+from camtrace.search.trace import (
+    Identity,
+    TraceEntry,
+    TraceMethod,
+    anchored_probability,
+    build_trace,
+    resolve_identity,
+)
 
 from camtrace import validation
 from camtrace.errors import InputError, NotFoundError, SourceError, TooLargeError
@@ -380,7 +387,7 @@ class SearchService:
         Never the track itself nor a track already decided; other cameras unless ``same_camera``.
 
         Ranked by the probability of being the same person (appearance, cameras and the time from the
-        nearest confirmed sighting under the learned camera links); ``min_probability`` leaves out the rest.
+        track or a confirmed sighting under the learned camera links); ``min_probability`` leaves out the rest.
         """
         self.check_page(limit, offset)
         _check_probability(min_probability)
@@ -394,7 +401,7 @@ class SearchService:
         certain = self._certain_entries(seed, identity, allowed_cameras)
         probability = self._pair_probability(model, TraceMethod.LINKS)
         for result in results:
-            result.probability = round(_nearest(certain, _entry(result, "candidate"), probability), 4)
+            result.probability = round(anchored_probability(_entry(result, "candidate"), certain, probability), 4)
         results.sort(key=lambda r: (-(r.probability or 0.0), -r.score, r.track_id))
         if min_probability is not None:
             results = [r for r in results if (r.probability or 0.0) >= min_probability]
@@ -477,8 +484,11 @@ class SearchService:
             link = evidence.link(camera_from, camera_to) if evidence is not None else None
             return None if link is None else (link.transit_seconds, link.spread_seconds)
 
+        def transit(earlier: TraceEntry, later: TraceEntry) -> float:
+            return evidence.transit_ratio(earlier.camera_id, later.camera_id, later.ts_start - earlier.ts_end)
+
         return build_trace(seed.id, certain, candidates, self._pair_probability(model, method), threshold, method,
-                           expected)
+                           expected, transit if evidence is not None else None)
 
     def feedback(
         self,
@@ -532,15 +542,6 @@ class SearchService:
 def _entry(result: SearchResult, status: str) -> TraceEntry:
     return TraceEntry(result.track_id, result.camera_id, result.ts_start, result.ts_end, result.score, status,
                       result.crop_key)
-
-
-def _nearest(certain: Sequence[TraceEntry], entry: TraceEntry, probability) -> float:
-    """The entry's probability given the certain track nearest to it in time."""
-    if not certain:
-        return 0.0
-    anchor = min(certain, key=lambda c: min(abs(c.ts_start - entry.ts_end), abs(entry.ts_start - c.ts_end)))
-    earlier, later = (anchor, entry) if (anchor.ts_start, anchor.ts_end) <= (entry.ts_start, entry.ts_end) else (entry, anchor)
-    return probability(earlier, later, entry.score)
 
 
 def _check_probability(value: float | None) -> None:

@@ -6,11 +6,14 @@ candidate comes with its appearance score against them; ``pair_probability``
 neighbouring track of the path: the transit between the two must fit the
 cameras' link, and one person is in one place at a time.
 
-A trace is the most probable time-consistent chain (``TraceMethod.PATH``, the
-default): through every certain track, forwards in time from the first of them
-and backwards from it, each step a candidate that starts after the previous
-one ends, the chain maximising the summed log-odds of its candidates against
-``min_probability`` (a candidate at that probability neither helps nor hurts).
+A trace is the most probable time-consistent path (``TraceMethod.PATH``, the
+default): every certain track and the set of candidates, no two seen at the
+same time, whose summed log-odds against ``min_probability`` is largest (a
+candidate at that probability neither helps nor hurts). Each candidate's
+probability is its best against an anchor (0 when seen while an anchor was): a
+certain sighting, or a candidate found 90% likely against those (so one doubtful step cannot lead
+the path along a stranger's walk); a step the link from the previous one makes
+unlikely costs that transit's odds.
 Candidates not on the chain stay in the answer with status ``alternative`` and
 their own best probability; one seen while the chain is elsewhere is flagged
 ``implausible``. Consecutive tracks of one camera on the chain merge into one
@@ -65,6 +68,12 @@ class TraceEntry:
 PairProbability = Callable[[TraceEntry, TraceEntry, float], float]
 # The link's typical transit and spread from one camera to another (None: no learned link).
 ExpectedTransit = Callable[[str, str], tuple[float, float] | None]
+# How much more likely one person takes the gap from an earlier step to a later one than two people would
+# (1: the cameras say nothing).
+TransitRatio = Callable[[TraceEntry, TraceEntry], float]
+CERTAIN_GAIN = 1e6  # what a certain track adds to a path: it is on it whatever the candidates around it say
+ANCHOR_PROBABILITY = 0.9  # a candidate this likely also anchors the others' probabilities
+ANCHOR_ROUNDS = 4
 
 
 def overlaps(a: TraceEntry, b: TraceEntry) -> bool:
@@ -88,11 +97,12 @@ def build_trace(
     min_probability: float,
     method: TraceMethod = TraceMethod.PATH,
     expected_transit: ExpectedTransit | None = None,
+    transit_ratio: TransitRatio | None = None,
 ) -> Trace:
     """The trace of the seed's person (see the module doc)."""
     certain = sorted(certain, key=_time_key)
     if method == TraceMethod.PATH:
-        chain, probability = _best_chain(certain, candidates, pair_probability, min_probability)
+        chain, probability = _best_chain(certain, candidates, pair_probability, min_probability, transit_ratio)
     else:
         chain, probability = _independent(certain, candidates, pair_probability, min_probability, method)
     on_chain = {e.track_id for e in chain}
@@ -118,64 +128,65 @@ def _best_chain(
     candidates: Sequence[TraceEntry],
     pair_probability: PairProbability,
     min_probability: float,
+    transit_ratio: TransitRatio | None,
 ) -> tuple[list[TraceEntry], dict[str, float]]:
-    """The chain through every certain track maximising the candidates' summed log-odds over the threshold."""
+    """The most probable time-consistent path: every certain track, and the candidates whose probability
+    (against the anchors: ``_anchored_probabilities``) beats ``min_probability`` most in total, no two of them
+    seen at the same time; a step the link from the step before makes unlikely costs what that transit costs.
+
+    A candidate is judged against the person's sightings, never against a doubtful candidate: a path that took
+    one wrong step must not then follow that stranger's own walk (whose transits fit the links perfectly)."""
     if not certain:
         return [], {}
-    anchor = certain[0]
     offset = _logit(min_probability)
+    anchored = _anchored_probabilities(certain, candidates, pair_probability)
+    nodes = sorted([*certain, *(e for e in candidates if not any(overlaps(e, c) for c in certain))], key=_time_key)
     must = {e.track_id for e in certain}
-    later = [e for e in (*certain[1:], *candidates) if e.ts_start > anchor.ts_end or e.track_id in must]
-    earlier = [e for e in candidates if e.ts_end < anchor.ts_start]
-    forward, forward_p = _chain_from(anchor, later, pair_probability, offset, must, forwards=True)
-    backward, backward_p = _chain_from(anchor, earlier, pair_probability, offset, must, forwards=False)
-    chain = [*reversed(backward), anchor, *forward]
-    # Certain tracks the chain could not pass through (seen at the same time as another) stay on it.
+    gain = {e.track_id: CERTAIN_GAIN if e.track_id in must else _logit(anchored[e.track_id]) - offset for e in nodes}
+    # best[k]: the best total of a path ending at nodes[k]; the path may start anywhere.
+    best: list[float] = []
+    before: list[int | None] = []
+    for k, node in enumerate(nodes):
+        choice, total = None, gain[node.track_id]
+        for i in range(k):
+            previous = nodes[i]
+            if node.ts_start < previous.ts_end and not (previous.track_id in must and node.track_id in must):
+                continue  # one person, one place at a time
+            penalty = 0.0
+            if transit_ratio is not None:
+                penalty = min(0.0, math.log(max(transit_ratio(previous, node), _PROBABILITY_CLIP)))
+            if best[i] + gain[node.track_id] + penalty > total:
+                choice, total = i, best[i] + gain[node.track_id] + penalty
+        best.append(total)
+        before.append(choice)
+    end = max(range(len(nodes)), key=lambda k: best[k])
+    chain: list[TraceEntry] = []
+    position: int | None = end
+    while position is not None:
+        chain.append(nodes[position])
+        position = before[position]
+    chain.reverse()
+    # Certain tracks the path could not pass through (seen at the same time as another) stay on it all the same.
     chain += [e for e in certain if e.track_id not in {c.track_id for c in chain}]
     chain.sort(key=_time_key)
-    return chain, {**forward_p, **backward_p}
+    return chain, {e.track_id: anchored[e.track_id] for e in chain if e.track_id not in must}
 
 
-def _chain_from(
-    anchor: TraceEntry,
-    nodes: Sequence[TraceEntry],
-    pair_probability: PairProbability,
-    offset: float,
-    must: set[str],
-    forwards: bool,
-) -> tuple[list[TraceEntry], dict[str, float]]:
-    """Dynamic programming over the nodes in time order, away from the anchor: each node's best predecessor
-    (towards the anchor) and the chain ending at the best node."""
-    order = sorted(nodes, key=_time_key, reverse=not forwards)
-    best: dict[str, float] = {anchor.track_id: 0.0}
-    previous: dict[str, TraceEntry | None] = {anchor.track_id: None}
-    chance: dict[str, float] = {}
-    placed = [anchor]
-    for node in order:
-        choice, gain, p_best = None, -math.inf, 0.0
-        for before in placed:
-            # The chain goes forwards (or backwards) in time: no step starts before the previous one ends.
-            if (forwards and node.ts_start < before.ts_end) or (not forwards and node.ts_end > before.ts_start):
-                continue
-            if node.track_id in must:
-                p, step = 1.0, 1e6  # certain tracks are on the chain whatever it costs
-            else:
-                first, second = (before, node) if forwards else (node, before)
-                p = pair_probability(first, second, node.score)
-                step = _logit(p) - offset
-            if best[before.track_id] + step > gain:
-                choice, gain, p_best = before, best[before.track_id] + step, p
-        if choice is None:
-            continue
-        best[node.track_id], previous[node.track_id], chance[node.track_id] = gain, choice, p_best
-        placed.append(node)
-    end = max(placed, key=lambda e: (best[e.track_id], -abs(e.ts_start - anchor.ts_start)))
-    chain: list[TraceEntry] = []
-    while end is not None and end.track_id != anchor.track_id:
-        chain.append(end)
-        end = previous[end.track_id]
-    chain.reverse()
-    return chain, {e.track_id: chance[e.track_id] for e in chain if e.track_id not in must}
+def _anchored_probabilities(
+    certain: Sequence[TraceEntry], candidates: Sequence[TraceEntry], pair_probability: PairProbability
+) -> dict[str, float]:
+    """Each candidate's probability against the anchors: the certain tracks, then also the candidates found
+    ANCHOR_PROBABILITY likely or more (so a person is followed past cameras whose link to the seed's camera is
+    unknown, but only through steps that are near certain)."""
+    anchors = list(certain)
+    probability: dict[str, float] = {}
+    for _ in range(ANCHOR_ROUNDS):
+        probability = {e.track_id: anchored_probability(e, anchors, pair_probability) for e in candidates}
+        confident = [e for e in candidates if probability[e.track_id] >= ANCHOR_PROBABILITY]
+        if len(confident) + len(certain) == len(anchors):
+            break
+        anchors = [*certain, *confident]
+    return probability
 
 
 def _independent(
@@ -191,7 +202,7 @@ def _independent(
     for entry in candidates:
         if any(overlaps(entry, c) for c in certain if c.track_id != entry.track_id):
             continue
-        p = entry.score if method == TraceMethod.SCORE else _nearest_probability(entry, certain, pair_probability)
+        p = entry.score if method == TraceMethod.SCORE else anchored_probability(entry, certain, pair_probability)
         if p >= min_probability:
             kept.append(entry)
             probability[entry.track_id] = p
@@ -199,11 +210,13 @@ def _independent(
     return kept, probability
 
 
-def _nearest_probability(entry: TraceEntry, anchors: Sequence[TraceEntry], pair_probability: PairProbability) -> float:
-    if not anchors:
+def anchored_probability(entry: TraceEntry, anchors: Sequence[TraceEntry], pair_probability: PairProbability) -> float:
+    """A candidate's probability given the person's sightings ``anchors``: 0 when it was seen while one of them
+    was, else the best it gets against any one of them."""
+    others = [a for a in anchors if a.track_id != entry.track_id]
+    if not others or any(overlaps(entry, a) for a in others):
         return 0.0
-    nearest = min(anchors, key=lambda a: abs(a.ts_start - entry.ts_start))
-    return pair_probability(*_ordered(nearest, entry), entry.score)
+    return max(pair_probability(*_ordered(a, entry), entry.score) for a in others)
 
 
 def _best_probability(entry: TraceEntry, chain: Sequence[TraceEntry], pair_probability: PairProbability) -> float:

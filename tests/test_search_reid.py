@@ -165,27 +165,40 @@ def test_each_part_of_the_evidence_can_be_measured_alone(service):
 
 
 def test_build_trace_keeps_the_path_time_consistent_and_leaves_an_impossible_lookalike_out():
+    fits = {("cam1", "cam2"): 10, ("cam2", "cam3"): 10, ("cam3", "cam4"): 10}
+
     def probability(earlier, later, score):
         if later.ts_start < earlier.ts_end:
             return 0.0  # one person, one place at a time
-        gap = later.ts_start - earlier.ts_end
-        fits = {("cam1", "cam2"): 10, ("cam2", "cam3"): 10}.get((earlier.camera_id, later.camera_id))
-        return score if fits is not None and abs(gap - fits) <= 2 else 0.05 * score
+        fit = fits.get((earlier.camera_id, later.camera_id))
+        return score if fit is not None and abs(later.ts_start - earlier.ts_end - fit) <= 2 else 0.05 * score
+
+    def transit(earlier, later):
+        fit = fits.get((earlier.camera_id, later.camera_id))
+        return 1.0 if fit is None or abs(later.ts_start - earlier.ts_end - fit) <= 2 else 0.01
 
     seed = TraceEntry("s", "cam1", 0, 10, 1.0, "seed", "k0")
-    person = [TraceEntry("p2", "cam2", 20, 30, 0.8, "candidate", "k1"),
+    person = [TraceEntry("p2", "cam2", 20, 30, 0.95, "candidate", "k1"),
               TraceEntry("p3", "cam3", 40, 50, 0.7, "candidate", "k2")]
     # The look-alike scores higher than the person but is on cam3 while the person is on cam2.
-    lookalike = TraceEntry("look", "cam3", 22, 28, 0.95, "candidate", "k3")
-    trace = build_trace("s", [seed], [*person, lookalike], probability, 0.5)
+    lookalike = TraceEntry("look", "cam3", 22, 28, 0.97, "candidate", "k3")
+    trace = build_trace("s", [seed], [*person, lookalike], probability, 0.5, transit_ratio=transit)
+    # p3's camera has no link to the seed's: p2, near certain, anchors it.
     assert [(s.track_id, s.status) for s in trace.path] == [("s", "seed"), ("p2", "candidate"), ("p3", "candidate")]
     look = next(s for s in trace.steps if s.track_id == "look")
     assert look.status == "alternative" and look.implausible
     assert [s.transit_seconds for s in trace.path] == [None, 10, 10]
 
+    # A doubtful step anchors nothing: a stranger's walk that fits the links from it is not followed.
+    doubtful = [TraceEntry("x2", "cam2", 20, 30, 0.7, "candidate", "k5"),
+                TraceEntry("x3", "cam3", 40, 50, 0.99, "candidate", "k6"),
+                TraceEntry("x4", "cam4", 60, 70, 0.99, "candidate", "k7")]
+    wary = build_trace("s", [seed], doubtful, probability, 0.5, transit_ratio=transit)
+    assert [s.track_id for s in wary.path] == ["s", "x2"]
+
     # A confirmed track is on the path whatever the candidates around it say; candidates never merge with it.
     confirmed = TraceEntry("c", "cam2", 31, 33, 1.0, "confirmed", "k4")
-    trace = build_trace("s", [seed, confirmed], [*person, lookalike], probability, 0.5)
+    trace = build_trace("s", [seed, confirmed], [*person, lookalike], probability, 0.5, transit_ratio=transit)
     assert ("c", "confirmed") in [(s.track_id, s.status) for s in trace.path]
     assert next(s for s in trace.path if s.track_id == "p2").merged_track_ids == []
 
