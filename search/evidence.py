@@ -34,10 +34,13 @@ small JSON document stored per model version.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
+
+K = TypeVar("K", bound=Hashable)
 
 BINS = 100  # score histogram bins over [-1, 1]
 SMOOTH_BINS = 1.5  # Gaussian smoothing of the score histograms, in bins
@@ -116,6 +119,17 @@ class Link:
 
 def link_key(camera_from: str, camera_to: str) -> str:
     return f"{camera_from}->{camera_to}"
+
+
+def share_one_person(probability: Mapping[K, float], groups: Mapping[K, Hashable]) -> dict[K, float]:
+    """Candidates of one group (one camera, after or before one sighting) compete for one person: scaled so
+    their probabilities add up to MAX_PARTNERS at most. The probabilities answer for a pair alone; the person
+    is at most one of the tracks a camera shows in the window (what the fit assumed), so three look-alikes that
+    each fit the link cannot each be 60% likely."""
+    totals: dict[Hashable, float] = {}
+    for key, p in probability.items():
+        totals[groups[key]] = totals.get(groups[key], 0.0) + p
+    return {key: p / max(1.0, totals[groups[key]] / MAX_PARTNERS) for key, p in probability.items()}
 
 
 def track_score(a: np.ndarray, b: np.ndarray) -> float:

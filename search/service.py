@@ -29,7 +29,7 @@ from camtrace.search.trace import (
     Identity,
     TraceEntry,
     TraceMethod,
-    anchored_probability,
+    anchored_probabilities,
     build_trace,
     resolve_identity,
 )
@@ -399,9 +399,10 @@ class SearchService:
         if not results:
             return []
         certain = self._certain_entries(seed, identity, allowed_cameras)
-        probability = self._pair_probability(model, TraceMethod.LINKS)
+        entries = [_entry(result, "candidate") for result in results]
+        likely = anchored_probabilities(certain, entries, self._pair_probability(model, TraceMethod.LINKS), rounds=1)
         for result in results:
-            result.probability = round(anchored_probability(_entry(result, "candidate"), certain, probability), 4)
+            result.probability = round(likely[result.track_id], 4)
         results.sort(key=lambda r: (-(r.probability or 0.0), -r.score, r.track_id))
         if min_probability is not None:
             results = [r for r in results if (r.probability or 0.0) >= min_probability]

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from camtrace.search.evidence import share_one_person
 from camtrace.search.records import Trace, TraceStep
 
 
@@ -139,7 +140,7 @@ def _best_chain(
     if not certain:
         return [], {}
     offset = _logit(min_probability)
-    anchored = _anchored_probabilities(certain, candidates, pair_probability)
+    anchored = anchored_probabilities(certain, candidates, pair_probability)
     nodes = sorted([*certain, *(e for e in candidates if not any(overlaps(e, c) for c in certain))], key=_time_key)
     must = {e.track_id for e in certain}
     gain = {e.track_id: CERTAIN_GAIN if e.track_id in must else _logit(anchored[e.track_id]) - offset for e in nodes}
@@ -172,21 +173,42 @@ def _best_chain(
     return chain, {e.track_id: anchored[e.track_id] for e in chain if e.track_id not in must}
 
 
-def _anchored_probabilities(
-    certain: Sequence[TraceEntry], candidates: Sequence[TraceEntry], pair_probability: PairProbability
+def anchored_probabilities(
+    certain: Sequence[TraceEntry], candidates: Sequence[TraceEntry], pair_probability: PairProbability,
+    rounds: int = ANCHOR_ROUNDS,
 ) -> dict[str, float]:
-    """Each candidate's probability against the anchors: the certain tracks, then also the candidates found
-    ANCHOR_PROBABILITY likely or more (so a person is followed past cameras whose link to the seed's camera is
-    unknown, but only through steps that are near certain)."""
+    """Each candidate's probability of being the person, against the anchors: the certain tracks, then also the
+    candidates found ANCHOR_PROBABILITY likely or more (so a person is followed past cameras whose link to the
+    seed's camera is unknown, but only through steps that are near certain; ``rounds=1``: the certain only).
+
+    Candidates compete: one person is at most one of the tracks a camera shows after (or before) a sighting, so
+    the candidates of one camera on one side of one anchor share that one person (``share_one_person``)."""
     anchors = list(certain)
     probability: dict[str, float] = {}
-    for _ in range(ANCHOR_ROUNDS):
-        probability = {e.track_id: anchored_probability(e, anchors, pair_probability) for e in candidates}
+    for _ in range(max(1, rounds)):
+        best = {e.track_id: _best_anchor(e, anchors, pair_probability) for e in candidates}
+        probability = share_one_person(
+            {track: p for track, (p, _) in best.items()},
+            {e.track_id: (best[e.track_id][1], e.camera_id, e.ts_start >= _anchor_end(best[e.track_id][1], anchors))
+             for e in candidates},
+        )
         confident = [e for e in candidates if probability[e.track_id] >= ANCHOR_PROBABILITY]
         if len(confident) + len(certain) == len(anchors):
             break
         anchors = [*certain, *confident]
     return probability
+
+
+def _best_anchor(entry: TraceEntry, anchors: Sequence[TraceEntry], pair_probability: PairProbability) -> tuple[float, str]:
+    """The best probability an entry gets against one anchor, and that anchor (0 when seen while one was)."""
+    others = [a for a in anchors if a.track_id != entry.track_id]
+    if not others or any(overlaps(entry, a) for a in others):
+        return 0.0, ""
+    return max((pair_probability(*_ordered(a, entry), entry.score), a.track_id) for a in others)
+
+
+def _anchor_end(track_id: str, anchors: Sequence[TraceEntry]) -> float:
+    return next((a.ts_end for a in anchors if a.track_id == track_id), 0.0)
 
 
 def _independent(
@@ -199,24 +221,16 @@ def _independent(
     """Every candidate judged on its own against the nearest certain track; those seen while a certain track
     was elsewhere are left for the alternatives (flagged)."""
     kept, probability = list(certain), {}
+    anchored = anchored_probabilities(certain, candidates, pair_probability, rounds=1)
     for entry in candidates:
         if any(overlaps(entry, c) for c in certain if c.track_id != entry.track_id):
             continue
-        p = entry.score if method == TraceMethod.SCORE else anchored_probability(entry, certain, pair_probability)
+        p = entry.score if method == TraceMethod.SCORE else anchored[entry.track_id]
         if p >= min_probability:
             kept.append(entry)
             probability[entry.track_id] = p
     kept.sort(key=_time_key)
     return kept, probability
-
-
-def anchored_probability(entry: TraceEntry, anchors: Sequence[TraceEntry], pair_probability: PairProbability) -> float:
-    """A candidate's probability given the person's sightings ``anchors``: 0 when it was seen while one of them
-    was, else the best it gets against any one of them."""
-    others = [a for a in anchors if a.track_id != entry.track_id]
-    if not others or any(overlaps(entry, a) for a in others):
-        return 0.0
-    return max(pair_probability(*_ordered(a, entry), entry.score) for a in others)
 
 
 def _best_probability(entry: TraceEntry, chain: Sequence[TraceEntry], pair_probability: PairProbability) -> float:

@@ -167,3 +167,14 @@ def test_evidence_survives_storage_and_learning_is_bounded():
     capped = pair_set(tracks, 600.0, per_track=5)
     assert np.bincount(capped.first).max() <= 5  # each track compared with its 5 best matches at most
     assert len(pair_set([], 600.0)) == 0 and not learn_evidence([]).links()
+
+
+def test_candidates_of_one_camera_share_one_person():
+    from camtrace.search.evidence import share_one_person
+
+    # Three look-alikes on cam2 after the sighting each fit the link (0.6 alone); one person at most is among them.
+    shared = share_one_person({"a": 0.6, "b": 0.6, "c": 0.6, "d": 0.3, "e": 0.2},
+                              {"a": "cam2", "b": "cam2", "c": "cam2", "d": "cam3", "e": "cam3"})
+    assert shared["a"] == shared["b"] == shared["c"] == pytest.approx(1 / 3)
+    assert shared["d"] == 0.3 and shared["e"] == 0.2  # on cam3 they add up to less than one person: unchanged
+    assert share_one_person({}, {}) == {}
