@@ -111,11 +111,8 @@ def build_trace(
     for entry in candidates:
         if entry.track_id in on_chain:
             continue
-        p = _best_probability(entry, chain, pair_probability)
-        if method != TraceMethod.PATH and entry.track_id in probability:
-            continue
         implausible = any(overlaps(entry, e) for e in (chain if method == TraceMethod.PATH else certain))
-        steps.append(_step(entry, "alternative", p, implausible=implausible))
+        steps.append(_step(entry, "alternative", probability.get(entry.track_id, 0.0), implausible=implausible))
     steps.sort(key=lambda s: (s.ts_start, s.ts_end, _RANK[s.status], s.track_id))
     return Trace(seed_track_id=seed_track_id, steps=steps, min_probability=min_probability, method=str(method))
 
@@ -170,7 +167,7 @@ def _best_chain(
     # Certain tracks the path could not pass through (seen at the same time as another) stay on it all the same.
     chain += [e for e in certain if e.track_id not in {c.track_id for c in chain}]
     chain.sort(key=_time_key)
-    return chain, {e.track_id: anchored[e.track_id] for e in chain if e.track_id not in must}
+    return chain, anchored
 
 
 def anchored_probabilities(
@@ -218,29 +215,20 @@ def _independent(
     min_probability: float,
     method: TraceMethod,
 ) -> tuple[list[TraceEntry], dict[str, float]]:
-    """Every candidate judged on its own against the nearest certain track; those seen while a certain track
-    was elsewhere are left for the alternatives (flagged)."""
-    kept, probability = list(certain), {}
-    anchored = anchored_probabilities(certain, candidates, pair_probability, rounds=1)
+    """Every candidate judged on its own against the certain tracks (or by its cosine, for ``SCORE``); those
+    seen while a certain track was elsewhere are left for the alternatives (flagged)."""
+    if method == TraceMethod.SCORE:
+        probability = {e.track_id: e.score for e in candidates}
+    else:
+        probability = anchored_probabilities(certain, candidates, pair_probability, rounds=1)
+    kept = list(certain)
     for entry in candidates:
         if any(overlaps(entry, c) for c in certain if c.track_id != entry.track_id):
             continue
-        p = entry.score if method == TraceMethod.SCORE else anchored[entry.track_id]
-        if p >= min_probability:
+        if probability[entry.track_id] >= min_probability:
             kept.append(entry)
-            probability[entry.track_id] = p
     kept.sort(key=_time_key)
     return kept, probability
-
-
-def _best_probability(entry: TraceEntry, chain: Sequence[TraceEntry], pair_probability: PairProbability) -> float:
-    """A track off the chain: its probability given the chain's tracks nearest before and after it."""
-    before = [e for e in chain if e.ts_end <= entry.ts_start]
-    after = [e for e in chain if e.ts_start >= entry.ts_end]
-    neighbours = ([max(before, key=lambda e: e.ts_end)] if before else []) + (
-        [min(after, key=lambda e: e.ts_start)] if after else []
-    )
-    return max((pair_probability(*_ordered(n, entry), entry.score) for n in neighbours), default=0.0)
 
 
 def _merged_steps(
