@@ -386,8 +386,9 @@ class SearchService:
         confirmed as them) are the positive examples, crops of rejected tracks the negative ones.
         Never the track itself nor a track already decided; other cameras unless ``same_camera``.
 
-        Ranked by the probability of being the same person (appearance, cameras and the time from the
-        track or a confirmed sighting under the learned camera links); ``min_probability`` leaves out the rest.
+        Ranked by the evidence that it is the same person (appearance, cameras and the time from the track or a
+        confirmed sighting under the learned camera links), each with its probability of being them (which also
+        counts the candidates competing with it); ``min_probability`` leaves out the less likely.
         """
         self.check_page(limit, offset)
         _check_probability(min_probability)
@@ -400,10 +401,15 @@ class SearchService:
             return []
         certain = self._certain_entries(seed, identity, allowed_cameras)
         entries = [_entry(result, "candidate") for result in results]
-        likely = anchored_probabilities(certain, entries, self._pair_probability(model, TraceMethod.LINKS), rounds=1)
+        probability = self._pair_probability(model, TraceMethod.LINKS)
+        # Ranked by each candidate's own evidence; the probability shown also counts its rivals (one person is at
+        # most one of the tracks a camera shows in a stretch of time), which would bury a person seen on a busy
+        # camera under a stranger alone on a quiet one.
+        evidence = anchored_probabilities(certain, entries, probability, rounds=1, share=False)
+        likely = anchored_probabilities(certain, entries, probability, rounds=1)
         for result in results:
             result.probability = round(likely[result.track_id], 4)
-        results.sort(key=lambda r: (-(r.probability or 0.0), -r.score, r.track_id))
+        results.sort(key=lambda r: (-evidence[r.track_id], -r.score, r.track_id))
         if min_probability is not None:
             results = [r for r in results if (r.probability or 0.0) >= min_probability]
         return results[offset : offset + limit]

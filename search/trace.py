@@ -148,8 +148,10 @@ def _best_chain(
         choice, total = None, gain[node.track_id]
         for i in range(k):
             previous = nodes[i]
-            if node.ts_start < previous.ts_end and not (previous.track_id in must and node.track_id in must):
-                continue  # one person, one place at a time
+            if node.ts_start < previous.ts_end and previous.camera_id != node.camera_id and not (
+                previous.track_id in must and node.track_id in must
+            ):
+                continue  # one person, one place at a time (one camera may show them as two tracks at once)
             penalty = 0.0
             if transit_ratio is not None:
                 penalty = min(0.0, math.log(max(transit_ratio(previous, node), _PROBABILITY_CLIP)))
@@ -172,18 +174,21 @@ def _best_chain(
 
 def anchored_probabilities(
     certain: Sequence[TraceEntry], candidates: Sequence[TraceEntry], pair_probability: PairProbability,
-    rounds: int = ANCHOR_ROUNDS,
+    rounds: int = ANCHOR_ROUNDS, share: bool = True,
 ) -> dict[str, float]:
     """Each candidate's probability of being the person, against the anchors: the certain tracks, then also the
     candidates found ANCHOR_PROBABILITY likely or more (so a person is followed past cameras whose link to the
     seed's camera is unknown, but only through steps that are near certain; ``rounds=1``: the certain only).
 
     Candidates compete: one person is at most one of the tracks a camera shows after (or before) a sighting, so
-    the candidates of one camera on one side of one anchor share that one person (``share_one_person``)."""
+    the candidates of one camera on one side of one anchor share that one person (``share_one_person``;
+    ``share=False``: each pair's own probability, the strength of its evidence alone)."""
     anchors = list(certain)
     probability: dict[str, float] = {}
     for _ in range(max(1, rounds)):
         best = {e.track_id: _best_anchor(e, anchors, pair_probability) for e in candidates}
+        if not share:
+            return {track: p for track, (p, _) in best.items()}
         probability = share_one_person(
             {track: p for track, (p, _) in best.items()},
             {e.track_id: (best[e.track_id][1], e.camera_id, e.ts_start >= _anchor_end(best[e.track_id][1], anchors))

@@ -43,20 +43,24 @@ def test_reid_and_traces_speak_in_probabilities(api):
     with api.client("operator") as client:
         results = client.post(f"/api/search/track/{seed}", json={"limit": 20}).json()["results"]
         assert results and all(0.0 <= r["probability"] <= 1.0 for r in results)
-        ranked = [(r["probability"], r["score"]) for r in results]
-        assert ranked == sorted(ranked, reverse=True)
+        seed_start = client.get(f"/api/tracks/{seed}").json()["ts_start"]
+        shares: dict[tuple[str, bool], float] = {}
+        for r in results:  # a camera's candidates after (or before) the seed share one person at most
+            key = (r["camera_id"], r["ts_start"] >= seed_start)
+            shares[key] = shares.get(key, 0.0) + r["probability"]
+        assert all(total <= 1.0 + 1e-3 for total in shares.values()), shares
         few = client.post(f"/api/search/track/{seed}", json={"limit": 20, "min_probability": 0.999}).json()["results"]
         assert all(r["probability"] >= 0.999 for r in few)
         assert client.post(f"/api/search/track/{seed}", json={"min_probability": 1.5}).status_code == 422
         assert client.post(f"/api/search/track/{seed}", json={"min_score": 0.5}).status_code == 422  # no longer
 
         trace = client.get(f"/api/trace/{seed}").json()
-        assert trace["min_probability"] == 0.5  # CAMTRACE_TRACE_MIN_SCORE: a probability
+        assert trace["min_probability"] == 0.3  # CAMTRACE_TRACE_MIN_SCORE: a probability
         statuses = {s["status"] for s in trace["steps"]}
         assert "seed" in statuses and statuses <= {"seed", "confirmed", "candidate", "alternative"}
         assert all(0.0 <= s["probability"] <= 1.0 for s in trace["steps"])
         path = [s for s in trace["steps"] if s["status"] != "alternative"]
-        assert all(s["probability"] >= 0.5 for s in path if s["status"] == "candidate")
+        assert all(s["probability"] >= 0.3 for s in path if s["status"] == "candidate")
         assert all(s["transit_seconds"] is None for s in trace["steps"] if s["status"] == "alternative")
         for earlier, later in zip(path, path[1:]):  # a path never goes back in time
             assert later["ts_start"] >= earlier["ts_end"] or earlier["status"] != "candidate" != later["status"]

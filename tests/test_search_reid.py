@@ -42,20 +42,21 @@ def test_reid_finds_the_person_on_other_cameras_only_and_never_the_track_itself(
     assert set(ids(results)) == {"B1", "B2", "L1", "L2", "C1", "Q", "X"}
     for result in results:  # every crop of the track is a query: the score is the best pair's similarity
         assert result.score == pytest.approx(expected_similarity(result.track_id, ["A1"]), abs=1e-4)
-    # Ranked by the probability of being the person: B1 arrives 30 s after the seed left camA, where the camA ->
-    # camB link says 20 +- 3 s, so it is far less likely than its score alone says; L1 was on camC while the seed
-    # was on camA: impossible.
+    # B1 arrives on camB 30 s after the seed left camA (the link: 20 +- 3 s), B2 (the same walk, split) 42 s;
+    # L1 was on camC while the seed was on camA: impossible; X looks like nobody.
     probability = {r.track_id: r.probability for r in results}
-    assert [r.probability for r in results] == sorted(probability.values(), reverse=True)
     assert probability["L1"] == 0.0 and probability["X"] < 0.01
-    assert probability["B1"] < 0.5 < probability["B2"] or probability["B1"] > 0.5
+    assert ids(results)[0] in ("B1", "B2") and ids(results)[-2:] == sorted(["L1", "X"], key=ids(results).index)
+    # B1 and B2 are both on camB after the seed: one person at most, so their probabilities add up to one at most.
+    assert probability["B1"] + probability["B2"] <= 1.0 + 1e-6
 
     same = service.reid("A1", limit=20, same_camera=True)
     assert "A1" not in ids(same) and "A2" in ids(same)
     assert next(r for r in same if r.track_id == "A2").probability > 0.9  # the seed found again 2 s later
     assert ids(service.reid("A1", limit=3, offset=2)) == ids(results)[2:5]
-    likely = service.reid("A1", min_probability=0.5)
-    assert likely and all(r.probability >= 0.5 for r in likely) and ids(likely) == ids(results)[: len(likely)]
+    likely = service.reid("A1", min_probability=0.3)
+    assert likely and all(r.probability >= 0.3 for r in likely)
+    assert ids(likely) == [t for t in ids(results) if probability[t] >= 0.3]
     with pytest.raises(InputError, match="probability"):
         service.reid("A1", min_probability=1.5)
 
@@ -124,7 +125,8 @@ def test_confirmations_chain_from_track_to_track(service):
 
 
 def test_the_trace_is_the_most_probable_path_with_the_rest_as_alternatives(service):
-    trace = service.trace("A1")
+    assert service.trace("A1").min_probability == 0.3  # CAMTRACE_TRACE_MIN_SCORE's default
+    trace = service.trace("A1", min_probability=0.5)
     path = [(s.track_id, s.status, s.camera_id, s.merged_track_ids) for s in trace.path]
     # A2 (the seed found again 2 s later: a step of its own until confirmed), B1 and B2 20 s later (one stop),
     # C1 22 s after that, Q 30 s after C1.
