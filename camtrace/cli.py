@@ -544,6 +544,9 @@ def camera_run(names: tuple[str, ...], seconds: float | None) -> None:
 @click.option("--image-weight", type=float, default=0.5, show_default=True, help="Weight of the image-image loss.")
 @click.option("--text-drop", type=float, default=0.2, show_default=True, help="Chance of dropping each caption feature.")
 @click.option("--no-augment", is_flag=True, help="Train without image augmentation and caption feature dropout.")
+@click.option("--crops", type=click.Choice(["tight", "detector", "both"]),
+              help="Footage with ground truth (synthetic:): tight boxes, the boxes CAMTRACE_DETECTOR_MODEL finds, cut "
+              "as the pipeline cuts what it embeds, or both (default: CAMTRACE_TRAIN_CROPS).")
 @click.option("--checkpoint-every", type=int, default=200, show_default=True, help="Steps between checkpoints.")
 @click.option("--resume", is_flag=True, help="Require a checkpoint in --out to resume from (resuming is automatic).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -553,12 +556,14 @@ def camera_run(names: tuple[str, ...], seconds: float | None) -> None:
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr, batch_size, images_per_identity,
-                  accumulate, smoothing, text_weight, image_weight, text_drop, no_augment, checkpoint_every, resume, seed,
-                  num_workers, no_register, queue, no_progress, as_json) -> None:
+                  accumulate, smoothing, text_weight, image_weight, text_drop, no_augment, crops, checkpoint_every,
+                  resume, seed, num_workers, no_register, queue, no_progress, as_json) -> None:
     """Fine-tune the embedding model on person datasets (heads first, then the whole model).
 
     Datasets: cuhk-pedes:, icfg-pedes:, rstpreid: (JSON), market1501: (folder), csv:, synthetic:
-    (a `camtrace synth` folder). The output is a checkpoint folder CAMTRACE_EMBED_MODEL can name.
+    (a `camtrace synth` folder), feedback: and site: (a camtrace data dir: its confirmed matches; its own
+    footage without labels, to adapt the image tower to its cameras). The output is a checkpoint folder
+    CAMTRACE_EMBED_MODEL can name.
     """
     from dataclasses import asdict
 
@@ -583,6 +588,7 @@ def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr
         smoothing=smoothing, text_weight=text_weight, image_weight=image_weight, text_drop=text_drop,
         augment=not no_augment, checkpoint_every=checkpoint_every, resume=True if resume else None, seed=seed,
         num_workers=num_workers, device=settings.device, text_max_length=settings.embed_text_max_length,
+        crops=crops or settings.train_crops,
     )
     result = train(config, progress=not no_progress)
     model_id = None

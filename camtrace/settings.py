@@ -145,6 +145,16 @@ class Settings(BaseSettings):
     model_refresh_seconds: float = Field(
         5.0, ge=0.0, description="Long-running services re-read the active model from the registry this often (s)."
     )
+    train_crops: Literal["tight", "detector", "both"] = Field(
+        "both",
+        description="Training on footage with ground truth: its tight boxes, the detector's boxes cut as the pipeline "
+        "cuts what it embeds, or both (the model then learns what it will be asked to match).",
+    )
+    site_adapt_min_tracks: int = Field(
+        0, ge=0,
+        description="Scheduled training adapts the model to this site's own footage (site: dataset, no labels) once "
+        "this many tracks arrived since the newest model; 0: never.",
+    )
     promote_metric: str = Field(
         "text_to_identity.top1",
         description="Validation figure a new model must improve to be promoted: text_to_identity.<m> or image_reid.<m>.",

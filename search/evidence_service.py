@@ -127,10 +127,9 @@ class EvidenceService:
         version = model.index.model_version
         fingerprint = self.repository.tracks_fingerprint()
         feedback_at = self.repository.newest_feedback_at()  # read first: a verdict given meanwhile counts later
-        rows = self.repository.recent_tracks(int(self.services.settings.evidence_tracks), version)
         if progress:
-            progress(f"reading the vectors of {len(rows)} tracks")
-        samples = self._samples(rows, model)
+            progress("reading the newest tracks and their vectors")
+        samples = self.recent_tracks(model)
         known = {s.track_id for s in samples}
         verdicts = [
             Verdict(f.track_id, f.candidate_track_id, f.verdict == "same")
@@ -146,6 +145,12 @@ class EvidenceService:
         log.info("identity evidence of %s learned from %d tracks and %d verdicts: %d camera links (%.1f s)",
                  version, report.tracks, report.verdicts, report.links, report.seconds)
         return report
+
+    def recent_tracks(self, model: EmbeddingModel | None = None) -> list[TrackSample]:
+        """The most recent CAMTRACE_EVIDENCE_TRACKS tracks with the vectors of their crops (oldest first)."""
+        model = model or self.services.model()
+        rows = self.repository.recent_tracks(int(self.services.settings.evidence_tracks), model.index.model_version)
+        return self._samples(rows, model) if rows else []
 
     def _samples(self, rows, model: EmbeddingModel) -> list[TrackSample]:
         wanted = [pid for row in rows for pid in row.point_ids]

@@ -838,6 +838,14 @@ class Database:
         ]
 
     # Totals ----------------------------------------------------------------
+    def tracks_since(self, ts: float | None) -> int:
+        """Tracks that end after ``ts`` (epoch seconds; None: every track)."""
+        query = select(func.count()).select_from(Track)
+        if ts is not None:
+            query = query.where(Track.ts_end > ts)
+        with self._guard("counting tracks"), self.engine.connect() as conn:
+            return int(conn.scalar(query) or 0)
+
     def counts(self) -> dict[str, int]:
         models = {"cameras": Camera, "videos": Video, "tracks": Track, "detections": Detection}
         with self._guard("counting rows"), self.engine.connect() as conn:

@@ -15,10 +15,12 @@ held in memory), an identity, a camera, captions and a split. Kinds:
 - ``feedback``: a camtrace data dir (its database - CAMTRACE_DATABASE_URL when set - and crop
   store): tracks that investigators confirmed as the same person form one identity, and their
   stored crops are its images, on their own cameras; no captions (they train the image-image term);
-- ``synthetic``: a folder written by ``camtrace.synthetic.generate_footage`` (videos and
-  ``ground_truth.json``): ground-truth boxes are cropped from the videos, a few per walk past a camera;
-  identities are split by their order in the ground truth: the first 60% train, the next 20% val,
-  the rest test.
+- ``synthetic``: a folder written by ``camtrace.synthetic.generate_footage`` or ``generate_site`` (videos
+  and ``ground_truth.json``): ground-truth boxes are cropped from the videos, a few per walk past a camera
+  (and/or the detector's boxes on the same frames: ``crops``); identities are split by their order in the
+  ground truth: the first 60% train, the next 20% val, the rest test;
+- ``site``: a camtrace data dir, without labels (camtrace.training.site): each track is a person, tracks
+  confirmed or matched with confidence across cameras one person; tracks seen together are different people.
 
 A camera of "" means unknown (JSON kinds without a ``camera`` field, CSV without the column).
 Captions are normalised to comma-separated visual features (``normalise_caption``), the form the
@@ -44,7 +46,11 @@ from camtrace.errors import InputError
 
 SPLITS = ("train", "val", "test", "query", "gallery")
 JSON_KINDS = {"cuhk-pedes": "file_path", "icfg-pedes": "file_path", "rstpreid": "img_path"}
-KINDS = (*JSON_KINDS, "market1501", "csv", "synthetic", "feedback")
+KINDS = (*JSON_KINDS, "market1501", "csv", "synthetic", "feedback", "site")
+CROP_SOURCES = ("tight", "detector", "both")
+DETECTOR_BATCH = 16
+DETECTOR_MATCH_IOU = 0.5
+DETECTOR_MIN_HEIGHT = 48  # CAMTRACE_MIN_CROP_HEIGHT's default: the pipeline keeps no shorter crop
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 MARKET_FOLDERS = {"bounding_box_train": "train", "bounding_box_test": "gallery", "query": "query"}
 _MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
@@ -102,6 +108,9 @@ class Sample:
     camera: str
     captions: list[str] = field(default_factory=list)
     split: str = "train"
+    # Samples of one group were seen together (one camera, one stretch of time): their identities are surely
+    # different people, so a batch may set them against each other without any label (site data).
+    group: str = ""
 
     def load_image(self):
         """The image as an RGB PIL image."""
@@ -176,10 +185,16 @@ def parse_spec(spec: str) -> tuple[str, Path]:
     return kind, Path(path).expanduser()
 
 
-def load_dataset(spec: str, *, raw_captions: bool = False) -> PersonDataset:
+def load_dataset(spec: str, *, raw_captions: bool = False, crops: str = "tight", detector: Any = None) -> PersonDataset:
     """``KIND:PATH`` -> PersonDataset; a missing path or a malformed entry raises InputError naming it.
 
-    Captions are normalised unless ``raw_captions``."""
+    Captions are normalised unless ``raw_captions``. Footage with ground truth (``synthetic``) yields the
+    tight ground-truth boxes (``crops`` "tight"), the boxes ``detector`` finds on the same frames cut as the
+    pipeline cuts them ("detector": what the model will embed), or both."""
+    if crops not in CROP_SOURCES:
+        raise InputError(f"crops must be one of {', '.join(CROP_SOURCES)}, not {crops!r}")
+    if crops != "tight" and detector is None:
+        raise InputError(f"crops {crops!r} need a person detector to cut them")
     kind, path = parse_spec(spec)
     if not path.exists():
         raise InputError(f"dataset {spec!r}: {path} does not exist")
@@ -191,8 +206,12 @@ def load_dataset(spec: str, *, raw_captions: bool = False) -> PersonDataset:
         samples = _load_csv(path)
     elif kind == "feedback":
         samples = _load_feedback(path)
+    elif kind == "site":
+        from camtrace.training.site import load_site
+
+        samples = load_site(path)
     else:
-        samples = _load_synthetic(path)
+        samples = _load_synthetic(path, crops, detector)
     if not samples:
         raise InputError(f"dataset {spec!r} holds no images")
     if not raw_captions:
@@ -368,7 +387,7 @@ def _connected_tracks(pairs: Iterable[tuple[str, str]]) -> list[list[str]]:
 # --------------------------------------------------------------------------
 # Synthetic footage
 # --------------------------------------------------------------------------
-def _load_synthetic(path: Path) -> list[Sample]:
+def _load_synthetic(path: Path, crops: str = "tight", detector: Any = None) -> list[Sample]:
     from camtrace.synthetic import GROUND_TRUTH_FILE
 
     file = path / GROUND_TRUTH_FILE if path.is_dir() else path
@@ -392,7 +411,7 @@ def _load_synthetic(path: Path) -> list[Sample]:
         for box in boxes:
             if box["camera"] == camera and (box["identity"], box["frame_index"]) in wanted.get(camera, set()):
                 needed.setdefault(box["frame_index"], []).append(box)
-        for box, crop in _crop_video(video, needed):
+        for box, crop in _crop_video(video, needed, crops, detector):
             identity = box["identity"]
             samples.append(
                 Sample(_array_loader(crop), identity, camera, _given([descriptions[identity]]), split_of[identity])
@@ -431,7 +450,11 @@ def _frames_per_walk(appearances: list[dict], whole: set[tuple[str, str, int]]) 
     return wanted
 
 
-def _crop_video(video: Path, needed: dict[int, list[dict]]) -> Iterable[tuple[dict, np.ndarray]]:
+def _crop_video(video: Path, needed: dict[int, list[dict]], crops: str = "tight",
+                detector: Any = None) -> Iterable[tuple[dict, np.ndarray]]:
+    """RGB crops of the ground-truth boxes ``needed`` per frame: the tight boxes, and/or (``crops`` "detector"
+    or "both") the boxes ``detector`` finds there, matched to a ground-truth box by IoU >= 0.5 and cut, filtered
+    and JPEG-encoded as the pipeline cuts what it embeds."""
     import cv2
 
     if not needed:
@@ -441,17 +464,56 @@ def _crop_video(video: Path, needed: dict[int, list[dict]]) -> Iterable[tuple[di
         raise InputError(f"synthetic video {video} cannot be opened")
     try:
         last = max(needed)
+        batch: list[tuple[int, np.ndarray]] = []
         for index in range(last + 1):
             ok, frame = cap.read()
             if not ok:
                 raise InputError(f"synthetic video {video} ends at frame {index}; the ground truth needs frame {last}")
-            for box in needed.get(index, []):
-                x1, y1, x2, y2 = (int(round(v)) for v in box["box"])
-                crop = frame[max(0, y1) : y2, max(0, x1) : x2, ::-1]
-                if crop.size:
-                    yield box, np.ascontiguousarray(crop)
+            if index not in needed:
+                continue
+            if crops in ("tight", "both"):
+                for box in needed[index]:
+                    x1, y1, x2, y2 = (int(round(v)) for v in box["box"])
+                    crop = frame[max(0, y1) : y2, max(0, x1) : x2, ::-1]
+                    if crop.size:
+                        yield box, np.ascontiguousarray(crop)
+            if crops in ("detector", "both"):
+                batch.append((index, frame))
+                if len(batch) >= DETECTOR_BATCH:
+                    yield from _detector_crops(detector, batch, needed)
+                    batch = []
+        if batch:
+            yield from _detector_crops(detector, batch, needed)
     finally:
         cap.release()
+
+
+def _detector_crops(detector: Any, frames: list[tuple[int, np.ndarray]], needed: dict[int, list[dict]]
+                    ) -> Iterable[tuple[dict, np.ndarray]]:
+    import cv2
+    from camtrace.detection.selection import crop_box, is_cut_off
+
+    for (index, frame), found in zip(frames, detector.detect([f for _, f in frames])):
+        height, width = frame.shape[:2]
+        for box in needed[index]:
+            ious = [_iou(row[:4], box["box"]) for row in found]
+            if not ious or max(ious) < DETECTOR_MATCH_IOU:
+                continue
+            x1, y1, x2, y2 = (float(v) for v in found[int(np.argmax(ious))][:4])
+            if y2 - y1 < DETECTOR_MIN_HEIGHT or is_cut_off((x1, y1, x2, y2), width, height):
+                continue  # the pipeline drops these crops too
+            ok, jpeg = cv2.imencode(".jpg", crop_box(frame, (x1, y1, x2, y2)), [cv2.IMWRITE_JPEG_QUALITY, 90])
+            if ok:
+                yield box, np.ascontiguousarray(cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[:, :, ::-1])
+
+
+def _iou(a: Any, b: Any) -> float:
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
 
 
 def _array_loader(array: np.ndarray) -> Callable[[], Any]:

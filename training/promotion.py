@@ -39,6 +39,7 @@ from camtrace.types import IndexPoint
 
 log = logging.getLogger(__name__)
 
+SITE_METRIC = "image_reid.map"  # what a site's held-out people (no captions) judge a model on
 # Catch-up passes before the switch: each re-embeds what ingest added during the previous one.
 MAX_CATCH_UP_PASSES = 5
 
@@ -170,6 +171,9 @@ def judge(services: Services, candidate: ModelEntry, baseline: ModelEntry | None
     if "." not in metric:
         raise InputError(f"CAMTRACE_PROMOTE_METRIC {metric!r} must be section.metric, e.g. text_to_identity.top1")
     spec = validation_spec(services, candidate)
+    if spec is not None and spec.startswith("site:") and not metric.startswith("image_reid."):
+        # A site's held-out people have no captions: they judge re-id, never the text figure.
+        metric = SITE_METRIC
     mine = figure(services, candidate, metric, spec)
     if baseline is not None:
         return compare(candidate.id, mine, baseline.id, figure(services, baseline, metric, spec), metric, margin)

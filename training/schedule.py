@@ -13,7 +13,11 @@ registered model:
   ``synthetic/batch-07``), modified after the newest model was registered;
 - new confirmed matches: investigators' "same person" verdicts (the
   ``feedback`` table) given after it; while any exist, the ``feedback`` dataset
-  of this data dir (their stored crops) joins the training data.
+  of this data dir (their stored crops) joins the training data;
+- new footage (with CAMTRACE_SITE_ADAPT_MIN_TRACKS): that many tracks seen since
+  it; the ``site`` dataset of this data dir (its own tracks, no labels) joins the
+  training data, and its held-out people judge the promotion unless
+  CAMTRACE_VAL_DATASET names another set.
 
 The check runs on the train worker rather than in beat, so a check queued
 behind a running training sees that run's model and does not train again.
@@ -65,6 +69,8 @@ class TrainingDecision:
     datasets: list[str] = field(default_factory=list)  # every dataset found (what a run trains on)
     new_datasets: list[str] = field(default_factory=list)
     new_feedback: int = 0
+    new_tracks: int = 0
+    val: str | None = None  # the validation set the run should use (None: CAMTRACE_VAL_DATASET)
 
 
 @dataclass
@@ -115,7 +121,15 @@ def training_due(services: Services) -> TrainingDecision:
     feedback = sum(1 for row in confirmed if since is None or row.created_at > since)
     if confirmed:  # the investigators' confirmed matches train with the rest
         datasets.append(f"feedback:{settings.resolved_data_dir}")
-    decision = TrainingDecision(False, "", since, datasets, new, feedback)
+    tracks = services.db.tracks_since(since) if settings.site_adapt_min_tracks else 0
+    site = f"site:{settings.resolved_data_dir}"
+    decision = TrainingDecision(False, "", since, datasets, new, feedback, tracks)
+    if settings.site_adapt_min_tracks and tracks >= settings.site_adapt_min_tracks:
+        decision.datasets = [*datasets, site]
+        decision.val = settings.val_dataset or site
+        decision.due = True
+        decision.reason = f"{tracks} new track(s) to adapt to (threshold {settings.site_adapt_min_tracks})"
+        return decision
     if not datasets:
         decision.reason = "no training datasets (set CAMTRACE_TRAINING_DATA_DIR and put datasets under <kind>/)"
     elif len(new) >= settings.train_min_new_datasets:
@@ -159,6 +173,7 @@ def train_config(services: Services, request: TrainRequest):
         processor=processor,
         device=settings.device,
         text_max_length=settings.embed_text_max_length,
+        crops=settings.train_crops,
         **overrides,
     )
 
@@ -206,6 +221,6 @@ def maybe_train(
         log.info("no training: %s", decision.reason)
         return None
     log.warning("training: %s", decision.reason)
-    return run_training(services, TrainRequest(datasets=decision.datasets), progress=progress,
+    return run_training(services, TrainRequest(datasets=decision.datasets, val=decision.val), progress=progress,
                         run_elsewhere=run_elsewhere)
 

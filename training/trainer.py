@@ -84,6 +84,11 @@ class TrainConfig:
     num_workers: int = 0
     eval_batch_size: int = 64
     text_max_length: int = 64
+    # Footage with ground truth (synthetic): tight boxes, the detector's boxes as the pipeline cuts them, or both.
+    crops: str = "tight"
+    # None: the text tower trains only when some training sample has a caption (site data alone has none, and
+    # the image tower must not drift away from a text tower that learns nothing).
+    freeze_text: bool | None = None
 
     def check(self) -> None:
         if not self.datasets:
@@ -100,6 +105,10 @@ class TrainConfig:
             raise ConfigError(f"batch size {self.batch_size} is smaller than images per identity {self.images_per_identity}")
         if not 0.0 <= self.smoothing < 1.0 or not 0.0 <= self.text_drop < 1.0:
             raise ConfigError("smoothing and text drop must be in [0, 1)")
+        from camtrace.training.datasets import CROP_SOURCES
+
+        if self.crops not in CROP_SOURCES:
+            raise ConfigError(f"crops must be one of {', '.join(CROP_SOURCES)}, not {self.crops!r}")
 
     def run_fingerprint(self) -> dict[str, Any]:
         """The fields a resumed run must share with the checkpoint's run."""
@@ -119,20 +128,36 @@ class TrainResult:
 # --------------------------------------------------------------------------
 # Data: batch plans, augmentation, collation
 # --------------------------------------------------------------------------
-def plan_epoch(labels: list[int], seed: int, epoch: int, batches: int, per_identity: int, batch_size: int) -> list[list[int]]:
-    """``batches`` lists of sample indices: P identities x K images each, identities cycled in a shuffled order."""
+def plan_epoch(labels: list[int], seed: int, epoch: int, batches: int, per_identity: int, batch_size: int,
+               groups: dict[int, str] | None = None) -> list[list[int]]:
+    """``batches`` lists of sample indices: P identities x K images each, identities cycled in a shuffled order.
+
+    Identities with a co-occurrence group (site data: tracks seen together are surely different people) fill a
+    batch from one group, so every pair the batch sets apart is a true negative; identities without one (labelled
+    data) fill the rest of such a batch, and batches of their own."""
     rng = np.random.default_rng([seed, epoch])
     by_identity: dict[int, list[int]] = {}
     for index, label in enumerate(labels):
         by_identity.setdefault(label, []).append(index)
-    identities = sorted(by_identity)
-    per_batch = max(1, min(len(identities), batch_size // per_identity))
+    groups = groups or {}
+    per_batch = max(1, min(len(by_identity), batch_size // per_identity))
+    plain = sorted(i for i in by_identity if i not in groups)
+    grouped: dict[str, list[int]] = {}
+    for identity in sorted(i for i in by_identity if i in groups):
+        grouped.setdefault(groups[identity], []).append(identity)
+    sets = [members for _, members in sorted(grouped.items()) if len(members) >= 2]
     order: list[int] = []
     plan = []
-    for _ in range(batches):
-        if len(order) < per_batch:
-            order.extend(int(i) for i in rng.permutation(identities))
-        chosen, order = order[:per_batch], order[per_batch:]
+    for number in range(batches):
+        chosen: list[int] = []
+        if sets and (not plain or number % 2 == 0):
+            members = sets[int(rng.integers(len(sets)))]
+            chosen = [members[int(i)] for i in rng.permutation(len(members))[:per_batch]]
+        wanted = per_batch - len(chosen)
+        if wanted > 0 and plain:
+            if len(order) < wanted:
+                order.extend(int(i) for i in rng.permutation(plain))
+            chosen, order = chosen + order[:wanted], order[wanted:]
         batch = []
         for identity in dict.fromkeys(chosen):  # a reshuffle may repeat an identity at the seam
             pool = by_identity[identity]
@@ -140,6 +165,11 @@ def plan_epoch(labels: list[int], seed: int, epoch: int, batches: int, per_ident
             batch.extend(pool[int(p)] for p in picks)
         plan.append(batch)
     return plan
+
+
+def _is_text(name: str) -> bool:
+    """Whether a parameter belongs to the text tower (SigLIP's text_model, CLIP's text_model and projection)."""
+    return name.startswith(("text_model.", "text_projection."))
 
 
 def image_augmentation():
@@ -328,7 +358,14 @@ def _lr_lambda(stage_steps: int, warmup_ratio: float) -> Callable[[int], float]:
 
 
 def _load_data(config: TrainConfig) -> tuple[PersonDataset, PersonDataset | None]:
-    loaded = [load_dataset(spec) for spec in config.datasets]
+    detector = None
+    if config.crops != "tight":
+        from camtrace.detection import PersonDetector
+
+        from camtrace.settings import load_settings
+
+        detector = PersonDetector.from_settings(load_settings())  # CAMTRACE_DETECTOR_MODEL: the one that cuts crops
+    loaded = [load_dataset(spec, crops=config.crops, detector=detector) for spec in config.datasets]
     everything = PersonDataset.concat(loaded)
     train_set = everything.split("train")
     if not train_set.samples:
@@ -383,6 +420,8 @@ def train(
     identities = train_set.identities
     label_of = {identity: i for i, identity in enumerate(identities)}
     labels = [label_of[s.identity] for s in train_set.samples]
+    groups = {label_of[s.identity]: s.group for s in train_set.samples if s.group}
+    freeze_text = config.freeze_text if config.freeze_text is not None else not any(s.captions for s in train_set)
     log.info("training on %s; validating on %s", train_set, val_set)
 
     device = resolve_device(config.device)
@@ -400,7 +439,7 @@ def train(
     def make_stage(stage: int):
         trainable = []
         for name, param in model.named_parameters():
-            param.requires_grad_(stage == 2 or name in head_names)
+            param.requires_grad_((stage == 2 or name in head_names) and not (freeze_text and _is_text(name)))
             if param.requires_grad:
                 trainable.append(param)
         lr, stage_steps = (config.head_lr, head_steps) if stage == 1 else (config.lr, total_steps - head_steps)
@@ -428,7 +467,8 @@ def train(
         if stage == 1 and step >= head_steps:
             stage = 2
             optimizer, scheduler = make_stage(stage)
-        plan = plan_epoch(labels, config.seed, epoch, batches_per_epoch, config.images_per_identity, config.batch_size)
+        plan = plan_epoch(labels, config.seed, epoch, batches_per_epoch, config.images_per_identity, config.batch_size,
+                          groups)
         first_batch = step_in_epoch * config.accumulate
         # An epoch never spans the two stages: the heads stage is a whole number of epochs.
         stage_end = head_steps if stage == 1 else total_steps
