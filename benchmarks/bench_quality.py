@@ -290,9 +290,12 @@ def base_embedder(cache: Path, cfg: EmbedderConfig) -> Path:
     return folder
 
 
-def train_embedder(cache: Path, world: WorldConfig, train_dirs: list[Path], base: Path, cfg: EmbedderConfig) -> dict:
-    """Fine-tune the base with ``camtrace train`` on the training people (or reuse the cached result)."""
-    folder = cache_folder(cache, "embedder-trained", {"world": asdict(world), "embedder": asdict(cfg)})
+def train_embedder(cache: Path, world: WorldConfig, train_dirs: list[Path], base: Path, cfg: EmbedderConfig,
+                   crops: str = "tight", detector: dict | None = None) -> dict:
+    """Fine-tune the base with ``camtrace train`` on the training people (or reuse the cached result): on their
+    tight ground-truth boxes, or (``crops`` "both") also on the trained detector's boxes as the pipeline cuts them."""
+    params = {"world": asdict(world), "embedder": asdict(cfg)} | ({"crops": crops} if crops != "tight" else {})
+    folder = cache_folder(cache, "embedder-trained", params)
     if is_complete(folder):
         return read_record(folder) | {"cached": True}
     out = fresh(folder) / "model"
@@ -301,11 +304,38 @@ def train_embedder(cache: Path, world: WorldConfig, train_dirs: list[Path], base
         *(arg for d in train_dirs for arg in ("--dataset", f"synthetic:{d}")), "--out", str(out), "--base", str(base),
         # A random start has no heads worth training alone: the whole model from the first step.
         "--head-epochs", "0", "--epochs", str(cfg.epochs), "--lr", str(cfg.lr), "--batch-size", str(cfg.batch_size),
-        "--image-weight", str(cfg.image_weight), "--seed", str(cfg.seed), "--no-register",
+        "--image-weight", str(cfg.image_weight), "--seed", str(cfg.seed), "--no-register", "--crops", crops,
     ]
+    return run_training(command, folder, out, cfg, detector)
+
+
+def adapt_embedder(cache: Path, site_dir: Path, train_dirs: list[Path], model: str, cfg: EmbedderConfig,
+                   detector: dict, key: dict) -> dict:
+    """Adapt ``model`` to the test cameras: ``camtrace train`` on the site's own ingested tracks (no labels), with
+    the labelled training footage mixed in to keep the text tower aligned."""
+    folder = cache_folder(cache, "embedder-adapted", key | {"embedder": asdict(cfg), "from": model})
+    if is_complete(folder):
+        return read_record(folder) | {"cached": True}
+    out = fresh(folder) / "model"
+    command = [
+        sys.executable, "-m", "camtrace.cli", "train", "--dataset", f"site:{site_dir}",
+        *(arg for d in train_dirs for arg in ("--dataset", f"synthetic:{d}")), "--out", str(out), "--base", model,
+        "--head-epochs", "0", "--epochs", str(max(2, cfg.epochs // 2)), "--lr", str(cfg.lr / 4),
+        "--batch-size", str(cfg.batch_size), "--image-weight", str(cfg.image_weight), "--seed", str(cfg.seed),
+        "--no-register", "--crops", "both",
+    ]
+    return run_training(command, folder, out, cfg, detector, data_dir=site_dir, serving=model)
+
+
+def run_training(command: list[str], folder: Path, out: Path, cfg: EmbedderConfig, detector: dict | None,
+                 data_dir: Path | None = None, serving: str | None = None) -> dict:
     print("$", " ".join(command), flush=True)
     started = time.perf_counter()
-    env = os.environ | {"CAMTRACE_DATA_DIR": str(folder / "data")}
+    env = os.environ | {"CAMTRACE_DATA_DIR": str(data_dir or folder / "data")}
+    if serving is not None:  # the model whose vectors the site's index holds
+        env |= {"CAMTRACE_EMBED_MODEL": serving, "CAMTRACE_EMBED_PROCESSOR": ""}
+    if detector is not None:  # the detector that cuts the pipeline's crops
+        env |= {"CAMTRACE_DETECTOR_MODEL": detector["folder"], "CAMTRACE_DETECTOR_IMGSZ": str(detector["imgsz"])}
     subprocess.run(command, check=True, env=env)
     record = embedder_record(out, cfg, time.perf_counter() - started)
     mark_complete(folder, record)
@@ -393,10 +423,12 @@ def reid_figures(services, identities: dict[str, str | None], cameras: dict[str,
 
 
 def evaluate_configuration(work: Path, test_dir: Path, detector: str, embedder: str, imgsz: int,
-                           crop_mode: str, runtime: str = "auto", tracker: str = "motion", study: str = "") -> dict:
+                           crop_mode: str, runtime: str = "auto", tracker: str = "motion", study: str = "",
+                           keep: Path | None = None) -> dict:
     """Ingest the test cameras into a fresh data dir with these models, crop setting, runtime and tracker; measure
-    tracking and retrieval. ``study``: "traces" adds every part of the trace (trace_study), "baseline" the cosine
-    trace only."""
+    tracking and retrieval. ``study``: "traces" adds every part of the trace (trace_study), "path" the default
+    trace only, "baseline" the cosine trace only. ``keep``: a copy of the data dir as ingested, before any
+    verdict (what the site adaptation learns from)."""
     from camtrace.search import SearchService
     from camtrace.search.trace import TraceMethod
     from camtrace.workers.local import ingest_local
@@ -430,8 +462,15 @@ def evaluate_configuration(work: Path, test_dir: Path, detector: str, embedder: 
             if study == "baseline":
                 extra["traces"] = {"cosine >= 0.7": trace_study.trace_row(search, seeds, identities, TraceMethod.SCORE,
                                                                           0.7)}
+            elif study == "path":
+                extra["traces"] = {"+ path": trace_study.trace_row(search, seeds, identities, TraceMethod.PATH,
+                                                                   settings.trace_min_score)}
             elif study == "traces":
                 extra.update(study_traces(search, seeds, identities))
+        if keep is not None:
+            if keep.exists():
+                shutil.rmtree(keep)
+            shutil.copytree(data_dir, keep)
         if study == "traces":  # other processes open the shard: this one has let it go
             extra.update(study_shells(search, seeds, identities, data_dir, settings))
         label = services.encoder.runtime_label
@@ -563,6 +602,7 @@ def print_table(report: dict) -> None:
               f"{fmt(row['reid_by_probability']['map'])}")
     print("cross%: walks across a view that left a track; t/cr: tracks per such walk; rid: re-id ranked by score; "
           "pid: ranked by probability (camera links)")
+    print_embedders(report)
     print_traces(report)
     for name, figures in report["ground_truth_crops"].items():
         text, reid = figures["text_to_identity"] or {}, figures["image_reid"] or {}
@@ -579,6 +619,23 @@ def print_table(report: dict) -> None:
         if trained and untrained:
             print(f"trained - untrained ({mode}): text Top-1 {trained['text']['top1'] - untrained['text']['top1']:+.1f}"
                   f", re-id mAP {trained['reid']['map'] - untrained['reid']['map']:+.1f} points")
+
+
+def print_embedders(report: dict) -> None:
+    """What each way of training the embedder does where it runs: re-id, traces and text search in the pipeline."""
+    rows = [row for row in report["rows"] if row["crop_mode"] == "K best" and row["tracker"] == "motion"
+            and row["runtime"].startswith("onnx") and row.get("traces")]
+    if not rows:
+        return
+    print("\nembedders in the pipeline (default settings; trace: each person's longest track, the default path):")
+    labels = {"untrained": "untrained (random start)", "tight": "trained on ground-truth boxes",
+              "trained": "trained on boxes + detector crops (default)", "adapted": "+ adapted to the site (no labels)"}
+    for row in rows:
+        trace = row["traces"].get("+ path") or {}
+        print(f"  {labels.get(row['embedder'], row['embedder']):<44} re-id Top-1 {fmt(row['reid']['top1'])} "
+              f"mAP {fmt(row['reid']['map'])} | by probability Top-1 {fmt(row['reid_by_probability']['top1'])} "
+              f"mAP {fmt(row['reid_by_probability']['map'])} | trace F1 {fmt(trace.get('f1'))} | text Top-1 "
+              f"{fmt(row['text']['top1'])} Top-5 {fmt(row['text']['top5'])}")
 
 
 def print_traces(report: dict) -> None:
@@ -666,20 +723,22 @@ def main() -> None:
     print(f"[{time.perf_counter() - began:6.0f} s] detector ready (mAP50 {detector['map50']:.1f}"
           f"{', cached' if detector['cached'] else ''})", flush=True)
     base = base_embedder(cache, preset.embedder)
-    trained = train_embedder(cache, preset.world, train_dirs, base, preset.embedder)
-    print(f"[{time.perf_counter() - began:6.0f} s] embedder ready{' (cached)' if trained['cached'] else ''}",
-          flush=True)
+    tight = train_embedder(cache, preset.world, train_dirs, base, preset.embedder)
+    both = train_embedder(cache, preset.world, train_dirs, base, preset.embedder, crops="both", detector=detector)
+    print(f"[{time.perf_counter() - began:6.0f} s] embedders ready{' (cached)' if both['cached'] else ''}", flush=True)
 
-    models = {"untrained": str(base), "trained": trained["folder"]}
+    # "trained": camtrace train's default (ground-truth boxes and the detector's crops); "tight": boxes only.
+    models = {"untrained": str(base), "tight": tight["folder"], "trained": both["folder"]}
     crop_level = {name: crop_figures(test_dir, folder) for name, folder in models.items()}
     for number_format in NUMBER_FORMATS[1:]:
         crop_level[f"trained, {number_format}"] = crop_figures(test_dir, models["trained"], number_format,
                                                               work / "exports")
     print(f"[{time.perf_counter() - began:6.0f} s] ground-truth crops measured", flush=True)
-    # (embedder, crop setting, runtime, tracker, study): the first trained row studies traces part by part, the
-    # ByteTrack row measures traces as they were built before (ByteTrack, cosine threshold).
+    # (embedder, crop setting, runtime, tracker, study): the default trained row studies traces part by part (and
+    # is what the site adaptation starts from), the ByteTrack row measures traces as they were built before.
     plan = [
-        ("untrained", "K best", "auto", "motion", ""),
+        ("untrained", "K best", "auto", "motion", "path"),
+        ("tight", "K best", "auto", "motion", "path"),
         ("trained", "K best", "auto", "motion", "traces"),
         ("trained", "1 crop", "auto", "motion", ""),
         ("trained", "every crop", "auto", "motion", ""),
@@ -689,19 +748,31 @@ def main() -> None:
     if args.quick:
         plan = [step for step in plan if step[1] == "K best" and step[2] == "auto"]
     rows = []
-    for name, mode, runtime, tracker, study in plan:
+
+    def measure(name: str, mode: str, runtime: str, tracker: str, study: str, keep: Path | None = None) -> None:
         row = evaluate_configuration(work, test_dir, detector["folder"], models[name], preset.detector.imgsz, mode,
-                                     runtime=runtime, tracker=tracker, study=study)
+                                     runtime=runtime, tracker=tracker, study=study, keep=keep)
         rows.append({"embedder": name, "crop_mode": mode, **row})
         print(f"[{time.perf_counter() - began:6.0f} s] {name} / {mode} / {row['runtime']} / {tracker}: text Top-1 "
               f"{row['text']['top1']:.1f}, re-id mAP {row['reid']['map']:.1f}, crossings found "
               f"{row['crossings']['found_pct']:.1f}%", flush=True)
 
+    site = work / "site-ingested"  # the test cameras as the default trained model indexed them, before any verdict
+    for step in plan:
+        measure(*step, keep=site if step[0] == "trained" and step[4] == "traces" else None)
+    # Site adaptation: the default trained model learns the test cameras' own tracks (no labels), then ingests
+    # them again.
+    adapted = adapt_embedder(cache, site, train_dirs, models["trained"], preset.embedder, detector,
+                             {"world": asdict(preset.world), "detector": detector["folder"]})
+    models["adapted"] = adapted["folder"]
+    crop_level["adapted"] = crop_figures(test_dir, models["adapted"])
+    measure("adapted", "K best", "auto", "motion", "path")
+
     report = {
         "preset": "quick" if args.quick else "full",
         "world": asdict(preset.world),
         "detector": {k: v for k, v in detector.items() if k != "cached"},
-        "embedder": {"base": asdict(preset.embedder), "trained": trained},
+        "embedder": {"base": asdict(preset.embedder), "tight": tight, "trained": both, "adapted": adapted},
         "ground_truth_crops": crop_level,
         "rows": rows,
         "seconds": round(time.perf_counter() - began, 1),
