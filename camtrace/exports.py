@@ -109,7 +109,7 @@ def ensure_export(root: Path, spec: ExportSpec, build: Callable[[Path], Path], d
             return target
         if (folder / MANIFEST).exists() or target.exists():
             log.warning("rebuilding %s for %s: %s", describe, spec.source_version, problem)
-        log.warning("building %s for %s (once per model version) ...", describe, spec.source_version)
+        log.info("building %s for %s (once per model version) ...", describe, spec.source_version)
         began = time.perf_counter()
         # The manifest goes first and last: without it nothing here counts as finished.
         (folder / MANIFEST).unlink(missing_ok=True)
@@ -131,5 +131,5 @@ def ensure_export(root: Path, spec: ExportSpec, build: Callable[[Path], Path], d
             os.replace(tmp_manifest, folder / MANIFEST)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        log.warning("built %s in %.1f s: %s", describe, time.perf_counter() - began, target)
+        log.info("built %s in %.1f s: %s", describe, time.perf_counter() - began, target)
     return target

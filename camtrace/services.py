@@ -141,7 +141,7 @@ class Services:
                 self._model = self._build_model(*key)
                 self._model_key = key
                 if previous is not None:
-                    log.warning("embedding model switched to %s (registry model %s)", self._model.encoder, key[0])
+                    log.info("embedding model switched to %s (registry model %s)", self._model.encoder, key[0])
             return self._model
 
     def pin(self, model: EmbeddingModel) -> None:

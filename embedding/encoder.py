@@ -11,6 +11,7 @@ supporting another family means registering one more ``ModelFamily``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -591,8 +592,25 @@ def export_vision_tower(ref: str, image_size: int, work: Path, quantization: str
     if quantization == "fp32":
         return fp32
     int8 = work / "vision-int8.onnx"
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    with _quiet_quantization_advice():
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
     return int8
+
+
+@contextlib.contextmanager
+def _quiet_quantization_advice():
+    """ONNX Runtime's quantizer logs advice to the root logger on every export ("consider pre-processing"): it
+    is meant for whoever tunes a quantization by hand, not for a user whose first run builds the export."""
+
+    def drop(record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 class DevicePixelTransform:

@@ -205,15 +205,15 @@ class SearchService:
                 raise NotFoundError(f"unknown camera(s) {', '.join(unknown)}; known cameras: {listed}")
         elif allowed_cameras is not None:
             cameras = tuple(sorted(set(allowed_cameras))) or (NO_CAMERA,)
-        since_ts = parse_time(since, "--since") if isinstance(since, str) else validation.moment(since, "--since")
-        until_ts = parse_time(until, "--until") if isinstance(until, str) else validation.moment(until, "--until")
+        since_ts = parse_time(since, "since") if isinstance(since, str) else validation.moment(since, "since")
+        until_ts = parse_time(until, "until") if isinstance(until, str) else validation.moment(until, "until")
         if since_ts is not None and until_ts is not None and since_ts > until_ts:
-            raise InputError("--since is after --until")
+            raise InputError("since is after until")
         return SearchFilter(camera_ids=cameras, since=since_ts, until=until_ts)
 
     def check_page(self, limit: int, offset: int = 0) -> None:
         if limit < 1:
-            raise InputError("--limit must be at least 1")
+            raise InputError("limit must be at least 1")
         if limit > self.max_results:
             raise InputError(
                 f"limit {limit} is more than the maximum of {self.max_results} results per page "

@@ -133,7 +133,7 @@ def test_two_processes_starting_together_build_one_export(tmp_path):
         f"""
         import logging, os, sys, time
         from pathlib import Path
-        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
         from camtrace.exports import ExportSpec, ensure_export
 
         def build(work):

@@ -208,7 +208,7 @@ def run_training(
             promoted, note = True, outcome.comparison.reason
         except PromotionRefused as exc:
             note = str(exc)
-    log.warning("trained model %s in %s%s", model_id, result.out_dir, f" ({note})" if note else "")
+    log.info("trained model %s in %s%s", model_id, result.out_dir, f" ({note})" if note else "")
     return TrainingOutcome(model_id, str(result.out_dir), metrics or None, promoted, note)
 
 
@@ -220,7 +220,7 @@ def maybe_train(
     if not decision.due:
         log.info("no training: %s", decision.reason)
         return None
-    log.warning("training: %s", decision.reason)
+    log.info("training: %s", decision.reason)
     return run_training(services, TrainRequest(datasets=decision.datasets, val=decision.val), progress=progress,
                         run_elsewhere=run_elsewhere)
 
