@@ -56,7 +56,8 @@ def test_no_new_data_means_no_training(tmp_path: Path, tiny_siglip_dir: Path) ->
 def test_new_datasets_train_and_register_a_model_then_the_count_starts_again(
     tmp_path: Path, tiny_siglip_dir: Path, footage
 ) -> None:
-    services = make_services(tmp_path, tiny_siglip_dir, train_min_new_feedback=3)
+    # Tight ground-truth boxes: the detector's crops need a trained detector (tests/test_training_site.py).
+    services = make_services(tmp_path, tiny_siglip_dir, train_min_new_feedback=3, train_crops="tight")
     spec = add_dataset(tmp_path / "training", "synthetic", "walks", target=footage.root)
     decision = training_due(services)
     assert decision.due and decision.new_datasets == [spec] and decision.new_feedback == 0

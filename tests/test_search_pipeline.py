@@ -120,9 +120,8 @@ def test_reid_from_a_real_track_keeps_to_other_cameras(service):
     others = service.reid(seed.track_id, limit=30)
     assert others and seed.track_id not in ids(others)
     assert all(r.camera_id != seed.camera_id for r in others)
-    # Most probably the same person first (appearance with the cameras' links), each with its probability.
-    ranked = [(r.probability, r.score) for r in others]
-    assert all(0.0 <= p <= 1.0 for p, _ in ranked) and ranked == sorted(ranked, reverse=True)
+    # Each with its probability of being the person (appearance with the cameras' links, among its rivals).
+    assert all(0.0 <= r.probability <= 1.0 for r in others)
     everywhere = service.reid(seed.track_id, limit=30, same_camera=True)
     assert seed.track_id not in ids(everywhere) and seed.camera_id in {r.camera_id for r in everywhere}
 
@@ -170,7 +169,8 @@ def test_a_trace_exports_to_csv_json_and_a_self_contained_html(service):
 
     seed = service.by_text("person", None, 1)[0]
     trace = service.trace(seed.track_id, min_probability=0.01, limit=6)
-    assert trace.steps and len(trace.steps) == 7  # the seed and its 6 candidates: on the path or alternatives
+    # The seed and its 6 candidates: on the path or alternatives (tracks of one camera in a row merge into a step).
+    assert trace.steps and sum(1 + len(s.merged_track_ids) for s in trace.steps) == 7
     assert "seed" in {s.status for s in trace.steps}
     assert {s.status for s in trace.steps} <= {"seed", "candidate", "alternative"}
     crops = service.services.crops

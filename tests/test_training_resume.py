@@ -51,7 +51,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tiny_siglip_dir, footage, tmp_
     # 5 people: 3 train (36 crops) -> 4 steps of 8 per epoch; 1 heads epoch + 2 whole-model epochs = 12 steps.
     common = ["train", "--dataset", f"synthetic:{footage.root}", "--base", str(tiny_siglip_dir), "--head-epochs", "1",
               "--epochs", "2", "--lr", "1e-3", "--head-lr", "1e-3", "--batch-size", "8", "--images-per-identity", "2",
-              "--checkpoint-every", "2", "--no-register", "--no-progress", "--json"]
+              "--checkpoint-every", "2", "--crops", "tight", "--no-register", "--no-progress", "--json"]
     reference, crashed = tmp_path / "reference", tmp_path / "crashed"
 
     done = _cli([*common, "--out", str(reference)])
@@ -129,7 +129,8 @@ def test_train_command_registers_the_model_with_its_validation_figures(tiny_sigl
     data_dir, out = tmp_path / "data", tmp_path / "model"
     result = CliRunner().invoke(cli, ["train", "--dataset", f"synthetic:{footage.root}", "--base", str(tiny_siglip_dir),
                                       "--head-epochs", "1", "--epochs", "0", "--batch-size", "8",
-                                      "--images-per-identity", "2", "--out", str(out), "--no-progress", "--json"],
+                                      "--images-per-identity", "2", "--crops", "tight", "--out", str(out), "--no-progress",
+                                      "--json"],
                                 env={"CAMTRACE_DEVICE": "cpu", "CAMTRACE_DATA_DIR": str(data_dir)})
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
