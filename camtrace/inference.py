@@ -98,6 +98,14 @@ def onnx_session_options(cpu_threads: int = 0) -> Any:
     return options
 
 
+def open_onnx_session(path: str, device: torch.device, cpu_threads: int = 0) -> Any:
+    """An ONNX Runtime session of ``path`` with camtrace's options and providers: the one way the encoder's and
+    the detector's exports are opened."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), onnx_session_options(cpu_threads), providers=onnx_providers(device))
+
+
 def limit_torch_threads(cpu_threads: int) -> None:
     """PyTorch's intra-op threads on the CPU (0 keeps its default, one per core)."""
     if cpu_threads > 0:

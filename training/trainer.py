@@ -32,13 +32,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from camtrace.embedding.encoder import MODEL_FAMILIES, _from_pretrained, _pooled, resolve_device
+from camtrace.embedding.families import MODEL_FAMILIES, pooled_output
+from camtrace.embedding.weights import from_pretrained
 from camtrace.training.datasets import PersonDataset, Sample, load_dataset, split_features
 from camtrace.training.evaluate import evaluate_model, evaluation_set
 from camtrace.training.losses import PersonContrastiveLoss
 from tqdm import tqdm
 
 from camtrace.errors import ConfigError, InputError
+from camtrace.inference import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -251,14 +253,14 @@ def load_base(base: str, processor_ref: str | None, text_max_length: int) -> Loa
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    config = _from_pretrained(AutoConfig.from_pretrained, base, "model")
+    config = from_pretrained(AutoConfig.from_pretrained, base, "model")
     model_type = getattr(config, "model_type", "")
     if model_type not in MODEL_FAMILIES or model_type not in HEAD_PARAMETERS:
         raise ConfigError(f"cannot fine-tune {base!r}: model type {model_type!r} is not one of {', '.join(HEAD_PARAMETERS)}")
     family = MODEL_FAMILIES[model_type]
-    model = _from_pretrained(AutoModel.from_pretrained, base, "model")
+    model = from_pretrained(AutoModel.from_pretrained, base, "model")
     model.float()
-    processor = _from_pretrained(AutoProcessor.from_pretrained, processor_ref or base, "processor")
+    processor = from_pretrained(AutoProcessor.from_pretrained, processor_ref or base, "processor")
     max_positions = getattr(config.text_config, "max_position_embeddings", None) or text_max_length
     text_kwargs = {"padding": family.text_padding, "max_length": min(text_max_length, max_positions), "truncation": True}
     return LoadedModel(model, processor, model_type, text_kwargs, family.lowercase_text)
@@ -306,7 +308,7 @@ class InMemoryEncoder:
         try:
             with torch.inference_mode(), _autocast(self.device):
                 for start in range(0, len(items), self.batch_size):
-                    feats = _pooled(forward(items[start : start + self.batch_size])).float()
+                    feats = pooled_output(forward(items[start : start + self.batch_size])).float()
                     chunks.append(torch.nn.functional.normalize(feats, dim=-1).cpu().numpy())
         finally:
             model.train(was_training)
@@ -482,10 +484,10 @@ def train(
                    desc=f"epoch {epoch + 1}/{config.head_epochs + config.epochs} ({'heads' if stage == 1 else 'all'})")
         for micro, batch in enumerate(loader):
             with _autocast(device):
-                image_emb = _pooled(model.get_image_features(**_to_device(batch["images"], device)))
+                image_emb = pooled_output(model.get_image_features(**_to_device(batch["images"], device)))
                 text_emb = None
                 if batch["texts"] is not None:
-                    text_emb = _pooled(model.get_text_features(**_to_device(batch["texts"], device)))
+                    text_emb = pooled_output(model.get_text_features(**_to_device(batch["texts"], device)))
             text_ids = batch["text_ids"].to(device) if batch["text_ids"] is not None else None
             parts = loss_fn(image_emb, text_emb, batch["image_ids"].to(device), text_ids, model.logit_scale.exp())
             (parts.total / config.accumulate).backward()
