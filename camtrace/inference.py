@@ -12,12 +12,13 @@ import threading
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
+from camtrace.enums import Precision, Runtime
 from camtrace.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
 
-RUNTIMES = ("auto", "torch", "onnx")
+RUNTIMES = tuple(Runtime)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -45,7 +46,7 @@ def resolve_device(device: str) -> torch.device:
     raise ConfigError(f"unknown device {device!r}; CAMTRACE_DEVICE must be auto, cpu, cuda, cuda:N or mps")
 
 
-GPU_PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+GPU_PRECISIONS = tuple(Precision)
 
 
 def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:

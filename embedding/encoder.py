@@ -22,6 +22,7 @@ from camtrace.embedding.families import MODEL_FAMILIES, ModelFamily, config_and_
 from camtrace.embedding.sessions import TextTower, TorchModel, TorchVision, VisionSession, onnx_vision, torch_label
 from camtrace.embedding.weights import folder_version, from_pretrained, hub_cached_commit, load_error, local_folder
 
+from camtrace.enums import OnnxQuantization
 from camtrace.errors import ConfigError, InputError
 
 # Re-exported: the base and device helpers lived here before the detector shared them.
@@ -38,7 +39,7 @@ __all__ = ["MODEL_FAMILIES", "ImageTextEncoder", "ModelFamily", "folder_version"
 
 log = logging.getLogger(__name__)
 
-ONNX_QUANTIZE = ("auto", "int8", "fp32")
+ONNX_QUANTIZE = tuple(OnnxQuantization)
 
 
 class ImageTextEncoder(InferenceModel):

@@ -35,11 +35,12 @@ from camtrace.search.trace import (
 )
 
 from camtrace import validation
+from camtrace.enums import TraceStatus, Verdict
 from camtrace.errors import InputError, NotFoundError, SourceError, TooLargeError
 from camtrace.services import Services
-from camtrace.types import SearchFilter, TrackHit
+from camtrace.types import PointPayload, SearchFilter, TrackHit
 
-VERDICTS = ("same", "different")
+VERDICTS = tuple(Verdict)
 # Deepest result a caller may page to: a page is served by fetching offset + limit tracks.
 MAX_OFFSET = 10_000
 # Example vectors per side of a re-id query: a track keeps a few crops, so this bounds only
@@ -400,7 +401,7 @@ class SearchService:
         if not results:
             return []
         certain = self._certain_entries(seed, identity, allowed_cameras)
-        entries = [_entry(result, "candidate") for result in results]
+        entries = [_entry(result, TraceStatus.CANDIDATE) for result in results]
         probability = self._pair_probability(model, TraceMethod.LINKS)
         # Ranked by each candidate's own evidence; the probability shown also counts its rivals (one person is at
         # most one of the tracks a camera shows in a stretch of time), which would bury a person seen on a busy
@@ -436,7 +437,7 @@ class SearchService:
     def _certain_entries(self, seed, identity: Identity, allowed_cameras: Sequence[str] | None) -> list[TraceEntry]:
         confirmed = self.services.db.tracks_by_ids(identity.confirmed)
         return [
-            TraceEntry(t.id, t.camera_id, t.ts_start, t.ts_end, 1.0, "seed" if t.id == seed.id else "confirmed",
+            TraceEntry(t.id, t.camera_id, t.ts_start, t.ts_end, 1.0, TraceStatus.SEED if t.id == seed.id else TraceStatus.CONFIRMED,
                        t.best_crop_key)
             for t in (seed, *(confirmed[i] for i in identity.confirmed if i in confirmed))
             if allowed_cameras is None or t.camera_id in allowed_cameras
@@ -484,7 +485,7 @@ class SearchService:
         model = self.services.model()
         certain = self._certain_entries(seed, identity, allowed_cameras)
         found = self._reid(model, seed, identity, limit, True, allowed_cameras)
-        candidates = [_entry(r, "candidate") for r in found]
+        candidates = [_entry(r, TraceStatus.CANDIDATE) for r in found]
         evidence = self.evidence.current(model) if method != TraceMethod.SCORE else None
 
         def expected(camera_from: str, camera_to: str):
@@ -525,22 +526,22 @@ class SearchService:
         tracks = self.services.db.tracks_by_ids([hit.track_id for hit in hits])
         results = []
         for hit in hits:
-            payload = hit.payload
+            payload = PointPayload.from_dict(hit.payload)
             track = tracks.get(hit.track_id)
             results.append(
                 SearchResult(
                     track_id=hit.track_id,
-                    camera_id=payload["camera_id"],
-                    video_id=payload["video_id"],
+                    camera_id=payload.camera_id,
+                    video_id=payload.video_id,
                     score=round(float(hit.score), 6),
-                    ts_start=track.ts_start if track else payload["ts"],
-                    ts_end=track.ts_end if track else payload["ts"],
-                    crop=str(self.services.crops.path(payload["crop_key"])),
-                    crop_key=payload["crop_key"],
+                    ts_start=track.ts_start if track else payload.ts,
+                    ts_end=track.ts_end if track else payload.ts,
+                    crop=str(self.services.crops.path(payload.crop_key)),
+                    crop_key=payload.crop_key,
                     point_id=hit.point_id,
-                    frame_index=int(payload["frame_index"]),
-                    ts=float(payload["ts"]),
-                    bbox=[float(v) for v in payload["bbox"]],
+                    frame_index=payload.frame_index,
+                    ts=payload.ts,
+                    bbox=list(payload.bbox),
                 )
             )
         return results

@@ -44,9 +44,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 
 from camtrace import validation
+from camtrace.enums import Role
 from camtrace.errors import InputError, NotFoundError, TooManyAttemptsError
 
-ROLES = ("operator", "investigator", "admin")
+ROLES = tuple(Role)
 SESSION_SECONDS = 12 * 3600
 MAX_LOGIN_WAIT_SECONDS = 900.0
 # Failed logins allowed before waiting starts (then 1 s, 2 s, 4 s ... up to 15 minutes), per

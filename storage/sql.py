@@ -46,10 +46,11 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from camtrace.enums import TERMINAL_JOB_STATUSES, JobStatus, ModelStatus, SegmentStatus, Verdict
 from camtrace.errors import NotFoundError, StorageError
 
-SEGMENT_STATUSES = ("pending", "done", "failed")
-JOB_STATUSES = ("queued", "running", "done", "failed", "superseded")  # superseded: a newer ingest took every segment
+SEGMENT_STATUSES = tuple(SegmentStatus)
+JOB_STATUSES = tuple(JobStatus)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Constant key for PostgreSQL's advisory lock around migrations ("camt").
 _MIGRATION_LOCK_KEY = 0x63616D74
@@ -98,7 +99,7 @@ class Segment(Base):
     index: Mapped[int] = mapped_column(Integer)
     start_frame: Mapped[int] = mapped_column(Integer)
     end_frame: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String, default="pending", server_default="pending")
+    status: Mapped[str] = mapped_column(String, default=SegmentStatus.PENDING, server_default=SegmentStatus.PENDING.value)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     job_id: Mapped[str | None] = mapped_column(String, index=True)
@@ -159,7 +160,7 @@ class Job(Base):
     kind: Mapped[str] = mapped_column(String)
     source: Mapped[str] = mapped_column(Text)
     camera_id: Mapped[str | None] = mapped_column(String)
-    status: Mapped[str] = mapped_column(String, default="queued", server_default="queued")
+    status: Mapped[str] = mapped_column(String, default=JobStatus.QUEUED, server_default=JobStatus.QUEUED.value)
     segments_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     segments_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     segments_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -190,7 +191,7 @@ class Feedback(Base):
     created_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
 
 
-FEEDBACK_VERDICTS = ("same", "different")
+FEEDBACK_VERDICTS = tuple(Verdict)
 
 
 class Model(Base):
@@ -206,7 +207,7 @@ class Model(Base):
     datasets: Mapped[Any] = mapped_column(JSON, default=list)
     settings: Mapped[Any] = mapped_column(JSON, default=dict)
     metrics: Mapped[Any] = mapped_column(JSON, default=dict)
-    status: Mapped[str] = mapped_column(String, default="registered", server_default="registered")
+    status: Mapped[str] = mapped_column(String, default=ModelStatus.REGISTERED, server_default=ModelStatus.REGISTERED.value)
     index_name: Mapped[str | None] = mapped_column(String)  # Edge shard folder or server collection
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     activated_at: Mapped[float | None] = mapped_column(Float)
@@ -521,7 +522,7 @@ class Database:
         message is a stale redelivery). The count is what the poison-message
         limit reads: deliveries that never finished (a worker killed) add up.
         """
-        query = update(Segment).where(Segment.id == segment_id, Segment.status == "pending")
+        query = update(Segment).where(Segment.id == segment_id, Segment.status == SegmentStatus.PENDING)
         if job_id is not None:
             query = query.where(Segment.job_id == job_id)
         with self._write(f"starting segment {segment_id!r}") as conn:
@@ -533,13 +534,13 @@ class Database:
     def fail_segment(self, segment_id: str, error: str) -> None:
         """Mark a segment failed with its error (a missing segment is ignored: nothing to mark)."""
         with self._write(f"failing segment {segment_id!r}") as conn:
-            conn.execute(update(Segment).where(Segment.id == segment_id).values(status="failed", error=error))
+            conn.execute(update(Segment).where(Segment.id == segment_id).values(status=SegmentStatus.FAILED, error=error))
 
     def set_segment_parts(self, segment_id: str, parts_total: int, *, frames: int = 0) -> None:
         """Record how many embed parts a detect task sent; a segment without crops is done at once."""
         values: dict[str, Any] = {"parts_total": int(parts_total), "frames": int(frames)}
         if parts_total == 0:
-            values.update(status="done", crops=0, error=None)
+            values.update(status=SegmentStatus.DONE, crops=0, error=None)
         with self._write(f"saving parts of segment {segment_id!r}") as conn:
             conn.execute(delete(SegmentPart).where(SegmentPart.segment_id == segment_id))
             conn.execute(update(Segment).where(Segment.id == segment_id).values(**values))
@@ -558,8 +559,8 @@ class Database:
                 return False
             conn.execute(
                 update(Segment)
-                .where(Segment.id == segment_id, Segment.status == "pending")
-                .values(status="done", crops=int(done_crops), error=None)
+                .where(Segment.id == segment_id, Segment.status == SegmentStatus.PENDING)
+                .values(status=SegmentStatus.DONE, crops=int(done_crops), error=None)
             )
             return True
 
@@ -576,16 +577,16 @@ class Database:
                 .group_by(Segment.status)
             ).all()
             errors = list(conn.scalars(
-                select(Segment.id + ": " + Segment.error).where(Segment.job_id == job_id, Segment.status == "failed")
+                select(Segment.id + ": " + Segment.error).where(Segment.job_id == job_id, Segment.status == SegmentStatus.FAILED)
                 .order_by(Segment.id).limit(20)
             ))
         by_status = {status: (count, crops, frames) for status, count, crops, frames in rows}
-        done = by_status.get("done", (0, 0, 0))
-        failed = by_status.get("failed", (0, 0, 0))
+        done = by_status.get(SegmentStatus.DONE, (0, 0, 0))
+        failed = by_status.get(SegmentStatus.FAILED, (0, 0, 0))
         owned = sum(count for count, _, _ in by_status.values())
         # Segments re-registered by a newer ingest of the same video belong to that job now;
         # this one finishes with what it still owns instead of waiting for them forever.
-        taken = max(0, job.segments_total - owned) if job.status == "running" else 0
+        taken = max(0, job.segments_total - owned) if job.status == JobStatus.RUNNING else 0
         if not rows and not taken:
             return job
         total = max(job.segments_total, owned)
@@ -600,11 +601,11 @@ class Database:
             errors.append(f"{taken} segment(s) taken over by a newer ingest of the same video")
         if errors:
             fields["error"] = "; ".join(errors)
-        if job.status in ("queued", "running") and done[0] + failed[0] + taken >= total > 0:
+        if job.status in (JobStatus.QUEUED, JobStatus.RUNNING) and done[0] + failed[0] + taken >= total > 0:
             if owned == 0:
-                fields["status"] = "superseded"
+                fields["status"] = JobStatus.SUPERSEDED
             else:
-                fields["status"] = "failed" if done[0] == 0 else "done"
+                fields["status"] = JobStatus.FAILED if done[0] == 0 else JobStatus.DONE
         return self.update_job(job_id, **fields)
 
     def list_segments(self, video_id: str, status: str | None = None) -> list[Segment]:
@@ -723,9 +724,9 @@ class Database:
         if "status" in fields:
             _check_status("job", fields["status"], JOB_STATUSES)
             now = time.time()
-            if fields["status"] == "running":
+            if fields["status"] == JobStatus.RUNNING:
                 fields.setdefault("started_at", now)
-            elif fields["status"] in ("done", "failed", "superseded"):
+            elif fields["status"] in TERMINAL_JOB_STATUSES:
                 fields.setdefault("finished_at", now)
         if fields:
             with self._write(f"updating job {job_id!r}") as conn:

@@ -22,9 +22,10 @@ from typing import Any
 from camtrace.storage.sql import ActiveModel, Database, Model
 from sqlalchemy import select, update
 
+from camtrace.enums import ModelStatus
 from camtrace.errors import InputError, NotFoundError, StorageError
 
-MODEL_STATUSES = ("registered", "active", "retired")
+MODEL_STATUSES = tuple(ModelStatus)
 _POINTER_ID = 1
 
 
@@ -120,7 +121,7 @@ class ModelRegistry:
             "datasets": _plain_json(datasets if isinstance(datasets, Mapping) else list(datasets)),
             "settings": _plain_json(dict(settings or {})),
             "metrics": _plain_json(dict(metrics or {})),
-            "status": "registered",
+            "status": ModelStatus.REGISTERED,
             "created_at": time.time(),
         }
         with self.db._write(f"registering model {folder_text}") as conn:
@@ -152,10 +153,10 @@ class ModelRegistry:
             index_name = index_name or row.index_name
             if not index_name:
                 raise StorageError(f"model {model_id} has no index yet; `camtrace models promote {model_id}` builds it")
-            conn.execute(update(Model).where(Model.status == "active", Model.id != model_id).values(status="retired"))
-            conn.execute(
-                update(Model).where(Model.id == model_id).values(status="active", index_name=index_name, activated_at=now)
-            )
+            others_active = update(Model).where(Model.status == ModelStatus.ACTIVE, Model.id != model_id)
+            conn.execute(others_active.values(status=ModelStatus.RETIRED))
+            promoted = update(Model).where(Model.id == model_id)
+            conn.execute(promoted.values(status=ModelStatus.ACTIVE, index_name=index_name, activated_at=now))
             self._point(conn, model_id, index_name, now)
         return self.get(model_id)
 
@@ -174,11 +175,11 @@ class ModelRegistry:
             if current is None:
                 raise InputError("no registered model is active, so there is nothing to roll back")
             target = conn.execute(_previous_query(current)).first()
-            conn.execute(update(Model).where(Model.id == current).values(status="registered"))
+            conn.execute(update(Model).where(Model.id == current).values(status=ModelStatus.REGISTERED))
             if target is None:
                 self._point(conn, None, None, now)
                 return None
-            conn.execute(update(Model).where(Model.id == target.id).values(status="active"))
+            conn.execute(update(Model).where(Model.id == target.id).values(status=ModelStatus.ACTIVE))
             self._point(conn, target.id, target.index_name, now)
         return self.get(target.id)
 
@@ -251,7 +252,7 @@ def _previous_query(current: int):
     """The retired model (with an index) activated most recently, other than ``current``."""
     return (
         select(Model.id, Model.index_name)
-        .where(Model.status == "retired", Model.index_name.is_not(None), Model.id != current)
+        .where(Model.status == ModelStatus.RETIRED, Model.index_name.is_not(None), Model.id != current)
         .order_by(Model.activated_at.desc(), Model.id.desc())
         .limit(1)
     )

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from camtrace.enums import Verdict
 from camtrace.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def site_people(tracks, evidence, verdicts) -> list[SitePerson]:
             i = parent[i]
         return i
 
-    apart = {frozenset((v.track_id, v.candidate_track_id)) for v in verdicts if v.verdict == "different"}
+    apart = {frozenset((v.track_id, v.candidate_track_id)) for v in verdicts if v.verdict == Verdict.DIFFERENT}
 
     def join(a: int, b: int) -> None:
         """One person, unless a verdict set one of a's tracks apart from one of b's."""
@@ -110,7 +111,7 @@ def site_people(tracks, evidence, verdicts) -> list[SitePerson]:
 
     for verdict in verdicts:
         a, b = index.get(verdict.track_id), index.get(verdict.candidate_track_id)
-        if verdict.verdict == "same" and a is not None and b is not None:
+        if verdict.verdict == Verdict.SAME and a is not None and b is not None:
             join(a, b)
     pairs = pair_set(tracks, evidence.window)
     best: dict[tuple[int, str], tuple[float, int]] = {}  # (track, other camera) -> (probability, pair)

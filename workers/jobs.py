@@ -20,6 +20,7 @@ from camtrace.workers.messages import SegmentRef
 from camtrace.workers.pipeline import expand_within, open_sources, register_video
 from tqdm import tqdm
 
+from camtrace.enums import TERMINAL_JOB_STATUSES, JobStatus
 from camtrace.errors import BrokerError, ConfigError, SourceError
 from camtrace.services import Services
 from camtrace.settings import Settings
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from camtrace.training.promotion import ReindexRunner, ReindexWork
     from camtrace.training.schedule import TrainRequest
 
-TERMINAL = ("done", "failed", "superseded")
+TERMINAL = TERMINAL_JOB_STATUSES
 NOT_QUEUED = "could not queue the job"  # the error of a job the broker never took
 
 
@@ -69,7 +70,7 @@ def plan_ingest(
     finally:
         for video in videos:
             video.close()
-    db.update_job(job_id, status="running" if refs else "done", segments_total=len(refs), error=outside)
+    db.update_job(job_id, status=JobStatus.RUNNING if refs else JobStatus.DONE, segments_total=len(refs), error=outside)
     return refs
 
 
@@ -132,8 +133,8 @@ def submit_ingest(
     job_id = job_id or str(uuid.uuid4())
     source = absolute_source(source)  # the workers run in other folders
     job = register_ingest(db, source, camera_id, job_id)
-    if job.status != "queued":  # a retry of a job that could not be queued before
-        db.update_job(job_id, status="queued", error=None, finished_at=None)
+    if job.status != JobStatus.QUEUED:  # a retry of a job that could not be queued before
+        db.update_job(job_id, status=JobStatus.QUEUED, error=None, finished_at=None)
     options = {} if patient else {"retry_policy": QUICK_PUBLISH_RETRY}
     try:
         producer(settings).send_task(
@@ -144,7 +145,7 @@ def submit_ingest(
             **options,
         )
     except Exception as exc:  # kombu's OperationalError and the transport's own connection errors
-        db.update_job(job_id, status="failed", error=f"{NOT_QUEUED}: {exc}")
+        db.update_job(job_id, status=JobStatus.FAILED, error=f"{NOT_QUEUED}: {exc}")
         raise unreachable_broker(settings, source, exc) from exc
     return job_id
 
@@ -189,7 +190,7 @@ def reindex_on_workers(services: Services, work: ReindexWork, progress: tqdm | N
 
     db = services.db
     job = db.create_job("reindex", f"model:{work.model_id or 'configured'}", job_id=f"reindex-{uuid.uuid4().hex}")
-    db.update_job(job.id, status="running", segments_total=len(work.batches))
+    db.update_job(job.id, status=JobStatus.RUNNING, segments_total=len(work.batches))
     app = producer(services.settings)
     for point_ids in work.batches:
         app.send_task(
@@ -206,7 +207,7 @@ def reindex_on_workers(services: Services, work: ReindexWork, progress: tqdm | N
         if job.segments_done + job.segments_failed >= job.segments_total:
             break
         time.sleep(poll_seconds)
-    db.update_job(job.id, status="failed" if job.segments_failed else "done")
+    db.update_job(job.id, status=JobStatus.FAILED if job.segments_failed else JobStatus.DONE)
     return job.crops_indexed
 
 

@@ -10,6 +10,7 @@ from camtrace.detection import VideoSource, absolute_source
 from camtrace.workers.pipeline import CropIndexer, detect_segment, open_sources, register_video
 from tqdm import tqdm
 
+from camtrace.enums import JobStatus, SegmentStatus
 from camtrace.errors import SourceError
 from camtrace.services import Services
 
@@ -55,7 +56,7 @@ def ingest_local(
         )
         for video, segments in plans:  # every segment is registered before the job counts as running
             register_video(db, video, camera_id, segments, summary.job_id)
-        db.update_job(summary.job_id, status="running")
+        db.update_job(summary.job_id, status=JobStatus.RUNNING)
         expected_frames = sum(expected_sampled_frames(video, settings.sample_fps) for video in videos)
         bar = tqdm(total=expected_frames or None, unit="frame", desc=f"ingest {camera_id}", disable=not progress)
         for video, segments in plans:
@@ -70,7 +71,7 @@ def ingest_local(
                     summary.failed_segments.append(f"{segment_id}: {exc}")
                     continue
                 crops = indexer.index_segment(result)
-                db.mark_segment(segment_id, "done", frames=result.frames, crops=crops)
+                db.mark_segment(segment_id, SegmentStatus.DONE, frames=result.frames, crops=crops)
                 db.refresh_job(summary.job_id)
                 summary.segments += 1
                 summary.frames += result.frames

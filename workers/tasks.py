@@ -20,6 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_init, worker_process_init
 from celery_batches import Batches
 
+from camtrace.enums import JobStatus
 from camtrace.errors import SourceError, StorageError
 from camtrace.services import Services
 
@@ -108,7 +109,7 @@ def ingest(self, job_id: str, source: str, camera_id: str, start_ts: float | Non
     try:
         refs = plan_ingest(db, job_id, source, camera_id, start_ts, settings.segment_seconds, roots)
     except SourceError as exc:
-        db.update_job(job_id, status="failed", error=str(exc))
+        db.update_job(job_id, status=JobStatus.FAILED, error=str(exc))
         return 0
     except TRANSIENT_ERRORS as exc:
         raise self.retry(exc=exc, countdown=backoff(self.request.retries))
@@ -122,7 +123,7 @@ def ingest(self, job_id: str, source: str, camera_id: str, start_ts: float | Non
 @app.task(name="camtrace.detect", bind=True, max_retries=20, acks_late=True, **SEGMENT_TIME_LIMITS)
 def detect(self, ref: dict) -> int:
     """Decode, detect, track and select one segment; send its crops to the embed queue."""
-    segment = SegmentRef(**ref)
+    segment = SegmentRef.model_validate(ref)
     stages = services()
     db = stages.db
     started = time.perf_counter()

@@ -10,6 +10,7 @@ from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import JobIn, JobOut
 from fastapi import APIRouter, Depends, Query, Request
 
+from camtrace.enums import Role
 from camtrace.errors import SourceError
 from camtrace.validation import inside_roots
 
@@ -31,7 +32,7 @@ def checked_source(source: str, roots: list[Path]) -> Path:
 
 
 @router.get("")
-@allow("admin")
+@allow(Role.ADMIN)
 def jobs(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[JobOut]:
     from camtrace.workers.jobs import job_rows
 
@@ -39,7 +40,7 @@ def jobs(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> 
 
 
 @router.get("/{job_id}", responses=errors(404))
-@allow("admin")
+@allow(Role.ADMIN)
 def job(job_id: str, request: Request) -> JobOut:
     from camtrace.workers.jobs import job_dict
 
@@ -47,7 +48,7 @@ def job(job_id: str, request: Request) -> JobOut:
 
 
 @router.post("", status_code=202, responses=errors(400, 409))
-@allow("admin")
+@allow(Role.ADMIN)
 def submit(body: JobIn, request: Request, audit: Auditor = Depends(auditor)) -> JobOut:
     """Queue an ingest for the workers; follow it at /api/jobs/{id}. Each file of a folder is checked
     again where it resolves: those outside CAMTRACE_INGEST_ROOTS are skipped and named in the job's error."""

@@ -8,6 +8,7 @@ from camtrace.api.schemas import TrackCropOut, TrackOut, crop_url
 from camtrace.storage.access import Principal
 from fastapi import APIRouter, Depends, Request, Response
 
+from camtrace.enums import Role
 from camtrace.errors import NotFoundError
 
 router = APIRouter(prefix="/api", tags=["tracks"], responses=AUTHENTICATED)
@@ -15,7 +16,7 @@ JPEG = {200: {"content": {"image/jpeg": {}}, "description": "A JPEG image."}}
 
 
 @router.get("/tracks/{track_id}/frame", response_class=Response, responses={**JPEG, **errors(400, 404)})
-@allow("operator")
+@allow(Role.OPERATOR)
 def track_frame(
     track_id: str, request: Request, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
 ) -> Response:
@@ -26,7 +27,7 @@ def track_frame(
 
 
 @router.get("/tracks/{track_id}", responses=errors(404))
-@allow("operator")
+@allow(Role.OPERATOR)
 def track(track_id: str, request: Request, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)) -> TrackOut:
     view = search_of(request).track(track_id, allowed_cameras=user.cameras)
     audit("track_view", {"track_id": track_id}, [view.track_id])
@@ -46,7 +47,7 @@ def track(track_id: str, request: Request, user: Principal = Depends(current_use
 
 
 @router.get("/crops/{crop_key:path}", response_class=Response, responses={**JPEG, **errors(400, 404)})
-@allow("operator")
+@allow(Role.OPERATOR)
 def crop(crop_key: str, request: Request, user: Principal = Depends(current_user)) -> Response:
     """A crop image. Not audited one by one (a result page loads dozens): the searches, track and frame
     views that named its track are."""
