@@ -286,23 +286,23 @@ class AccessStore:
             return self._insert_token(conn, username, token_expires_at)
 
     def users(self) -> list[tuple[Principal, float]]:
-        with self.db._guard("listing users"), self.db.engine.connect() as conn:
+        with self.db.guard("listing users"), self.db.engine.connect() as conn:
             rows = conn.execute(select(User).order_by(User.username)).all()
         return [(_principal(row), row.created_at) for row in rows]
 
     def user_count(self) -> int:
-        with self.db._guard("counting users"), self.db.engine.connect() as conn:
+        with self.db.guard("counting users"), self.db.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(User)).scalar_one())
 
     def get_user(self, username: str) -> Principal:
-        with self.db._guard(f"reading user {username}"), self.db.engine.connect() as conn:
+        with self.db.guard(f"reading user {username}"), self.db.engine.connect() as conn:
             row = conn.execute(select(User).where(User.username == username)).first()
         if row is None:
             raise NotFoundError(f"no user '{username}'; `camtrace user list` shows the users")
         return _principal(row)
 
     def remove_user(self, username: str) -> None:
-        with self.db._write(f"removing user {username}") as conn:
+        with self.db.write(f"removing user {username}") as conn:
             # Tokens and sessions go first: SQLite enforces no cascade without the foreign-keys pragma.
             conn.execute(delete(ApiToken).where(ApiToken.username == username))
             conn.execute(delete(LoginSession).where(LoginSession.username == username))
@@ -311,7 +311,7 @@ class AccessStore:
 
     def set_password(self, username: str, password: str) -> None:
         password_hash = self._hash_password(validation.password(password))
-        with self.db._write(f"setting the password of {username}") as conn:
+        with self.db.write(f"setting the password of {username}") as conn:
             updated = conn.execute(
                 User.__table__.update().where(User.username == username).values(password_hash=password_hash)
             ).rowcount
@@ -322,7 +322,7 @@ class AccessStore:
     # Tokens -------------------------------------------------------------------
     def create_token(self, username: str, expires_at: float | None = None) -> NewToken:
         """Another API token for ``username`` (the secret is in the answer only), valid until ``expires_at``."""
-        with self.db._write(f"creating a token for {username}") as conn:
+        with self.db.write(f"creating a token for {username}") as conn:
             if conn.execute(select(User.username).where(User.username == username)).first() is None:
                 raise NotFoundError(f"no user '{username}'; `camtrace user list` shows the users")
             return self._insert_token(conn, username, expires_at)
@@ -343,7 +343,7 @@ class AccessStore:
     def tokens(self, username: str) -> list[TokenInfo]:
         """A user's tokens, oldest first (expired ones included, marked by ``expires_at``)."""
         self.get_user(username)
-        with self.db._guard(f"listing the tokens of {username}"), self.db.engine.connect() as conn:
+        with self.db.guard(f"listing the tokens of {username}"), self.db.engine.connect() as conn:
             rows = conn.execute(
                 select(ApiToken).where(ApiToken.username == username).order_by(ApiToken.created_at, ApiToken.id)
             ).all()
@@ -351,7 +351,7 @@ class AccessStore:
 
     def revoke_token(self, token_id: str) -> TokenInfo:
         """Delete one token by its public id; returns what it was."""
-        with self.db._write(f"revoking token {token_id}") as conn:
+        with self.db.write(f"revoking token {token_id}") as conn:
             row = conn.execute(select(ApiToken).where(ApiToken.id == token_id)).first()
             if row is None:
                 raise NotFoundError(f"no token '{token_id}'; `camtrace token list NAME` shows a user's tokens")
@@ -360,7 +360,7 @@ class AccessStore:
 
     def user_for_token(self, token: str) -> Principal | None:
         now = time.time()
-        with self.db._guard("checking a token"), self.db.engine.connect() as conn:
+        with self.db.guard("checking a token"), self.db.engine.connect() as conn:
             row = conn.execute(
                 select(User).join(ApiToken, ApiToken.username == User.username).where(
                     ApiToken.token_hash == secret_hash(token),
@@ -385,7 +385,7 @@ class AccessStore:
             return _hasher.hash(password)
 
     def check_password(self, username: str, password: str) -> Principal | None:
-        with self.db._guard("checking a password"), self.db.engine.connect() as conn:
+        with self.db.guard("checking a password"), self.db.engine.connect() as conn:
             row = conn.execute(select(User).where(User.username == username)).first()
         stored = row.password_hash if row is not None and row.password_hash else _DUMMY_HASH
         with self._hash_slot():
@@ -398,7 +398,7 @@ class AccessStore:
     def create_session(self, username: str, seconds: float = SESSION_SECONDS) -> str:
         session_id = new_secret()
         now = time.time()
-        with self.db._write("opening a session") as conn:
+        with self.db.write("opening a session") as conn:
             conn.execute(delete(LoginSession).where(LoginSession.expires_at < now))
             conn.execute(
                 LoginSession.__table__.insert().values(
@@ -408,7 +408,7 @@ class AccessStore:
         return session_id
 
     def user_for_session(self, session_id: str) -> Principal | None:
-        with self.db._guard("checking a session"), self.db.engine.connect() as conn:
+        with self.db.guard("checking a session"), self.db.engine.connect() as conn:
             row = conn.execute(
                 select(User)
                 .join(LoginSession, LoginSession.username == User.username)
@@ -418,7 +418,7 @@ class AccessStore:
 
     def end_session(self, session_id: str) -> str | None:
         """Close a session; returns whose it was (None: no such open session)."""
-        with self.db._write("closing a session") as conn:
+        with self.db.write("closing a session") as conn:
             owner = conn.execute(
                 select(LoginSession.username).where(LoginSession.session_hash == secret_hash(session_id))
             ).scalar()
@@ -431,7 +431,7 @@ class AccessStore:
         wait of the (name, address), the address and the global counters."""
         now = time.time() if now is None else now
         keys = _failure_keys(username, client)
-        with self.db._guard("checking login failures"), self.db.engine.connect() as conn:
+        with self.db.guard("checking login failures"), self.db.engine.connect() as conn:
             rows = {
                 (row.username, row.client): row
                 for row in conn.execute(select(LoginFailure).where(
@@ -449,14 +449,14 @@ class AccessStore:
         """Count a failure on every counter it belongs to; returns the wait before this pair's next attempt."""
         now = time.time()
         waits = []
-        with self.db._write("recording a failed login") as conn:
+        with self.db.write("recording a failed login") as conn:
             for name, address, free in _failure_keys(username, client):
                 row = conn.execute(
                     select(LoginFailure).where(LoginFailure.username == name, LoginFailure.client == address)
                 ).first()
                 forgotten = row is not None and name == _ANY_NAME and now - row.last_failed_at > FAILURE_MEMORY_SECONDS
                 failures = (row.failures if row is not None and not forgotten else 0) + 1
-                self.db._upsert(
+                self.db.upsert(
                     conn, LoginFailure, [{"username": name, "client": address, "failures": failures, "last_failed_at": now}]
                 )
                 waits.append(login_wait_seconds(failures, free))
@@ -464,7 +464,7 @@ class AccessStore:
 
     def clear_login_failures(self, username: str, client: str) -> None:
         """A successful login clears its (name, address) counter; the address and global ones run out by themselves."""
-        with self.db._write("clearing failed logins") as conn:
+        with self.db.write("clearing failed logins") as conn:
             conn.execute(delete(LoginFailure).where(LoginFailure.username == username, LoginFailure.client == client))
 
     # Audit log (append-only, hash-chained) --------------------------------------------
@@ -477,7 +477,7 @@ class AccessStore:
         client: str | None = None,
     ) -> int:
         """Append one row to the chain (joining an open ``audited`` transaction); returns its id."""
-        with self.db._write(f"writing the audit log ({action})") as conn:
+        with self.db.write(f"writing the audit log ({action})") as conn:
             last_id, last_hash = self._lock_chain(conn)
             row = {
                 "id": last_id + 1,
@@ -510,7 +510,7 @@ class AccessStore:
 
     def audit_head(self) -> tuple[int, str]:
         """The newest row's id and hash: export them to check the log against later (``verify_audit``)."""
-        with self.db._guard("reading the audit chain"), self.db.engine.connect() as conn:
+        with self.db.guard("reading the audit chain"), self.db.engine.connect() as conn:
             head = conn.execute(select(AuditChain.last_id, AuditChain.last_hash).where(AuditChain.id == 1)).first()
         return (int(head.last_id), str(head.last_hash)) if head else (0, GENESIS_HASH)
 
@@ -525,7 +525,7 @@ class AccessStore:
 
         while True:
             query = select(AuditEvent).where(AuditEvent.id > prev_id).order_by(AuditEvent.id).limit(page_size)
-            with self.db._guard("reading the audit log"), self.db.engine.connect() as conn:
+            with self.db.guard("reading the audit log"), self.db.engine.connect() as conn:
                 page = conn.execute(query).all()
                 head = conn.execute(select(AuditChain.last_id, AuditChain.last_hash).where(AuditChain.id == 1)).first()
             head_id, head_hash = (int(head.last_id), str(head.last_hash)) if head else (0, GENESIS_HASH)
@@ -579,7 +579,7 @@ class AccessStore:
             query = query.where(AuditEvent.ts <= until)
         if action is not None:
             query = query.where(AuditEvent.action == action)
-        with self.db._guard("reading the audit log"), self.db.engine.connect() as conn:
+        with self.db.guard("reading the audit log"), self.db.engine.connect() as conn:
             rows = conn.execute(query).all()
         return [
             AuditRecord(row.id, row.ts, row.username, row.action, json.loads(row.detail), json.loads(row.result_ids), row.client)

@@ -12,15 +12,16 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from camtrace.detection import absolute_source
 from camtrace.storage import Database
+from camtrace.storage.sql import Job, SegmentTally
 from camtrace.workers.messages import SegmentRef
 from camtrace.workers.pipeline import expand_within, open_sources, register_video
 from tqdm import tqdm
 
-from camtrace.enums import TERMINAL_JOB_STATUSES, JobStatus
+from camtrace.enums import TERMINAL_JOB_STATUSES, JobStatus, SegmentStatus
 from camtrace.errors import BrokerError, ConfigError, SourceError
 from camtrace.services import Services
 from camtrace.settings import Settings
@@ -74,6 +75,59 @@ def plan_ingest(
     return refs
 
 
+def job_progress(job: Job, tally: SegmentTally) -> dict[str, Any]:
+    """The fields an ingest job's row should hold given its segments: counters, errors, and its end state once
+    every segment it owns is finished (idempotent, whatever got redelivered). Empty: nothing to change."""
+    done, failed = tally.of(SegmentStatus.DONE), tally.of(SegmentStatus.FAILED)
+    owned = tally.owned
+    # Segments re-registered by a newer ingest of the same video belong to that job now;
+    # this one finishes with what it still owns instead of waiting for them forever.
+    taken = max(0, job.segments_total - owned) if job.status == JobStatus.RUNNING else 0
+    if not tally.by_status and not taken:
+        return {}
+    total = max(job.segments_total, owned)
+    fields: dict[str, Any] = {
+        "segments_total": total,
+        "segments_done": done[0],
+        "segments_failed": failed[0],
+        "crops_indexed": int(done[1]),
+        "frames": int(done[2] + failed[2]),
+    }
+    errors = list(tally.errors)
+    if taken:
+        errors.append(f"{taken} segment(s) taken over by a newer ingest of the same video")
+    if errors:
+        fields["error"] = "; ".join(errors)
+    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING) and done[0] + failed[0] + taken >= total > 0:
+        if owned == 0:
+            fields["status"] = JobStatus.SUPERSEDED
+        else:
+            fields["status"] = JobStatus.FAILED if done[0] == 0 else JobStatus.DONE
+    return fields
+
+
+def refresh_job(db: Database, job_id: str) -> Job:
+    """Write an ingest job's progress from its segments (after each segment, by whoever finished it)."""
+    job = db.get_job(job_id)
+    if job.kind != "ingest":  # other jobs (a re-index) count their own progress
+        return job
+    fields = job_progress(job, db.segment_tally(job_id))
+    return db.update_job(job_id, **fields) if fields else job
+
+
+def current_job(db: Database, job_id: str) -> Job:
+    """A job as ``refresh_job`` would leave it, read without writing: what the API, the CLI and a progress bar
+    show. NotFoundError names an unknown job."""
+    job = db.get_job(job_id)
+    if job.kind == "ingest":
+        fields = job_progress(job, db.segment_tally(job_id))
+        if fields.get("status") in TERMINAL and job.finished_at is None:
+            fields["finished_at"] = time.time()
+        for name, value in fields.items():  # the row is detached from its session: nothing is written
+            setattr(job, name, value)
+    return job
+
+
 def job_dict(job) -> dict:
     """A job row as the CLI's --json and the API show it."""
     return {
@@ -95,7 +149,7 @@ def job_dict(job) -> dict:
 
 def job_rows(db: Database, limit: int = 50) -> list[dict]:
     """The newest jobs with their progress brought up to date."""
-    return [job_dict(db.refresh_job(job.id)) for job in db.list_jobs(limit=limit)]
+    return [job_dict(current_job(db, job.id)) for job in db.list_jobs(limit=limit)]
 
 
 # A person at the command line wants to hear within seconds that the broker is away;
@@ -213,11 +267,11 @@ def reindex_on_workers(services: Services, work: ReindexWork, progress: tqdm | N
 
 def follow_job(db: Database, job_id: str, progress: bool = True, poll_seconds: float = 0.5, timeout: float | None = None):
     """Wait for a job to finish, showing segments done/total; returns the final job row."""
-    job = db.refresh_job(job_id)  # NotFoundError names the job
+    job = current_job(db, job_id)  # NotFoundError names the job
     bar = tqdm(total=job.segments_total or None, unit="segment", desc=f"job {job_id[:8]}", disable=not progress)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        job = db.refresh_job(job_id)
+        job = current_job(db, job_id)
         if job.segments_total and bar.total != job.segments_total:
             bar.total = job.segments_total
         bar.n = job.segments_done + job.segments_failed

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from camtrace.detection import VideoSource, absolute_source
+from camtrace.workers.jobs import refresh_job
 from camtrace.workers.pipeline import CropIndexer, detect_segment, open_sources, register_video
 from tqdm import tqdm
 
@@ -72,14 +73,14 @@ def ingest_local(
                     continue
                 crops = indexer.index_segment(result)
                 db.mark_segment(segment_id, SegmentStatus.DONE, frames=result.frames, crops=crops)
-                db.refresh_job(summary.job_id)
+                refresh_job(db, summary.job_id)
                 summary.segments += 1
                 summary.frames += result.frames
                 summary.persons += result.boxes
                 summary.tracks += len(result.tracks)
                 summary.crops += crops
         bar.close()
-        db.refresh_job(summary.job_id)
+        refresh_job(db, summary.job_id)
         if summary.tracks:
             # New footage: camera links and the same-person calibration learn from it at once.
             from camtrace.search.evidence_service import EvidenceService

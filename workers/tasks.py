@@ -13,7 +13,7 @@ import time
 from camtrace.detection import VideoSource
 from camtrace.workers import metrics
 from camtrace.workers.celery_app import declare_queues, make_celery
-from camtrace.workers.jobs import plan_ingest
+from camtrace.workers.jobs import plan_ingest, refresh_job
 from camtrace.workers.messages import SegmentRef, part_from_message, part_to_message, split_into_parts
 from camtrace.workers.pipeline import CropIndexer, detect_segment
 from celery.exceptions import SoftTimeLimitExceeded
@@ -135,7 +135,7 @@ def detect(self, ref: dict) -> int:
             db.fail_segment(
                 segment.segment_id, f"gave up after {state.attempts - 1} deliveries (worker lost or kept failing)"
             )
-            db.refresh_job(segment.job_id)
+            refresh_job(db, segment.job_id)
             return 0
         try:
             with VideoSource(segment.uri, start_ts=segment.start_ts) as video:
@@ -143,13 +143,13 @@ def detect(self, ref: dict) -> int:
         except SourceError as exc:
             # A damaged segment will not decode on a retry either: fail it, keep the job going.
             db.fail_segment(segment.segment_id, str(exc))
-            db.refresh_job(segment.job_id)
+            refresh_job(db, segment.job_id)
             metrics.TASK_ERRORS.labels("detect").inc()
             return 0
         parts = split_into_parts(result, settings.crops_per_message)
         db.set_segment_parts(segment.segment_id, len(parts), frames=result.frames)
         if not parts:
-            db.refresh_job(segment.job_id)
+            refresh_job(db, segment.job_id)
         for number, part in enumerate(parts):
             send_patiently(
                 embed,
@@ -216,7 +216,7 @@ def embed_batch(messages: list[dict]) -> list[tuple[dict, BaseException]]:
     except ValueError as exc:  # an undecodable crop: fail its segments, keep the worker going
         for kwargs, _ in decoded:
             db.fail_segment(kwargs["segment_id"], f"embedding failed: {exc}")
-            db.refresh_job(kwargs["job_id"])
+            refresh_job(db, kwargs["job_id"])
         return []
     metrics.BATCH_SIZE.observe(len(crops))
     retry: list[tuple[dict, BaseException]] = []
@@ -227,7 +227,7 @@ def embed_batch(messages: list[dict]) -> list[tuple[dict, BaseException]]:
         try:
             written = indexer.write_segment(part, part_vectors)
             if db.part_done(kwargs["segment_id"], kwargs["part"], written):
-                db.refresh_job(kwargs["job_id"])
+                refresh_job(db, kwargs["job_id"])
             metrics.CROPS.inc(written)
         except TRANSIENT_ERRORS as exc:
             retry.append((kwargs, exc))
@@ -240,7 +240,7 @@ def requeue_part(kwargs: dict, exc: BaseException) -> None:
     metrics.TASK_ERRORS.labels("embed").inc()
     if attempt > settings.task_max_attempts * 3:
         services().db.fail_segment(kwargs["segment_id"], f"could not write part {kwargs['part']}: {exc}")
-        services().db.refresh_job(kwargs["job_id"])
+        refresh_job(services().db, kwargs["job_id"])
         return
     log.warning("embed part %s/%s failed (%s); retry %d", kwargs["segment_id"], kwargs["part"], exc, attempt)
     send_patiently(embed, kwargs={**kwargs, "attempt": attempt}, countdown=backoff(attempt))
