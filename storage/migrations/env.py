@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 from alembic import context
-from camtrace.storage import evidence as _evidence  # noqa: F401 (its table joins Base.metadata)
+from camtrace.storage import access as _access  # noqa: F401 (their tables join Base.metadata)
+from camtrace.storage import audit as _audit  # noqa: F401
+from camtrace.storage import evidence as _evidence  # noqa: F401
 from camtrace.storage.sql import Base
 from sqlalchemy import create_engine, pool
 
