@@ -187,6 +187,14 @@ class VectorIndex(ABC):
     def close(self) -> None:
         """Release what the index holds; safe to call twice."""
 
+    def maintain(self) -> object | None:
+        """Index what was written since the last call, in a bounded step; None where the backend does it itself."""
+        return None
+
+    def facts(self) -> dict:
+        """What an operator sizing or checking the index wants to see: layout, indexed and unindexed points."""
+        return {}
+
     @contextlib.contextmanager
     def session(self) -> Iterator[VectorIndex]:
         """Hold the index open across several calls (batch work); a no-op where opening is free."""
@@ -317,7 +325,7 @@ def open_index(settings: Settings, model_version: str, dim: int, *, ensure: bool
     else:
         from camtrace.storage.edge import EdgeIndex
 
-        index = EdgeIndex(settings.index_dir, model_version, dim)
+        index = EdgeIndex(settings.index_dir, model_version, dim, layout=settings.index_layout)
     if ensure:
         try:
             index.ensure()
