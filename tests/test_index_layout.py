@@ -266,3 +266,28 @@ def test_cli_migrates_every_shard_and_maintains(tmp_path, monkeypatch):
     monkeypatch.setenv("CAMTRACE_QDRANT_URL", "http://qdrant:6333")
     refused = CliRunner().invoke(cli, ["index", "migrate"])
     assert refused.exit_code != 0 and "CAMTRACE_QDRANT_URL is set" in refused.output
+
+
+def test_the_server_backend_creates_collections_in_the_same_layout(tmp_path):
+    from camtrace.storage.server import SEARCH_PARAMS, ServerIndex, compact_collection
+    from qdrant_client import QdrantClient
+    from qdrant_client import models as qm
+
+    server = compact_collection(DIM)
+    edge = EdgeIndex(tmp_path, "m", DIM)._config("compact")
+    assert server["vectors_config"].on_disk is True and edge.vectors[""].memory is not None  # originals on disk
+    scalar = server["quantization_config"].scalar
+    assert scalar.type == qm.ScalarType.INT8 and scalar.always_ram is True and scalar.quantile == 0.99
+    assert server["on_disk_payload"] is True
+    hnsw = server["hnsw_config"]
+    assert (hnsw.m, hnsw.ef_construct, hnsw.full_scan_threshold, hnsw.payload_m) == (
+        edge.hnsw_config.m, edge.hnsw_config.ef_construct, edge.hnsw_config.full_scan_threshold, edge.hnsw_config.payload_m)
+    assert SEARCH_PARAMS.quantization.rescore is True and SEARCH_PARAMS.quantization.oversampling >= 2.0
+    # The client accepts the layout and its search parameters (its in-memory mode ignores them and scans).
+    _, points = clustered(200, seed=8)
+    index = ServerIndex(QdrantClient(location=":memory:"), "m", DIM)
+    index.ensure()
+    index.upsert(points)
+    hits = index.search(points[0].vector, limit=3)
+    assert hits[0].point_id == points[0].id and len({h.track_id for h in hits}) == 3
+    assert index.facts()["indexed_points"] + index.facts()["unindexed_points"] == 200
