@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from camtrace.storage.edge import EdgeIndex
-from camtrace.storage.index import VectorIndex
+from camtrace.storage.index import INDEX_AFTER_POINTS, SEGMENT_POINTS, VectorIndex
 from camtrace.storage.server import ServerIndex
 
 from camtrace.types import IndexPoint, SearchFilter, point_id
@@ -272,11 +272,11 @@ def search_child(root: str, name: str, dim: int, queries_file: str, k: int) -> N
                       "unfiltered_ms": unfiltered_ms, "found": found}))
 
 
-def run_layout(layout: str, data: Data, root: Path, queries, truths, k: int, batch: int) -> dict:
+def run_layout(layout: str, data: Data, root: Path, queries, truths, k: int, batch: int, segments: dict) -> dict:
     n, dim = data.vectors.shape
     name = f"{layout}-{n}"
-    index = EdgeIndex(root, name, dim, layout=layout)
-    maintain_s = 0.0
+    index = EdgeIndex(root, name, dim, layout=layout, **segments)
+    maintain_s = longest_step = 0.0
     start = time.perf_counter()
     with index.session():
         for i in range(0, n, batch):
@@ -284,6 +284,7 @@ def run_layout(layout: str, data: Data, root: Path, queries, truths, k: int, bat
             t = time.perf_counter()
             index.maintain()  # between batches, as ingest runs it
             maintain_s += time.perf_counter() - t
+            longest_step = max(longest_step, time.perf_counter() - t)
     insert_s = time.perf_counter() - start
     facts = index.facts()
     index.close()
@@ -300,6 +301,7 @@ def run_layout(layout: str, data: Data, root: Path, queries, truths, k: int, bat
     recalls = [recall(found, truth) for found, truth in zip(measured.pop("found"), truths)]
     return {
         "layout": layout, "points": n, "inserts_per_s": n / insert_s, "maintain_share": maintain_s / insert_s,
+        "longest_maintain_s": longest_step,
         "disk_mb": folder_bytes(root / name) / 2**20, "track_recall_at_k": float(np.mean(recalls)),
         "indexed_points": facts["indexed_points"], "segments": facts["segments"], **measured,
     }
@@ -307,7 +309,8 @@ def run_layout(layout: str, data: Data, root: Path, queries, truths, k: int, bat
 
 def report_layout(r: dict) -> None:
     print(f"{r['layout']:>8} {r['points']:>8}: {r['inserts_per_s']:7.0f} inserts/s "
-          f"({100 * r['maintain_share']:.0f}% maintenance) | open {r['open_s']:.2f} s | RSS {r['rss_mb']:.0f} MB "
+          f"({100 * r['maintain_share']:.0f}% maintenance, longest step {r['longest_maintain_s']:.1f} s) | "
+          f"open {r['open_s']:.2f} s | RSS {r['rss_mb']:.0f} MB "
           f"(anonymous {r['anon_mb']:.0f}, after opening {r['rss_open_mb']:.0f}) | disk {r['disk_mb']:.0f} MB | "
           f"filtered grouped p50 {r['p50_ms']:.1f} ms "
           f"p95 {r['p95_ms']:.1f} ms, unfiltered {r['unfiltered_ms']:.1f} ms | recall@10 {r['track_recall_at_k']:.3f} "
@@ -344,7 +347,8 @@ def layouts_main(args: argparse.Namespace) -> int:
         truths = [exact_tracks(data, q, flt, args.k) for q, flt in queries]
         with tempfile.TemporaryDirectory(prefix="bench-layouts-", dir=args.tmp) as tmp:
             for layout in ("exact", "compact"):
-                results.append(run_layout(layout, data, Path(tmp), queries, truths, args.k, args.batch))
+                segments = {"index_after_points": args.index_after, "segment_points": args.segment_points}
+                results.append(run_layout(layout, data, Path(tmp), queries, truths, args.k, args.batch, segments))
                 report_layout(results[-1])
         del data
     for row in extrapolate(results):
@@ -369,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layouts", action="store_true", help="compare the embedded index's shard layouts")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000], help="points, with --layouts")
     parser.add_argument("--tmp", type=Path, default=None, help="where the shards are written (a real disk)")
+    parser.add_argument("--index-after", type=int, default=INDEX_AFTER_POINTS, help="compact: points per sealed segment")
+    parser.add_argument("--segment-points", type=int, default=SEGMENT_POINTS, help="compact: largest segment")
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--cameras", type=int, default=20)
