@@ -185,8 +185,9 @@ class EdgeIndex(VectorIndex):
         self._linger: threading.Thread | None = None
 
     # Layouts -------------------------------------------------------------
-    def _config(self, layout: str) -> qe.EdgeConfig:
-        """The shard configuration of a layout; loading passes the same one, so it never changes a shard."""
+    def _config(self, layout: str, *, creating: bool = True) -> qe.EdgeConfig:
+        """The shard configuration of a layout. Loading passes the same one, so it never changes a shard,
+        less the segment thresholds: a shard keeps those it was created with."""
         if layout == "exact":
             return qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine))
         return qe.EdgeConfig(
@@ -200,7 +201,7 @@ class EdgeIndex(VectorIndex):
             optimizers=qe.EdgeOptimizersConfig(
                 indexing_threshold=vector_kb(self.index_after_points, self.dim),
                 max_segment_size=vector_kb(self.segment_points, self.dim),
-            ),
+            ) if creating else None,
             payload_memory=qe.Memory.Cold,
         )
 
@@ -309,7 +310,7 @@ class EdgeIndex(VectorIndex):
                     "each model version needs its own index: check the model_version it was opened with"
                 )
             self._open_layout = self.stored_layout()
-            self._shard = qe.EdgeShard.load(str(self.path), self._config(self._open_layout))
+            self._shard = qe.EdgeShard.load(str(self.path), self._config(self._open_layout, creating=False))
         except BaseException as exc:
             self._file_lock.release()
             if isinstance(exc, StorageError) or not isinstance(exc, Exception):
@@ -638,7 +639,7 @@ class EdgeIndex(VectorIndex):
                 raise
             shutil.rmtree(backup, ignore_errors=True)
             self._open_layout = layout
-            self._shard = qe.EdgeShard.load(str(self.path), self._config(layout))
+            self._shard = qe.EdgeShard.load(str(self.path), self._config(layout, creating=False))
         return copied
 
     @staticmethod

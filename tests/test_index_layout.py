@@ -109,10 +109,12 @@ def test_new_shards_take_the_layout_and_existing_ones_keep_theirs(tmp_path):
     assert reopened.layout == "exact" and reopened.count() == 40
     config = json.loads((tmp_path / "m" / "edge_config.json").read_text())
     assert not config.get("quantization_config")  # opening did not rewrite it
-    fresh = EdgeIndex(tmp_path, "n", DIM)
+    fresh = EdgeIndex(tmp_path, "n", DIM, index_after_points=1000, segment_points=2000)
     fresh.ensure()
+    EdgeIndex(tmp_path, "n", DIM).count()  # opened with other thresholds: the shard keeps its own
     config = json.loads((tmp_path / "n" / "edge_config.json").read_text())
     assert fresh.layout == "compact"
+    assert config["optimizers"]["indexing_threshold"] == 1000 * DIM * 4 // 1024
     assert config["quantization_config"]["scalar"]["type"] == "int8"
     assert config["vectors"][""]["memory"] == "cold" and config["payload_memory"] == "cold"
     with pytest.raises(StorageError, match="unknown index layout 'fast'"):
