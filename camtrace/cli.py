@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -704,6 +705,26 @@ def index_migrate(layout: str | None, no_progress: bool) -> None:
             bar.close()
             shard.close()
         click.echo(f"{shard.name}: {copied} points now in the {layout} layout")
+
+
+@index_group.command("serve")
+def index_serve() -> None:
+    """Own the embedded index on this host: keep its shards open and answer the other processes' calls on a
+    Unix socket in the index dir (they use it on their own), maintaining the shards when idle. Stop with Ctrl-C
+    or SIGTERM."""
+    import signal
+    import threading
+
+    from camtrace.storage.owner import IndexOwner
+
+    settings = load_settings()
+    owner = IndexOwner(embedded_index_dir(settings), layout=settings.index_layout,
+                       maintain_seconds=settings.index_maintain_seconds)
+    # shutdown() waits for the serving loop, which runs in this (the main) thread: ask from another.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=owner.shutdown, daemon=True).start())
+    click.echo(f"owning the index in {settings.index_dir} on {owner.path}", err=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        owner.serve_forever()
 
 
 @index_group.command("maintain")

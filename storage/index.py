@@ -333,7 +333,8 @@ def hit_from(point_id: object, score: float, payload: Mapping | None) -> TrackHi
 
 
 def open_index(settings: Settings, model_version: str, dim: int, *, ensure: bool = True) -> VectorIndex:
-    """The index for one model version: a Qdrant server when ``settings.qdrant_url`` is set, else Qdrant Edge.
+    """The index for one model version: a Qdrant server when ``settings.qdrant_url`` is set, else Qdrant Edge:
+    through the host's index owner when one answers on its socket, else opened by this process.
 
     With ``ensure`` (the default) the collection/shard and payload indexes are
     created if missing, so an unreachable server is reported here, at start-up.
@@ -351,8 +352,12 @@ def open_index(settings: Settings, model_version: str, dim: int, *, ensure: bool
         )
     else:
         from camtrace.storage.edge import EdgeIndex
+        from camtrace.storage.owner import OwnedIndex, owner_answers
 
-        index = EdgeIndex(settings.index_dir, model_version, dim, layout=settings.index_layout)
+        if owner_answers(settings.index_dir):  # the host's index owner holds the shards: ask it
+            index = OwnedIndex(settings.index_dir, model_version, dim, layout=settings.index_layout)
+        else:
+            index = EdgeIndex(settings.index_dir, model_version, dim, layout=settings.index_layout)
     if ensure:
         try:
             index.ensure()
