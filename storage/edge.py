@@ -28,8 +28,9 @@ binary quantization, and binary stayed below 0.87 even at 4x; int8 costs
 Cost of opening per call (768-d vectors, measured on 2 cores, exact layout):
 ~0.09 s at 5k points, ~0.5 s at 100k (loading the vectors into RAM), against
 1-10 ms for a camera+time filtered query on the open shard. Batch work
-therefore holds one ``session()`` across many calls. A compact shard opens in
-~0.08 s at 60k points: its originals are mapped, not read.
+therefore holds one ``session()`` across many calls. A compact shard maps its
+originals but reads each segment's int8 copy into RAM: ~1 s at 100k points,
+~5 s at 300k (``storage/owner.py`` keeps it open for the whole host).
 
 The engine holds the interpreter while it builds an index, so ``maintain()``
 belongs to a moment when the process has nothing else to do (between ingest
