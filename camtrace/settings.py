@@ -198,6 +198,16 @@ class Settings(BaseSettings):
         2.0, ge=0.0, description="The query service keeps the embedded index open this long after a search, so the next "
         "skips loading it; released at once when another process waits for it (0: close after every call).",
     )
+    index_layout: Literal["compact", "exact"] = Field(
+        "compact", description="Layout of new embedded index shards: compact (originals on disk, an int8 copy in RAM "
+        "searched through HNSW and rescored with the originals: a quarter of the memory) or exact (every vector in "
+        "RAM, scanned). Existing shards keep theirs until `camtrace index migrate`; the server backend is always "
+        "compact.",
+    )
+    index_maintain_seconds: float = Field(
+        60.0, ge=0.0, description="Embedded index: beat indexes newly written points this often (s), and ingest "
+        "between its batches; one step indexes one segment, seconds of work. 0: only by `camtrace index maintain`.",
+    )
 
     @field_validator("embed_processor", "qdrant_url", "qdrant_api_key", "database_url", "broker_url", "result_backend",
         "retention_days", "metrics_port", "val_dataset", "training_data_dir", "train_interval_seconds",

@@ -19,7 +19,12 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from camtrace.storage.index import (
     FLOAT_FIELDS,
+    FULL_SCAN_KB,
+    HNSW_EF,
+    HNSW_EF_CONSTRUCT,
+    HNSW_M,
     KEYWORD_FIELDS,
+    OVERSAMPLING,
     Condition,
     RecommendQuery,
     VectorIndex,
@@ -37,6 +42,27 @@ from camtrace.errors import InputError, StorageError
 from camtrace.types import IndexPoint, SearchFilter, TrackHit
 
 SCROLL_PAGE = 1000
+
+# Searches run on the int8 copy in RAM and rescore an oversampled candidate list with the originals on disk.
+SEARCH_PARAMS = qm.SearchParams(
+    hnsw_ef=HNSW_EF, quantization=qm.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
+)
+
+
+def compact_collection(dim: int) -> dict:
+    """``create_collection`` arguments of the compact layout, as the embedded index's compact shards:
+    originals on disk, an int8 scalar-quantized copy kept in RAM, payload on disk (its indexes in RAM),
+    the same HNSW parameters. The server's own optimizers seal and index segments in the background."""
+    return {
+        "vectors_config": qm.VectorParams(size=dim, distance=qm.Distance.COSINE, on_disk=True),
+        "quantization_config": qm.ScalarQuantization(
+            scalar=qm.ScalarQuantizationConfig(type=qm.ScalarType.INT8, quantile=0.99, always_ram=True)
+        ),
+        "hnsw_config": qm.HnswConfigDiff(
+            m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=FULL_SCAN_KB, payload_m=HNSW_M
+        ),
+        "on_disk_payload": True,
+    }
 
 
 def server_condition(condition: Condition) -> qm.FieldCondition:
@@ -89,7 +115,10 @@ class ServerIndex(VectorIndex):
     def _call(self, action: str) -> Iterator[None]:
         """Turn client failures into StorageErrors that say where and what to check."""
         try:
-            yield
+            with warnings.catch_warnings():
+                # The client's local mode scans exactly and says so whenever search parameters are passed.
+                warnings.filterwarnings("ignore", message="Local mode performs exact")
+                yield
         except UnexpectedResponse as exc:
             if exc.status_code == 404:
                 raise StorageError(
@@ -119,10 +148,7 @@ class ServerIndex(VectorIndex):
     def ensure(self) -> None:
         with self._call("creating the collection"):
             if not self.client.collection_exists(self.collection_name):
-                self.client.create_collection(
-                    self.collection_name,
-                    vectors_config=qm.VectorParams(size=self.dim, distance=qm.Distance.COSINE),
-                )
+                self.client.create_collection(self.collection_name, **compact_collection(self.dim))
             info = self.client.get_collection(self.collection_name)
             params = info.config.params.vectors
             if isinstance(params, qm.VectorParams) and (params.size != self.dim or params.distance != qm.Distance.COSINE):
@@ -208,6 +234,7 @@ class ServerIndex(VectorIndex):
                 query_filter=server_filter(filter),
                 score_threshold=score_threshold,
                 with_payload=True,
+                search_params=SEARCH_PARAMS,
             )
         hits = [hit_from(g.hits[0].id, g.hits[0].score, g.hits[0].payload) for g in result.groups if g.hits]
         return sorted(hits, key=lambda h: -h.score)
@@ -220,7 +247,12 @@ class ServerIndex(VectorIndex):
         query = self._query_vector(vector)
         with self._call("search"):
             result = self.client.query_points(
-                self.collection_name, query=query, query_filter=server_filter(filter), limit=limit, with_payload=True
+                self.collection_name,
+                query=query,
+                query_filter=server_filter(filter),
+                limit=limit,
+                with_payload=True,
+                search_params=SEARCH_PARAMS,
             )
         return [hit_from(p.id, p.score, p.payload) for p in result.points]
 
@@ -278,6 +310,18 @@ class ServerIndex(VectorIndex):
                     break
         points = [self._point(r) for r in records]
         return sorted(points, key=lambda p: (p.payload.get("ts", 0.0), p.payload.get("frame_index", 0), p.id))
+
+    def facts(self) -> dict:
+        with self._call("reading collection facts"):
+            info = self.client.get_collection(self.collection_name)
+        points = int(info.points_count or 0)
+        indexed = int(info.indexed_vectors_count or 0)
+        return {
+            "index_layout": "compact" if info.config.quantization_config else "exact",
+            "indexed_points": indexed,
+            "unindexed_points": max(0, points - indexed),
+            "segments": int(info.segments_count or 0),
+        }
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

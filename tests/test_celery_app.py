@@ -113,8 +113,11 @@ def test_rabbitmq_uses_quorum_queues_publisher_confirms_and_no_result_backend(tm
 
 def test_retention_is_scheduled_only_when_a_limit_is_set_and_the_evidence_always(tmp_path):
     default = make_celery(settings(tmp_path)).conf.beat_schedule
-    assert set(default) == {"learn_evidence"}
+    assert set(default) == {"learn_evidence", "maintain_index"}  # the embedded index is maintained off the hot path
     assert default["learn_evidence"] == {"task": "camtrace.learn_evidence", "schedule": 900.0}
+    assert default["maintain_index"] == {"task": "camtrace.maintain_index", "schedule": 60.0}
+    server = make_celery(settings(tmp_path, qdrant_url="http://qdrant:6333")).conf.beat_schedule
+    assert "maintain_index" not in server  # a Qdrant server indexes by itself
     scheduled = make_celery(settings(tmp_path, retention_days=30, evidence_learn_minutes=5)).conf.beat_schedule
     assert scheduled["retention"]["task"] == "camtrace.retention" and scheduled["learn_evidence"]["schedule"] == 300.0
 

@@ -28,6 +28,7 @@ TASK_ROUTES = {
     "camtrace.reindex": "embed",  # re-embedding stored crops for a new model runs on the embed (GPU) workers
     "camtrace.retention": "ingest",
     "camtrace.learn_evidence": "ingest",  # CPU work over the index and SQL: no model runs
+    "camtrace.maintain_index": "ingest",  # the embedded index's bounded indexing step
 }
 
 
@@ -35,13 +36,17 @@ def beat_schedule(settings: Settings) -> dict:
     """Periodic work run by `camtrace beat`, from settings.
 
     The one place periodic tasks are registered: the identity evidence every
-    CAMTRACE_EVIDENCE_LEARN_MINUTES; retention hourly when CAMTRACE_RETENTION_DAYS is set; the training schedule adds its
+    CAMTRACE_EVIDENCE_LEARN_MINUTES; the embedded index's maintenance every CAMTRACE_INDEX_MAINTAIN_SECONDS;
+    retention hourly when CAMTRACE_RETENTION_DAYS is set; the training schedule adds its
     ``camtrace.train`` entry here (the ``train`` queue and route exist already).
     """
     schedule: dict = {
         # Camera links and the same-person calibration follow new footage (skipped when no track is new).
         "learn_evidence": {"task": "camtrace.learn_evidence", "schedule": 60.0 * settings.evidence_learn_minutes},
     }
+    if not settings.qdrant_url and settings.index_maintain_seconds > 0:
+        # The embedded index indexes newly written points in bounded steps, off the ingest and search paths.
+        schedule["maintain_index"] = {"task": "camtrace.maintain_index", "schedule": settings.index_maintain_seconds}
     if settings.retention_days:
         schedule["retention"] = {"task": "camtrace.retention", "schedule": 3600.0}
     if settings.train_interval_seconds:

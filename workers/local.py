@@ -72,6 +72,8 @@ def ingest_local(
                     summary.failed_segments.append(f"{segment_id}: {exc}")
                     continue
                 crops = indexer.index_segment(result)
+                if settings.index_maintain_seconds > 0:
+                    model.index.maintain()  # between batches: seals and indexes a full segment (seconds), else nothing
                 db.mark_segment(segment_id, SegmentStatus.DONE, frames=result.frames, crops=crops)
                 refresh_job(db, summary.job_id)
                 summary.segments += 1

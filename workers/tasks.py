@@ -272,6 +272,14 @@ def learn_evidence(self) -> int:
     return 0 if report is None else report.tracks
 
 
+@app.task(name="camtrace.maintain_index", bind=True, max_retries=0, acks_late=True)
+def maintain_index(self) -> int:
+    """Index the points the active model's embedded index received since the last run (one bounded step);
+    returns the points newly indexed. Two runs at once take turns on the shard's lock; the second finds nothing left."""
+    done = services().model().index.maintain()
+    return 0 if done is None else int(getattr(done, "newly_indexed", 0))
+
+
 _reindex_encoders: dict = {}  # one loaded encoder per registered model, per worker process
 
 
