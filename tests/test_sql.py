@@ -15,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from camtrace.storage.evidence import IdentityEvidenceRow  # noqa: F401 (its table joins Base.metadata)
 from camtrace.storage.sql import Base, Database, alembic_config
+from camtrace.storage.watchlists import WatchEntryRow  # noqa: F401 (its tables join Base.metadata)
 from sqlalchemy import inspect, text
 from storage_fixtures import postgres_url, url  # noqa: F401  (fixtures)
 

@@ -28,6 +28,7 @@ TASK_ROUTES = {
     "camtrace.reindex": "embed",  # re-embedding stored crops for a new model runs on the embed (GPU) workers
     "camtrace.retention": "ingest",
     "camtrace.learn_evidence": "ingest",  # CPU work over the index and SQL: no model runs
+    "camtrace.deliver_alerts": "ingest",  # watchlist alerts waiting for MQTT or a webhook
 }
 
 
@@ -42,6 +43,9 @@ def beat_schedule(settings: Settings) -> dict:
         # Camera links and the same-person calibration follow new footage (skipped when no track is new).
         "learn_evidence": {"task": "camtrace.learn_evidence", "schedule": 60.0 * settings.evidence_learn_minutes},
     }
+    if settings.mqtt_url or settings.webhook_urls.strip():
+        # Alert deliveries that failed (broker or receiver down) are tried again until they get through.
+        schedule["deliver_alerts"] = {"task": "camtrace.deliver_alerts", "schedule": float(settings.alert_delivery_seconds)}
     if settings.retention_days:
         schedule["retention"] = {"task": "camtrace.retention", "schedule": 3600.0}
     if settings.train_interval_seconds:
