@@ -314,3 +314,67 @@ class AuditPageOut(BaseModel):
 class HealthOut(BaseModel):
     status: str
     mode: str
+
+
+# Watchlists and alerts ----------------------------------------------------------
+Probability = Annotated[float | None, Field(None, gt=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class WatchEntryIn(In):
+    """A person (``track_id``: that track and those confirmed as the same person) or a description (``text``)."""
+
+    track_id: str | None = Field(None, min_length=1, max_length=500, description="Watch for this track's person.")
+    text: str | None = Field(None, min_length=1, max_length=500, description="Watch for people matching this text.")
+    cameras: list[CameraId] | None = Field(None, max_length=MAX_CAMERAS,
+                                           description="Alert on these cameras only; default: every camera you see.")
+    since: Moment = None
+    until: Moment = None
+    min_probability: Probability = Field(
+        None, description="A person's bar: P(same person) an alert needs; default CAMTRACE_TRACE_MIN_SCORE.")
+    min_score: Score = Field(None, description="A description's similarity bar; default: calibrated on the site's "
+                                               "tracks (CAMTRACE_WATCH_TEXT_SHARE).")
+    note: str = Field("", max_length=2000, description="Why the entry is there (shown with its alerts).")
+
+
+class WatchEntryOut(BaseModel):
+    id: int
+    kind: Literal["person", "description"]
+    track_id: str | None
+    text: str | None
+    cameras: list[str] | None = Field(description="The cameras it alerts on; null: every camera.")
+    since: float | None
+    until: float | None
+    min_probability: float | None = Field(description="A person's bar; null: CAMTRACE_TRACE_MIN_SCORE.")
+    min_score: float | None = Field(description="A description's similarity bar.")
+    username: str = Field(description="Who made the entry.")
+    note: str
+    created_at: float
+
+
+class WatchListOut(BaseModel):
+    entries: list[WatchEntryOut]
+
+
+class AlertOut(BaseModel):
+    id: int
+    entry_id: int
+    track_id: str
+    camera_id: str
+    ts: float = Field(description="When the track begins (epoch seconds).")
+    probability: float | None = Field(description="P(same person) for a person's entry; null for a description.")
+    score: float = Field(description="Best similarity of the track's crops to the entry.")
+    crop_url: str | None
+    track_url: str = Field(description="The track on the page.")
+    status: Literal["new", "acknowledged", "dismissed"]
+    handled_by: str | None
+    handled_at: float | None
+    created_at: float
+
+
+class AlertsOut(BaseModel):
+    alerts: list[AlertOut]
+
+
+class AlertActionIn(In):
+    action: Literal["acknowledge", "dismiss"] = Field(
+        description="acknowledge; or dismiss: for a person, the verdict that the track shows someone else.")

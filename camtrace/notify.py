@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from camtrace import validation
 from camtrace.settings import Settings
@@ -78,7 +78,7 @@ def alert_payload(alert: Alert, entry: WatchEntry | None) -> dict:
         "probability": alert.probability,
         "score": alert.score,
         "crop_url": f"/api/crops/{alert.crop_key}" if alert.crop_key else None,
-        "track_url": f"/api/tracks/{alert.track_id}",
+        "track_url": f"/#track/{quote(alert.track_id, safe='')}",
         "created_at": alert.created_at,
     }
 

@@ -1,0 +1,355 @@
+"""Watchlists and live alerts end to end, over real HTTP: entries made through the API, footage ingested by the
+real pipeline, alerts listed, streamed (server-sent events), published to a real MQTT broker (Mosquitto) and
+POSTed to a real webhook receiver that checks the signature; the broker and the receiver are down at first and
+get everything once they are back.
+
+Each person of the synthetic footage walks alone in a video of their own, so every track's person is known. The
+models are the tiny random ones: their vectors tell people apart only where the pixels are the same, so the
+person's new footage repeats their walk pixel for pixel on another camera an hour later, and the same-person
+calibration is set as a site's learning would leave it (one person's tracks score 0.98 and more, two people's
+about 0.6) instead of learned from a handful of tracks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from api_fixtures import ThreadedServer
+from camtrace.storage.access import AccessStore
+from camtrace.storage.sql import Feedback, Track
+from camtrace.storage.watchlists import WatchStore
+from distributed_fixtures import camtrace_env, free_port, settings_from, wait_for
+from sqlalchemy import select
+
+from camtrace.notify import AlertSender
+from camtrace.services import Services
+from camtrace.synthetic import FigureDetector, generate_footage, write_footage
+
+SECRET = "webhook-secret-for-tests-" + "x" * 16
+HOUR = 3600.0
+
+
+class Receiver:
+    """A webhook receiver: answers 503 while ``up`` is false, else checks the signature and keeps the body."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.bodies: list[dict] = []
+        self.refused = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+                if not receiver.up:
+                    receiver.refused += 1
+                    self.send_response(503)
+                elif not hmac.compare_digest(self.headers.get("X-Camtrace-Signature", ""), expected):
+                    self.send_response(401)
+                else:
+                    receiver.bodies.append(json.loads(body))
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?token=abc"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+class Broker:
+    """A Mosquitto broker of the test's own on a free loopback port, started when asked."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.config = folder / "mosquitto.conf"
+        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.process = subprocess.Popen([binary, "-c", str(self.config)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        wait_for(lambda: _port_open(self.port), 20, "mosquitto to listen")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Subscriber:
+    """An MQTT client subscribed to the alerts topic, keeping every message."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.messages: list[dict] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        subscribed = threading.Event()
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = lambda c, u, message: self.messages.append(json.loads(message.payload))
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert subscribed.wait(10), "the MQTT subscription was not acknowledged"
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class EventStream:
+    """GET /api/alerts/stream read in a thread: the server-sent ``alert`` events it delivers."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.events: list[dict] = []
+        self.opened = threading.Event()
+        self.client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                                   timeout=httpx.Timeout(5.0, read=None))
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        assert self.opened.wait(20), "the alert stream did not open"
+
+    def _read(self) -> None:
+        try:
+            with self.client.stream("GET", "/api/alerts/stream") as response:
+                assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+                self.opened.set()
+                event: dict = {}
+                for line in response.iter_lines():
+                    if line.startswith("event: "):
+                        event["event"] = line[7:]
+                    elif line.startswith("data: "):
+                        event["data"] = json.loads(line[6:])
+                    elif line.startswith("id: "):
+                        event["id"] = line[4:]
+                    elif not line and event:
+                        self.events.append(event)
+                        event = {}
+        except (httpx.HTTPError, RuntimeError):
+            pass  # closed by the test
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def same_person_evidence(tracks: int):
+    """The calibration a site's learning leaves: one person's tracks score 0.98 and more, two people's about 0.6."""
+    from camtrace.search.evidence import BINS, CROSS, SAME, IdentityEvidence, _Appearance
+
+    centres = np.linspace(-1 + 1 / BINS, 1 - 1 / BINS, BINS)
+
+    def bump(centre: float, spread: float, mass: float) -> np.ndarray:
+        shape = np.exp(-0.5 * ((centres - centre) / spread) ** 2)
+        return mass * shape / shape.sum()
+
+    appearance = {domain: _Appearance(positive=bump(0.995, 0.01, 200.0), negative=bump(0.6, 0.2, 2000.0),
+                                      pairs=2000.0, same=100.0) for domain in (SAME, CROSS)}
+    return IdentityEvidence(600.0, appearance, {}, tracks=tracks)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, tiny_yolo_dir, tiny_siglip_dir):
+    """Each of four people walking alone past cam1; the service, a webhook receiver that is down and an MQTT
+    broker that is not started yet."""
+    root = tmp_path_factory.mktemp("watch")
+    base = generate_footage(root / "base", cameras=1, identities=4, seconds=8.0, fps=10, seed=11)
+    start = base.start_ts["cam1"]
+
+    def alone(person: str, camera: str, at: float, again: bool = False):
+        walk = next(a for a in base.appearances if a.identity == person)
+        shift = at - start
+        walk = dataclasses.replace(walk, camera=camera, ts_start=walk.ts_start + shift, ts_end=walk.ts_end + shift)
+        folder = root / f"{person}-{camera}-{int(at)}"
+        folder.mkdir()
+        # Camera index 0 of every footage has the same empty scene: the walk's pixels are the same on any camera.
+        # A walk seen ``again`` gets one more empty frame at the end: another file (a video's id is a hash of its
+        # content), the same crops.
+        return write_footage(folder, [camera], [base.identities[person]], [walk], n_frames=base.n_frames + again,
+                             fps=base.fps, size=base.size, start_ts=at, seed=base.seed, scene_seed=base.seed)
+
+    receiver = Receiver()
+    broker = Broker(root)
+    topic = f"camtrace/alerts/test-{uuid.uuid4().hex[:8]}"
+    env = camtrace_env(root / "data", tiny_yolo_dir, tiny_siglip_dir, CAMTRACE_SEGMENT_SECONDS="60",
+                       CAMTRACE_LOG_LEVEL="WARNING", CAMTRACE_MQTT_URL=f"mqtt://127.0.0.1:{broker.port}",
+                       CAMTRACE_MQTT_TOPIC=topic, CAMTRACE_WEBHOOK_URLS=receiver.url, CAMTRACE_WEBHOOK_SECRET=SECRET)
+    settings = settings_from(env)
+    from camtrace.api.app import create_app
+
+    app = create_app(settings)
+    services: Services = app.state.services
+
+    def ingest(footage, camera: str) -> list[str]:
+        from camtrace.workers.local import ingest_local
+
+        services.detector = FigureDetector(footage.background(camera))
+        ingest_local(services, str(footage.videos[camera]), camera, footage.start_ts[camera], progress=False)
+        with services.db.engine.connect() as conn:
+            video = next(iter(footage.videos.values()))
+            return [row.id for row in conn.execute(select(Track.id, Track.video_id).order_by(Track.ts_start))
+                    if row.video_id == services.db.get_video(row.video_id).id
+                    and Path(services.db.get_video(row.video_id).source) == video.resolve()]
+
+    seen = {person: ingest(alone(person, "cam1", start + 20 * k), "cam1") for k, person in enumerate(base.identities)}
+    services.db.ensure_camera("cam2")
+    services.db.ensure_camera("cam3")
+    access = AccessStore(services.db)
+    tokens = {name: access.add_user(name, role, cameras).token for name, role, cameras in (
+        ("admin", "admin", None), ("ivy", "investigator", None), ("otto", "operator", None),
+        ("cam3only", "investigator", ["cam3"]), ("cam1only", "investigator", ["cam1"]))}
+    port = free_port()
+    server = ThreadedServer(app, port).__enter__()
+    yield dataclasses.make_dataclass("Site", ["url", "app", "services", "tokens", "seen", "alone", "ingest",
+                                              "receiver", "broker", "topic", "start"])(
+        f"http://127.0.0.1:{port}", app, services, tokens, seen, alone, ingest, receiver, broker, topic, start)
+    server.__exit__()
+    broker.stop()
+    receiver.server.shutdown()
+
+
+def client(site, user: str) -> httpx.Client:
+    return httpx.Client(base_url=site.url, headers={"Authorization": f"Bearer {site.tokens[user]}"}, timeout=60)
+
+
+def test_watchlist_entries_over_http(site):
+    seed = site.seen["p1"][0]
+    with client(site, "otto") as otto:
+        assert otto.post("/api/watchlist", json={"track_id": seed}).status_code == 403  # operators read only
+        assert otto.get("/api/watchlist").json() == {"entries": []}
+    assert httpx.get(f"{site.url}/api/watchlist").status_code == 401
+    with client(site, "ivy") as ivy:
+        unknown = ivy.post("/api/watchlist", json={"track_id": "no-such-track"})
+        assert unknown.status_code == 404 and "does not exist" in unknown.json()["error"]
+        camera = ivy.post("/api/watchlist", json={"track_id": seed, "cameras": ["cam9"]})
+        assert camera.status_code == 404 and "unknown camera" in camera.json()["error"]
+        for bad in ({"track_id": seed, "min_probability": 1.5}, {"track_id": seed, "since": "yesterday-ish"},
+                    {"track_id": seed, "colour": "red"}, {}, {"track_id": seed, "text": "man in red"}):
+            answer = ivy.post("/api/watchlist", json=bad)
+            assert answer.status_code in (400, 422), (bad, answer.text)
+            assert answer.json()["error"]
+        made = ivy.post("/api/watchlist", json={"track_id": seed, "note": "left a bag at the gate"})
+        assert made.status_code == 201, made.text
+        entry = made.json()
+        assert entry["kind"] == "person" and entry["username"] == "ivy" and entry["cameras"] is None
+        gone = ivy.post("/api/watchlist", json={"track_id": seed}).json()
+        assert ivy.delete(f"/api/watchlist/{gone['id']}").status_code == 204
+        assert ivy.delete(f"/api/watchlist/{gone['id']}").status_code == 404
+        assert [e["id"] for e in ivy.get("/api/watchlist").json()["entries"]] == [entry["id"]]
+    with client(site, "cam3only") as limited:
+        # A track on a camera the user may not see is refused like one that does not exist.
+        hidden = limited.post("/api/watchlist", json={"track_id": seed})
+        assert hidden.status_code == 404 and hidden.json()["error"].replace(seed, "?") == \
+            unknown.json()["error"].replace("no-such-track", "?")
+        assert limited.get("/api/watchlist").json() == {"entries": []}  # ivy's entry watches every camera
+    actions = [(r.username, r.action) for r in AccessStore(site.services.db).audit_rows(limit=20)
+               if r.action.startswith("watch_")]
+    assert actions[:3] == [("ivy", "watch_remove"), ("ivy", "watch_add"), ("ivy", "watch_add")]
+
+
+def test_an_alert_for_the_person_only_delivered_live_and_after_outages(site):
+    from camtrace.storage.evidence import EvidenceRepository
+
+    services = site.services
+    model = services.model()
+    repository = EvidenceRepository(services.db)
+
+    def calibrated(footage):
+        # Each ingest relearns the evidence from the tracks at its end; the next one is checked with the set one.
+        repository.save(model.index.model_version, same_person_evidence(20).to_dict(), repository.newest_feedback_at())
+        return footage
+
+    admin_stream = EventStream(site.url, site.tokens["admin"])
+    limited_stream = EventStream(site.url, site.tokens["cam3only"])
+    try:
+        # An hour later: the person of the entry on cam2; the three others on cam3.
+        later = site.start + HOUR
+        person_tracks = site.ingest(calibrated(site.alone("p1", "cam2", later, again=True)), "cam2")
+        other_tracks = [t for k, p in enumerate(("p2", "p3", "p4"))
+                        for t in site.ingest(calibrated(site.alone(p, "cam3", later + 20 * (k + 1), again=True)), "cam3")]
+        assert person_tracks and other_tracks
+        with client(site, "admin") as admin:
+            alerts = admin.get("/api/alerts").json()["alerts"]
+        assert len(alerts) == 1, alerts
+        alert = alerts[0]
+        assert alert["track_id"] in person_tracks and alert["camera_id"] == "cam2"
+        assert alert["probability"] >= services.settings.trace_min_score and alert["status"] == "new"
+        assert alert["crop_url"].startswith("/api/crops/cam2/") and alert["track_url"].startswith("/#track/")
+        wait_for(lambda: admin_stream.events, 15, "the alert on the stream")
+        assert [(e["event"], e["id"], e["data"]["track_id"]) for e in admin_stream.events] == [
+            ("alert", str(alert["id"]), alert["track_id"])]
+        # A user limited to cam3 neither lists nor receives an alert on cam2.
+        with client(site, "cam3only") as limited:
+            assert limited.get("/api/alerts").json() == {"alerts": []}
+            assert limited.post(f"/api/alerts/{alert['id']}/ack", json={"action": "acknowledge"}).status_code == 404
+        time.sleep(2.5)  # the stream polls every second
+        assert limited_stream.events == []
+    finally:
+        admin_stream.close()
+        limited_stream.close()
+
+    # Both targets were down: the deliveries wait, logged, nothing lost.
+    store = WatchStore(services.db)
+    log = {d.label.split(" ")[0]: d for d in store.deliveries(alert["id"])}
+    assert {d.status for d in log.values()} == {"pending"} and all(d.attempts == 1 for d in log.values())
+    assert site.receiver.refused == 1 and "503" in log[site.receiver.url.replace("token=abc", "token=***")].last_error
+    assert site.receiver.url not in json.dumps([d.as_dict() for d in log.values()])  # the URL's secret stays out
+    # Back up: the next pass (beat's task calls the same) delivers both, once.
+    site.broker.start()
+    subscriber = Subscriber(site.broker.port, site.topic)
+    site.receiver.up = True
+    try:
+        sender = AlertSender(services.settings, store)
+        assert sender.deliver().delivered == 0  # not due yet: the retry waits its backoff
+        report = sender.deliver(now=time.time() + HOUR)
+        assert report.delivered == 2 and report.retrying == 0
+        wait_for(lambda: subscriber.messages, 10, "the alert on MQTT")
+        assert sender.deliver(now=time.time() + 2 * HOUR).delivered == 0  # nothing is sent twice
+    finally:
+        subscriber.close()
+    for payload in (subscriber.messages[0], site.receiver.bodies[0]):
+        assert payload["id"] == alert["id"] and payload["track_id"] == alert["track_id"]
+        assert payload["camera_id"] == "cam2" and payload["entry_kind"] == "person"
+        assert payload["entry_note"] == "left a bag at the gate" and payload["probability"] == alert["probability"]
+    assert len(subscriber.messages) == 1 and len(site.receiver.bodies) == 1
+    assert {d.status for d in store.deliveries(alert["id"])} == {"delivered"}
+
+    # Acknowledge, then dismiss: each audited; the dismissal is a "different" verdict on the pair.
+    with client(site, "otto") as otto:
+        assert otto.post(f"/api/alerts/{alert['id']}/ack", json={"action": "snooze"}).status_code == 422
+        acked = otto.post(f"/api/alerts/{alert['id']}/ack", json={"action": "acknowledge"})
+        assert acked.status_code == 200 and acked.json()["status"] == "acknowledged"
+        assert acked.json()["handled_by"] == "otto"
+        dismissed = otto.post(f"/api/alerts/{alert['id']}/ack", json={"action": "dismiss"}).json()
+        assert dismissed["status"] == "dismissed"
+    audit = AccessStore(services.db).audit_rows(limit=30)
+    assert [(r.username, r.action, r.result_ids) for r in audit if r.action in ("alert_acknowledge", "alert_dismiss")] \
+        == [("otto", "alert_dismiss", [alert["track_id"]]), ("otto", "alert_acknowledge", [alert["track_id"]])]
+    assert any(r.action == "alert_raised" and r.result_ids == [alert["track_id"]] for r in audit)
+    with services.db.engine.connect() as conn:
+        verdicts = conn.execute(select(Feedback.track_id, Feedback.candidate_track_id, Feedback.verdict,
+                                       Feedback.username)).all()
+    assert [tuple(v) for v in verdicts] == [(site.seen["p1"][0], alert["track_id"], "different", "otto")]
