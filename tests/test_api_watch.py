@@ -269,3 +269,39 @@ def test_an_alert_for_the_person_only_delivered_live_and_after_outages(site):
         verdicts = conn.execute(select(Feedback.track_id, Feedback.candidate_track_id, Feedback.verdict,
                                        Feedback.username)).all()
     assert [tuple(v) for v in verdicts] == [(site.seen["p1"][0], alert["track_id"], "different", "otto")]
+
+
+def test_a_track_clip_is_webm_served_in_ranges_and_a_gone_source_is_a_clear_404(site):
+    import cv2
+
+    seed = site.seen["p2"][0]
+    with client(site, "otto") as otto:
+        whole = otto.get(f"/api/tracks/{seed}/clip")
+        assert whole.status_code == 200, whole.text
+        assert whole.headers["content-type"] == "video/webm" and whole.content[:4] == b"\x1a\x45\xdf\xa3"  # EBML
+        part = otto.get(f"/api/tracks/{seed}/clip", headers={"Range": "bytes=10-99"})
+        assert part.status_code == 206 and part.content == whole.content[10:100]
+        assert otto.get(f"/api/tracks/{seed}/clip").content == whole.content  # cut once, then kept
+    with client(site, "cam3only") as limited:
+        assert limited.get(f"/api/tracks/{seed}/clip").status_code == 404
+    clip = Path(site.services.settings.resolved_data_dir) / "clips"
+    (saved,) = clip.glob("*.webm")
+    capture = cv2.VideoCapture(str(saved))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    track = site.services.db.tracks_by_ids([seed])[seed]
+    # The track's span and 3 s each side (cut at the video's ends), at the source's 10 fps.
+    start = site.services.db.get_video(track.video_id).start_ts
+    expected = (min(track.ts_end + 3, start + 8) - max(track.ts_start - 3, start)) * 10
+    assert abs(frames - expected) <= 3, (frames, expected)
+
+    source = Path(site.services.db.get_video(track.video_id).source)
+    source.rename(source.with_suffix(".moved"))
+    try:
+        saved.unlink()
+        with client(site, "otto") as otto:
+            gone = otto.get(f"/api/tracks/{seed}/clip")
+        assert gone.status_code == 404 and "no longer stored" in gone.json()["error"]
+    finally:
+        source.with_suffix(".moved").rename(source)
