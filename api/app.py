@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit,
         auth,
         cameras,
+        cases,
         docs,
         feedback,
         jobs,
@@ -115,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             headers=getattr(exc, "headers", None))
 
     for module in (system, auth, search, tracks, trace, feedback, cameras, jobs, links, users, tokens, audit, watchlist,
-                   alerts, docs):
+                   alerts, cases, docs):
         router = module.router
         app.include_router(router)
 

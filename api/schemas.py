@@ -378,3 +378,38 @@ class AlertsOut(BaseModel):
 class AlertActionIn(In):
     action: Literal["acknowledge", "dismiss"] = Field(
         description="acknowledge; or dismiss: for a person, the verdict that the track shows someone else.")
+
+
+# Cases ------------------------------------------------------------------------------
+class CaseIn(In):
+    title: str = Field(min_length=1, max_length=200)
+
+
+class CaseTrackIn(In):
+    track_id: str = Field(min_length=1, max_length=500)
+    note: str = Field("", max_length=5000, description="Why the track belongs to the case.")
+
+
+class CaseNoteIn(In):
+    text: str = Field(min_length=1, max_length=5000)
+
+
+class CaseItemOut(BaseModel):
+    id: int
+    kind: Literal["track", "note"]
+    track_id: str | None
+    text: str
+    username: str
+    created_at: float
+
+
+class CaseOut(BaseModel):
+    id: int
+    title: str
+    username: str = Field(description="Who opened the case.")
+    created_at: float
+    items: list[CaseItemOut]
+
+
+class CasesOut(BaseModel):
+    cases: list[CaseOut]

@@ -1062,6 +1062,120 @@ def alerts_deliver(as_json: bool) -> None:
         click.echo(f"{report.delivered} delivered, {report.retrying} to retry, {report.failed} given up")
 
 
+@cli.group()
+def case() -> None:
+    """Cases: tracks and notes of an investigation, exported as an archive whose files can be verified."""
+
+
+def case_line(row: dict) -> str:
+    tracks = sum(1 for i in row["items"] if i["kind"] == "track")
+    notes = len(row["items"]) - tracks
+    return f"{row['id']:>4}  {row['title']}  ({tracks} tracks, {notes} notes; by {row['username']})"
+
+
+def cli_user() -> str:
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+@case.command("create")
+@click.argument("title")
+@click.option("--json", "as_json", is_flag=True)
+def case_create(title: str, as_json: bool) -> None:
+    """Open a case called TITLE."""
+    from camtrace.storage.cases import CaseStore
+
+    services = make_services()
+    with audited_cli(access_store(), "case_create", {"title": title}, []) as record:
+        made = CaseStore(services.db).create(title, cli_user())
+        record.result_ids.append(str(made.id))
+    click.echo(json.dumps(made.as_dict()) if as_json else f"case {made.id} created: {made.title}")
+
+
+@case.command("add-track")
+@click.argument("case_id", type=int)
+@click.argument("track_id")
+@click.option("--note", default="", help="Why the track belongs to the case.")
+def case_add_track(case_id: int, track_id: str, note: str) -> None:
+    """Add TRACK_ID to case CASE_ID."""
+    from camtrace.search.cases import CaseService
+
+    services = make_services()
+    with audited_cli(access_store(), "case_add_track", {"case_id": case_id, "note": note}, [track_id]):
+        CaseService(services).add_track(case_id, track_id, cli_user(), note)
+    click.echo(f"track {track_id} added to case {case_id}")
+
+
+@case.command("note")
+@click.argument("case_id", type=int)
+@click.argument("text")
+def case_note(case_id: int, text: str) -> None:
+    """Add a note to case CASE_ID."""
+    from camtrace.search.cases import CaseService
+
+    services = make_services()
+    with audited_cli(access_store(), "case_note", {"case_id": case_id}, [str(case_id)]):
+        CaseService(services).add_note(case_id, text, cli_user())
+    click.echo(f"note added to case {case_id}")
+
+
+@case.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def case_list(as_json: bool) -> None:
+    """List the cases."""
+    from camtrace.storage.cases import CaseStore
+
+    echo_rows([c.as_dict() for c in CaseStore(make_services().db).cases()], as_json, case_line)
+
+
+@case.command("export")
+@click.argument("case_id", type=int)
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="Archive to write; default case-ID.zip here.")
+@click.option("--no-clips", is_flag=True, help="Leave the tracks' video clips out.")
+@click.option("--json", "as_json", is_flag=True)
+def case_export(case_id: int, out: str | None, no_clips: bool, as_json: bool) -> None:
+    """Write case CASE_ID as a ZIP archive with a manifest of every file's SHA-256 (keep the printed hash)."""
+    from pathlib import Path
+
+    from camtrace.search.cases import CaseService
+
+    services = make_services()
+    target = Path(out or f"case-{case_id}.zip")
+    with audited_cli(access_store(), "case_export", {"case_id": case_id, "file": target.name}, [str(case_id)]) as rec:
+        report = CaseService(services).export(case_id, target, clips=not no_clips)
+        rec.detail["manifest_sha256"] = report.manifest_sha256
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+        return
+    click.echo(f"case {case_id} written to {report.path}: {report.files} files; manifest SHA-256 "
+               f"{report.manifest_sha256} (keep it apart from the archive)")
+    for line in report.missing_clips:
+        click.echo(f"no clip for track {line}", err=True)
+
+
+@case.command("verify")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.option("--manifest-sha256", help="The hash printed at export (default: the one inside the archive).")
+@click.option("--json", "as_json", is_flag=True)
+def case_verify(archive: str, manifest_sha256: str | None, as_json: bool) -> None:
+    """Check every file of a case archive against its manifest; exit 1 naming each file that does not match."""
+    from pathlib import Path
+
+    from camtrace.search.cases import verify
+
+    report = verify(Path(archive), manifest_sha256)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    elif report.ok:
+        click.echo(f"{archive}: all {report.files} files match the manifest")
+    else:
+        for problem in report.problems:
+            click.echo(problem)
+    if not report.ok:
+        sys.exit(1)
+
+
 @cli.command("settings")
 @click.option("--markdown", is_flag=True, help="Print the README's settings table.")
 def show_settings(markdown: bool) -> None:

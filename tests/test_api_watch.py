@@ -305,3 +305,55 @@ def test_a_track_clip_is_webm_served_in_ranges_and_a_gone_source_is_a_clear_404(
         assert gone.status_code == 404 and "no longer stored" in gone.json()["error"]
     finally:
         source.with_suffix(".moved").rename(source)
+
+
+def test_a_case_exported_over_http_verifies_and_a_flipped_file_is_named(site, tmp_path):
+    import zipfile
+
+    from click.testing import CliRunner
+
+    from camtrace.cli import cli
+
+    tracks = [site.seen["p3"][0], site.seen["p4"][0]]
+    with client(site, "otto") as otto:
+        assert otto.post("/api/cases", json={"title": "gate 3"}).status_code == 403  # investigators only
+    with client(site, "ivy") as ivy:
+        made = ivy.post("/api/cases", json={"title": "bag left at gate 3"})
+        assert made.status_code == 201, made.text
+        case_id = made.json()["id"]
+        for track in tracks:
+            assert ivy.post(f"/api/cases/{case_id}/tracks", json={"track_id": track, "note": "walks past"}).status_code == 200
+        assert ivy.post(f"/api/cases/{case_id}/tracks", json={"track_id": "nope"}).status_code == 404
+        noted = ivy.post(f"/api/cases/{case_id}/notes", json={"text": "the bag is black"})
+        assert [i["kind"] for i in noted.json()["items"]] == ["track", "track", "note"]
+        exported = ivy.get(f"/api/cases/{case_id}/export")
+        assert exported.status_code == 200 and exported.headers["content-type"] == "application/zip"
+        manifest_hash = exported.headers["x-manifest-sha256"]
+    with client(site, "cam3only") as limited:  # the case's tracks are on cam1
+        assert limited.get(f"/api/cases/{case_id}").status_code == 404
+        assert limited.get(f"/api/cases/{case_id}/export").status_code == 404
+        assert limited.get("/api/cases").json() == {"cases": []}
+    archive = tmp_path / "case.zip"
+    archive.write_bytes(exported.content)
+    with zipfile.ZipFile(archive) as opened:
+        names = opened.namelist()
+        document = json.loads(opened.read("case.json"))
+    assert {"case.json", "manifest.json", "manifest.sha256"} <= set(names)
+    assert [t["track_id"] for t in document["tracks"]] == tracks and all(t["clip"] in names for t in document["tracks"])
+    crops = [c["file"] for t in document["tracks"] for c in t["crops"]]
+    assert crops and set(crops) <= set(names)
+
+    good = CliRunner().invoke(cli, ["case", "verify", str(archive), "--manifest-sha256", manifest_hash])
+    assert good.exit_code == 0 and "match the manifest" in good.output
+    # One bit flipped in one crop: verify names that file and no other.
+    flipped = tmp_path / "flipped.zip"
+    with zipfile.ZipFile(archive) as source, zipfile.ZipFile(flipped, "w") as target:
+        for name in source.namelist():
+            data = source.read(name)
+            if name == crops[1]:
+                data = data[:100] + bytes([data[100] ^ 0x01]) + data[101:]
+            target.writestr(name, data)
+    bad = CliRunner().invoke(cli, ["case", "verify", str(flipped)])
+    assert bad.exit_code == 1 and bad.output.strip() == f"{crops[1]}: changed (SHA-256 differs from the manifest)"
+    audit = [(r.username, r.action) for r in AccessStore(site.services.db).audit_rows(limit=20)]
+    assert ("ivy", "case_export") in audit and ("ivy", "case_note") in audit and ("ivy", "case_create") in audit

@@ -13,6 +13,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from camtrace.storage.cases import CaseRow  # noqa: F401 (its tables join Base.metadata)
 from camtrace.storage.evidence import IdentityEvidenceRow  # noqa: F401 (its table joins Base.metadata)
 from camtrace.storage.sql import Base, Database, alembic_config
 from camtrace.storage.watchlists import WatchEntryRow  # noqa: F401 (its tables join Base.metadata)
