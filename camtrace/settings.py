@@ -92,6 +92,14 @@ class Settings(BaseSettings):
     )
     sample_fps: float = Field(5.0, gt=0.0, description="Frames per second sampled from each video.")
     segment_seconds: float = Field(60.0, gt=0.0, description="Length of a segment: the unit of tracking and of work.")
+    live_segment_seconds: float | None = Field(
+        None, gt=0.0, description="Live cameras are cut into files this long, each indexed (and checked against the "
+        "watchlist) when it ends: 8 brings alerts within about 10 s; unset: CAMTRACE_SEGMENT_SECONDS.",
+    )
+    alert_repeat_seconds: float = Field(
+        120.0, ge=0.0, description="A watchlist entry alerts once for a person who stays on one camera: a match "
+        "within this many seconds of the entry's last alert there raises none (0: every matching track alerts).",
+    )
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset uses embedded Qdrant Edge in the data dir.")
     qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server.")
     collection: str = Field("camtrace", description="Name of the vector collection (server: the alias queries use).")
@@ -224,7 +232,7 @@ class Settings(BaseSettings):
 
     @field_validator("embed_processor", "qdrant_url", "qdrant_api_key", "database_url", "broker_url", "result_backend",
         "retention_days", "metrics_port", "val_dataset", "training_data_dir", "train_interval_seconds",
-        "detector_imgsz", "mqtt_url", "webhook_secret", mode="before")
+        "detector_imgsz", "mqtt_url", "webhook_secret", "live_segment_seconds", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -347,6 +355,11 @@ class Settings(BaseSettings):
     def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         """CAMTRACE_TRUSTED_PROXIES as networks (a single address is a /32 or /128)."""
         return [ipaddress.ip_network(part.strip(), strict=False) for part in self.trusted_proxies.split(",") if part.strip()]
+
+    @property
+    def live_segment_length(self) -> float:
+        """Seconds of a live camera's segment file (CAMTRACE_LIVE_SEGMENT_SECONDS, else CAMTRACE_SEGMENT_SECONDS)."""
+        return float(self.live_segment_seconds or self.segment_seconds)
 
     def webhook_url_list(self) -> list[str]:
         """CAMTRACE_WEBHOOK_URLS as a list."""

@@ -310,8 +310,11 @@ class Watcher:
         from camtrace.notify import delivery_targets
 
         targets = delivery_targets(self.services.settings)
+        repeat = float(self.services.settings.alert_repeat_seconds)
         stored = []
         for new in self.matches(tracks):
+            if repeat > 0 and self.store.alerted_near(new.entry_id, new.camera_id, new.ts, repeat):
+                continue  # the same stay on this camera (a track cut at a segment's end, or split): alerted already
             detail = {"entry_id": new.entry_id, "camera_id": new.camera_id, "probability": new.probability,
                       "score": new.score}
             try:

@@ -242,6 +242,13 @@ class WatchStore:
                     created_at=now))
         return _alert(type("Row", (), {"id": alert_id, **row}))
 
+    def alerted_near(self, entry_id: int, camera_id: str, ts: float, seconds: float) -> bool:
+        """Whether the entry alerted on this camera for a sighting within ``seconds`` of ``ts``."""
+        query = select(AlertRow.id).where(AlertRow.entry_id == entry_id, AlertRow.camera_id == camera_id,
+                                          AlertRow.ts >= ts - seconds, AlertRow.ts <= ts + seconds).limit(1)
+        with self.db._guard("reading alerts"), self.db.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
     def alerts(
         self, *, cameras: Sequence[str] | None = None, status: str | None = None, after_id: int = 0,
         limit: int = 100, offset: int = 0, newest_first: bool = True,

@@ -110,3 +110,13 @@ def test_dismissing_an_alert_is_a_different_verdict_and_stops_further_alerts(wat
         conn.execute(delete(AlertRow))
     assert watcher.check([PERSON_ON_B]) == []
     assert watch.entries()[0].id == entry.id
+
+
+def test_a_person_who_stays_on_one_camera_alerts_once(watch, scene):
+    watch.add(username="ivy", track_id="A1")
+    watcher = Watcher(scene)
+    assert [a.track_id for a in watcher.check([PERSON_ON_B])] == ["N1"]
+    # The same stay cut into another track (a segment ended): within CAMTRACE_ALERT_REPEAT_SECONDS, no new alert.
+    again = new_track("N5", "camB", 32, 40, turn(PERSON, 9, 0.1))
+    assert watcher.matches([again]) and watcher.check([again]) == []
+    assert scene.settings.alert_repeat_seconds == 120.0
