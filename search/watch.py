@@ -193,7 +193,9 @@ class _Matrix:
     key: tuple
     entries: list[WatchEntry]
     vectors: np.ndarray  # (examples, dim), L2-normalised
-    owner: np.ndarray  # (examples,) index into entries
+    owner: np.ndarray  # (examples,) index into entries, ascending: each entry's examples are one run of rows
+    starts: np.ndarray  # first row of each run
+    present: np.ndarray  # the entry of each run
     sightings: dict[int, list[Sighting]]  # person entries: where the person is known to have been
     decided: dict[int, frozenset[str]]  # person entries: tracks never to alert on (theirs, or rejected)
 
@@ -256,9 +258,13 @@ class Watcher:
                     owner.append(i)
         dim = rows[0].shape[0] if rows else 0
         matrix = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+        owners = np.asarray(owner, np.int64)
+        order = np.argsort(owners, kind="stable")
+        matrix, owners = matrix[order], owners[order]
         if len(matrix):
             matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-        return _Matrix(key, entries, matrix, np.asarray(owner, np.int64), sightings, decided)
+        starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]]) if len(owners) else np.zeros(0, np.int64)
+        return _Matrix(key, entries, matrix, owners, starts, owners[starts], sightings, decided)
 
     def matches(self, tracks: Sequence[NewTrack]) -> list[NewAlert]:
         """The alerts the new tracks raise (nothing stored)."""
@@ -273,15 +279,18 @@ class Watcher:
         # Person entries: each track's odds of being the person; tracks on one camera in one batch compete, since
         # the person is at most one of them (three strangers who each fit a camera link are not each 60% them).
         odds: dict[tuple[int, str], list[tuple[NewTrack, float, float]]] = {}
-        for track in tracks:
-            if not len(track.vectors):
-                continue
-            vectors = np.asarray(track.vectors, np.float32)
-            similarity = vectors @ current.vectors.T  # (crops, examples)
-            best = np.full(len(current.entries), -np.inf, np.float32)
-            np.maximum.at(best, current.owner, similarity.max(axis=0))
+        tracks = [t for t in tracks if len(t.vectors)]
+        if not tracks:
+            return []
+        # One product of every new crop with every example; the best pair per (track, entry) by two reductions.
+        crops = np.concatenate([np.asarray(t.vectors, np.float32) for t in tracks])
+        first_crop = np.cumsum([0] + [len(t.vectors) for t in tracks[:-1]])
+        per_track = np.maximum.reduceat(crops @ current.vectors.T, first_crop, axis=0)  # (tracks, examples)
+        scores = np.full((len(tracks), len(current.entries)), -np.inf, np.float32)
+        scores[:, current.present] = np.maximum.reduceat(per_track, current.starts, axis=1)
+        for t, track in enumerate(tracks):
             for i, entry in enumerate(current.entries):
-                score = float(best[i])
+                score = float(scores[t, i])
                 if not np.isfinite(score) or not entry.covers(track.camera_id, track.ts_start):
                     continue
                 if entry.kind == "description":

@@ -36,7 +36,8 @@ def test_the_embed_worker_raises_each_alert_once_and_sends_it(tmp_path, broker, 
     topic = f"camtrace/alerts/test-{uuid.uuid4().hex[:8]}"
     env = camtrace_env(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir, broker.url,
                        CAMTRACE_MQTT_URL=f"mqtt://127.0.0.1:{SYSTEM_MQTT_PORT}", CAMTRACE_MQTT_TOPIC=topic,
-                       CAMTRACE_WEBHOOK_URLS=receiver.url, CAMTRACE_WEBHOOK_SECRET=SECRET)
+                       CAMTRACE_WEBHOOK_URLS=receiver.url, CAMTRACE_WEBHOOK_SECRET=SECRET,
+                       CAMTRACE_ALERT_REPEAT_SECONDS="0")  # every matching track alerts, not once per stay
     added = run_cli(env, "watch", "add", "--text", "anyone at all", "--min-score", "-1", "--note", "everyone",
                     "--json")
     assert added.returncode == 0, added.stderr

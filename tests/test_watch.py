@@ -120,3 +120,13 @@ def test_a_person_who_stays_on_one_camera_alerts_once(watch, scene):
     again = new_track("N5", "camB", 32, 40, turn(PERSON, 9, 0.1))
     assert watcher.matches([again]) and watcher.check([again]) == []
     assert scene.settings.alert_repeat_seconds == 120.0
+
+
+def test_several_entries_are_scored_in_one_product_each_against_its_own_examples(watch, scene):
+    from search_scene import C1_BASE
+
+    a1 = watch.add(username="ivy", track_id="A1")
+    c1 = watch.add(username="ivy", track_id="C1")  # the person of C1 (camC, 80-90 s); camC->camD takes 30 s
+    on_d = new_track("N6", "camD", 120, 126, turn(C1_BASE, 5, 0.05))
+    alerts = Watcher(scene).check([on_d, PERSON_ON_B, STRANGER])
+    assert sorted((a.entry_id, a.track_id) for a in alerts) == sorted([(a1.id, "N1"), (c1.id, "N6")])
