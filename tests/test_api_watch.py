@@ -175,6 +175,15 @@ def test_watchlist_entries_over_http(site):
         assert ivy.delete(f"/api/watchlist/{gone['id']}").status_code == 204
         assert ivy.delete(f"/api/watchlist/{gone['id']}").status_code == 404
         assert [e["id"] for e in ivy.get("/api/watchlist").json()["entries"]] == [entry["id"]]
+        # A description's bar is calibrated on the site's tracks: with 2% of a handful, the best track's score.
+        described = ivy.post("/api/watchlist", json={"text": "yellow top, black trousers", "cameras": ["cam1"]})
+        assert described.status_code == 201, described.text
+        model = site.services.model()
+        vector = model.encoder.encode_texts(["yellow top, black trousers"])[0]
+        best = model.index.search(vector, None, 1)[0]
+        assert described.json()["kind"] == "description" and described.json()["cameras"] == ["cam1"]
+        assert described.json()["min_score"] == pytest.approx(best.score, abs=1e-5)
+        assert ivy.delete(f"/api/watchlist/{described.json()['id']}").status_code == 204
     with client(site, "cam3only") as limited:
         # A track on a camera the user may not see is refused like one that does not exist.
         hidden = limited.post("/api/watchlist", json={"track_id": seed})
@@ -183,7 +192,8 @@ def test_watchlist_entries_over_http(site):
         assert limited.get("/api/watchlist").json() == {"entries": []}  # ivy's entry watches every camera
     actions = [(r.username, r.action) for r in AccessStore(site.services.db).audit_rows(limit=20)
                if r.action.startswith("watch_")]
-    assert actions[:3] == [("ivy", "watch_remove"), ("ivy", "watch_add"), ("ivy", "watch_add")]
+    assert actions[:5] == [("ivy", "watch_remove"), ("ivy", "watch_add"), ("ivy", "watch_remove"), ("ivy", "watch_add"),
+                           ("ivy", "watch_add")]
 
 
 def test_an_alert_for_the_person_only_delivered_live_and_after_outages(site):

@@ -130,3 +130,28 @@ def test_several_entries_are_scored_in_one_product_each_against_its_own_examples
     on_d = new_track("N6", "camD", 120, 126, turn(C1_BASE, 5, 0.05))
     alerts = Watcher(scene).check([on_d, PERSON_ON_B, STRANGER])
     assert sorted((a.entry_id, a.track_id) for a in alerts) == sorted([(a1.id, "N1"), (c1.id, "N6")])
+
+
+def test_the_command_line_adds_lists_and_removes_entries_audited(watch, scene, monkeypatch):
+    import getpass
+    import json
+
+    from click.testing import CliRunner
+
+    from camtrace.cli import cli
+
+    env = {"CAMTRACE_DATA_DIR": str(scene.settings.data_dir)}
+    runner = CliRunner()
+    added = runner.invoke(cli, ["watch", "add", "--track", "A1", "--camera", "camB", "--note", "bag", "--json"], env=env)
+    assert added.exit_code == 0, added.output
+    entry = json.loads(added.output)
+    assert entry["track_id"] == "A1" and entry["cameras"] == ["camB"] and entry["username"] == f"cli:{getpass.getuser()}"
+    listed = runner.invoke(cli, ["watch", "list"], env=env)
+    assert listed.exit_code == 0 and "person of track A1  [camB;" in listed.output and "note: bag" in listed.output
+    unknown = runner.invoke(cli, ["watch", "add", "--track", "nobody"], env=env)
+    assert unknown.exit_code != 0 and "track 'nobody' does not exist" in unknown.output
+    removed = runner.invoke(cli, ["watch", "remove", str(entry["id"])], env=env)
+    assert removed.exit_code == 0 and watch.entries() == []
+    assert runner.invoke(cli, ["watch", "remove", str(entry["id"])], env=env).exit_code != 0
+    actions = [(r.action, r.result_ids) for r in AccessStore(scene.db).audit_rows(limit=5) if r.action.startswith("watch")]
+    assert actions == [("watch_remove", [str(entry["id"])]), ("watch_add", [str(entry["id"])])]
