@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Camtrace-Signature"
 SEND_TIMEOUT_SECONDS = 5.0
+CLAIM_SECONDS = 60.0  # a delivery being sent is not sent by another process meanwhile (longer than any try takes)
 FIRST_RETRY_SECONDS = 10.0
 LONGEST_RETRY_SECONDS = 3600.0
 
@@ -115,6 +116,8 @@ class AlertSender:
         entries = {e.id: e for e in self.store.entries()}
         alerts: dict[int, Alert] = {}
         for delivery in due:
+            if not self.store.claim(delivery, CLAIM_SECONDS):
+                continue  # another process is sending it
             if delivery.alert_id not in alerts:
                 alerts[delivery.alert_id] = self.store.alert(delivery.alert_id)
             alert = alerts[delivery.alert_id]

@@ -301,6 +301,15 @@ class WatchStore:
         with self.db._guard("reading alert deliveries"), self.db.engine.connect() as conn:
             return [_delivery(row) for row in conn.execute(query).all()]
 
+    def claim(self, delivery: Delivery, seconds: float) -> bool:
+        """Take a due delivery for ``seconds`` (its next try moves past them), so that two processes sending at
+        once (beat and an embed worker) do not both send it; False when another process took it first."""
+        with self.db._write(f"claiming alert delivery {delivery.id}") as conn:
+            taken = conn.execute(update(AlertDeliveryRow).where(
+                AlertDeliveryRow.id == delivery.id, AlertDeliveryRow.status == "pending",
+                AlertDeliveryRow.next_at == delivery.next_at).values(next_at=time.time() + seconds)).rowcount
+        return taken == 1
+
     def record_attempt(self, delivery_id: int, *, error: str | None, next_at: float | None) -> None:
         """One try of a delivery: delivered (``error`` None), to try again at ``next_at``, or given up (None)."""
         now = time.time()

@@ -155,3 +155,17 @@ def test_the_command_line_adds_lists_and_removes_entries_audited(watch, scene, m
     assert runner.invoke(cli, ["watch", "remove", str(entry["id"])], env=env).exit_code != 0
     actions = [(r.action, r.result_ids) for r in AccessStore(scene.db).audit_rows(limit=5) if r.action.startswith("watch")]
     assert actions == [("watch_remove", [str(entry["id"])]), ("watch_add", [str(entry["id"])])]
+
+
+def test_a_delivery_is_claimed_by_one_sender_only(watch, scene):
+    from camtrace.storage.watchlists import NewAlert, WatchStore
+
+    store = WatchStore(scene.db)
+    entry = watch.add(username="ivy", track_id="A1")
+    store.add_alert(NewAlert(entry.id, "B1", "camB", T0 + 40, 0.9, 0.95, None), [("mqtt", "mqtt://broker")])
+    (due,) = store.due_deliveries()
+    assert store.claim(due, 60) and not store.claim(due, 60)  # the second sender finds it taken
+    assert store.due_deliveries() == []  # nobody else sends it during the claim
+    store.record_attempt(due.id, error="ConnectionRefusedError: down", next_at=T0)
+    (again,) = store.due_deliveries()
+    assert again.attempts == 1 and again.last_error == "ConnectionRefusedError: down" and store.claim(again, 60)
