@@ -95,14 +95,8 @@ class WatchService:
         ``min_score`` a description's (default: calibrated on the site's indexed tracks)."""
         if (track_id is None) == (text is None):
             raise InputError("a watch entry names either a track (a person) or a text (a description), not both")
-        since = validation.moment(since, "since")
-        until = validation.moment(until, "until")
-        if since is not None and until is not None and since > until:
-            raise InputError("since is after until")
-        if min_probability is not None and not (0.0 < min_probability <= 1.0):
-            raise InputError(f"min_probability {min_probability} must lie in (0, 1]")
-        if min_score is not None and not (-1.0 <= min_score <= 1.0):
-            raise InputError(f"min_score {min_score} must lie in [-1, 1] (a cosine similarity)")
+        since, until = _window(since, until)
+        _check_bars(min_probability, min_score, person=track_id is not None)
         note = note or ""
         if len(note) > NOTE_MAX_LENGTH:
             raise InputError(f"the note is longer than {NOTE_MAX_LENGTH} characters")
@@ -112,18 +106,10 @@ class WatchService:
         elif allowed_cameras is not None:
             chosen = tuple(sorted(set(allowed_cameras)))
         if track_id is not None:
-            if min_score is not None:
-                raise InputError("min_score is a description's bar; a person's is min_probability")
             self.search._track(track_id, allowed_cameras)  # unknown or not visible: 404
             return self.store.add_entry("person", username=username, track_id=track_id, cameras=chosen, since=since,
                                         until=until, min_probability=min_probability, note=note)
-        text = (text or "").strip()
-        if not text:
-            raise InputError("the description is empty; describe the person, e.g. 'man, grey hoodie, blue jeans'")
-        if len(text) > TEXT_MAX_LENGTH:
-            raise InputError(f"the description is longer than {TEXT_MAX_LENGTH} characters")
-        if min_probability is not None:
-            raise InputError("min_probability is a person's bar; a description's is min_score")
+        text = _description(text)
         if min_score is None:
             min_score = self.calibrated_text_bar(text, chosen)
         return self.store.add_entry("description", username=username, text=text, cameras=chosen, since=since,
@@ -268,26 +254,17 @@ class Watcher:
 
     def matches(self, tracks: Sequence[NewTrack]) -> list[NewAlert]:
         """The alerts the new tracks raise (nothing stored)."""
-        if not tracks:
+        tracks = [t for t in tracks if len(t.vectors)]
+        current = self._current() if tracks else None
+        if current is None or not len(current.vectors):
             return []
-        current = self._current()
-        if not len(current.vectors):
-            return []
-        evidence = self.evidence.current(self.model)
-        default_bar = float(self.services.settings.trace_min_score)
+        scores = _best_scores(current, tracks)
+        people = any(e.kind == "person" for e in current.entries)
+        evidence = self.evidence.current(self.model) if people else None  # read once per batch
         found: list[NewAlert] = []
         # Person entries: each track's odds of being the person; tracks on one camera in one batch compete, since
         # the person is at most one of them (three strangers who each fit a camera link are not each 60% them).
         odds: dict[tuple[int, str], list[tuple[NewTrack, float, float]]] = {}
-        tracks = [t for t in tracks if len(t.vectors)]
-        if not tracks:
-            return []
-        # One product of every new crop with every example; the best pair per (track, entry) by two reductions.
-        crops = np.concatenate([np.asarray(t.vectors, np.float32) for t in tracks])
-        first_crop = np.cumsum([0] + [len(t.vectors) for t in tracks[:-1]])
-        per_track = np.maximum.reduceat(crops @ current.vectors.T, first_crop, axis=0)  # (tracks, examples)
-        scores = np.full((len(tracks), len(current.entries)), -np.inf, np.float32)
-        scores[:, current.present] = np.maximum.reduceat(per_track, current.starts, axis=1)
         for t, track in enumerate(tracks):
             for i, entry in enumerate(current.entries):
                 score = float(scores[t, i])
@@ -297,21 +274,16 @@ class Watcher:
                     if entry.min_score is not None and score >= entry.min_score:
                         found.append(NewAlert(entry.id, track.track_id, track.camera_id, track.ts_start, None,
                                               round(score, 6), track.crop_key))
-                    continue
-                if track.track_id in current.decided.get(entry.id, ()):
-                    continue
-                alone = max((_probability(evidence, score, seen, track)
-                             for seen in current.sightings.get(entry.id, ())), default=0.0)
-                odds.setdefault((i, track.camera_id), []).append((track, score, alone / max(1e-12, 1.0 - alone)))
+                elif track.track_id not in current.decided.get(entry.id, ()):
+                    alone = max((_probability(evidence, score, seen, track)
+                                 for seen in current.sightings.get(entry.id, ())), default=0.0)
+                    odds.setdefault((i, track.camera_id), []).append((track, score, alone / max(1e-12, 1.0 - alone)))
+        default_bar = float(self.services.settings.trace_min_score)
         for (i, _), rivals in odds.items():
             entry = current.entries[i]
             bar = entry.min_probability if entry.min_probability is not None else default_bar
-            total = sum(o for _, _, o in rivals)
-            for track, score, o in rivals:
-                probability = o / (1.0 + total)
-                if probability >= bar:
-                    found.append(NewAlert(entry.id, track.track_id, track.camera_id, track.ts_start,
-                                          round(probability, 4), round(score, 6), track.crop_key))
+            found += [NewAlert(entry.id, track.track_id, track.camera_id, track.ts_start, round(p, 4), round(score, 6),
+                               track.crop_key) for track, score, p in _shared(rivals) if p >= bar]
         return found
 
     def check(self, tracks: Sequence[NewTrack]) -> list[Alert]:
@@ -337,6 +309,51 @@ class Watcher:
                 continue
             stored.append(alert)
         return stored
+
+
+def _window(since: float | None, until: float | None) -> tuple[float | None, float | None]:
+    since, until = validation.moment(since, "since"), validation.moment(until, "until")
+    if since is not None and until is not None and since > until:
+        raise InputError("since is after until")
+    return since, until
+
+
+def _check_bars(min_probability: float | None, min_score: float | None, *, person: bool) -> None:
+    if min_probability is not None and not (0.0 < min_probability <= 1.0):
+        raise InputError(f"min_probability {min_probability} must lie in (0, 1]")
+    if min_score is not None and not (-1.0 <= min_score <= 1.0):
+        raise InputError(f"min_score {min_score} must lie in [-1, 1] (a cosine similarity)")
+    if person and min_score is not None:
+        raise InputError("min_score is a description's bar; a person's is min_probability")
+    if not person and min_probability is not None:
+        raise InputError("min_probability is a person's bar; a description's is min_score")
+
+
+def _description(text: str | None) -> str:
+    text = (text or "").strip()
+    if not text:
+        raise InputError("the description is empty; describe the person, e.g. 'man, grey hoodie, blue jeans'")
+    if len(text) > TEXT_MAX_LENGTH:
+        raise InputError(f"the description is longer than {TEXT_MAX_LENGTH} characters")
+    return text
+
+
+def _best_scores(current: _Matrix, tracks: Sequence[NewTrack]) -> np.ndarray:
+    """(tracks, entries): each track's best similarity to each entry's examples (-inf: the entry has none).
+    One product of every new crop with every example, then the best pair by two reductions."""
+    crops = np.concatenate([np.asarray(t.vectors, np.float32) for t in tracks])
+    first_crop = np.cumsum([0] + [len(t.vectors) for t in tracks[:-1]])
+    per_track = np.maximum.reduceat(crops @ current.vectors.T, first_crop, axis=0)  # (tracks, examples)
+    scores = np.full((len(tracks), len(current.entries)), -np.inf, np.float32)
+    scores[:, current.present] = np.maximum.reduceat(per_track, current.starts, axis=1)
+    return scores
+
+
+def _shared(rivals: list[tuple[NewTrack, float, float]]) -> list[tuple[NewTrack, float, float]]:
+    """(track, score, probability) of tracks that compete for one person: each one's odds against the person
+    being any of them or none, P = o / (1 + sum of o)."""
+    total = sum(o for _, _, o in rivals)
+    return [(track, score, o / (1.0 + total)) for track, score, o in rivals]
 
 
 class _AlreadyRaised(Exception):
