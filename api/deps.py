@@ -16,11 +16,12 @@ from camtrace.storage.access import AccessStore, Principal
 from fastapi import Depends, Request
 
 from camtrace import validation
+from camtrace.enums import Role
 from camtrace.errors import CamtraceError
 from camtrace.services import Services
 from camtrace.settings import Settings
 
-ROLE_RANK = {"operator": 0, "investigator": 1, "admin": 2}
+ROLE_RANK = {role: rank for rank, role in enumerate(Role)}
 SESSION_COOKIE = "camtrace_session"
 PUBLIC = "public"
 # Where the request guard leaves the client's address (after CAMTRACE_TRUSTED_PROXIES) in the ASGI scope.
@@ -61,7 +62,7 @@ def takes_upload(endpoint: Callable) -> bool:
 
 
 def route_role(endpoint: Callable) -> str:
-    return getattr(endpoint, "camtrace_role", "admin")
+    return getattr(endpoint, "camtrace_role", Role.ADMIN)
 
 
 def services_of(request: Request) -> Services:
@@ -114,7 +115,7 @@ def authorize(user: Principal | None, role: str) -> Principal:
 def enforce_access(request: Request) -> None:
     """Runs before every API route: authenticate (unless the request guard did), then check the route's role."""
     route = request.scope.get("route")
-    role = route_role(route.endpoint) if route is not None else "admin"
+    role = route_role(route.endpoint) if route is not None else Role.ADMIN
     if role == PUBLIC:
         return
     user = getattr(request.state, "user", None) or credentials_user(request, access_of(request))

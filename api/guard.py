@@ -44,6 +44,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from camtrace.enums import Role
 from camtrace.errors import CamtraceError, InputError, TooLargeError
 
 log = logging.getLogger("camtrace.api")
@@ -129,7 +130,7 @@ class RequestGuard:
         if endpoint is not None:
             role = route_role(endpoint)
         elif allowed:
-            role = PUBLIC if all(route_role(e) == PUBLIC for e in allowed.values()) else "operator"
+            role = PUBLIC if all(route_role(e) == PUBLIC for e in allowed.values()) else Role.OPERATOR
         else:
             role = PUBLIC  # the page and its files
         try:

@@ -11,11 +11,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from camtrace import validation
+from camtrace.enums import Role, TraceStatus, Verdict
 from camtrace.errors import InputError
 
-Role = Literal["operator", "investigator", "admin"]
-Verdict = Literal["same", "different"]
-TraceStatus = Literal["seed", "confirmed", "candidate", "alternative"]
 ExportFormat = Literal["csv", "json", "html"]
 
 MAX_LIMIT = 200

@@ -82,7 +82,7 @@ def main() -> None:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
         batched_rate = len(crops) / batched_s
         naive_rate = naive_n / naive_s
-        print(f"device          {device} ({name}), torch {torch.__version__}, weights {encoder._get_bundle().dtype}")
+        print(f"device          {device} ({name}), torch {torch.__version__}, runs {encoder.runtime_label}")
         print(f"model           {label}; dim {encoder.dim}; loaded in {load_s:.1f} s")
         print(f"version         {encoder.model_version}")
         batch_note = f"{len(crops)} crops, batch {args.batch_size}, {batched_s:.2f} s"

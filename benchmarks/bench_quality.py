@@ -562,9 +562,10 @@ def crop_figures(test_dir: Path, model: str, number_format: str = "torch fp32", 
     try:
         if number_format == "torch bf16":
             # The GPU default's number format (weights and activations in bf16), emulated on the CPU.
-            bundle = encoder._get_bundle()
-            bundle.model.to(torch.bfloat16)
-            bundle.dtype = torch.bfloat16
+            encoder.load()
+            torch_model = encoder.vision.torch_model
+            torch_model.model.to(torch.bfloat16)
+            torch_model.dtype = torch.bfloat16
         return evaluate_model(encoder, everyone, batch_size=64) | {"images": len(everyone), "runtime": number_format}
     finally:
         encoder.unload()

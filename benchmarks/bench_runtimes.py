@@ -95,7 +95,8 @@ def embed_section(args, tmp: Path) -> None:
         if quantize == "int8":  # what one crop per run (batch-independent vectors) costs against batched runs
             few = [np.ascontiguousarray(c) for c in crops[: args.batch_size * 2]]
             _, single_s = timed(enc.encode_images, few)
-            _, batched_s = timed(enc._onnx_image_batch, enc._get_bundle(), few)
+            enc.vision.batch_size = len(few)  # one run for them all
+            _, batched_s = timed(enc.encode_images, few)
             print(f"  int8 one crop per run vs batches of {len(few)}: {len(few) / single_s:.2f} vs "
                   f"{len(few) / batched_s:.2f} crops/s ({single_s / batched_s:.2f}x the time)")
         enc.unload()
@@ -186,13 +187,13 @@ def gpu_section(args, tmp: Path) -> None:
         sync()
         _, took = timed(enc.encode_images, crops)
         sync()
-        bundle = enc._get_bundle()
+        vision = enc.vision
 
-        def preprocess(chunk, bundle=bundle, enc=enc):
-            if bundle.pixel_transform is not None:
-                return bundle.pixel_transform(chunk)
-            pixels = bundle.processor.image_processor(chunk, return_tensors="pt", input_data_format="channels_last")
-            return pixels["pixel_values"].to(device=enc.device, dtype=bundle.dtype)
+        def preprocess(chunk, vision=vision, enc=enc):
+            if vision.pixel_transform is not None:
+                return vision.pixel_transform(chunk)
+            pixels = vision.image_processor(chunk, return_tensors="pt", input_data_format="channels_last")
+            return pixels["pixel_values"].to(device=enc.device, dtype=vision.torch_model.dtype)
 
         chunks = [crops[i : i + batch] for i in range(0, len(crops), batch)]
         started = time.perf_counter()
@@ -202,7 +203,7 @@ def gpu_section(args, tmp: Path) -> None:
         with torch.inference_mode():
             started = time.perf_counter()
             for tensor in pixels:
-                bundle.model.get_image_features(pixel_values=tensor)
+                vision.torch_model.model.get_image_features(pixel_values=tensor)
             sync()
             forward_s = time.perf_counter() - started
         forward_rate = len(crops) / forward_s

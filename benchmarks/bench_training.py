@@ -35,9 +35,11 @@ def _sync(device) -> None:
 def train_throughput(folder: Path, dataset, batch_size: int, steps: int, device_name: str) -> float:
     """Samples per second of whole-model training steps (after one warm-up step)."""
     import torch
-    from camtrace.embedding.encoder import _pooled, resolve_device
+    from camtrace.embedding.families import pooled_output
     from camtrace.training.losses import PersonContrastiveLoss
     from camtrace.training.trainer import BatchBuilder, TrainConfig, _autocast, load_base, plan_epoch
+
+    from camtrace.inference import resolve_device
 
     device = resolve_device(device_name)
     loaded = load_base(str(folder), None, 64)
@@ -57,8 +59,8 @@ def train_throughput(folder: Path, dataset, batch_size: int, steps: int, device_
             start = time.perf_counter()
         batch = builder[index]
         with _autocast(device):
-            images = _pooled(model.get_image_features(**{k: v.to(device) for k, v in batch["images"].items()}))
-            texts = _pooled(model.get_text_features(**{k: v.to(device) for k, v in batch["texts"].items()}))
+            images = pooled_output(model.get_image_features(**{k: v.to(device) for k, v in batch["images"].items()}))
+            texts = pooled_output(model.get_text_features(**{k: v.to(device) for k, v in batch["texts"].items()}))
         loss = loss_fn(images, texts, batch["image_ids"].to(device), batch["text_ids"].to(device), model.logit_scale.exp())
         loss.total.backward()
         optimizer.step()

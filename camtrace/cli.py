@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from camtrace import validation
+from camtrace.enums import JobStatus, Role, TrainCrops, values
 from camtrace.errors import CamtraceError
 from camtrace.settings import Settings, load_settings, settings_markdown
 
@@ -78,9 +79,8 @@ def ingest(source: str, camera: str, start: str | None, wait: bool, no_progress:
     from camtrace.search import parse_time
 
     validation.camera_id(camera)
-    services = make_services()
     start_ts = parse_time(start, "--start")
-    try:
+    with make_services() as services:
         if services.settings.broker_url:
             from camtrace.workers.jobs import follow_job, submit_ingest
 
@@ -90,14 +90,12 @@ def ingest(source: str, camera: str, start: str | None, wait: bool, no_progress:
                 return
             job = follow_job(services.db, job_id, progress=not no_progress)
             print_job(job, as_json)
-            if job.status != "done" or job.segments_failed:
+            if job.status != JobStatus.DONE or job.segments_failed:
                 sys.exit(1)
             return
         from camtrace.workers.local import ingest_local
 
         summary = ingest_local(services, source, camera, start_ts, progress=not no_progress)
-    finally:
-        services.close()
     print_summary(summary, as_json)
     if summary.failed_segments:
         sys.exit(1)
@@ -124,8 +122,10 @@ def jobs(limit: int, as_json: bool) -> None:
     """List recent jobs with their progress."""
     from camtrace.workers.jobs import job_rows
 
+    with make_services() as services:
+        rows = job_rows(services.db, limit)
     echo_rows(
-        job_rows(make_services().db, limit),
+        rows,
         as_json,
         lambda row: (
             f"{row['id']}  {row['status']:<10} {row['camera_id'] or '-':<12} "
@@ -245,7 +245,7 @@ def user() -> None:
 
 @user.command("add")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["operator", "investigator", "admin"]), required=True)
+@click.option("--role", type=click.Choice(values(Role)), required=True)
 @click.option("--camera", "cameras", multiple=True, help="Limit the user to this camera (repeatable); default: all cameras.")
 @click.option("--password-stdin", is_flag=True, help="Read a password for the page's login from stdin.")
 @click.option("--token-expires", help="When the first API token stops working (ISO time); default: never.")
@@ -407,14 +407,11 @@ def retention(days: float | None) -> None:
     from camtrace.errors import ConfigError
     from camtrace.workers.jobs import apply_retention
 
-    services = make_services()
-    days = days if days is not None else services.settings.retention_days
-    if not days or days <= 0:
-        raise ConfigError("no retention limit: pass --days N or set CAMTRACE_RETENTION_DAYS")
-    try:
+    with make_services() as services:
+        days = days if days is not None else services.settings.retention_days
+        if not days or days <= 0:
+            raise ConfigError("no retention limit: pass --days N or set CAMTRACE_RETENTION_DAYS")
         deleted = apply_retention(services, time.time() - days * 86400)
-    finally:
-        services.close()
     click.echo(f"deleted {deleted} point(s) older than {days:g} day(s)")
 
 
@@ -424,13 +421,13 @@ def status(as_json: bool) -> None:
     """Queues (depth), workers and cameras at a glance; the embedding model in service and its runtime."""
     from camtrace.workers.ops import cluster_status
 
-    services = make_services()
-    report = cluster_status(services)
-    try:
-        report.update(embedder_facts(services.model()))
-    except CamtraceError as exc:  # the status of the rest is still worth showing
-        report.update(model_version=None, model_id=None, embed_runtime=f"unknown: {exc}")
-    report.update(detector_facts(services))
+    with make_services() as services:
+        report = cluster_status(services)
+        try:
+            report.update(embedder_facts(services.model()))
+        except CamtraceError as exc:  # the status of the rest is still worth showing
+            report.update(model_version=None, model_id=None, embed_runtime=f"unknown: {exc}")
+        report.update(detector_facts(services))
     broker_down = 1 if report.get("broker_error") else 0  # monitoring scripts see the outage in the exit code
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -492,10 +489,10 @@ def camera_add(name: str, url: str) -> None:
     from camtrace.storage.access import AccessStore
 
     validation.camera_id(name)
-    services = make_services()
-    access = AccessStore(services.db)
-    with audited_cli(access, "camera_add", {"id": name, "url": validation.mask_secrets(url)}, [name]):
-        services.db.ensure_camera(name, url=url)
+    with make_services() as services:
+        access = AccessStore(services.db)
+        with audited_cli(access, "camera_add", {"id": name, "url": validation.mask_secrets(url)}, [name]):
+            services.db.ensure_camera(name, url=url)
     click.echo(f"camera {name} -> {validation.mask_secrets(url)}")
 
 
@@ -505,15 +502,17 @@ def camera_list(as_json: bool) -> None:
     """List cameras with their status."""
     from camtrace.workers.ops import camera_rows
 
-    echo_rows(camera_rows(make_services().db), as_json, camera_line)
+    with make_services() as services:
+        rows = camera_rows(services.db)
+    echo_rows(rows, as_json, camera_line)
 
 
 @camera.command("remove")
 @click.argument("name")
 def camera_remove(name: str) -> None:
     """Remove camera NAME's stream (its indexed footage stays searchable)."""
-    services = make_services()
-    services.db.remove_camera_url(name)
+    with make_services() as services:
+        services.db.remove_camera_url(name)
     click.echo(f"camera {name} removed")
 
 
@@ -524,7 +523,8 @@ def camera_run(names: tuple[str, ...], seconds: float | None) -> None:
     """Record every camera with a URL, cut segments and send them for ingest; reconnects on drops."""
     from camtrace.workers.ops import CameraFleet
 
-    CameraFleet(make_services(), names).run(seconds)
+    with make_services() as services:
+        CameraFleet(services, names).run(seconds)
 
 
 @cli.command("train")
@@ -544,7 +544,7 @@ def camera_run(names: tuple[str, ...], seconds: float | None) -> None:
 @click.option("--image-weight", type=float, default=0.5, show_default=True, help="Weight of the image-image loss.")
 @click.option("--text-drop", type=float, default=0.2, show_default=True, help="Chance of dropping each caption feature.")
 @click.option("--no-augment", is_flag=True, help="Train without image augmentation and caption feature dropout.")
-@click.option("--crops", type=click.Choice(["tight", "detector", "both"]),
+@click.option("--crops", type=click.Choice(values(TrainCrops)),
               help="Footage with ground truth (synthetic:): tight boxes, the boxes CAMTRACE_DETECTOR_MODEL finds, cut "
               "as the pipeline cuts what it embeds, or both (default: CAMTRACE_TRAIN_CROPS).")
 @click.option("--checkpoint-every", type=int, default=200, show_default=True, help="Steps between checkpoints.")
@@ -593,8 +593,7 @@ def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr
     result = train(config, progress=not no_progress)
     model_id = None
     if not no_register:
-        services = make_services(settings)
-        try:
+        with make_services(settings) as services:
             model_id = services.registry.register(
                 result.out_dir,
                 parent=config.base or settings.embed_model,
@@ -602,8 +601,6 @@ def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr
                 settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
                 metrics={**(result.val_metrics or {}), **({"dataset": config.val} if config.val else {})},
             )
-        finally:
-            services.close()
     summary = {"out_dir": str(result.out_dir), "steps": result.steps, "resumed_from": result.resumed_from,
                "model_id": model_id, "history": result.history, "val_metrics": result.val_metrics}
     if as_json:
@@ -677,8 +674,9 @@ def model_line(row: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def models_list(as_json: bool) -> None:
     """Registered models, oldest first, with status, validation figure and index."""
-    services = make_services()
-    echo_rows([entry.as_dict() for entry in services.registry.list()], as_json, model_line)
+    with make_services() as services:
+        entries = services.registry.list()
+    echo_rows([entry.as_dict() for entry in entries], as_json, model_line)
 
 
 @models.command("promote")
@@ -691,12 +689,9 @@ def models_promote(model_id: int, force: bool, no_progress: bool, as_json: bool)
     from camtrace.training.promotion import promote
     from camtrace.workers.jobs import reindex_runner
 
-    services = make_services()
-    try:
+    with make_services() as services:
         result = promote(services, model_id, force=force, progress=not no_progress,
                          run_elsewhere=reindex_runner(services))
-    finally:
-        services.close()
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
         return
@@ -716,11 +711,8 @@ def models_rollback(no_progress: bool) -> None:
     from camtrace.training.promotion import rollback
     from camtrace.workers.jobs import reindex_runner
 
-    services = make_services()
-    try:
+    with make_services() as services:
         restored = rollback(services, progress=not no_progress, run_elsewhere=reindex_runner(services))
-    finally:
-        services.close()
     if restored is None:
         click.echo(f"no registered model active: {services.settings.embed_model} (CAMTRACE_EMBED_MODEL) serves again")
     else:
@@ -756,8 +748,7 @@ def search(text, image_path, no_detect, cameras, since, until, limit, as_json) -
 
     if bool(text) == bool(image_path):
         raise InputError("give either a description or --image PHOTO (one of them)")
-    services = make_services()
-    try:
+    with make_services() as services:
         service = SearchService(services)
         search_filter = service.make_filter(cameras, since, until)
         if image_path:
@@ -765,8 +756,6 @@ def search(text, image_path, no_detect, cameras, since, until, limit, as_json) -
             results = service.by_image(photo, search_filter, limit, detect=not no_detect)
         else:
             results = service.by_text(text, search_filter, limit)
-    finally:
-        services.close()
     if as_json:
         click.echo(json.dumps([result.as_dict() for result in results], indent=2))
         return
@@ -789,11 +778,8 @@ def trace_command(track_id: str, min_probability: float | None, alternatives: bo
     """The path of TRACK_ID's person across cameras: one line per step, with its probability and transit."""
     from camtrace.search import SearchService
 
-    services = make_services()
-    try:
+    with make_services() as services:
         found = SearchService(services).trace(track_id, min_probability=min_probability)
-    finally:
-        services.close()
     if as_json:
         click.echo(json.dumps(found.as_dict(), indent=2))
         return
@@ -816,11 +802,8 @@ def links(ctx: click.Context, as_json: bool) -> None:
         return
     from camtrace.search import SearchService
 
-    services = make_services()
-    try:
+    with make_services() as services:
         evidence = SearchService(services).evidence.current()
-    finally:
-        services.close()
     print_links(evidence, as_json)
 
 
@@ -843,13 +826,10 @@ def links_learn(as_json: bool) -> None:
     """Relearn the camera links and the same-person calibration from the most recent tracks now."""
     from camtrace.search import SearchService
 
-    services = make_services()
-    try:
+    with make_services() as services:
         search = SearchService(services)
         search.evidence.learn(progress=lambda message: click.echo(message, err=True))
         evidence = search.evidence.current()
-    finally:
-        services.close()
     print_links(evidence, as_json)
 
 
@@ -857,15 +837,12 @@ def links_learn(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def stats(as_json: bool) -> None:
     """Counts of cameras, videos, tracks and points; the embedding model in service and its runtime."""
-    services = make_services()
-    try:
+    with make_services() as services:
         counts = dict(services.db.counts())
         model = services.model()
         counts["points"] = model.index.count()
         counts.update(embedder_facts(model))
         counts.update(detector_facts(services))
-    finally:
-        services.close()
     if as_json:
         click.echo(json.dumps(counts, indent=2))
     else:
@@ -904,8 +881,7 @@ def demo(seed: int) -> None:
     from camtrace.synthetic import generate_footage
     from camtrace.workers.local import ingest_local
 
-    services = make_services()
-    try:
+    with make_services() as services:
         # Load the models first: without weights the demo stops before writing anything.
         services.detector.load()
         services.encoder.load()
@@ -917,8 +893,6 @@ def demo(seed: int) -> None:
         click.echo(f'\nsearch "{DEMO_QUERY}":')
         for rank, result in enumerate(service.by_text(DEMO_QUERY, limit=5), 1):
             click.echo(f"{rank:>3}. {result.score:.3f}  {result.camera_id:<10} track {result.track_id}  {result.crop}")
-    finally:
-        services.close()
 
 
 @cli.command("tiny-models")
@@ -940,15 +914,12 @@ def prepare() -> None:
 
     Workers would otherwise build the exports in their first task (once, under a lock).
     """
-    services = make_services()
-    try:
+    with make_services() as services:
         detector, encoder = services.detector, services.encoder
         detector.load()
         encoder.load()
         click.echo(f"detector {detector.weights}: {detector.runtime_label} at {detector.imgsz} px")
         click.echo(f"embedder {encoder.model_version}: {encoder.runtime_label}, dim {encoder.dim}")
-    finally:
-        services.close()
 
 
 @cli.group()
@@ -979,7 +950,7 @@ def watch_add(track_id, text, cameras, since, until, min_probability, min_score,
     """Add a watchlist entry: --track ID (a person) or --text "..." (a description)."""
     import getpass
 
-    from camtrace.search.service import parse_time
+    from camtrace.search import parse_time
     from camtrace.search.watch import WatchService
 
     services = make_services()

@@ -12,12 +12,13 @@ import threading
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
+from camtrace.enums import Precision, Runtime
 from camtrace.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
 
-RUNTIMES = ("auto", "torch", "onnx")
+RUNTIMES = tuple(Runtime)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -45,7 +46,7 @@ def resolve_device(device: str) -> torch.device:
     raise ConfigError(f"unknown device {device!r}; CAMTRACE_DEVICE must be auto, cpu, cuda, cuda:N or mps")
 
 
-GPU_PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+GPU_PRECISIONS = tuple(Precision)
 
 
 def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
@@ -96,6 +97,14 @@ def onnx_session_options(cpu_threads: int = 0) -> Any:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
+
+
+def open_onnx_session(path: str, device: torch.device, cpu_threads: int = 0) -> Any:
+    """An ONNX Runtime session of ``path`` with camtrace's options and providers: the one way the encoder's and
+    the detector's exports are opened."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), onnx_session_options(cpu_threads), providers=onnx_providers(device))
 
 
 def limit_torch_threads(cpu_threads: int) -> None:

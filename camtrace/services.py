@@ -20,9 +20,17 @@ import logging
 import threading
 import time
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from camtrace.errors import StorageError
 from camtrace.settings import Settings, prepare_ultralytics_env
+
+if TYPE_CHECKING:
+    from camtrace.detection import PersonDetector
+    from camtrace.embedding import ImageTextEncoder
+    from camtrace.storage import CropStore, Database
+    from camtrace.storage.index import VectorIndex
+    from camtrace.training.registry import ModelEntry, ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +45,12 @@ class EmbeddingModel:
     def __init__(
         self,
         settings: Settings,
-        encoder,
+        encoder: ImageTextEncoder,
         model_id: int | None = None,
         index_name: str | None = None,
         *,
         keep_index_open: float = 0.0,
-        index=None,
+        index: VectorIndex | None = None,
     ) -> None:
         self.settings = settings
         self.encoder = encoder
@@ -53,7 +61,7 @@ class EmbeddingModel:
         self._index = index  # None: opened on first use
 
     @property
-    def index(self):
+    def index(self) -> VectorIndex:
         """The vector index of this model version, opened once (its size comes from the model's config:
         no weights load)."""
         with self._lock:
@@ -61,7 +69,7 @@ class EmbeddingModel:
                 self._index = self._open_index()
             return self._index
 
-    def _open_index(self):
+    def _open_index(self) -> VectorIndex:
         from camtrace.storage import open_index
 
         index = open_index(self.settings, self.encoder.model_version, self.encoder.dim)
@@ -82,6 +90,9 @@ class EmbeddingModel:
 
 
 class Services:
+    """Every stage of one process, built from ``settings`` on first use. Use it as a context manager (``with
+    Services(settings) as services:``) so the index and the database connections are let go at the end."""
+
     def __init__(self, settings: Settings, *, keep_index_open: float = 0.0) -> None:
         """``keep_index_open``: seconds an embedded index stays loaded between uses (the query service's
         searches); 0 opens and closes it around each use, so other processes can take their turn."""
@@ -94,8 +105,14 @@ class Services:
         self._model_lock = threading.RLock()
         self._pinned = False
 
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @cached_property
-    def db(self):
+    def db(self) -> Database:
         from camtrace.storage import Database
 
         database = Database(self.settings.sql_url)
@@ -103,19 +120,19 @@ class Services:
         return database
 
     @cached_property
-    def crops(self):
+    def crops(self) -> CropStore:
         from camtrace.storage import CropStore
 
         return CropStore(self.settings.crops_dir)
 
     @cached_property
-    def detector(self):
+    def detector(self) -> PersonDetector:
         from camtrace.detection import PersonDetector
 
         return PersonDetector.from_settings(self.settings)
 
     @cached_property
-    def registry(self):
+    def registry(self) -> ModelRegistry:
         from camtrace.training.registry import ModelRegistry
 
         return ModelRegistry(self.db)
@@ -154,7 +171,7 @@ class Services:
         encoder = self.encoder_for(None if model_id is None else self.registry.get(model_id))
         return EmbeddingModel(self.settings, encoder, model_id, index_name, keep_index_open=self.keep_index_open)
 
-    def encoder_for(self, entry=None):
+    def encoder_for(self, entry: ModelEntry | None = None) -> ImageTextEncoder:
         """An encoder (not loaded yet) of a registered model (None: CAMTRACE_EMBED_MODEL), on the device,
         runtime, precision and threads of this host's settings, like every other encoder."""
         from camtrace.embedding import ImageTextEncoder
@@ -164,15 +181,18 @@ class Services:
         return ImageTextEncoder.from_settings(self.settings, entry.folder, entry.processor)
 
     @property
-    def encoder(self):
+    def encoder(self) -> ImageTextEncoder:
         """The active model's encoder; pair it with ``index`` only through one ``model()``."""
         return self.model().encoder
 
     @property
-    def index(self):
+    def index(self) -> VectorIndex:
         """The active model's vector index; pair it with ``encoder`` only through one ``model()``."""
         return self.model().index
 
     def close(self) -> None:
+        """Let the index and the database connections go (the object stays usable: they reopen on use)."""
         if self._model is not None:
             self._model.close()
+        if "db" in self.__dict__:
+            self.db.close()

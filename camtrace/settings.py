@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from camtrace.enums import OnnxQuantization, Precision, Runtime, TrainCrops
 from camtrace.errors import ConfigError
 
 ENV_PREFIX = "CAMTRACE_"
@@ -67,11 +68,11 @@ class Settings(BaseSettings):
         15.0, ge=0.0, description="Crops whose variance of Laplacian is below this are dropped as blurred."
     )
     device: str = Field("auto", description="Compute device: auto, cpu, cuda or cuda:N.")
-    runtime: Literal["auto", "torch", "onnx"] = Field(
-        "auto", description="Model runtime: auto (ONNX Runtime on CPU, PyTorch on CUDA), torch or onnx."
+    runtime: Runtime = Field(
+        Runtime.AUTO, description="Model runtime: auto (ONNX Runtime on CPU, PyTorch on CUDA), torch or onnx."
     )
-    onnx_quantize: Literal["auto", "int8", "fp32"] = Field(
-        "auto",
+    onnx_quantize: OnnxQuantization = Field(
+        OnnxQuantization.AUTO,
         description="Embedder weights on ONNX Runtime: int8 (dynamic quantisation), fp32, or auto (int8: measured "
         "within 0.5 points of fp32 retrieval).",
     )
@@ -81,8 +82,8 @@ class Settings(BaseSettings):
         description="Threads per process for the models on a CPU (ONNX Runtime intra-op, PyTorch); 0: one per core, "
         "or the cores shared out among a prefork worker's processes.",
     )
-    gpu_precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        "auto", description="Embedder precision on a GPU: auto (bf16, fp16 where bf16 is missing), bf16, fp16 or fp32."
+    gpu_precision: Precision = Field(
+        Precision.AUTO, description="Embedder precision on a GPU: auto (bf16, fp16 where bf16 is missing), bf16, fp16 or fp32."
     )
     motion_gating: bool = Field(
         True, description="Skip the detector on sampled frames with no motion and no live track."
@@ -177,8 +178,8 @@ class Settings(BaseSettings):
     model_refresh_seconds: float = Field(
         5.0, ge=0.0, description="Long-running services re-read the active model from the registry this often (s)."
     )
-    train_crops: Literal["tight", "detector", "both"] = Field(
-        "both",
+    train_crops: TrainCrops = Field(
+        TrainCrops.BOTH,
         description="Training on footage with ground truth: its tight boxes, the detector's boxes cut as the pipeline "
         "cuts what it embeds, or both (the model then learns what it will be asked to match).",
     )

@@ -58,6 +58,50 @@ class Crop:
 
 
 @dataclass(frozen=True)
+class PointPayload:
+    """What the index stores with each crop's vector (DESIGN.md, "Point payload"): built by the pipeline and
+    by re-embedding, read by search. ``as_dict``/``from_dict`` are the index's plain form."""
+
+    camera_id: str
+    video_id: str
+    track_id: str
+    ts: float
+    frame_index: int
+    bbox: Box
+    det_conf: float
+    crop_key: str
+    model_version: str
+
+    def as_dict(self) -> dict:
+        return {
+            "camera_id": self.camera_id,
+            "video_id": self.video_id,
+            "track_id": self.track_id,
+            "ts": float(self.ts),
+            "frame_index": int(self.frame_index),
+            "bbox": [float(v) for v in self.bbox],
+            "det_conf": float(self.det_conf),
+            "crop_key": self.crop_key,
+            "model_version": self.model_version,
+        }
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> PointPayload:
+        x1, y1, x2, y2 = (float(v) for v in payload["bbox"])
+        return cls(
+            camera_id=str(payload["camera_id"]),
+            video_id=str(payload["video_id"]),
+            track_id=str(payload["track_id"]),
+            ts=float(payload["ts"]),
+            frame_index=int(payload["frame_index"]),
+            bbox=(x1, y1, x2, y2),
+            det_conf=float(payload.get("det_conf", 0.0)),
+            crop_key=str(payload["crop_key"]),
+            model_version=str(payload.get("model_version", "")),
+        )
+
+
+@dataclass(frozen=True)
 class SearchFilter:
     """Filters applied inside the vector search (never afterwards)."""
 

@@ -159,19 +159,19 @@ class PersonDetector(InferenceModel):
     def _use_own_session_options(self, model: Any, export: str) -> None:
         """Run Ultralytics' ONNX backend on a session with camtrace's options (threads, no spinning).
 
-        Ultralytics opens its session without options when the predictor is first set up; one
-        warm-up prediction sets it up, then the session is swapped for an equivalent one.
+        Ultralytics owns the detector's runtime (its backends, letterbox and NMS: a runtime of camtrace's own
+        would rewrite them), but opens its session without options when the predictor is first set up and
+        offers no way to pass them; one warm-up prediction sets it up, then the session is swapped for one
+        opened as the encoder's are (camtrace.inference.open_onnx_session).
         """
-        import onnxruntime as ort
-
-        from camtrace.inference import onnx_session_options
+        from camtrace.inference import open_onnx_session
 
         model.predict(np.zeros((32, 32, 3), np.uint8), imgsz=self._imgsz, device="cpu", verbose=False)
         backend = getattr(getattr(getattr(model, "predictor", None), "model", None), "backend", None)
         if getattr(backend, "session", None) is None:
             log.warning("Ultralytics' ONNX backend has no session where expected; it keeps its default options")
             return
-        backend.session = ort.InferenceSession(export, onnx_session_options(self.cpu_threads), providers=["CPUExecutionProvider"])
+        backend.session = open_onnx_session(export, self.device, self.cpu_threads)
 
     def _open(self, path: str, task: str | None = None) -> Any:
         os.environ.setdefault("YOLO_OFFLINE", "1")

@@ -21,9 +21,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import cv2
+import numpy as np
 
 from camtrace.errors import SourceError
 from camtrace.types import Frame
@@ -285,31 +287,37 @@ class VideoSource:
         index = self._seek(start_frame)
         while end_frame is None or index < end_frame:
             keep = is_sampled(index, fps, sample_fps)
-            if self._pending_first is not None and index == 0:
-                image, self._pending_first = self._pending_first, None
-                ok = True
-            elif not cap.grab():
-                ok, image = False, None
-            elif keep:
-                ok, image = cap.retrieve()
-            else:
-                ok, image = True, None
+            ok, image = self._read(cap, index, keep)
             if not ok:
                 self._next_index = -1  # decoder state unknown: seek before the next read
-                if count is not None and index >= count - self.end_tolerance():
-                    if index < count:
-                        log.info("%s ended at frame %d of %d reported", self.label, index, count)
-                    return
-                if count is None:
-                    raise SourceError(f"stream {self.label!r} stopped delivering frames after frame {index - 1}")
-                raise SourceError(
-                    f"cannot decode frame {index} of {self.label!r} ({count} frames reported): "
-                    "the file is corrupt or truncated; re-copy it or skip this file"
-                )
+                self._check_end(index, count)
+                return
             self._next_index = index + 1
             if keep:
                 yield Frame(index=index, ts=self.info.start_ts + index / fps, image=image)
             index += 1
+
+    def _read(self, cap: Any, index: int, keep: bool) -> tuple[bool, np.ndarray | None]:
+        """Frame ``index``: decoded when kept, only grabbed (cheap) when not; (False, None) when none came."""
+        if self._pending_first is not None and index == 0:
+            image, self._pending_first = self._pending_first, None
+            return True, image
+        if not cap.grab():
+            return False, None
+        return cap.retrieve() if keep else (True, None)
+
+    def _check_end(self, index: int, count: int | None) -> None:
+        """No frame ``index``: the end of a file (within its tolerance), else SourceError saying what broke."""
+        if count is not None and index >= count - self.end_tolerance():
+            if index < count:
+                log.info("%s ended at frame %d of %d reported", self.label, index, count)
+            return
+        if count is None:
+            raise SourceError(f"stream {self.label!r} stopped delivering frames after frame {index - 1}")
+        raise SourceError(
+            f"cannot decode frame {index} of {self.label!r} ({count} frames reported): "
+            "the file is corrupt or truncated; re-copy it or skip this file"
+        )
 
     def _seek(self, start_frame: int) -> int:
         """Position the decoder at ``start_frame``; live streams skip forward by reading."""

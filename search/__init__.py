@@ -5,6 +5,7 @@ investigators' feedback and trace export. Plain classes and functions: the
 CLI and the HTTP service are thin shells around ``SearchService``.
 """
 
+from camtrace.search.query import parse_time
 from camtrace.search.records import (
     DetectedPerson,
     FeedbackRecord,
@@ -19,7 +20,6 @@ from camtrace.search.service import (
     SearchService,
     decode_photo,
     largest_person,
-    parse_time,
     read_photo,
 )
 

@@ -84,7 +84,7 @@ class CaseService:
     def add_track(self, case_id: int, track_id: str, username: str, note: str = "",
                   allowed_cameras: Sequence[str] | None = None) -> Case:
         self.case(case_id, allowed_cameras)
-        self.search._track(track_id, allowed_cameras)  # unknown or not visible: 404
+        self.search.visible_track(track_id, allowed_cameras)  # unknown or not visible: 404
         return self.store.add_item(case_id, "track", username, track_id=track_id, text=note)
 
     def add_note(self, case_id: int, text: str, username: str, allowed_cameras: Sequence[str] | None = None) -> Case:

@@ -515,7 +515,11 @@ def _initial_transit(gaps: np.ndarray, weights: np.ndarray, window: float, peaks
             mean = float(np.sum(owned * gaps) / owned.sum())
             spread = max(float(np.sqrt(np.sum(owned * (gaps - mean) ** 2) / owned.sum())), MIN_TRANSIT_SPREAD)
         peak = share * np.exp(-0.5 * ((gaps - mean) / spread) ** 2) / (spread * math.sqrt(2 * math.pi))
-        likelihood = float(np.sum(weights * np.log(peak + (1 - share) / window)))
+        # Floored, and only gaps that weigh: a peak owning every gap leaves no background, and a far gap's
+        # density underflows to 0 (0 * log 0 would make the fit NaN and lose it).
+        density = np.maximum(peak + (1 - share) / window, 1e-300)
+        used = weights > 0
+        likelihood = float(np.sum(weights[used] * np.log(density[used])))
         if likelihood > best:
             best, best_fit = likelihood, (mean, spread)
     return best_fit

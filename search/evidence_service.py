@@ -23,6 +23,7 @@ import numpy as np
 from camtrace.search.evidence import IdentityEvidence, TrackSample, Verdict, learn_evidence, order_pair, track_score
 from camtrace.storage.evidence import EvidenceRepository, StoredEvidence
 
+from camtrace import enums
 from camtrace.services import EmbeddingModel, Services
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class EvidenceService:
                 self._pair_cache[key] = self._pair_facts(row.track_id, row.candidate_track_id, model)
             facts = self._pair_cache[key]
             if facts is not None:
-                cached.evidence.add_verdict(*facts, same=row.verdict == "same")
+                cached.evidence.add_verdict(*facts, same=row.verdict == enums.Verdict.SAME)
 
     def _pair_facts(self, track_a: str, track_b: str, model: EmbeddingModel) -> tuple[float, str, str, float] | None:
         """(score, earlier camera, later camera, gap) of two tracks, or None when one of them is gone."""
@@ -132,7 +133,7 @@ class EvidenceService:
         samples = self.recent_tracks(model)
         known = {s.track_id for s in samples}
         verdicts = [
-            Verdict(f.track_id, f.candidate_track_id, f.verdict == "same")
+            Verdict(f.track_id, f.candidate_track_id, f.verdict == enums.Verdict.SAME)
             for f in self.services.db.feedback_for(known)
             if f.track_id in known and f.candidate_track_id in known
         ] if known else []

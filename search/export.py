@@ -17,6 +17,7 @@ from html import escape
 from camtrace.search.records import Trace, TraceStep
 from camtrace.storage.crops import CropStore
 
+from camtrace.enums import TraceStatus
 from camtrace.errors import CamtraceError
 
 CSV_COLUMNS = (
@@ -112,7 +113,7 @@ img.crop{height:96px;border-radius:4px;background:#eee} .missing{color:#8c959f;f
 .status-candidate{color:#6e7781} .implausible{color:#cf222e;font-weight:600}
 svg text{font:12px system-ui,sans-serif}
 """
-_FILL = {"seed": "#0969da", "confirmed": "#1a7f37", "candidate": "#8c959f"}
+_FILL = {TraceStatus.SEED: "#0969da", TraceStatus.CONFIRMED: "#1a7f37", TraceStatus.CANDIDATE: "#8c959f"}
 
 
 def _timeline_svg(trace: Trace) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-TRACE_STATUSES = ("seed", "confirmed", "candidate", "alternative")
+from camtrace.enums import TraceStatus
+
+TRACE_STATUSES = tuple(TraceStatus)
 
 
 class _Record:
@@ -93,7 +95,7 @@ class Trace(_Record):
 
     @property
     def path(self) -> list[TraceStep]:
-        return [s for s in self.steps if s.status != "alternative"]
+        return [s for s in self.steps if s.status != TraceStatus.ALTERNATIVE]
 
 
 @dataclass

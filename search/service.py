@@ -12,61 +12,26 @@ import io
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
+from camtrace.search.people import PeopleSearch
 from camtrace.search.records import (
     DetectedPerson,
-    FeedbackRecord,
     SearchResult,
-    Trace,
     TrackCrop,
     TrackView,
 )
-from camtrace.search.trace import (
-    Identity,
-    TraceEntry,
-    TraceMethod,
-    anchored_probabilities,
-    build_trace,
-    resolve_identity,
-)
 
-from camtrace import validation
 from camtrace.errors import InputError, NotFoundError, SourceError, TooLargeError
-from camtrace.services import Services
-from camtrace.types import SearchFilter, TrackHit
+from camtrace.types import SearchFilter
 
-VERDICTS = ("same", "different")
-# Deepest result a caller may page to: a page is served by fetching offset + limit tracks.
-MAX_OFFSET = 10_000
-# Example vectors per side of a re-id query: a track keeps a few crops, so this bounds only
-# identities with many confirmed tracks (evenly sampled then).
-MAX_EXAMPLES = 64
-# Candidates a trace considers when the caller names no limit (its path and alternatives come from these).
-TRACE_CANDIDATES = 40
-# Re-id ranks by probability: this many tracks by score (at least) are weighed before a page is cut.
-REID_POOL = 100
-# A camera id no point carries: the filter of a user allowed no camera at all matches nothing.
-NO_CAMERA = ""
 # Photos decoded for a search: formats, and the pixel limit when the caller names none (CAMTRACE_MAX_UPLOAD_PIXELS).
 PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 DEFAULT_MAX_PIXELS = 40_000_000
 # One photo decoded at a time: however many arrive at once, memory holds one photo's pixels.
 _DECODE_LOCK = threading.Lock()
-
-
-def parse_time(value: str | None, name: str) -> float | None:
-    """ISO-8601 to epoch seconds; a time without a zone is the machine's local time."""
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise InputError(f"{name}: '{value}' is not an ISO time such as 2026-01-31T14:05:00") from None
-    return moment.timestamp()
 
 
 def read_photo(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -162,65 +127,9 @@ class PhotoSearch:
                 "person": self.person}
 
 
-class SearchService:
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self._evidence = None
-
-    @property
-    def evidence(self):
-        """The identity evidence (same-person calibration and camera links) of the model in service."""
-        if self._evidence is None:
-            from camtrace.search.evidence_service import EvidenceService
-
-            self._evidence = EvidenceService(self.services)
-        return self._evidence
-
-    @property
-    def max_results(self) -> int:
-        return int(self.services.settings.search_max_results)
-
-    # Filters and paging ------------------------------------------------------
-    def make_filter(
-        self,
-        cameras: Sequence[str] = (),
-        since: str | float | None = None,
-        until: str | float | None = None,
-        *,
-        allowed_cameras: Sequence[str] | None = None,
-    ) -> SearchFilter:
-        """Validate filters against what is indexed, so a typo is an error and not an empty answer.
-
-        The user's camera limit becomes part of the filter: with no camera named, the search covers
-        the allowed ones; a named camera outside the limit is reported like an unknown one.
-        """
-        cameras = tuple(dict.fromkeys(cameras))
-        if cameras:
-            known = set(self.services.db.camera_ids())
-            if allowed_cameras is not None:
-                known &= set(allowed_cameras)
-            unknown = [camera for camera in cameras if camera not in known]
-            if unknown:
-                listed = ", ".join(sorted(known)) or "none yet"
-                raise NotFoundError(f"unknown camera(s) {', '.join(unknown)}; known cameras: {listed}")
-        elif allowed_cameras is not None:
-            cameras = tuple(sorted(set(allowed_cameras))) or (NO_CAMERA,)
-        since_ts = parse_time(since, "since") if isinstance(since, str) else validation.moment(since, "since")
-        until_ts = parse_time(until, "until") if isinstance(until, str) else validation.moment(until, "until")
-        if since_ts is not None and until_ts is not None and since_ts > until_ts:
-            raise InputError("since is after until")
-        return SearchFilter(camera_ids=cameras, since=since_ts, until=until_ts)
-
-    def check_page(self, limit: int, offset: int = 0) -> None:
-        if limit < 1:
-            raise InputError("limit must be at least 1")
-        if limit > self.max_results:
-            raise InputError(
-                f"limit {limit} is more than the maximum of {self.max_results} results per page "
-                "(CAMTRACE_SEARCH_MAX_RESULTS); ask for further pages with offset"
-            )
-        if offset < 0 or offset > MAX_OFFSET:
-            raise InputError(f"offset {offset} is outside 0..{MAX_OFFSET}; narrow the search with filters instead")
+class SearchService(PeopleSearch):
+    """The query stage the CLI and the HTTP service call: text and photo search and track views here, re-id,
+    traces and feedback from PeopleSearch, filters, paging and results from QueryBase."""
 
     # Text and photo search ---------------------------------------------------
     def by_text(
@@ -321,18 +230,12 @@ class SearchService:
         self.check_page(limit, offset)
         index = index or self.services.index
         hits = index.search(vector, search_filter, limit, offset=offset, min_score=min_score)
-        return self._results(hits)
+        return self.results(hits)
 
     # Tracks ------------------------------------------------------------------
-    def _track(self, track_id: str, allowed_cameras: Sequence[str] | None):
-        track = self.services.db.tracks_by_ids([track_id]).get(track_id)
-        if track is None or (allowed_cameras is not None and track.camera_id not in allowed_cameras):
-            raise NotFoundError(f"track {track_id!r} does not exist; search results and traces name the track ids")
-        return track
-
     def track(self, track_id: str, *, allowed_cameras: Sequence[str] | None = None) -> TrackView:
         """A track's time span, camera and every indexed crop, in time order."""
-        track = self._track(track_id, allowed_cameras)
+        track = self.visible_track(track_id, allowed_cameras)
         crops = [
             TrackCrop(point_id=d.point_id, crop_key=d.crop_key, ts=d.ts, frame_index=d.frame_index,
                       bbox=[d.x1, d.y1, d.x2, d.y2], det_conf=d.det_conf)
@@ -345,7 +248,7 @@ class SearchService:
         """The source frame of the track's best crop with its box drawn, decoded from the stored video."""
         from camtrace.search.frames import frame_with_box
 
-        track = self._track(track_id, allowed_cameras)
+        track = self.visible_track(track_id, allowed_cameras)
         detections = self.services.db.track_detections(track_id)
         if not detections:
             raise NotFoundError(f"track {track_id!r} has no stored crops left (retention removed them)")
@@ -367,193 +270,6 @@ class SearchService:
             raise NotFoundError(f"crop {crop_key!r} does not exist")
         return detection.camera_id
 
-    # Re-identification -------------------------------------------------------
-    def identity(self, track_id: str) -> Identity:
-        """The tracks confirmed as the same person as ``track_id`` and those rejected, from feedback."""
-        return resolve_identity(track_id, self.services.db.feedback_for)
-
-    def reid(
-        self,
-        track_id: str,
-        *,
-        limit: int = 20,
-        offset: int = 0,
-        same_camera: bool = False,
-        min_probability: float | None = None,
-        allowed_cameras: Sequence[str] | None = None,
-    ) -> list[SearchResult]:
-        """Find the person of a track elsewhere: all the track's crops (and those of the tracks
-        confirmed as them) are the positive examples, crops of rejected tracks the negative ones.
-        Never the track itself nor a track already decided; other cameras unless ``same_camera``.
-
-        Ranked by the evidence that it is the same person (appearance, cameras and the time from the track or a
-        confirmed sighting under the learned camera links), each with its probability of being them (which also
-        counts the candidates competing with it); ``min_probability`` leaves out the less likely.
-        """
-        self.check_page(limit, offset)
-        _check_probability(min_probability)
-        seed = self._track(track_id, allowed_cameras)
-        identity = self.identity(track_id)
-        model = self.services.model()
-        pool = max(REID_POOL, 2 * (offset + limit))
-        results = self._reid(model, seed, identity, min(pool, MAX_OFFSET), same_camera, allowed_cameras)
-        if not results:
-            return []
-        certain = self._certain_entries(seed, identity, allowed_cameras)
-        entries = [_entry(result, "candidate") for result in results]
-        probability = self._pair_probability(model, TraceMethod.LINKS)
-        # Ranked by each candidate's own evidence; the probability shown also counts its rivals (one person is at
-        # most one of the tracks a camera shows in a stretch of time), which would bury a person seen on a busy
-        # camera under a stranger alone on a quiet one.
-        evidence = anchored_probabilities(certain, entries, probability, rounds=1, share=False)
-        likely = anchored_probabilities(certain, entries, probability, rounds=1)
-        for result in results:
-            result.probability = round(likely[result.track_id], 4)
-        results.sort(key=lambda r: (-evidence[r.track_id], -r.score, r.track_id))
-        if min_probability is not None:
-            results = [r for r in results if (r.probability or 0.0) >= min_probability]
-        return results[offset : offset + limit]
-
-    def _reid(self, model, seed, identity: Identity, limit: int, same_camera: bool,
-              allowed_cameras: Sequence[str] | None) -> list[SearchResult]:
-        index = model.index
-        cameras: tuple[str, ...] = ()
-        if allowed_cameras is not None:
-            cameras = tuple(sorted(set(allowed_cameras))) or (NO_CAMERA,)
-        search_filter = SearchFilter(
-            camera_ids=cameras,
-            exclude_camera_ids=() if same_camera else (seed.camera_id,),
-            exclude_track_ids=identity.decided,
-        )
-        with index.session():
-            positives = self._examples(index, (seed.id, *identity.confirmed))
-            if not positives:
-                return []  # the track's vectors are gone (retention): nothing to compare with
-            negatives = self._examples(index, identity.rejected)
-            hits = index.recommend(positives, negatives, search_filter, limit)
-        return self._results(hits)
-
-    def _certain_entries(self, seed, identity: Identity, allowed_cameras: Sequence[str] | None) -> list[TraceEntry]:
-        confirmed = self.services.db.tracks_by_ids(identity.confirmed)
-        return [
-            TraceEntry(t.id, t.camera_id, t.ts_start, t.ts_end, 1.0, "seed" if t.id == seed.id else "confirmed",
-                       t.best_crop_key)
-            for t in (seed, *(confirmed[i] for i in identity.confirmed if i in confirmed))
-            if allowed_cameras is None or t.camera_id in allowed_cameras
-        ]
-
-    def _pair_probability(self, model, method: TraceMethod):
-        """P(same person) of a candidate given a neighbouring track: ``(earlier, later, score) -> p``."""
-        if method == TraceMethod.SCORE:
-            return lambda earlier, later, score: score
-        evidence = self.evidence.current(model)
-        if method == TraceMethod.APPEARANCE:
-            return lambda earlier, later, score: evidence.appearance_probability(
-                score, earlier.camera_id == later.camera_id)
-        return lambda earlier, later, score: evidence.probability(
-            score, earlier.camera_id, later.camera_id, later.ts_start - earlier.ts_end)
-
-    @staticmethod
-    def _examples(index, track_ids: Sequence[str]) -> list[np.ndarray]:
-        vectors = [point.vector for track in track_ids for point in index.track_points(track)]
-        if len(vectors) > MAX_EXAMPLES:
-            keep = np.linspace(0, len(vectors) - 1, MAX_EXAMPLES).round().astype(int)
-            vectors = [vectors[i] for i in keep]
-        return vectors
-
-    # Traces and feedback -----------------------------------------------------
-    def trace(
-        self,
-        track_id: str,
-        *,
-        allowed_cameras: Sequence[str] | None = None,
-        min_probability: float | None = None,
-        limit: int | None = None,
-        method: TraceMethod = TraceMethod.PATH,
-    ) -> Trace:
-        """The seed's person's path: through the seed and the tracks confirmed as them, the most probable
-        time-consistent chain of the best ``limit`` undecided candidates (each step at ``min_probability``,
-        CAMTRACE_TRACE_MIN_SCORE, or more), the other candidates as alternatives. ``method`` exists to
-        measure what each part of the evidence adds (camtrace.search.trace)."""
-        limit = TRACE_CANDIDATES if limit is None else limit
-        self.check_page(limit)
-        _check_probability(min_probability)
-        threshold = float(self.services.settings.trace_min_score if min_probability is None else min_probability)
-        seed = self._track(track_id, allowed_cameras)
-        identity = self.identity(track_id)
-        model = self.services.model()
-        certain = self._certain_entries(seed, identity, allowed_cameras)
-        found = self._reid(model, seed, identity, limit, True, allowed_cameras)
-        candidates = [_entry(r, "candidate") for r in found]
-        evidence = self.evidence.current(model) if method != TraceMethod.SCORE else None
-
-        def expected(camera_from: str, camera_to: str):
-            link = evidence.link(camera_from, camera_to) if evidence is not None else None
-            return None if link is None else (link.transit_seconds, link.spread_seconds)
-
-        def transit(earlier: TraceEntry, later: TraceEntry) -> float:
-            return evidence.transit_ratio(earlier.camera_id, later.camera_id, later.ts_start - earlier.ts_end)
-
-        return build_trace(seed.id, certain, candidates, self._pair_probability(model, method), threshold, method,
-                           expected, transit if evidence is not None else None)
-
-    def feedback(
-        self,
-        track_id: str,
-        candidate_track_id: str,
-        verdict: str,
-        *,
-        user: str,
-        allowed_cameras: Sequence[str] | None = None,
-    ) -> FeedbackRecord:
-        """Record that two tracks show the same person, or different people; the newest verdict
-        on a pair replaces the older. Re-id and traces use it at once; training reads it later."""
-        if verdict not in VERDICTS:
-            raise InputError(f"verdict {verdict!r} is not one of: same, different")
-        if track_id == candidate_track_id:
-            raise InputError(f"feedback needs two different tracks; {track_id!r} was given as both")
-        if not user or not str(user).strip():
-            raise InputError("feedback needs the name of the user who gives it")
-        self._track(track_id, allowed_cameras)
-        self._track(candidate_track_id, allowed_cameras)
-        row = self.services.db.add_feedback(track_id, candidate_track_id, verdict, str(user))
-        return FeedbackRecord(id=int(row.id), track_id=row.track_id, candidate_track_id=row.candidate_track_id,
-                              verdict=row.verdict, username=row.username, created_at=row.created_at)
-
-    # Results -----------------------------------------------------------------
-    def _results(self, hits: list[TrackHit]) -> list[SearchResult]:
-        tracks = self.services.db.tracks_by_ids([hit.track_id for hit in hits])
-        results = []
-        for hit in hits:
-            payload = hit.payload
-            track = tracks.get(hit.track_id)
-            results.append(
-                SearchResult(
-                    track_id=hit.track_id,
-                    camera_id=payload["camera_id"],
-                    video_id=payload["video_id"],
-                    score=round(float(hit.score), 6),
-                    ts_start=track.ts_start if track else payload["ts"],
-                    ts_end=track.ts_end if track else payload["ts"],
-                    crop=str(self.services.crops.path(payload["crop_key"])),
-                    crop_key=payload["crop_key"],
-                    point_id=hit.point_id,
-                    frame_index=int(payload["frame_index"]),
-                    ts=float(payload["ts"]),
-                    bbox=[float(v) for v in payload["bbox"]],
-                )
-            )
-        return results
-
-
-def _entry(result: SearchResult, status: str) -> TraceEntry:
-    return TraceEntry(result.track_id, result.camera_id, result.ts_start, result.ts_end, result.score, status,
-                      result.crop_key)
-
-
-def _check_probability(value: float | None) -> None:
-    if value is not None and not 0.0 <= value <= 1.0:
-        raise InputError(f"min_probability {value} is not a probability between 0 and 1")
 
 
 def _area(person: DetectedPerson) -> float:

@@ -39,6 +39,8 @@ from enum import StrEnum
 from camtrace.search.evidence import share_one_person
 from camtrace.search.records import Trace, TraceStep
 
+from camtrace.enums import TraceStatus, Verdict
+
 
 class TraceMethod(StrEnum):
     PATH = "path"
@@ -47,8 +49,8 @@ class TraceMethod(StrEnum):
     SCORE = "score"
 
 
-_RANK = {"seed": 0, "confirmed": 1, "candidate": 2, "alternative": 3}
-CERTAIN = ("seed", "confirmed")
+_RANK = {status: rank for rank, status in enumerate(TraceStatus)}
+CERTAIN = (TraceStatus.SEED, TraceStatus.CONFIRMED)
 _PROBABILITY_CLIP = 1e-6
 
 
@@ -112,7 +114,7 @@ def build_trace(
         if entry.track_id in on_chain:
             continue
         implausible = any(overlaps(entry, e) for e in (chain if method == TraceMethod.PATH else certain))
-        steps.append(_step(entry, "alternative", probability.get(entry.track_id, 0.0), implausible=implausible))
+        steps.append(_step(entry, TraceStatus.ALTERNATIVE, probability.get(entry.track_id, 0.0), implausible=implausible))
     steps.sort(key=lambda s: (s.ts_start, s.ts_end, _RANK[s.status], s.track_id))
     return Trace(seed_track_id=seed_track_id, steps=steps, min_probability=min_probability, method=str(method))
 
@@ -309,7 +311,7 @@ def resolve_identity(seed_track_id: str, read_feedback: Callable[[Iterable[str]]
         found = []
         for row in read_feedback(frontier):
             rows[(row.track_id, row.candidate_track_id)] = row.verdict
-            if row.verdict == "same":
+            if row.verdict == Verdict.SAME:
                 for track in (row.track_id, row.candidate_track_id):
                     if track not in group:
                         group.add(track)
@@ -318,7 +320,7 @@ def resolve_identity(seed_track_id: str, read_feedback: Callable[[Iterable[str]]
     rejected = {
         other
         for (a, b), verdict in rows.items()
-        if verdict == "different"
+        if verdict == Verdict.DIFFERENT
         for member, other in ((a, b), (b, a))
         if member in group and other not in group
     }

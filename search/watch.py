@@ -106,7 +106,7 @@ class WatchService:
         elif allowed_cameras is not None:
             chosen = tuple(sorted(set(allowed_cameras)))
         if track_id is not None:
-            self.search._track(track_id, allowed_cameras)  # unknown or not visible: 404
+            self.search.visible_track(track_id, allowed_cameras)  # unknown or not visible: 404
             return self.store.add_entry("person", username=username, track_id=track_id, cameras=chosen, since=since,
                                         until=until, min_probability=min_probability, note=note)
         text = _description(text)

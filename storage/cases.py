@@ -80,7 +80,7 @@ class CaseStore:
         if not title or len(title) > TITLE_MAX_LENGTH:
             raise InputError(f"a case needs a title of 1 to {TITLE_MAX_LENGTH} characters")
         now = time.time()
-        with self.db._write("creating a case") as conn:
+        with self.db.write("creating a case") as conn:
             case_id = conn.execute(CaseRow.__table__.insert().values(
                 title=title, username=username, created_at=now)).inserted_primary_key[0]
         return Case(int(case_id), title, username, now)
@@ -92,7 +92,7 @@ class CaseStore:
             raise InputError("the note is empty")
         if len(text or "") > NOTE_MAX_LENGTH:
             raise InputError(f"the note is longer than {NOTE_MAX_LENGTH} characters")
-        with self.db._write(f"adding to case {case_id}") as conn:
+        with self.db.write(f"adding to case {case_id}") as conn:
             self._case(conn, case_id)
             conn.execute(CaseItemRow.__table__.insert().values(
                 case_id=case_id, kind=kind, track_id=track_id, text=text or "", username=username,
@@ -100,7 +100,7 @@ class CaseStore:
             return self._case(conn, case_id)  # read in the same transaction: the new item is not committed yet
 
     def case(self, case_id: int) -> Case:
-        with self.db._guard(f"reading case {case_id}"), self.db.engine.connect() as conn:
+        with self.db.guard(f"reading case {case_id}"), self.db.engine.connect() as conn:
             return self._case(conn, case_id)
 
     @staticmethod
@@ -114,6 +114,6 @@ class CaseStore:
             CaseItem(int(i.id), i.kind, i.track_id, i.text or "", i.username, float(i.created_at)) for i in items))
 
     def cases(self) -> list[Case]:
-        with self.db._guard("listing cases"), self.db.engine.connect() as conn:
+        with self.db.guard("listing cases"), self.db.engine.connect() as conn:
             ids = conn.execute(select(CaseRow.id).order_by(CaseRow.id)).scalars().all()
         return [self.case(int(i)) for i in ids]

@@ -195,17 +195,17 @@ class WatchStore:
             "since": since, "until": until, "min_probability": min_probability, "min_score": min_score,
             "username": username, "note": note or "", "created_at": time.time(),
         }
-        with self.db._write("adding a watch entry") as conn:
+        with self.db.write("adding a watch entry") as conn:
             new_id = conn.execute(WatchEntryRow.__table__.insert().values(**row)).inserted_primary_key[0]
         return _entry(type("Row", (), {"id": new_id, **row}))
 
     def entries(self) -> list[WatchEntry]:
-        with self.db._guard("reading the watchlist"), self.db.engine.connect() as conn:
+        with self.db.guard("reading the watchlist"), self.db.engine.connect() as conn:
             rows = conn.execute(select(WatchEntryRow).order_by(WatchEntryRow.id)).all()
         return [_entry(row) for row in rows]
 
     def entry(self, entry_id: int) -> WatchEntry:
-        with self.db._guard("reading the watchlist"), self.db.engine.connect() as conn:
+        with self.db.guard("reading the watchlist"), self.db.engine.connect() as conn:
             row = conn.execute(select(WatchEntryRow).where(WatchEntryRow.id == entry_id)).first()
         if row is None:
             raise NotFoundError(f"watch entry {entry_id} does not exist; `camtrace watch list` shows the entries")
@@ -214,13 +214,13 @@ class WatchStore:
     def remove_entry(self, entry_id: int) -> WatchEntry:
         """Delete an entry (its alerts stay, as history); returns what it was."""
         entry = self.entry(entry_id)
-        with self.db._write(f"removing watch entry {entry_id}") as conn:
+        with self.db.write(f"removing watch entry {entry_id}") as conn:
             conn.execute(delete(WatchEntryRow).where(WatchEntryRow.id == entry_id))
         return entry
 
     def version(self) -> tuple[int, int]:
         """(number of entries, newest id): changes whenever an entry is added or removed."""
-        with self.db._guard("reading the watchlist"), self.db.engine.connect() as conn:
+        with self.db.guard("reading the watchlist"), self.db.engine.connect() as conn:
             count, newest = conn.execute(select(func.count(WatchEntryRow.id), func.max(WatchEntryRow.id))).one()
         return int(count or 0), int(newest or 0)
 
@@ -229,7 +229,7 @@ class WatchStore:
         """Store a match with a pending delivery per (target, label); None when this entry already alerted on
         this track (a segment indexed twice)."""
         now = time.time()
-        with self.db._write(f"saving an alert on track {alert.track_id!r}") as conn:
+        with self.db.write(f"saving an alert on track {alert.track_id!r}") as conn:
             exists = conn.execute(select(AlertRow.id).where(
                 AlertRow.entry_id == alert.entry_id, AlertRow.track_id == alert.track_id)).first()
             if exists is not None:
@@ -246,7 +246,7 @@ class WatchStore:
         """Whether the entry alerted on this camera for a sighting within ``seconds`` of ``ts``."""
         query = select(AlertRow.id).where(AlertRow.entry_id == entry_id, AlertRow.camera_id == camera_id,
                                           AlertRow.ts >= ts - seconds, AlertRow.ts <= ts + seconds).limit(1)
-        with self.db._guard("reading alerts"), self.db.engine.connect() as conn:
+        with self.db.guard("reading alerts"), self.db.engine.connect() as conn:
             return conn.execute(query).first() is not None
 
     def alerts(
@@ -262,12 +262,12 @@ class WatchStore:
             query = query.where(AlertRow.camera_id.in_(list(cameras)))
         if status is not None:
             query = query.where(AlertRow.status == status)
-        with self.db._guard("reading alerts"), self.db.engine.connect() as conn:
+        with self.db.guard("reading alerts"), self.db.engine.connect() as conn:
             return [_alert(row) for row in conn.execute(query).all()]
 
     def alert(self, alert_id: int, cameras: Sequence[str] | None = None) -> Alert:
         """One alert; an alert on a camera outside ``cameras`` is reported like a missing one."""
-        with self.db._guard("reading alerts"), self.db.engine.connect() as conn:
+        with self.db.guard("reading alerts"), self.db.engine.connect() as conn:
             row = conn.execute(select(AlertRow).where(AlertRow.id == alert_id)).first()
         if row is None or (cameras is not None and row.camera_id not in cameras):
             raise NotFoundError(f"alert {alert_id} does not exist; GET /api/alerts lists the alerts")
@@ -277,7 +277,7 @@ class WatchStore:
         if status not in ALERT_STATUSES:
             raise InputError(f"alert status {status!r} is not one of {', '.join(ALERT_STATUSES)}")
         now = time.time()
-        with self.db._write(f"updating alert {alert_id}") as conn:
+        with self.db.write(f"updating alert {alert_id}") as conn:
             updated = conn.execute(update(AlertRow).where(AlertRow.id == alert_id).values(
                 status=status, handled_by=username, handled_at=now)).rowcount
             if not updated:
@@ -291,20 +291,20 @@ class WatchStore:
         now = time.time() if now is None else now
         query = (select(AlertDeliveryRow).where(AlertDeliveryRow.status == "pending", AlertDeliveryRow.next_at <= now)
                  .order_by(AlertDeliveryRow.id).limit(limit))
-        with self.db._guard("reading alert deliveries"), self.db.engine.connect() as conn:
+        with self.db.guard("reading alert deliveries"), self.db.engine.connect() as conn:
             return [_delivery(row) for row in conn.execute(query).all()]
 
     def deliveries(self, alert_id: int | None = None) -> list[Delivery]:
         query = select(AlertDeliveryRow).order_by(AlertDeliveryRow.id)
         if alert_id is not None:
             query = query.where(AlertDeliveryRow.alert_id == alert_id)
-        with self.db._guard("reading alert deliveries"), self.db.engine.connect() as conn:
+        with self.db.guard("reading alert deliveries"), self.db.engine.connect() as conn:
             return [_delivery(row) for row in conn.execute(query).all()]
 
     def claim(self, delivery: Delivery, seconds: float) -> bool:
         """Take a due delivery for ``seconds`` (its next try moves past them), so that two processes sending at
         once (beat and an embed worker) do not both send it; False when another process took it first."""
-        with self.db._write(f"claiming alert delivery {delivery.id}") as conn:
+        with self.db.write(f"claiming alert delivery {delivery.id}") as conn:
             taken = conn.execute(update(AlertDeliveryRow).where(
                 AlertDeliveryRow.id == delivery.id, AlertDeliveryRow.status == "pending",
                 AlertDeliveryRow.next_at == delivery.next_at).values(next_at=time.time() + seconds)).rowcount
@@ -318,6 +318,6 @@ class WatchStore:
         else:
             values = {"status": "pending" if next_at is not None else "failed", "last_error": error[:2000],
                       "next_at": next_at if next_at is not None else now}
-        with self.db._write(f"logging alert delivery {delivery_id}") as conn:
+        with self.db.write(f"logging alert delivery {delivery_id}") as conn:
             conn.execute(update(AlertDeliveryRow).where(AlertDeliveryRow.id == delivery_id)
                          .values(attempts=AlertDeliveryRow.attempts + 1, **values))

@@ -189,12 +189,12 @@ def settings_from(env: dict) -> Settings:
 def wait_jobs(env: dict, job_ids: list[str], timeout: float = 240, interval: float = 0.5):
     """Wait until every job has ended; returns their rows."""
     from camtrace.storage import Database
-    from camtrace.workers.jobs import TERMINAL
+    from camtrace.workers.jobs import TERMINAL, current_job
 
     db = Database(settings_from(env).sql_url)
 
     def finished():
-        jobs = [db.refresh_job(job_id) for job_id in job_ids]
+        jobs = [current_job(db, job_id) for job_id in job_ids]
         return jobs if all(job.status in TERMINAL for job in jobs) else None
 
     try:

@@ -11,7 +11,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from camtrace.storage.access import GENESIS_HASH, AccessStore
+from camtrace.storage.access import AccessStore
+from camtrace.storage.audit import GENESIS_HASH
 from camtrace.storage.sql import Database, alembic_config
 from click.testing import CliRunner
 from sqlalchemy import text
@@ -87,7 +88,7 @@ def test_verify_names_the_first_row_deleted_changed_or_inserted_behind_the_log(
 def test_a_rewritten_chain_is_caught_by_an_exported_hash(access: AccessStore) -> None:
     """Someone who rewrites every hash after an edit (and the head) still fails the check against the hash
     exported before."""
-    from camtrace.storage.access import audit_hash
+    from camtrace.storage.audit import audit_hash
 
     fill(access)
     anchor = access.audit_head()

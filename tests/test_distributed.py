@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from camtrace.storage import Database
 from camtrace.workers.celery_app import redis_transport_options
+from camtrace.workers.jobs import current_job
 from camtrace.workers.local import ingest_local
 from distributed_fixtures import (  # noqa: F401
     Worker,
@@ -246,7 +247,7 @@ def test_a_worker_killed_mid_segment_loses_and_duplicates_nothing(workers, broke
     lost = wait_for(a_segment_in_flight, 120, "a segment to start", interval=0.02)
     detector.kill()  # SIGKILL to the whole worker: no chance to hand the task back
     killed_at = time.monotonic()
-    assert db.refresh_job(job_id).status == "running"
+    assert current_job(db, job_id).status == "running"
     workers("ingest,detect", "--concurrency", "1")  # a new worker
 
     def delivered_again():
@@ -304,7 +305,7 @@ def test_the_broker_stopped_during_a_job_loses_nothing(workers, broker, tmp_path
     failed_job = json.loads(run_cli(env, "jobs", "--json").stdout)[0]
     assert failed_job["camera_id"] == "late" and failed_job["status"] == "failed"
     time.sleep(max(0.0, 4 - (time.monotonic() - down_since)))
-    assert db.refresh_job(job_id).status == "running"
+    assert current_job(db, job_id).status == "running"
     broker.start()
     (job,) = wait_jobs(env, [job_id])
     assert job.status == "done" and job.segments_done == job.segments_total == 6, job.error
@@ -330,7 +331,7 @@ def test_the_database_away_during_a_job_loses_nothing(tmp_path, redis_server, po
     db = Database(postgres_url)
     try:
         job_id = submit(env, path, camera, footage.start_ts[camera])
-        wait_for(lambda: db.refresh_job(job_id).segments_done >= 1, 120, "the first segment")
+        wait_for(lambda: current_job(db, job_id).segments_done >= 1, 120, "the first segment")
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
         time.sleep(5)  # every worker write in this time fails and is retried with backoff

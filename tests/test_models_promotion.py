@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from camtrace.embedding import ImageTextEncoder
+from camtrace.embedding.sessions import TorchVision
 from camtrace.embedding.tiny_model import build_tiny_siglip
 from camtrace.search import SearchService
 from camtrace.storage import EdgeIndex
@@ -274,7 +275,7 @@ def test_a_promoted_model_runs_on_the_runtime_and_precision_the_settings_choose(
     ingest_local(ingester, str(footage.videos[third]), third, footage.start_ts[third], progress=False)
     model = ingester.model()
     assert model.model_id == b and model.encoder.runtime_label == "onnx int8"
-    assert model.encoder._bundle.session is not None
+    assert model.encoder.vision.session is not None
     assert manifest.stat().st_mtime_ns == built_at and sorted(p.name for p in versions.iterdir() if p.is_dir()) == ["vision-int8"]
     assert not [r for r in caplog.records if "building" in r.getMessage()]
     # The vectors written are B's int8 ones, not what PyTorch fp32 makes of the same crops.
@@ -307,10 +308,10 @@ def test_a_promoted_model_runs_on_the_runtime_and_precision_the_settings_choose(
         encoder.load()
         assert encoder.runtime_label == label
         if label == "onnx fp32":
-            assert encoder._bundle.session.get_session_options().intra_op_num_threads == 1
+            assert encoder.vision.session.get_session_options().intra_op_num_threads == 1
             assert (versions / "vision-fp32" / MANIFEST).is_file()
         else:
-            assert encoder._bundle.session is None and encoder._bundle.model is not None
+            assert isinstance(encoder.vision, TorchVision) and encoder.vision.torch_model.loaded
         on_gpu = make_settings({**env, **changed, "CAMTRACE_GPU_PRECISION": "fp16"})
         assert Services(on_gpu).encoder_for(entry).gpu_precision == "fp16"
         other.close()

@@ -15,7 +15,7 @@ import torch
 from camtrace.detection import PersonDetector, SegmentTracker, VideoSource, track_frames
 from camtrace.detection.detector import trained_imgsz
 from camtrace.embedding import ImageTextEncoder
-from camtrace.embedding.encoder import DevicePixelTransform
+from camtrace.embedding.gpu import DevicePixelTransform
 from embedding_fixtures import make_crops
 
 from camtrace.exports import MANIFEST, check_export, export_folder
@@ -59,13 +59,13 @@ def test_onnx_fp32_and_int8_agree_with_pytorch_and_text_loads_only_when_asked(
     assert fp32.runtime_label == "onnx fp32"
     assert cosines(vectors, torch_vectors).min() >= 0.999
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    assert fp32._bundle.model is None  # no PyTorch weights for images
+    assert not fp32.text.torch_model.loaded  # no PyTorch weights for images
 
     text = fp32.encode_texts(["woman, red coat"])  # the text side loads now, on PyTorch
     reference_encoder = ImageTextEncoder(tiny_siglip_dir, None, device="cpu")
     reference = reference_encoder.encode_texts(["woman, red coat"])
     assert reference_encoder.runtime_label == "torch fp32"
-    assert fp32._bundle.model is not None
+    assert fp32.text.torch_model.loaded
     np.testing.assert_allclose(text, reference, atol=1e-5)
 
     int8 = onnx_encoder(tiny_siglip_dir, tmp_path, "auto")
@@ -89,7 +89,7 @@ def test_onnx_sessions_run_on_the_set_threads_without_spinning(
                         device="cpu", cpu_threads=1)
     encoder = ImageTextEncoder.from_settings(settings)
     encoder.encode_images(crops[:2])
-    session = encoder._bundle.session
+    session = encoder.vision.session
     assert session.get_session_options().intra_op_num_threads == 1 and spinning(session) == "0"
 
     detector = PersonDetector.from_settings(settings)
@@ -205,14 +205,12 @@ def json_spec(folder: Path):
 
 def test_gpu_preprocessing_matches_the_processor(tiny_siglip_dir, crops, torch_vectors):
     encoder = ImageTextEncoder(tiny_siglip_dir, None, device="cpu", batch_size=8)
-    bundle = encoder._get_bundle()
-    transform = DevicePixelTransform.from_processor(bundle.processor.image_processor, torch.device("cpu"), torch.float32)
+    encoder.load()
+    vision = encoder.vision
+    transform = DevicePixelTransform.from_processor(vision.image_processor, torch.device("cpu"), torch.float32)
     assert transform is not None and transform.size == (32, 32)
-    bundle.pixel_transform = transform  # what a CUDA device gets, run here on the CPU
-    try:
-        on_device = encoder.encode_images(crops)
-    finally:
-        bundle.pixel_transform = None
+    vision.pixel_transform = transform  # what a CUDA device gets, run here on the CPU
+    on_device = encoder.encode_images(crops)
     assert cosines(on_device, torch_vectors).min() >= 0.99
 
 

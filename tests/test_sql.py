@@ -17,6 +17,7 @@ from camtrace.storage.cases import CaseRow  # noqa: F401 (its tables join Base.m
 from camtrace.storage.evidence import IdentityEvidenceRow  # noqa: F401 (its table joins Base.metadata)
 from camtrace.storage.sql import Base, Database, alembic_config
 from camtrace.storage.watchlists import WatchEntryRow  # noqa: F401 (its tables join Base.metadata)
+from camtrace.workers.jobs import refresh_job
 from sqlalchemy import inspect, text
 from storage_fixtures import postgres_url, url  # noqa: F401  (fixtures)
 
@@ -244,11 +245,11 @@ def test_segment_deliveries_parts_and_job_progress(db: Database) -> None:
     assert db.start_segment(ids[0], "job-1") is None  # done: nothing more to do
 
     db.set_segment_parts(ids[1], 0, frames=100)  # no crops: done at once
-    job = db.refresh_job("job-1")
+    job = refresh_job(db, "job-1")
     assert (job.status, job.segments_done, job.segments_failed, job.crops_indexed) == ("running", 2, 0, 15)
 
     db.fail_segment(ids[2], "decode error at frame 1200")
-    job = db.refresh_job("job-1")
+    job = refresh_job(db, "job-1")
     assert (job.status, job.segments_done, job.segments_failed) == ("done", 2, 1)
     assert "decode error at frame 1200" in job.error and ids[2] in job.error
     assert job.finished_at is not None
@@ -264,14 +265,14 @@ def test_a_job_whose_segments_a_newer_ingest_took_over_still_finishes(db: Databa
     for i in range(2):
         db.upsert_segment("v1", i, i * 750, i * 750 + 750, status="pending", job_id="new")
     db.update_job("new", status="running")
-    assert db.refresh_job("new").status == "running"
-    old = db.refresh_job("old")
+    assert refresh_job(db, "new").status == "running"
+    old = refresh_job(db, "old")
     assert old.status == "superseded" and "2 segment(s) taken over by a newer ingest" in old.error
     assert old.finished_at is not None
     for segment_id in ids:
         db.set_segment_parts(segment_id, 0)
-    assert db.refresh_job("new").status == "done"
-    assert db.refresh_job("old").status == "superseded"  # stays finished
+    assert refresh_job(db, "new").status == "done"
+    assert refresh_job(db, "old").status == "superseded"  # stays finished
 
     # Part of a job taken over (overlapping folders): it finishes with the segments it kept.
     db.upsert_video("v2", "gate", "/footage/v2.mp4", 25.0, 640, 360, 2000.0, 2060.0, 1500)
@@ -280,9 +281,9 @@ def test_a_job_whose_segments_a_newer_ingest_took_over_still_finishes(db: Databa
     db.upsert_segment("v1", 0, 0, 750, status="pending", job_id="folder")
     db.update_job("folder", status="running")
     db.upsert_segment("v1", 0, 0, 750, status="pending", job_id="later")
-    assert db.refresh_job("folder").status == "running"  # its own segment is not finished yet
+    assert refresh_job(db, "folder").status == "running"  # its own segment is not finished yet
     db.set_segment_parts(kept, 0)
-    folder = db.refresh_job("folder")
+    folder = refresh_job(db, "folder")
     assert (folder.status, folder.segments_done, folder.segments_total) == ("done", 1, 2)
     assert "1 segment(s) taken over" in folder.error
 

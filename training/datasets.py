@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from camtrace.enums import Verdict
 from camtrace.errors import InputError
 
 SPLITS = ("train", "val", "test", "query", "gallery")
@@ -352,7 +353,7 @@ def _load_feedback(path: Path) -> list[Sample]:
     crops = CropStore(settings.crops_dir)
     with Database(settings.sql_url) as db:
         db.migrate()
-        confirmed = db.feedback_pairs(verdict="same")
+        confirmed = db.feedback_pairs(verdict=Verdict.SAME)
         groups = _connected_tracks((row.track_id, row.candidate_track_id) for row in confirmed)
         samples = []
         for tracks in groups:

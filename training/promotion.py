@@ -33,9 +33,10 @@ from camtrace.storage.sql import Detection
 from camtrace.training.registry import ModelEntry, ModelRegistry, metric_value
 from tqdm import tqdm
 
+from camtrace.enums import ModelStatus
 from camtrace.errors import InputError, NotFoundError, StorageError
 from camtrace.services import Services
-from camtrace.types import IndexPoint
+from camtrace.types import IndexPoint, PointPayload
 
 log = logging.getLogger(__name__)
 
@@ -220,17 +221,11 @@ def reembed(
         IndexPoint(
             id=row.point_id,
             vector=vector,
-            payload={
-                "camera_id": row.camera_id,
-                "video_id": row.video_id,
-                "track_id": row.track_id,
-                "ts": float(row.ts),
-                "frame_index": int(row.frame_index),
-                "bbox": [float(row.x1), float(row.y1), float(row.x2), float(row.y2)],
-                "det_conf": float(row.det_conf),
-                "crop_key": row.crop_key,
-                "model_version": model_version,
-            },
+            payload=PointPayload(
+                row.camera_id, row.video_id, row.track_id, float(row.ts), int(row.frame_index),
+                (float(row.x1), float(row.y1), float(row.x2), float(row.y2)), float(row.det_conf), row.crop_key,
+                model_version,
+            ).as_dict(),
         )
         for row, vector in zip(kept, vectors, strict=True)
     ]
@@ -376,7 +371,7 @@ def promote(
     candidate = registry.get(model_id)
     baseline = baseline_model(services)
     if baseline is not None and baseline.id == candidate.id:
-        how = "active" if candidate.status == "active" else "the weights CAMTRACE_EMBED_MODEL names"
+        how = "active" if candidate.status == ModelStatus.ACTIVE else "the weights CAMTRACE_EMBED_MODEL names"
         raise InputError(f"model {candidate.id} is already the model in service ({how}); nothing to promote")
     comparison = judge(services, candidate, baseline)
     if not comparison.passed and not force:
@@ -395,7 +390,7 @@ def promote(
     summary.missing_crops.extend(p for p in late.missing_crops if p not in summary.missing_crops)
     return PromotionResult(
         model_id=candidate.id,
-        previous_model_id=baseline.id if baseline is not None and baseline.status == "active" else None,
+        previous_model_id=baseline.id if baseline is not None and baseline.status == ModelStatus.ACTIVE else None,
         index_name=summary.index_name,
         forced=force and not comparison.passed,
         comparison=comparison,

@@ -22,9 +22,10 @@ from typing import Any
 from camtrace.storage.sql import ActiveModel, Database, Model
 from sqlalchemy import select, update
 
+from camtrace.enums import ModelStatus
 from camtrace.errors import InputError, NotFoundError, StorageError
 
-MODEL_STATUSES = ("registered", "active", "retired")
+MODEL_STATUSES = tuple(ModelStatus)
 _POINTER_ID = 1
 
 
@@ -120,10 +121,10 @@ class ModelRegistry:
             "datasets": _plain_json(datasets if isinstance(datasets, Mapping) else list(datasets)),
             "settings": _plain_json(dict(settings or {})),
             "metrics": _plain_json(dict(metrics or {})),
-            "status": "registered",
+            "status": ModelStatus.REGISTERED,
             "created_at": time.time(),
         }
-        with self.db._write(f"registering model {folder_text}") as conn:
+        with self.db.write(f"registering model {folder_text}") as conn:
             existing = conn.scalar(
                 select(Model.id).where(Model.folder == folder_text, Model.model_version == version).limit(1)
             )
@@ -145,17 +146,17 @@ class ModelRegistry:
         """Make a model the active one, in one transaction: the previous active model is retired,
         this one becomes active and the pointer names it and its index."""
         now = time.time()
-        with self.db._write(f"activating model {model_id}") as conn:
+        with self.db.write(f"activating model {model_id}") as conn:
             row = conn.execute(select(Model.id, Model.index_name).where(Model.id == model_id)).first()
             if row is None:
                 raise NotFoundError(f"model {model_id} is not registered; `camtrace models list` shows the ids")
             index_name = index_name or row.index_name
             if not index_name:
                 raise StorageError(f"model {model_id} has no index yet; `camtrace models promote {model_id}` builds it")
-            conn.execute(update(Model).where(Model.status == "active", Model.id != model_id).values(status="retired"))
-            conn.execute(
-                update(Model).where(Model.id == model_id).values(status="active", index_name=index_name, activated_at=now)
-            )
+            others_active = update(Model).where(Model.status == ModelStatus.ACTIVE, Model.id != model_id)
+            conn.execute(others_active.values(status=ModelStatus.RETIRED))
+            promoted = update(Model).where(Model.id == model_id)
+            conn.execute(promoted.values(status=ModelStatus.ACTIVE, index_name=index_name, activated_at=now))
             self._point(conn, model_id, index_name, now)
         return self.get(model_id)
 
@@ -169,16 +170,16 @@ class ModelRegistry:
         the model now active (None: the configured one).
         """
         now = time.time()
-        with self.db._write("rolling back the active model") as conn:
+        with self.db.write("rolling back the active model") as conn:
             current = conn.scalar(select(ActiveModel.model_id).where(ActiveModel.id == _POINTER_ID))
             if current is None:
                 raise InputError("no registered model is active, so there is nothing to roll back")
             target = conn.execute(_previous_query(current)).first()
-            conn.execute(update(Model).where(Model.id == current).values(status="registered"))
+            conn.execute(update(Model).where(Model.id == current).values(status=ModelStatus.REGISTERED))
             if target is None:
                 self._point(conn, None, None, now)
                 return None
-            conn.execute(update(Model).where(Model.id == target.id).values(status="active"))
+            conn.execute(update(Model).where(Model.id == target.id).values(status=ModelStatus.ACTIVE))
             self._point(conn, target.id, target.index_name, now)
         return self.get(target.id)
 
@@ -187,24 +188,24 @@ class ModelRegistry:
         current, _ = self.active_pointer()
         if current is None:
             raise InputError("no registered model is active, so there is nothing to roll back")
-        with self.db._guard("reading models"), self.db.engine.connect() as conn:
+        with self.db.guard("reading models"), self.db.engine.connect() as conn:
             target = conn.execute(_previous_query(current)).first()
         return None if target is None else self.get(target.id)
 
     def _point(self, conn, model_id: int | None, index_name: str | None, now: float) -> None:
-        self.db._upsert(
+        self.db.upsert(
             conn, ActiveModel, [{"id": _POINTER_ID, "model_id": model_id, "index_name": index_name, "switched_at": now}]
         )
 
     def _update(self, model_id: int, action: str, **values: Any) -> None:
-        with self.db._write(f"{action} of model {model_id}") as conn:
+        with self.db.write(f"{action} of model {model_id}") as conn:
             if conn.execute(update(Model).where(Model.id == model_id).values(**values)).rowcount == 0:
                 raise NotFoundError(f"model {model_id} is not registered; `camtrace models list` shows the ids")
 
     # Reading -----------------------------------------------------------------
     def list(self) -> list[ModelEntry]:
         """Every registered model, oldest first."""
-        with self.db._guard("listing models"), self.db._sessions() as session:
+        with self.db.guard("listing models"), self.db.sessions() as session:
             return [ModelEntry.from_row(row) for row in session.scalars(select(Model).order_by(Model.id))]
 
     def get(self, model_id: int | str) -> ModelEntry:
@@ -212,7 +213,7 @@ class ModelRegistry:
             key = int(model_id)
         except (TypeError, ValueError):
             raise InputError(f"model id {model_id!r} is not a number; `camtrace models list` shows the ids") from None
-        with self.db._guard(f"reading model {key}"), self.db._sessions() as session:
+        with self.db.guard(f"reading model {key}"), self.db.sessions() as session:
             row = session.get(Model, key)
         if row is None:
             raise NotFoundError(f"model {key} is not registered; `camtrace models list` shows the ids")
@@ -225,7 +226,7 @@ class ModelRegistry:
 
     def active_pointer(self) -> tuple[int | None, str | None]:
         """(model id, index name) of the active model: one cheap read, polled by long-running services."""
-        with self.db._guard("reading the active model"), self.db.engine.connect() as conn:
+        with self.db.guard("reading the active model"), self.db.engine.connect() as conn:
             row = conn.execute(
                 select(ActiveModel.model_id, ActiveModel.index_name).where(ActiveModel.id == _POINTER_ID)
             ).first()
@@ -233,7 +234,7 @@ class ModelRegistry:
 
     def by_version(self, model_version: str) -> ModelEntry | None:
         """The newest registered model with this model_version, if any."""
-        with self.db._guard("reading models"), self.db._sessions() as session:
+        with self.db.guard("reading models"), self.db.sessions() as session:
             row = session.scalars(
                 select(Model).where(Model.model_version == model_version).order_by(Model.id.desc()).limit(1)
             ).first()
@@ -241,7 +242,7 @@ class ModelRegistry:
 
     def last_created_at(self) -> float | None:
         """When the newest model was registered (None: none yet)."""
-        with self.db._guard("reading models"), self.db.engine.connect() as conn:
+        with self.db.guard("reading models"), self.db.engine.connect() as conn:
             from sqlalchemy import func
 
             return conn.scalar(select(func.max(Model.created_at)))
@@ -251,7 +252,7 @@ def _previous_query(current: int):
     """The retired model (with an index) activated most recently, other than ``current``."""
     return (
         select(Model.id, Model.index_name)
-        .where(Model.status == "retired", Model.index_name.is_not(None), Model.id != current)
+        .where(Model.status == ModelStatus.RETIRED, Model.index_name.is_not(None), Model.id != current)
         .order_by(Model.activated_at.desc(), Model.id.desc())
         .limit(1)
     )

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
+from camtrace.enums import Verdict
 from camtrace.errors import ConfigError
 from camtrace.services import Services
 
@@ -117,7 +118,7 @@ def training_due(services: Services) -> TrainingDecision:
     entries = dataset_entries(Path(settings.training_data_dir)) if settings.training_data_dir else []
     datasets = [spec for spec, _ in entries]
     new = [spec for spec, stamp in entries if since is None or stamp > since]
-    confirmed = services.db.feedback_pairs(verdict="same")
+    confirmed = services.db.feedback_pairs(verdict=Verdict.SAME)
     feedback = sum(1 for row in confirmed if since is None or row.created_at > since)
     if confirmed:  # the investigators' confirmed matches train with the rest
         datasets.append(f"feedback:{settings.resolved_data_dir}")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from camtrace.enums import Verdict
 from camtrace.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -85,33 +86,56 @@ def load_site(path: Path):
 def site_people(tracks, evidence, verdicts) -> list[SitePerson]:
     """Tracks joined into people: confirmed verdicts, then confident mutual best matches across cameras (never
     joining two tracks a verdict says are two people); people with too few crops are left out."""
-    from camtrace.search.evidence import pair_set
-
     index = {t.track_id: i for i, t in enumerate(tracks)}
-    parent = list(range(len(tracks)))
-    members = {i: [i] for i in range(len(tracks))}
+    apart = {frozenset((v.track_id, v.candidate_track_id)) for v in verdicts if v.verdict == Verdict.DIFFERENT}
+    groups = _TrackGroups([t.track_id for t in tracks], apart)
+    for verdict in verdicts:
+        a, b = index.get(verdict.track_id), index.get(verdict.candidate_track_id)
+        if verdict.verdict == Verdict.SAME and a is not None and b is not None:
+            groups.join(a, b)
+    for a, b in _mutual_best_matches(tracks, evidence):
+        groups.join(a, b)
+    people = []
+    for group in groups.members.values():
+        if sum(len(tracks[i].vectors) for i in group) < MIN_CROPS:
+            continue
+        first = min(group, key=lambda i: (tracks[i].ts_start, tracks[i].track_id))
+        start = tracks[first].ts_start
+        people.append(SitePerson(f"site-{tracks[first].track_id}", tuple(tracks[i].track_id for i in group), start,
+                                 f"{tracks[first].camera_id}:{int(start // CO_OCCURRENCE_SECONDS)}"))
+    return sorted(people, key=lambda p: (p.first_seen, p.name))
 
-    def root(i: int) -> int:
+
+class _TrackGroups:
+    """Tracks joined into groups (union-find), never joining two groups a verdict set apart."""
+
+    def __init__(self, track_ids: list[str], apart: set[frozenset[str]]) -> None:
+        self.track_ids, self.apart = track_ids, apart
+        self.parent = list(range(len(track_ids)))
+        self.members = {i: [i] for i in range(len(track_ids))}
+
+    def root(self, i: int) -> int:
+        parent = self.parent
         while parent[i] != i:
             parent[i] = parent[parent[i]]
             i = parent[i]
         return i
 
-    apart = {frozenset((v.track_id, v.candidate_track_id)) for v in verdicts if v.verdict == "different"}
-
-    def join(a: int, b: int) -> None:
+    def join(self, a: int, b: int) -> None:
         """One person, unless a verdict set one of a's tracks apart from one of b's."""
-        ra, rb = root(a), root(b)
-        if ra == rb or any(frozenset((tracks[x].track_id, tracks[y].track_id)) in apart
-                           for x in members[ra] for y in members[rb]):
+        ra, rb = self.root(a), self.root(b)
+        ids = self.track_ids
+        if ra == rb or any(frozenset((ids[x], ids[y])) in self.apart for x in self.members[ra] for y in self.members[rb]):
             return
-        parent[ra] = rb
-        members[rb] += members.pop(ra)
+        self.parent[ra] = rb
+        self.members[rb] += self.members.pop(ra)
 
-    for verdict in verdicts:
-        a, b = index.get(verdict.track_id), index.get(verdict.candidate_track_id)
-        if verdict.verdict == "same" and a is not None and b is not None:
-            join(a, b)
+
+def _mutual_best_matches(tracks, evidence) -> list[tuple[int, int]]:
+    """Pairs of tracks of two cameras, each the other's most probable match on that camera, at
+    SITE_MATCH_PROBABILITY or more under the site's identity evidence."""
+    from camtrace.search.evidence import pair_set
+
     pairs = pair_set(tracks, evidence.window)
     best: dict[tuple[int, str], tuple[float, int]] = {}  # (track, other camera) -> (probability, pair)
     probability = np.zeros(len(pairs))
@@ -124,19 +148,12 @@ def site_people(tracks, evidence, verdicts) -> list[SitePerson]:
         for key in ((a, tracks[b].camera_id), (b, tracks[a].camera_id)):
             if key not in best or probability[k] > best[key][0]:
                 best[key] = (probability[k], k)
+    matches = []
     for k in np.flatnonzero(probability >= SITE_MATCH_PROBABILITY):
         a, b = int(pairs.first[k]), int(pairs.second[k])
         if best[(a, tracks[b].camera_id)][1] == k and best[(b, tracks[a].camera_id)][1] == k:
-            join(a, b)
-    people = []
-    for group in members.values():
-        if sum(len(tracks[i].vectors) for i in group) < MIN_CROPS:
-            continue
-        first = min(group, key=lambda i: (tracks[i].ts_start, tracks[i].track_id))
-        start = tracks[first].ts_start
-        people.append(SitePerson(f"site-{tracks[first].track_id}", tuple(tracks[i].track_id for i in group), start,
-                                 f"{tracks[first].camera_id}:{int(start // CO_OCCURRENCE_SECONDS)}"))
-    return sorted(people, key=lambda p: (p.first_seen, p.name))
+            matches.append((a, b))
+    return matches
 
 
 def _held_out_after(people: list[SitePerson]) -> float:

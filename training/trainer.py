@@ -32,13 +32,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from camtrace.embedding.encoder import MODEL_FAMILIES, _from_pretrained, _pooled, resolve_device
+from camtrace.embedding.families import MODEL_FAMILIES, pooled_output
+from camtrace.embedding.weights import from_pretrained
 from camtrace.training.datasets import PersonDataset, Sample, load_dataset, split_features
 from camtrace.training.evaluate import evaluate_model, evaluation_set
 from camtrace.training.losses import PersonContrastiveLoss
 from tqdm import tqdm
 
 from camtrace.errors import ConfigError, InputError
+from camtrace.inference import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -251,14 +253,14 @@ def load_base(base: str, processor_ref: str | None, text_max_length: int) -> Loa
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    config = _from_pretrained(AutoConfig.from_pretrained, base, "model")
+    config = from_pretrained(AutoConfig.from_pretrained, base, "model")
     model_type = getattr(config, "model_type", "")
     if model_type not in MODEL_FAMILIES or model_type not in HEAD_PARAMETERS:
         raise ConfigError(f"cannot fine-tune {base!r}: model type {model_type!r} is not one of {', '.join(HEAD_PARAMETERS)}")
     family = MODEL_FAMILIES[model_type]
-    model = _from_pretrained(AutoModel.from_pretrained, base, "model")
+    model = from_pretrained(AutoModel.from_pretrained, base, "model")
     model.float()
-    processor = _from_pretrained(AutoProcessor.from_pretrained, processor_ref or base, "processor")
+    processor = from_pretrained(AutoProcessor.from_pretrained, processor_ref or base, "processor")
     max_positions = getattr(config.text_config, "max_position_embeddings", None) or text_max_length
     text_kwargs = {"padding": family.text_padding, "max_length": min(text_max_length, max_positions), "truncation": True}
     return LoadedModel(model, processor, model_type, text_kwargs, family.lowercase_text)
@@ -306,7 +308,7 @@ class InMemoryEncoder:
         try:
             with torch.inference_mode(), _autocast(self.device):
                 for start in range(0, len(items), self.batch_size):
-                    feats = _pooled(forward(items[start : start + self.batch_size])).float()
+                    feats = pooled_output(forward(items[start : start + self.batch_size])).float()
                     chunks.append(torch.nn.functional.normalize(feats, dim=-1).cpu().numpy())
         finally:
             model.train(was_training)
@@ -397,143 +399,193 @@ def train(
     ``on_step(step)`` is called after every optimizer step (and its checkpoint, if one is due).
     """
     config.check()
-    out_dir = Path(config.out_dir)
     base, processor_ref = _resolve_refs(config)
-    config = TrainConfig(**{**asdict(config), "base": base, "processor": processor_ref, "out_dir": out_dir})
+    config = TrainConfig(**{**asdict(config), "base": base, "processor": processor_ref, "out_dir": Path(config.out_dir)})
+    checkpoint = _checkpoint_to_resume(config)
+    train_set, val_set = _load_data(config)
+    if val_set is not None:
+        evaluation_set(val_set)  # an unusable validation set fails now, not after the first epoch
+    run = TrainingRun(config, train_set, val_set, progress)
+    run.restore(checkpoint)
+    del checkpoint
+    run.fit(on_step)
+    return run.save()
 
+
+def _checkpoint_to_resume(config: TrainConfig) -> dict | None:
+    """The newest checkpoint of ``config.out_dir`` when the run resumes (refused if it is another run's)."""
+    out_dir = Path(config.out_dir)
     existing = checkpoint_files(out_dir)
     if config.resume and not existing:
         raise InputError(f"nothing to resume: {out_dir / CHECKPOINT_DIR} holds no checkpoint")
-    checkpoint = None
-    if existing and config.resume is not False:
-        checkpoint = torch.load(existing[-1], map_location="cpu", weights_only=False)
-    if checkpoint is not None and checkpoint["fingerprint"] != config.run_fingerprint():
+    if not existing or config.resume is False:
+        return None
+    checkpoint = torch.load(existing[-1], map_location="cpu", weights_only=False)
+    if checkpoint["fingerprint"] != config.run_fingerprint():
         differs = sorted(k for k, v in config.run_fingerprint().items() if checkpoint["fingerprint"].get(k) != v)
         raise InputError(
             f"{existing[-1]} belongs to a run with other settings ({', '.join(differs)}); "
             "train into a new --out folder or delete its checkpoints folder"
         )
+    return checkpoint
 
-    train_set, val_set = _load_data(config)
-    if val_set is not None:
-        evaluation_set(val_set)  # an unusable validation set fails now, not after the first epoch
-    identities = train_set.identities
-    label_of = {identity: i for i, identity in enumerate(identities)}
-    labels = [label_of[s.identity] for s in train_set.samples]
-    groups = {label_of[s.identity]: s.group for s in train_set.samples if s.group}
-    freeze_text = config.freeze_text if config.freeze_text is not None else not any(s.captions for s in train_set)
-    log.info("training on %s; validating on %s", train_set, val_set)
 
-    device = resolve_device(config.device)
-    loaded = load_base(base, processor_ref, config.text_max_length)
-    model = loaded.model.to(device)
-    loss_fn = PersonContrastiveLoss(config.smoothing, config.text_weight, config.image_weight)
-    head_names = set(head_parameter_names(model, loaded.family))
+class TrainingRun:
+    """One run's state: the model, its optimizer and schedule, where it stands (step, stage, history).
 
-    batches_per_epoch = max(config.accumulate, len(train_set) // config.batch_size)
-    steps_per_epoch = batches_per_epoch // config.accumulate
-    batches_per_epoch = steps_per_epoch * config.accumulate
-    head_steps = config.head_epochs * steps_per_epoch
-    total_steps = head_steps + config.epochs * steps_per_epoch
+    Stage 1 trains the projection heads (``head_epochs``), stage 2 the whole model (``epochs``); a step is one
+    optimizer step of ``accumulate`` batches. Checkpoints hold everything needed to continue bit for bit.
+    """
 
-    def make_stage(stage: int):
+    def __init__(self, config: TrainConfig, train_set: PersonDataset, val_set: PersonDataset | None,
+                 progress: bool) -> None:
+        self.config, self.train_set, self.val_set, self.progress = config, train_set, val_set, progress
+        self.out_dir = Path(config.out_dir)
+        label_of = {identity: i for i, identity in enumerate(train_set.identities)}
+        self.labels = [label_of[s.identity] for s in train_set.samples]
+        self.groups = {label_of[s.identity]: s.group for s in train_set.samples if s.group}
+        self.freeze_text = config.freeze_text if config.freeze_text is not None else not any(s.captions for s in train_set)
+        log.info("training on %s; validating on %s", train_set, val_set)
+
+        self.device = resolve_device(config.device)
+        self.loaded = load_base(config.base, config.processor, config.text_max_length)
+        self.model = self.loaded.model.to(self.device)
+        self.loss_fn = PersonContrastiveLoss(config.smoothing, config.text_weight, config.image_weight)
+        self.head_names = set(head_parameter_names(self.model, self.loaded.family))
+
+        batches_per_epoch = max(config.accumulate, len(train_set) // config.batch_size)
+        self.steps_per_epoch = batches_per_epoch // config.accumulate
+        self.batches_per_epoch = self.steps_per_epoch * config.accumulate
+        self.head_steps = config.head_epochs * self.steps_per_epoch
+        self.total_steps = self.head_steps + config.epochs * self.steps_per_epoch
+        self.step, self.history, self.resumed_from, self.running = 0, [], None, _Running()
+        self.stage = 1
+
+    def _make_stage(self, stage: int) -> None:
         trainable = []
-        for name, param in model.named_parameters():
-            param.requires_grad_((stage == 2 or name in head_names) and not (freeze_text and _is_text(name)))
+        for name, param in self.model.named_parameters():
+            param.requires_grad_((stage == 2 or name in self.head_names) and not (self.freeze_text and _is_text(name)))
             if param.requires_grad:
                 trainable.append(param)
-        lr, stage_steps = (config.head_lr, head_steps) if stage == 1 else (config.lr, total_steps - head_steps)
-        optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(stage_steps, config.warmup_ratio))
-        return optimizer, scheduler
+        config = self.config
+        lr, stage_steps = (config.head_lr, self.head_steps) if stage == 1 else (config.lr, self.total_steps - self.head_steps)
+        self.optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(stage_steps, config.warmup_ratio))
+        self.stage = stage
 
-    step, history, resumed_from, running = 0, [], None, _Running()
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        step, history, resumed_from = checkpoint["step"], checkpoint["history"], checkpoint["step"]
-        running = _Running(**checkpoint["running"])
-    stage = 1 if step < head_steps else 2
-    optimizer, scheduler = make_stage(stage)
-    if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        log.info("resumed %s at step %d of %d", out_dir, step, total_steps)
-    del checkpoint
+    def restore(self, checkpoint: dict | None) -> None:
+        """Start the run: from a checkpoint (weights, optimizer, schedule, RNG, history) or from the base."""
+        if checkpoint is not None:
+            self.model.load_state_dict(checkpoint["model"])
+            self.step, self.history, self.resumed_from = checkpoint["step"], checkpoint["history"], checkpoint["step"]
+            self.running = _Running(**checkpoint["running"])
+        self._make_stage(1 if self.step < self.head_steps else 2)
+        if checkpoint is not None:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+            torch.set_rng_state(checkpoint["rng"]["torch"])
+            log.info("resumed %s at step %d of %d", self.out_dir, self.step, self.total_steps)
 
-    model.train()
-    while step < total_steps:
-        epoch, step_in_epoch = divmod(step, steps_per_epoch)
-        if stage == 1 and step >= head_steps:
-            stage = 2
-            optimizer, scheduler = make_stage(stage)
-        plan = plan_epoch(labels, config.seed, epoch, batches_per_epoch, config.images_per_identity, config.batch_size,
-                          groups)
+    def fit(self, on_step: Callable[[int], None] | None) -> None:
+        self.model.train()
+        while self.step < self.total_steps:
+            self._epoch(on_step)
+
+    def _epoch_loader(self, epoch: int, step_in_epoch: int) -> torch.utils.data.DataLoader:
+        config = self.config
+        plan = plan_epoch(self.labels, config.seed, epoch, self.batches_per_epoch, config.images_per_identity,
+                          config.batch_size, self.groups)
         first_batch = step_in_epoch * config.accumulate
         # An epoch never spans the two stages: the heads stage is a whole number of epochs.
-        stage_end = head_steps if stage == 1 else total_steps
-        last_batch = min(batches_per_epoch, first_batch + (stage_end - step) * config.accumulate)
-        builder = BatchBuilder(train_set.samples, labels, plan[first_batch:last_batch],
-                               epoch * batches_per_epoch + first_batch, loaded.processor, loaded.text_kwargs,
-                               loaded.lowercase, config)
-        loader = torch.utils.data.DataLoader(builder, batch_size=None, shuffle=False, num_workers=config.num_workers,
-                                             pin_memory=device.type == "cuda")
-        bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, disable=not progress, unit="step",
-                   desc=f"epoch {epoch + 1}/{config.head_epochs + config.epochs} ({'heads' if stage == 1 else 'all'})")
+        stage_end = self.head_steps if self.stage == 1 else self.total_steps
+        last_batch = min(self.batches_per_epoch, first_batch + (stage_end - self.step) * config.accumulate)
+        builder = BatchBuilder(self.train_set.samples, self.labels, plan[first_batch:last_batch],
+                               epoch * self.batches_per_epoch + first_batch, self.loaded.processor,
+                               self.loaded.text_kwargs, self.loaded.lowercase, config)
+        return torch.utils.data.DataLoader(builder, batch_size=None, shuffle=False, num_workers=config.num_workers,
+                                           pin_memory=self.device.type == "cuda")
+
+    def _epoch(self, on_step: Callable[[int], None] | None) -> None:
+        config = self.config
+        epoch, step_in_epoch = divmod(self.step, self.steps_per_epoch)
+        if self.stage == 1 and self.step >= self.head_steps:
+            self._make_stage(2)
+        loader = self._epoch_loader(epoch, step_in_epoch)
+        stage_name = "heads" if self.stage == 1 else "all"
+        bar = tqdm(total=self.steps_per_epoch, initial=step_in_epoch, disable=not self.progress, unit="step",
+                   desc=f"epoch {epoch + 1}/{config.head_epochs + config.epochs} ({stage_name})")
         for micro, batch in enumerate(loader):
-            with _autocast(device):
-                image_emb = _pooled(model.get_image_features(**_to_device(batch["images"], device)))
-                text_emb = None
-                if batch["texts"] is not None:
-                    text_emb = _pooled(model.get_text_features(**_to_device(batch["texts"], device)))
-            text_ids = batch["text_ids"].to(device) if batch["text_ids"] is not None else None
-            parts = loss_fn(image_emb, text_emb, batch["image_ids"].to(device), text_ids, model.logit_scale.exp())
-            (parts.total / config.accumulate).backward()
-            running.add(parts)
+            self._backward(batch)
             if (micro + 1) % config.accumulate:
                 continue
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], MAX_GRAD_NORM)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
+            self._optimizer_step()
             bar.update(1)
-            bar.set_postfix(loss=f"{running.mean('loss'):.3f}")
-            if step % steps_per_epoch == 0:
-                history.append(running.close_epoch(epoch + 1, stage))
-                if val_set is not None:
-                    history[-1]["val"] = _validate(loaded, device, val_set, config)
-                log.info("epoch %d: %s", epoch + 1, json.dumps(history[-1]))
-                if progress:
-                    bar.write(_epoch_line(history[-1]))
-            if step % config.checkpoint_every == 0 and step < total_steps:
-                state = {
-                    "step": step,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "sampler": {"seed": config.seed, "epoch": step // steps_per_epoch,
-                                "step_in_epoch": step % steps_per_epoch},
-                    "rng": {"torch": torch.get_rng_state()},
-                    "history": history,
-                    "running": running.state(),
-                    "fingerprint": config.run_fingerprint(),
-                }
-                _save_checkpoint(out_dir, state, config.keep_checkpoints)
+            bar.set_postfix(loss=f"{self.running.mean('loss'):.3f}")
+            if self.step % self.steps_per_epoch == 0:
+                self._close_epoch(epoch, bar)
+            if self.step % config.checkpoint_every == 0 and self.step < self.total_steps:
+                self._checkpoint()
             if on_step is not None:
-                on_step(step)
+                on_step(self.step)
         bar.close()
 
-    val_metrics = history[-1].get("val") if history else None
-    model.eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    loaded.processor.save_pretrained(out_dir)
-    record = {"base": base, "processor": processor_ref, "steps": step, "config": _jsonable(asdict(config)),
-              "history": history, "val_metrics": val_metrics, "resumed_from": resumed_from}
-    (out_dir / TRAINING_FILE).write_text(json.dumps(record, indent=1))
-    shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
-    return TrainResult(out_dir, step, history, val_metrics, resumed_from)
+    def _backward(self, batch: dict) -> None:
+        model, device = self.model, self.device
+        with _autocast(device):
+            image_emb = pooled_output(model.get_image_features(**_to_device(batch["images"], device)))
+            text_emb = None
+            if batch["texts"] is not None:
+                text_emb = pooled_output(model.get_text_features(**_to_device(batch["texts"], device)))
+        text_ids = batch["text_ids"].to(device) if batch["text_ids"] is not None else None
+        parts = self.loss_fn(image_emb, text_emb, batch["image_ids"].to(device), text_ids, model.logit_scale.exp())
+        (parts.total / self.config.accumulate).backward()
+        self.running.add(parts)
+
+    def _optimizer_step(self) -> None:
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], MAX_GRAD_NORM)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+    def _close_epoch(self, epoch: int, bar: tqdm) -> None:
+        self.history.append(self.running.close_epoch(epoch + 1, self.stage))
+        if self.val_set is not None:
+            self.history[-1]["val"] = _validate(self.loaded, self.device, self.val_set, self.config)
+        log.info("epoch %d: %s", epoch + 1, json.dumps(self.history[-1]))
+        if self.progress:
+            bar.write(_epoch_line(self.history[-1]))
+
+    def _checkpoint(self) -> None:
+        config = self.config
+        state = {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "sampler": {"seed": config.seed, "epoch": self.step // self.steps_per_epoch,
+                        "step_in_epoch": self.step % self.steps_per_epoch},
+            "rng": {"torch": torch.get_rng_state()},
+            "history": self.history,
+            "running": self.running.state(),
+            "fingerprint": config.run_fingerprint(),
+        }
+        _save_checkpoint(self.out_dir, state, config.keep_checkpoints)
+
+    def save(self) -> TrainResult:
+        """The trained model and its processor into the out folder with the run's record; checkpoints go."""
+        config, out_dir = self.config, self.out_dir
+        val_metrics = self.history[-1].get("val") if self.history else None
+        self.model.eval()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(out_dir)
+        self.loaded.processor.save_pretrained(out_dir)
+        record = {"base": config.base, "processor": config.processor, "steps": self.step,
+                  "config": _jsonable(asdict(config)), "history": self.history, "val_metrics": val_metrics,
+                  "resumed_from": self.resumed_from}
+        (out_dir / TRAINING_FILE).write_text(json.dumps(record, indent=1))
+        shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
+        return TrainResult(out_dir, self.step, self.history, val_metrics, self.resumed_from)
 
 
 def _epoch_line(entry: dict) -> str:

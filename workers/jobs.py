@@ -12,14 +12,16 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from camtrace.detection import absolute_source
 from camtrace.storage import Database
+from camtrace.storage.sql import Job, SegmentTally
 from camtrace.workers.messages import SegmentRef
 from camtrace.workers.pipeline import expand_within, open_sources, register_video
 from tqdm import tqdm
 
+from camtrace.enums import TERMINAL_JOB_STATUSES, JobStatus, SegmentStatus
 from camtrace.errors import BrokerError, ConfigError, SourceError
 from camtrace.services import Services
 from camtrace.settings import Settings
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from camtrace.training.promotion import ReindexRunner, ReindexWork
     from camtrace.training.schedule import TrainRequest
 
-TERMINAL = ("done", "failed", "superseded")
+TERMINAL = TERMINAL_JOB_STATUSES
 NOT_QUEUED = "could not queue the job"  # the error of a job the broker never took
 
 
@@ -69,8 +71,61 @@ def plan_ingest(
     finally:
         for video in videos:
             video.close()
-    db.update_job(job_id, status="running" if refs else "done", segments_total=len(refs), error=outside)
+    db.update_job(job_id, status=JobStatus.RUNNING if refs else JobStatus.DONE, segments_total=len(refs), error=outside)
     return refs
+
+
+def job_progress(job: Job, tally: SegmentTally) -> dict[str, Any]:
+    """The fields an ingest job's row should hold given its segments: counters, errors, and its end state once
+    every segment it owns is finished (idempotent, whatever got redelivered). Empty: nothing to change."""
+    done, failed = tally.of(SegmentStatus.DONE), tally.of(SegmentStatus.FAILED)
+    owned = tally.owned
+    # Segments re-registered by a newer ingest of the same video belong to that job now;
+    # this one finishes with what it still owns instead of waiting for them forever.
+    taken = max(0, job.segments_total - owned) if job.status == JobStatus.RUNNING else 0
+    if not tally.by_status and not taken:
+        return {}
+    total = max(job.segments_total, owned)
+    fields: dict[str, Any] = {
+        "segments_total": total,
+        "segments_done": done[0],
+        "segments_failed": failed[0],
+        "crops_indexed": int(done[1]),
+        "frames": int(done[2] + failed[2]),
+    }
+    errors = list(tally.errors)
+    if taken:
+        errors.append(f"{taken} segment(s) taken over by a newer ingest of the same video")
+    if errors:
+        fields["error"] = "; ".join(errors)
+    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING) and done[0] + failed[0] + taken >= total > 0:
+        if owned == 0:
+            fields["status"] = JobStatus.SUPERSEDED
+        else:
+            fields["status"] = JobStatus.FAILED if done[0] == 0 else JobStatus.DONE
+    return fields
+
+
+def refresh_job(db: Database, job_id: str) -> Job:
+    """Write an ingest job's progress from its segments (after each segment, by whoever finished it)."""
+    job = db.get_job(job_id)
+    if job.kind != "ingest":  # other jobs (a re-index) count their own progress
+        return job
+    fields = job_progress(job, db.segment_tally(job_id))
+    return db.update_job(job_id, **fields) if fields else job
+
+
+def current_job(db: Database, job_id: str) -> Job:
+    """A job as ``refresh_job`` would leave it, read without writing: what the API, the CLI and a progress bar
+    show. NotFoundError names an unknown job."""
+    job = db.get_job(job_id)
+    if job.kind == "ingest":
+        fields = job_progress(job, db.segment_tally(job_id))
+        if fields.get("status") in TERMINAL and job.finished_at is None:
+            fields["finished_at"] = time.time()
+        for name, value in fields.items():  # the row is detached from its session: nothing is written
+            setattr(job, name, value)
+    return job
 
 
 def job_dict(job) -> dict:
@@ -94,7 +149,7 @@ def job_dict(job) -> dict:
 
 def job_rows(db: Database, limit: int = 50) -> list[dict]:
     """The newest jobs with their progress brought up to date."""
-    return [job_dict(db.refresh_job(job.id)) for job in db.list_jobs(limit=limit)]
+    return [job_dict(current_job(db, job.id)) for job in db.list_jobs(limit=limit)]
 
 
 # A person at the command line wants to hear within seconds that the broker is away;
@@ -132,8 +187,8 @@ def submit_ingest(
     job_id = job_id or str(uuid.uuid4())
     source = absolute_source(source)  # the workers run in other folders
     job = register_ingest(db, source, camera_id, job_id)
-    if job.status != "queued":  # a retry of a job that could not be queued before
-        db.update_job(job_id, status="queued", error=None, finished_at=None)
+    if job.status != JobStatus.QUEUED:  # a retry of a job that could not be queued before
+        db.update_job(job_id, status=JobStatus.QUEUED, error=None, finished_at=None)
     options = {} if patient else {"retry_policy": QUICK_PUBLISH_RETRY}
     try:
         producer(settings).send_task(
@@ -144,7 +199,7 @@ def submit_ingest(
             **options,
         )
     except Exception as exc:  # kombu's OperationalError and the transport's own connection errors
-        db.update_job(job_id, status="failed", error=f"{NOT_QUEUED}: {exc}")
+        db.update_job(job_id, status=JobStatus.FAILED, error=f"{NOT_QUEUED}: {exc}")
         raise unreachable_broker(settings, source, exc) from exc
     return job_id
 
@@ -189,7 +244,7 @@ def reindex_on_workers(services: Services, work: ReindexWork, progress: tqdm | N
 
     db = services.db
     job = db.create_job("reindex", f"model:{work.model_id or 'configured'}", job_id=f"reindex-{uuid.uuid4().hex}")
-    db.update_job(job.id, status="running", segments_total=len(work.batches))
+    db.update_job(job.id, status=JobStatus.RUNNING, segments_total=len(work.batches))
     app = producer(services.settings)
     for point_ids in work.batches:
         app.send_task(
@@ -206,17 +261,17 @@ def reindex_on_workers(services: Services, work: ReindexWork, progress: tqdm | N
         if job.segments_done + job.segments_failed >= job.segments_total:
             break
         time.sleep(poll_seconds)
-    db.update_job(job.id, status="failed" if job.segments_failed else "done")
+    db.update_job(job.id, status=JobStatus.FAILED if job.segments_failed else JobStatus.DONE)
     return job.crops_indexed
 
 
 def follow_job(db: Database, job_id: str, progress: bool = True, poll_seconds: float = 0.5, timeout: float | None = None):
     """Wait for a job to finish, showing segments done/total; returns the final job row."""
-    job = db.refresh_job(job_id)  # NotFoundError names the job
+    job = current_job(db, job_id)  # NotFoundError names the job
     bar = tqdm(total=job.segments_total or None, unit="segment", desc=f"job {job_id[:8]}", disable=not progress)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        job = db.refresh_job(job_id)
+        job = current_job(db, job_id)
         if job.segments_total and bar.total != job.segments_total:
             bar.total = job.segments_total
         bar.n = job.segments_done + job.segments_failed

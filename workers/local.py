@@ -7,9 +7,11 @@ import uuid
 from dataclasses import dataclass, field
 
 from camtrace.detection import VideoSource, absolute_source
+from camtrace.workers.jobs import refresh_job
 from camtrace.workers.pipeline import CropIndexer, SegmentWatch, detect_segment, open_sources, register_video
 from tqdm import tqdm
 
+from camtrace.enums import JobStatus, SegmentStatus
 from camtrace.errors import SourceError
 from camtrace.services import Services
 
@@ -55,7 +57,7 @@ def ingest_local(
         )
         for video, segments in plans:  # every segment is registered before the job counts as running
             register_video(db, video, camera_id, segments, summary.job_id)
-        db.update_job(summary.job_id, status="running")
+        db.update_job(summary.job_id, status=JobStatus.RUNNING)
         expected_frames = sum(expected_sampled_frames(video, settings.sample_fps) for video in videos)
         bar = tqdm(total=expected_frames or None, unit="frame", desc=f"ingest {camera_id}", disable=not progress)
         for video, segments in plans:
@@ -70,15 +72,15 @@ def ingest_local(
                     summary.failed_segments.append(f"{segment_id}: {exc}")
                     continue
                 crops = indexer.index_segment(result)
-                db.mark_segment(segment_id, "done", frames=result.frames, crops=crops)
-                db.refresh_job(summary.job_id)
+                db.mark_segment(segment_id, SegmentStatus.DONE, frames=result.frames, crops=crops)
+                refresh_job(db, summary.job_id)
                 summary.segments += 1
                 summary.frames += result.frames
                 summary.persons += result.boxes
                 summary.tracks += len(result.tracks)
                 summary.crops += crops
         bar.close()
-        db.refresh_job(summary.job_id)
+        refresh_job(db, summary.job_id)
         if summary.tracks:
             # New footage: camera links and the same-person calibration learn from it at once.
             from camtrace.search.evidence_service import EvidenceService

@@ -14,6 +14,7 @@ from camtrace.storage import Database
 from camtrace.workers.cameras import CameraRecorder, CameraStatus, parse_segment_file_name, run_recorders
 from camtrace.workers.jobs import NOT_QUEUED, submit_ingest
 
+from camtrace.enums import JobStatus
 from camtrace.errors import BrokerError, NotFoundError, StorageError
 from camtrace.services import Services
 from camtrace.validation import mask_secrets
@@ -178,7 +179,7 @@ class CameraFleet:
         taken = {
             job.source
             for job in self.db.jobs_for_sources([str(path) for path in found])
-            if not (job.status == "failed" and (job.error or "").startswith(NOT_QUEUED))
+            if not (job.status == JobStatus.FAILED and (job.error or "").startswith(NOT_QUEUED))
         }
         pending = [(path, parsed) for path, parsed in found.items() if str(path) not in taken]
         for path, (camera_id, start_ts) in pending:

@@ -28,9 +28,10 @@ from camtrace.detection import (
 from camtrace.embedding import ImageTextEncoder
 from camtrace.storage import CropStore, Database, VectorIndex
 
+from camtrace.enums import SegmentStatus
 from camtrace.errors import CamtraceError
 from camtrace.settings import Settings
-from camtrace.types import Crop, IndexPoint, make_track_id, point_id
+from camtrace.types import Crop, IndexPoint, PointPayload, make_track_id, point_id
 from camtrace.validation import inside_roots
 
 JPEG_QUALITY = 90
@@ -114,7 +115,7 @@ def register_video(db: Database, video: VideoSource, camera_id: str, segments: S
     )
     for segment in segments:
         db.upsert_segment(
-            video.video_id, segment.index, segment.start_frame, segment.end_frame, status="pending", job_id=job_id
+            video.video_id, segment.index, segment.start_frame, segment.end_frame, status=SegmentStatus.PENDING, job_id=job_id
         )
 
 
@@ -249,18 +250,9 @@ class CropIndexer:
             pid = point_id(video_id, crop.frame_index, crop.track_id)
             key = crop_key(camera_id, video_id, pid)
             self.crops.put(key, crop_jpeg(crop))
-            payload = {
-                "camera_id": camera_id,
-                "video_id": video_id,
-                "track_id": crop.track_id,
-                "ts": float(crop.ts),
-                "frame_index": int(crop.frame_index),
-                "bbox": [float(v) for v in crop.box],
-                "det_conf": float(crop.det_conf),
-                "crop_key": key,
-                "model_version": model_version,
-            }
-            points.append(IndexPoint(id=pid, vector=vector, payload=payload))
+            payload = PointPayload(camera_id, video_id, crop.track_id, float(crop.ts), int(crop.frame_index),
+                                   crop.box, float(crop.det_conf), key, model_version)
+            points.append(IndexPoint(id=pid, vector=vector, payload=payload.as_dict()))
             x1, y1, x2, y2 = (float(v) for v in crop.box)
             rows.append(
                 {

@@ -13,13 +13,14 @@ import time
 from camtrace.detection import VideoSource
 from camtrace.workers import metrics
 from camtrace.workers.celery_app import declare_queues, make_celery
-from camtrace.workers.jobs import plan_ingest
+from camtrace.workers.jobs import plan_ingest, refresh_job
 from camtrace.workers.messages import SegmentRef, part_from_message, part_to_message, split_into_parts
 from camtrace.workers.pipeline import CropIndexer, SegmentWatch, detect_segment
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_init, worker_process_init
 from celery_batches import Batches
 
+from camtrace.enums import JobStatus
 from camtrace.errors import SourceError, StorageError
 from camtrace.services import Services
 
@@ -120,7 +121,7 @@ def ingest(self, job_id: str, source: str, camera_id: str, start_ts: float | Non
     try:
         refs = plan_ingest(db, job_id, source, camera_id, start_ts, settings.segment_seconds, roots)
     except SourceError as exc:
-        db.update_job(job_id, status="failed", error=str(exc))
+        db.update_job(job_id, status=JobStatus.FAILED, error=str(exc))
         return 0
     except TRANSIENT_ERRORS as exc:
         raise self.retry(exc=exc, countdown=backoff(self.request.retries))
@@ -134,7 +135,7 @@ def ingest(self, job_id: str, source: str, camera_id: str, start_ts: float | Non
 @app.task(name="camtrace.detect", bind=True, max_retries=20, acks_late=True, **SEGMENT_TIME_LIMITS)
 def detect(self, ref: dict) -> int:
     """Decode, detect, track and select one segment; send its crops to the embed queue."""
-    segment = SegmentRef(**ref)
+    segment = SegmentRef.model_validate(ref)
     stages = services()
     db = stages.db
     started = time.perf_counter()
@@ -146,7 +147,7 @@ def detect(self, ref: dict) -> int:
             db.fail_segment(
                 segment.segment_id, f"gave up after {state.attempts - 1} deliveries (worker lost or kept failing)"
             )
-            db.refresh_job(segment.job_id)
+            refresh_job(db, segment.job_id)
             return 0
         try:
             with VideoSource(segment.uri, start_ts=segment.start_ts) as video:
@@ -154,13 +155,13 @@ def detect(self, ref: dict) -> int:
         except SourceError as exc:
             # A damaged segment will not decode on a retry either: fail it, keep the job going.
             db.fail_segment(segment.segment_id, str(exc))
-            db.refresh_job(segment.job_id)
+            refresh_job(db, segment.job_id)
             metrics.TASK_ERRORS.labels("detect").inc()
             return 0
         parts = split_into_parts(result, settings.crops_per_message)
         db.set_segment_parts(segment.segment_id, len(parts), frames=result.frames)
         if not parts:
-            db.refresh_job(segment.job_id)
+            refresh_job(db, segment.job_id)
         for number, part in enumerate(parts):
             send_patiently(
                 embed,
@@ -227,7 +228,7 @@ def embed_batch(messages: list[dict]) -> list[tuple[dict, BaseException]]:
     except ValueError as exc:  # an undecodable crop: fail its segments, keep the worker going
         for kwargs, _ in decoded:
             db.fail_segment(kwargs["segment_id"], f"embedding failed: {exc}")
-            db.refresh_job(kwargs["job_id"])
+            refresh_job(db, kwargs["job_id"])
         return []
     metrics.BATCH_SIZE.observe(len(crops))
     retry: list[tuple[dict, BaseException]] = []
@@ -238,7 +239,7 @@ def embed_batch(messages: list[dict]) -> list[tuple[dict, BaseException]]:
         try:
             written = indexer.write_segment(part, part_vectors)
             if db.part_done(kwargs["segment_id"], kwargs["part"], written):
-                db.refresh_job(kwargs["job_id"])
+                refresh_job(db, kwargs["job_id"])
             metrics.CROPS.inc(written)
         except TRANSIENT_ERRORS as exc:
             retry.append((kwargs, exc))
@@ -251,7 +252,7 @@ def requeue_part(kwargs: dict, exc: BaseException) -> None:
     metrics.TASK_ERRORS.labels("embed").inc()
     if attempt > settings.task_max_attempts * 3:
         services().db.fail_segment(kwargs["segment_id"], f"could not write part {kwargs['part']}: {exc}")
-        services().db.refresh_job(kwargs["job_id"])
+        refresh_job(services().db, kwargs["job_id"])
         return
     log.warning("embed part %s/%s failed (%s); retry %d", kwargs["segment_id"], kwargs["part"], exc, attempt)
     send_patiently(embed, kwargs={**kwargs, "attempt": attempt}, countdown=backoff(attempt))

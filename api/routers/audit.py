@@ -9,11 +9,13 @@ from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import AuditOut, AuditPageOut
 from fastapi import APIRouter, Query, Request
 
+from camtrace.enums import Role
+
 router = APIRouter(prefix="/api/audit", tags=["audit"], responses=AUTHENTICATED)
 
 
 @router.get("", responses=errors(400))
-@allow("admin")
+@allow(Role.ADMIN)
 def audit_log(
     request: Request,
     user: Annotated[str | None, Query(max_length=200)] = None,

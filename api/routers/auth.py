@@ -18,6 +18,7 @@ from camtrace.api.schemas import LoginIn, MeOut
 from camtrace.storage.access import SESSION_SECONDS, Principal
 from fastapi import APIRouter, Depends, Request, Response
 
+from camtrace.enums import Role
 from camtrace.errors import TooManyAttemptsError
 
 router = APIRouter(prefix="/api", tags=["auth"])
@@ -72,7 +73,7 @@ def logout(request: Request) -> Response:
 
 
 @router.get("/me", responses=AUTHENTICATED)
-@allow("operator")
+@allow(Role.OPERATOR)
 def me(user: Principal = Depends(current_user)) -> MeOut:
     return MeOut(**user.as_dict())
 

@@ -8,13 +8,14 @@ from camtrace.api.schemas import CameraIn, CameraOut
 from camtrace.storage.access import Principal
 from fastapi import APIRouter, Depends, Request
 
+from camtrace.enums import Role
 from camtrace.validation import mask_secrets
 
 router = APIRouter(prefix="/api/cameras", tags=["cameras"], responses=AUTHENTICATED)
 
 
 @router.get("")
-@allow("operator")
+@allow(Role.OPERATOR)
 def cameras(request: Request, user: Principal = Depends(current_user)) -> list[CameraOut]:
     from camtrace.workers.ops import camera_rows
 
@@ -23,7 +24,7 @@ def cameras(request: Request, user: Principal = Depends(current_user)) -> list[C
 
 
 @router.post("", status_code=201, responses=errors(400))
-@allow("admin")
+@allow(Role.ADMIN)
 def add_camera(body: CameraIn, request: Request, audit: Auditor = Depends(auditor)) -> CameraOut:
     """Add a camera (or replace its stream URL); the recording service picks it up. The URL's user and
     password are never shown back, here, in the list or in the audit log."""

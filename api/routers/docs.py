@@ -10,6 +10,7 @@ from camtrace.api.responses import AUTHENTICATED, errors
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
+from camtrace.enums import Role
 from camtrace.errors import NotFoundError
 
 router = APIRouter(include_in_schema=False)
@@ -39,14 +40,14 @@ def swagger_ui_dir() -> Path:
 
 
 @router.get("/openapi.json", responses={**AUTHENTICATED})
-@allow("operator")
+@allow(Role.OPERATOR)
 def openapi(request: Request) -> JSONResponse:
     """The API's OpenAPI schema (signed-in users: it lists every route and parameter)."""
     return JSONResponse(request.app.openapi())
 
 
 @router.get("/docs", responses={**AUTHENTICATED})
-@allow("operator")
+@allow(Role.OPERATOR)
 def docs() -> HTMLResponse:
     return HTMLResponse(DOCS_PAGE)
 

@@ -8,11 +8,13 @@ from camtrace.api.schemas import FeedbackIn, FeedbackOut
 from camtrace.storage.access import Principal
 from fastapi import APIRouter, Depends, Request
 
+from camtrace.enums import Role
+
 router = APIRouter(prefix="/api", tags=["feedback"], responses=AUTHENTICATED)
 
 
 @router.post("/feedback", responses=errors(400, 404))
-@allow("investigator")
+@allow(Role.INVESTIGATOR)
 def feedback(
     body: FeedbackIn, request: Request, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
 ) -> FeedbackOut:

@@ -10,6 +10,7 @@ from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import JobIn, JobOut
 from fastapi import APIRouter, Depends, Query, Request
 
+from camtrace.enums import Role
 from camtrace.errors import SourceError
 from camtrace.validation import inside_roots
 
@@ -31,7 +32,7 @@ def checked_source(source: str, roots: list[Path]) -> Path:
 
 
 @router.get("")
-@allow("admin")
+@allow(Role.ADMIN)
 def jobs(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[JobOut]:
     from camtrace.workers.jobs import job_rows
 
@@ -39,21 +40,21 @@ def jobs(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> 
 
 
 @router.get("/{job_id}", responses=errors(404))
-@allow("admin")
+@allow(Role.ADMIN)
 def job(job_id: str, request: Request) -> JobOut:
-    from camtrace.workers.jobs import job_dict
+    from camtrace.workers.jobs import current_job, job_dict
 
-    return JobOut(**job_dict(services_of(request).db.refresh_job(job_id)))
+    return JobOut(**job_dict(current_job(services_of(request).db, job_id)))
 
 
 @router.post("", status_code=202, responses=errors(400, 409))
-@allow("admin")
+@allow(Role.ADMIN)
 def submit(body: JobIn, request: Request, audit: Auditor = Depends(auditor)) -> JobOut:
     """Queue an ingest for the workers; follow it at /api/jobs/{id}. Each file of a folder is checked
     again where it resolves: those outside CAMTRACE_INGEST_ROOTS are skipped and named in the job's error."""
     import uuid
 
-    from camtrace.workers.jobs import job_dict, register_ingest, submit_ingest
+    from camtrace.workers.jobs import current_job, job_dict, register_ingest, submit_ingest
 
     settings, services = settings_of(request), services_of(request)
     roots = settings.ingest_root_paths()
@@ -69,4 +70,4 @@ def submit(body: JobIn, request: Request, audit: Auditor = Depends(auditor)) -> 
     with audit.change("job_submit", body.model_dump(), [job_id]):  # the job row and its audit row, or neither
         register_ingest(services.db, str(path), body.camera, job_id)
     submit_ingest(services, str(path), body.camera, body.start, patient=False, job_id=job_id, roots=roots)
-    return JobOut(**job_dict(services.db.refresh_job(job_id)))
+    return JobOut(**job_dict(current_job(services.db, job_id)))

@@ -7,6 +7,8 @@ from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import LinkOut, LinksOut
 from fastapi import APIRouter, Depends, Request
 
+from camtrace.enums import Role
+
 router = APIRouter(prefix="/api/links", tags=["links"], responses=AUTHENTICATED)
 
 
@@ -23,14 +25,14 @@ def links_out(search) -> LinksOut:
 
 
 @router.get("")
-@allow("admin")
+@allow(Role.ADMIN)
 def links(request: Request) -> LinksOut:
     """The learned camera graph of the model in service (learned first if it never was)."""
     return links_out(search_of(request))
 
 
 @router.post("/learn", responses=errors(503))
-@allow("admin")
+@allow(Role.ADMIN)
 def learn_links(request: Request, audit: Auditor = Depends(auditor)) -> LinksOut:
     """Relearn the camera links and the same-person calibration from the footage now."""
     search = search_of(request)

@@ -22,6 +22,7 @@ from camtrace.api.schemas import (
 from camtrace.storage.access import Principal
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 
+from camtrace.enums import Role
 from camtrace.errors import TooLargeError
 
 RESULT_FIELDS = set(SearchResultOut.model_fields) - {"crop_url"}
@@ -36,7 +37,7 @@ def results_out(results) -> list[SearchResultOut]:
 
 
 @router.post("/text", responses=errors(400, 404))
-@allow("operator")
+@allow(Role.OPERATOR)
 def search_text(
     body: TextSearchIn,
     request: Request,
@@ -59,7 +60,7 @@ def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:
 
 
 @router.post("/image", responses=errors(404))
-@allow("operator")
+@allow(Role.OPERATOR)
 @upload
 def search_image(
     request: Request,
@@ -106,7 +107,7 @@ def search_image(
 
 
 @router.post("/track/{track_id}", responses=errors(400, 404))
-@allow("operator")
+@allow(Role.OPERATOR)
 def search_track(
     track_id: str,
     request: Request,

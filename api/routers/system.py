@@ -7,6 +7,8 @@ from camtrace.api.responses import AUTHENTICATED
 from camtrace.api.schemas import HealthOut
 from fastapi import APIRouter, Request, Response
 
+from camtrace.enums import Role
+
 router = APIRouter(tags=["system"])
 
 
@@ -17,7 +19,7 @@ def healthz(request: Request) -> HealthOut:
 
 
 @router.get("/metrics", responses=AUTHENTICATED, response_class=Response)
-@allow("operator")
+@allow(Role.OPERATOR)
 def metrics() -> Response:
     """Prometheus metrics of this service process."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

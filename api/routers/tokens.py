@@ -6,11 +6,13 @@ from camtrace.api.deps import Auditor, access_of, allow, auditor
 from camtrace.api.responses import AUTHENTICATED, errors
 from fastapi import APIRouter, Depends, Request, Response
 
+from camtrace.enums import Role
+
 router = APIRouter(prefix="/api/tokens", tags=["users"], responses=AUTHENTICATED)
 
 
 @router.delete("/{token_id}", status_code=204, response_class=Response, responses=errors(404))
-@allow("admin")
+@allow(Role.ADMIN)
 def revoke_token(token_id: str, request: Request, audit: Auditor = Depends(auditor)) -> Response:
     """Revoke one API token at once (``GET /api/users/{name}/tokens`` lists the ids)."""
     with audit.change("token_revoke", {"token_id": token_id}, [token_id]) as entry:

@@ -11,6 +11,8 @@ from camtrace.api.schemas import ExportFormat, TraceOut, TraceStepOut, crop_url
 from camtrace.storage.access import Principal
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from camtrace.enums import Role
+
 router = APIRouter(prefix="/api/trace", tags=["trace"], responses=AUTHENTICATED)
 MEDIA = {"csv": "text/csv", "json": "application/json", "html": "text/html"}
 
@@ -40,7 +42,7 @@ MinProbability = Annotated[
 
 
 @router.get("/{track_id}", responses=errors(404))
-@allow("operator")
+@allow(Role.OPERATOR)
 def trace(
     track_id: str,
     request: Request,
@@ -61,7 +63,7 @@ def trace(
     response_class=Response,
     responses={200: {"content": {m: {} for m in MEDIA.values()}, "description": "The trace as a file."}, **errors(404)},
 )
-@allow("investigator")
+@allow(Role.INVESTIGATOR)
 def export_trace(
     track_id: str,
     request: Request,

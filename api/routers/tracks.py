@@ -9,6 +9,7 @@ from camtrace.storage.access import Principal
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse
 
+from camtrace.enums import Role
 from camtrace.errors import NotFoundError
 
 router = APIRouter(prefix="/api", tags=["tracks"], responses=AUTHENTICATED)
@@ -16,7 +17,7 @@ JPEG = {200: {"content": {"image/jpeg": {}}, "description": "A JPEG image."}}
 
 
 @router.get("/tracks/{track_id}/frame", response_class=Response, responses={**JPEG, **errors(400, 404)})
-@allow("operator")
+@allow(Role.OPERATOR)
 def track_frame(
     track_id: str, request: Request, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
 ) -> Response:
@@ -37,7 +38,7 @@ def track_clip(
     from camtrace.search.clips import CLIP_MEDIA_TYPE, track_clip
 
     services = services_of(request)
-    track = search_of(request)._track(track_id, user.cameras)
+    track = search_of(request).visible_track(track_id, user.cameras)
     path = track_clip(services.db, services.settings.resolved_data_dir / "clips", track)
     audit("clip_view", {"track_id": track_id}, [track_id])
     return FileResponse(path, media_type=CLIP_MEDIA_TYPE, filename=f"track-{track_id.replace(':', '-')}.webm",
@@ -45,7 +46,7 @@ def track_clip(
 
 
 @router.get("/tracks/{track_id}", responses=errors(404))
-@allow("operator")
+@allow(Role.OPERATOR)
 def track(track_id: str, request: Request, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)) -> TrackOut:
     view = search_of(request).track(track_id, allowed_cameras=user.cameras)
     audit("track_view", {"track_id": track_id}, [view.track_id])
@@ -65,7 +66,7 @@ def track(track_id: str, request: Request, user: Principal = Depends(current_use
 
 
 @router.get("/crops/{crop_key:path}", response_class=Response, responses={**JPEG, **errors(400, 404)})
-@allow("operator")
+@allow(Role.OPERATOR)
 def crop(crop_key: str, request: Request, user: Principal = Depends(current_user)) -> Response:
     """A crop image. Not audited one by one (a result page loads dozens): the searches, track and frame
     views that named its track are."""

@@ -8,17 +8,19 @@ from camtrace.api.schemas import TokenCreatedOut, TokenIn, TokenOut, UserCreated
 from camtrace.storage.access import Principal
 from fastapi import APIRouter, Depends, Request, Response
 
+from camtrace.enums import Role
+
 router = APIRouter(prefix="/api/users", tags=["users"], responses=AUTHENTICATED)
 
 
 @router.get("")
-@allow("admin")
+@allow(Role.ADMIN)
 def users(request: Request) -> list[UserOut]:
     return [UserOut(**user.as_dict(), created_at=created) for user, created in access_of(request).users()]
 
 
 @router.post("", status_code=201, responses=errors(400))
-@allow("admin")
+@allow(Role.ADMIN)
 def add_user(body: UserIn, request: Request, audit: Auditor = Depends(auditor)) -> UserCreatedOut:
     """Create a user; the answer holds its first API token, shown this once."""
     access = access_of(request)
@@ -32,7 +34,7 @@ def add_user(body: UserIn, request: Request, audit: Auditor = Depends(auditor)) 
 
 
 @router.delete("/{username}", status_code=204, response_class=Response, responses=errors(404))
-@allow("admin")
+@allow(Role.ADMIN)
 def remove_user(
     username: str, request: Request, me: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
 ) -> Response:
@@ -44,14 +46,14 @@ def remove_user(
 
 
 @router.get("/{username}/tokens", responses=errors(404))
-@allow("admin")
+@allow(Role.ADMIN)
 def tokens(username: str, request: Request) -> list[TokenOut]:
     """A user's API tokens by id, with their expiry (the secrets are never shown again)."""
     return [TokenOut(**info.as_dict()) for info in access_of(request).tokens(username)]
 
 
 @router.post("/{username}/tokens", status_code=201, responses=errors(400, 404))
-@allow("admin")
+@allow(Role.ADMIN)
 def create_token(
     username: str, request: Request, body: TokenIn | None = None, audit: Auditor = Depends(auditor)
 ) -> TokenCreatedOut:

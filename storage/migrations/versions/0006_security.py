@@ -36,7 +36,7 @@ SQLITE_TRIGGERS = {
 
 def _audit_hash(*parts) -> str:
     # The same function the application uses, so rows hashed here verify there.
-    from camtrace.storage.access import audit_hash
+    from camtrace.storage.audit import audit_hash
 
     return audit_hash(*parts)
 
