@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from camtrace import validation
-from camtrace.enums import Role, TraceStatus, Verdict
+from camtrace.enums import AlertAction, AlertStatus, CaseItemKind, Role, TraceStatus, Verdict, WatchKind
 from camtrace.errors import InputError
 
 ExportFormat = Literal["csv", "json", "html"]
@@ -336,7 +336,7 @@ class WatchEntryIn(In):
 
 class WatchEntryOut(BaseModel):
     id: int
-    kind: Literal["person", "description"]
+    kind: WatchKind
     track_id: str | None
     text: str | None
     cameras: list[str] | None = Field(description="The cameras it alerts on; null: every camera.")
@@ -363,7 +363,7 @@ class AlertOut(BaseModel):
     score: float = Field(description="Best similarity of the track's crops to the entry.")
     crop_url: str | None
     track_url: str = Field(description="The track on the page.")
-    status: Literal["new", "acknowledged", "dismissed"]
+    status: AlertStatus
     handled_by: str | None
     handled_at: float | None
     created_at: float
@@ -374,7 +374,7 @@ class AlertsOut(BaseModel):
 
 
 class AlertActionIn(In):
-    action: Literal["acknowledge", "dismiss"] = Field(
+    action: AlertAction = Field(
         description="acknowledge; or dismiss: for a person, the verdict that the track shows someone else.")
 
 
@@ -394,7 +394,7 @@ class CaseNoteIn(In):
 
 class CaseItemOut(BaseModel):
     id: int
-    kind: Literal["track", "note"]
+    kind: CaseItemKind
     track_id: str | None
     text: str
     username: str

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from camtrace import validation
-from camtrace.enums import JobStatus, Role, TrainCrops, values
+from camtrace.enums import AlertStatus, JobStatus, Role, TrainCrops, values
 from camtrace.errors import CamtraceError
 from camtrace.settings import Settings, load_settings, settings_markdown
 
@@ -999,7 +999,7 @@ def alerts() -> None:
 
 
 @alerts.command("list")
-@click.option("--status", type=click.Choice(["new", "acknowledged", "dismissed"]))
+@click.option("--status", type=click.Choice(values(AlertStatus)))
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--json", "as_json", is_flag=True)
 def alerts_list(status: str | None, limit: int, as_json: bool) -> None:

@@ -28,6 +28,7 @@ from camtrace.storage.access import AccessStore
 from camtrace.storage.watchlists import Alert, NewAlert, WatchEntry, WatchStore
 
 from camtrace import validation
+from camtrace.enums import AlertAction, AlertStatus, Verdict, WatchKind
 from camtrace.errors import InputError, NotFoundError
 from camtrace.services import EmbeddingModel, Services
 from camtrace.types import SearchFilter
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 NOTE_MAX_LENGTH = 2000
 TEXT_MAX_LENGTH = 500
 MAX_ENTRY_EXAMPLES = 64  # crop vectors kept per person entry (spread over its tracks)
-ALERT_ACTIONS = {"acknowledge": "acknowledged", "dismiss": "dismissed"}
+ALERT_ACTIONS = {AlertAction.ACKNOWLEDGE: AlertStatus.ACKNOWLEDGED, AlertAction.DISMISS: AlertStatus.DISMISSED}
 WATCH_AUDIT_USER = None  # alerts are raised by the service itself, not by a user
 WATCH_AUDIT_CLIENT = "watchlist"
 
@@ -107,12 +108,12 @@ class WatchService:
             chosen = tuple(sorted(set(allowed_cameras)))
         if track_id is not None:
             self.search.visible_track(track_id, allowed_cameras)  # unknown or not visible: 404
-            return self.store.add_entry("person", username=username, track_id=track_id, cameras=chosen, since=since,
+            return self.store.add_entry(WatchKind.PERSON, username=username, track_id=track_id, cameras=chosen, since=since,
                                         until=until, min_probability=min_probability, note=note)
         text = _description(text)
         if min_score is None:
             min_score = self.calibrated_text_bar(text, chosen)
-        return self.store.add_entry("description", username=username, text=text, cameras=chosen, since=since,
+        return self.store.add_entry(WatchKind.DESCRIPTION, username=username, text=text, cameras=chosen, since=since,
                                     until=until, min_score=min_score, note=note)
 
     def calibrated_text_bar(self, text: str, cameras: Sequence[str] | None) -> float:
@@ -165,10 +166,10 @@ class WatchService:
         if action not in ALERT_ACTIONS:
             raise InputError(f"action {action!r} is not one of {', '.join(ALERT_ACTIONS)}")
         alert = self.store.alert(alert_id, allowed_cameras)
-        if action == "dismiss":
+        if action == AlertAction.DISMISS:
             entry = next((e for e in self.store.entries() if e.id == alert.entry_id), None)
             if entry is not None and entry.track_id is not None:
-                self.services.db.add_feedback(entry.track_id, alert.track_id, "different", username)
+                self.services.db.add_feedback(entry.track_id, alert.track_id, Verdict.DIFFERENT, username)
         return self.store.set_status(alert_id, ALERT_ACTIONS[action], username)
 
 
@@ -219,7 +220,7 @@ class Watcher:
         owner: list[int] = []
         sightings: dict[int, list[Sighting]] = {}
         decided: dict[int, frozenset[str]] = {}
-        texts = [(i, e.text) for i, e in enumerate(entries) if e.kind == "description" and e.text]
+        texts = [(i, e.text) for i, e in enumerate(entries) if e.kind == WatchKind.DESCRIPTION and e.text]
         if texts:
             text_vectors = self.model.encoder.encode_texts([t for _, t in texts])
             for (i, _), vector in zip(texts, text_vectors, strict=True):
@@ -227,7 +228,7 @@ class Watcher:
                 owner.append(i)
         with index.session():
             for i, entry in enumerate(entries):
-                if entry.kind != "person" or not entry.track_id:
+                if entry.kind != WatchKind.PERSON or not entry.track_id:
                     continue
                 identity = resolve_identity(entry.track_id, db.feedback_for)
                 known = (entry.track_id, *identity.confirmed)
@@ -259,7 +260,7 @@ class Watcher:
         if current is None or not len(current.vectors):
             return []
         scores = _best_scores(current, tracks)
-        people = any(e.kind == "person" for e in current.entries)
+        people = any(e.kind == WatchKind.PERSON for e in current.entries)
         evidence = self.evidence.current(self.model) if people else None  # read once per batch
         found: list[NewAlert] = []
         # Person entries: each track's odds of being the person; tracks on one camera in one batch compete, since
@@ -270,7 +271,7 @@ class Watcher:
                 score = float(scores[t, i])
                 if not np.isfinite(score) or not entry.covers(track.camera_id, track.ts_start):
                     continue
-                if entry.kind == "description":
+                if entry.kind == WatchKind.DESCRIPTION:
                     if entry.min_score is not None and score >= entry.min_score:
                         found.append(NewAlert(entry.id, track.track_id, track.camera_id, track.ts_start, None,
                                               round(score, 6), track.crop_key))

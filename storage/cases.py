@@ -14,6 +14,7 @@ from camtrace.storage.sql import Base, Database
 from sqlalchemy import Float, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from camtrace.enums import CaseItemKind
 from camtrace.errors import InputError, NotFoundError
 
 TITLE_MAX_LENGTH = 200
@@ -86,7 +87,7 @@ class CaseStore:
         return Case(int(case_id), title, username, now)
 
     def add_item(self, case_id: int, kind: str, username: str, *, track_id: str | None = None, text: str = "") -> Case:
-        if kind not in ("track", "note"):
+        if kind not in tuple(CaseItemKind):
             raise InputError(f"a case item is a track or a note, not {kind!r}")
         if kind == "note" and not (text or "").strip():
             raise InputError("the note is empty")

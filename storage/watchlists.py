@@ -24,11 +24,12 @@ from camtrace.storage.sql import Base, Database
 from sqlalchemy import Float, Integer, String, Text, UniqueConstraint, delete, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
+from camtrace.enums import AlertStatus, DeliveryStatus, WatchKind
 from camtrace.errors import InputError, NotFoundError
 
-ENTRY_KINDS = ("person", "description")
-ALERT_STATUSES = ("new", "acknowledged", "dismissed")
-DELIVERY_STATUSES = ("pending", "delivered", "failed")
+ENTRY_KINDS = tuple(WatchKind)
+ALERT_STATUSES = tuple(AlertStatus)
+DELIVERY_STATUSES = tuple(DeliveryStatus)
 
 
 class WatchEntryRow(Base):
@@ -60,7 +61,7 @@ class AlertRow(Base):
     probability: Mapped[float | None] = mapped_column(Float)  # person: P(same person); description: none
     score: Mapped[float] = mapped_column(Float)
     crop_key: Mapped[str | None] = mapped_column(String)
-    status: Mapped[str] = mapped_column(String, default="new")  # one of ALERT_STATUSES
+    status: Mapped[str] = mapped_column(String, default=AlertStatus.NEW)  # one of ALERT_STATUSES
     handled_by: Mapped[str | None] = mapped_column(String)
     handled_at: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
@@ -74,7 +75,7 @@ class AlertDeliveryRow(Base):
     alert_id: Mapped[int] = mapped_column(Integer, index=True)
     target: Mapped[str] = mapped_column(String)  # "mqtt" or "webhook:<key>" (a hash of the URL, never the URL)
     label: Mapped[str] = mapped_column(String)  # the target for people: the URL with any password masked
-    status: Mapped[str] = mapped_column(String, default="pending")  # one of DELIVERY_STATUSES
+    status: Mapped[str] = mapped_column(String, default=DeliveryStatus.PENDING)  # one of DELIVERY_STATUSES
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_at: Mapped[float] = mapped_column(Float, index=True)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -234,11 +235,11 @@ class WatchStore:
                 AlertRow.entry_id == alert.entry_id, AlertRow.track_id == alert.track_id)).first()
             if exists is not None:
                 return None
-            row = {**alert.__dict__, "status": "new", "handled_by": None, "handled_at": None, "created_at": now}
+            row = {**alert.__dict__, "status": AlertStatus.NEW, "handled_by": None, "handled_at": None, "created_at": now}
             alert_id = conn.execute(AlertRow.__table__.insert().values(**row)).inserted_primary_key[0]
             for target, label in targets:
                 conn.execute(AlertDeliveryRow.__table__.insert().values(
-                    alert_id=alert_id, target=target, label=label, status="pending", attempts=0, next_at=now,
+                    alert_id=alert_id, target=target, label=label, status=DeliveryStatus.PENDING, attempts=0, next_at=now,
                     created_at=now))
         return _alert(type("Row", (), {"id": alert_id, **row}))
 
@@ -289,7 +290,7 @@ class WatchStore:
     def due_deliveries(self, now: float | None = None, limit: int = 100) -> list[Delivery]:
         """Pending deliveries whose time has come, oldest first."""
         now = time.time() if now is None else now
-        query = (select(AlertDeliveryRow).where(AlertDeliveryRow.status == "pending", AlertDeliveryRow.next_at <= now)
+        query = (select(AlertDeliveryRow).where(AlertDeliveryRow.status == DeliveryStatus.PENDING, AlertDeliveryRow.next_at <= now)
                  .order_by(AlertDeliveryRow.id).limit(limit))
         with self.db.guard("reading alert deliveries"), self.db.engine.connect() as conn:
             return [_delivery(row) for row in conn.execute(query).all()]
@@ -306,7 +307,7 @@ class WatchStore:
         once (beat and an embed worker) do not both send it; False when another process took it first."""
         with self.db.write(f"claiming alert delivery {delivery.id}") as conn:
             taken = conn.execute(update(AlertDeliveryRow).where(
-                AlertDeliveryRow.id == delivery.id, AlertDeliveryRow.status == "pending",
+                AlertDeliveryRow.id == delivery.id, AlertDeliveryRow.status == DeliveryStatus.PENDING,
                 AlertDeliveryRow.next_at == delivery.next_at).values(next_at=time.time() + seconds)).rowcount
         return taken == 1
 
@@ -314,10 +315,10 @@ class WatchStore:
         """One try of a delivery: delivered (``error`` None), to try again at ``next_at``, or given up (None)."""
         now = time.time()
         if error is None:
-            values: dict[str, Any] = {"status": "delivered", "delivered_at": now, "last_error": None}
+            values: dict[str, Any] = {"status": DeliveryStatus.DELIVERED, "delivered_at": now, "last_error": None}
         else:
-            values = {"status": "pending" if next_at is not None else "failed", "last_error": error[:2000],
-                      "next_at": next_at if next_at is not None else now}
+            status = DeliveryStatus.PENDING if next_at is not None else DeliveryStatus.FAILED
+            values = {"status": status, "last_error": error[:2000], "next_at": next_at if next_at is not None else now}
         with self.db.write(f"logging alert delivery {delivery_id}") as conn:
             conn.execute(update(AlertDeliveryRow).where(AlertDeliveryRow.id == delivery_id)
                          .values(attempts=AlertDeliveryRow.attempts + 1, **values))

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from camtrace.enums import AlertStatus
 from camtrace.errors import InputError
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"], responses=AUTHENTICATED)
@@ -39,7 +40,7 @@ def alert_out(alert) -> AlertOut:
 @allow("operator")
 def alerts(
     request: Request,
-    status: str | None = Query(None, description="new, acknowledged or dismissed; default: all."),
+    status: AlertStatus | None = Query(None, description="new, acknowledged or dismissed; default: all."),
     limit: int = Query(50, ge=1, le=MAX_LIMIT),
     offset: int = Query(0, ge=0, le=10_000),
     user: Principal = Depends(current_user),
