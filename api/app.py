@@ -57,9 +57,11 @@ class LazySearch:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The FastAPI app over one set of stages built from ``settings``."""
     from camtrace.api.routers import (
+        alerts,
         audit,
         auth,
         cameras,
+        cases,
         docs,
         feedback,
         jobs,
@@ -70,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         trace,
         tracks,
         users,
+        watchlist,
     )
 
     settings = settings or load_settings()
@@ -94,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = services
     app.state.access = AccessStore(services.db)
     app.state.search = LazySearch(services)
+    app.state.watch = None  # the watchlist stage, built on first use (api/routers/watchlist.py)
     app.add_middleware(RequestGuard, api=app)
 
     @app.exception_handler(CamtraceError)
@@ -111,7 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"error": str(exc.detail), "kind": "HTTPError"}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
-    for module in (system, auth, search, tracks, trace, feedback, cameras, jobs, links, users, tokens, audit, docs):
+    for module in (system, auth, search, tracks, trace, feedback, cameras, jobs, links, users, tokens, audit, watchlist,
+                   alerts, cases, docs):
         router = module.router
         app.include_router(router)
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from camtrace import validation
-from camtrace.enums import Role, TraceStatus, Verdict
+from camtrace.enums import AlertAction, AlertStatus, CaseItemKind, Role, TraceStatus, Verdict, WatchKind
 from camtrace.errors import InputError
 
 ExportFormat = Literal["csv", "json", "html"]
@@ -312,3 +312,102 @@ class AuditPageOut(BaseModel):
 class HealthOut(BaseModel):
     status: str
     mode: str
+
+
+# Watchlists and alerts ----------------------------------------------------------
+Probability = Annotated[float | None, Field(None, gt=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class WatchEntryIn(In):
+    """A person (``track_id``: that track and those confirmed as the same person) or a description (``text``)."""
+
+    track_id: str | None = Field(None, min_length=1, max_length=500, description="Watch for this track's person.")
+    text: str | None = Field(None, min_length=1, max_length=500, description="Watch for people matching this text.")
+    cameras: list[CameraId] | None = Field(None, max_length=MAX_CAMERAS,
+                                           description="Alert on these cameras only; default: every camera you see.")
+    since: Moment = None
+    until: Moment = None
+    min_probability: Probability = Field(
+        None, description="A person's bar: P(same person) an alert needs; default CAMTRACE_TRACE_MIN_SCORE.")
+    min_score: Score = Field(None, description="A description's similarity bar; default: calibrated on the site's "
+                                               "tracks (CAMTRACE_WATCH_TEXT_SHARE).")
+    note: str = Field("", max_length=2000, description="Why the entry is there (shown with its alerts).")
+
+
+class WatchEntryOut(BaseModel):
+    id: int
+    kind: WatchKind
+    track_id: str | None
+    text: str | None
+    cameras: list[str] | None = Field(description="The cameras it alerts on; null: every camera.")
+    since: float | None
+    until: float | None
+    min_probability: float | None = Field(description="A person's bar; null: CAMTRACE_TRACE_MIN_SCORE.")
+    min_score: float | None = Field(description="A description's similarity bar.")
+    username: str = Field(description="Who made the entry.")
+    note: str
+    created_at: float
+
+
+class WatchListOut(BaseModel):
+    entries: list[WatchEntryOut]
+
+
+class AlertOut(BaseModel):
+    id: int
+    entry_id: int
+    track_id: str
+    camera_id: str
+    ts: float = Field(description="When the track begins (epoch seconds).")
+    probability: float | None = Field(description="P(same person) for a person's entry; null for a description.")
+    score: float = Field(description="Best similarity of the track's crops to the entry.")
+    crop_url: str | None
+    track_url: str = Field(description="The track on the page.")
+    status: AlertStatus
+    handled_by: str | None
+    handled_at: float | None
+    created_at: float
+
+
+class AlertsOut(BaseModel):
+    alerts: list[AlertOut]
+
+
+class AlertActionIn(In):
+    action: AlertAction = Field(
+        description="acknowledge; or dismiss: for a person, the verdict that the track shows someone else.")
+
+
+# Cases ------------------------------------------------------------------------------
+class CaseIn(In):
+    title: str = Field(min_length=1, max_length=200)
+
+
+class CaseTrackIn(In):
+    track_id: str = Field(min_length=1, max_length=500)
+    note: str = Field("", max_length=5000, description="Why the track belongs to the case.")
+
+
+class CaseNoteIn(In):
+    text: str = Field(min_length=1, max_length=5000)
+
+
+class CaseItemOut(BaseModel):
+    id: int
+    kind: CaseItemKind
+    track_id: str | None
+    text: str
+    username: str
+    created_at: float
+
+
+class CaseOut(BaseModel):
+    id: int
+    title: str
+    username: str = Field(description="Who opened the case.")
+    created_at: float
+    items: list[CaseItemOut]
+
+
+class CasesOut(BaseModel):
+    cases: list[CaseOut]

@@ -88,3 +88,34 @@ class TrainCrops(StrEnum):
 def values(enum: type[StrEnum]) -> list[str]:
     """The members' strings, in order (click choices, error messages)."""
     return [member.value for member in enum]
+
+
+class WatchKind(StrEnum):
+    """What a watchlist entry looks out for."""
+
+    PERSON = "person"  # a track and the tracks confirmed as the same person
+    DESCRIPTION = "description"  # a text
+
+
+class AlertStatus(StrEnum):
+    NEW = "new"
+    ACKNOWLEDGED = "acknowledged"
+    DISMISSED = "dismissed"  # for a person: also the verdict "different" on the pair
+
+
+class AlertAction(StrEnum):
+    """What a user does with an alert; each leaves the alert in the status of the same name."""
+
+    ACKNOWLEDGE = "acknowledge"
+    DISMISS = "dismiss"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # to be tried (again) at its next_at
+    DELIVERED = "delivered"
+    FAILED = "failed"  # given up after CAMTRACE_ALERT_DELIVERY_ATTEMPTS
+
+
+class CaseItemKind(StrEnum):
+    TRACK = "track"
+    NOTE = "note"

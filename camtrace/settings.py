@@ -93,6 +93,14 @@ class Settings(BaseSettings):
     )
     sample_fps: float = Field(5.0, gt=0.0, description="Frames per second sampled from each video.")
     segment_seconds: float = Field(60.0, gt=0.0, description="Length of a segment: the unit of tracking and of work.")
+    live_segment_seconds: float | None = Field(
+        None, gt=0.0, description="Live cameras are cut into files this long, each indexed (and checked against the "
+        "watchlist) when it ends: 8 brings alerts within about 10 s; unset: CAMTRACE_SEGMENT_SECONDS.",
+    )
+    alert_repeat_seconds: float = Field(
+        120.0, ge=0.0, description="A watchlist entry alerts once for a person who stays on one camera: a match "
+        "within this many seconds of the entry's last alert there raises none (0: every matching track alerts).",
+    )
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset uses embedded Qdrant Edge in the data dir.")
     qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server.")
     collection: str = Field("camtrace", description="Name of the vector collection (server: the alias queries use).")
@@ -114,6 +122,30 @@ class Settings(BaseSettings):
     )
     evidence_learn_minutes: float = Field(
         15.0, gt=0.0, description="Beat relearns the calibration and camera links this often when new tracks arrived."
+    )
+    watch_text_share: float = Field(
+        0.02, gt=0.0, lt=1.0,
+        description="A description on the watchlist alerts on a new track scoring like the best this share of the "
+        "site's indexed tracks (its similarity bar is calibrated on them when the entry is made).",
+    )
+    mqtt_url: str | None = Field(
+        None, description="MQTT broker for watchlist alerts: mqtt://[user:password@]host[:1883] or mqtts://...; "
+        "unset: no MQTT.",
+    )
+    mqtt_topic: str = Field("camtrace/alerts", min_length=1, description="MQTT topic watchlist alerts are published to.")
+    webhook_urls: str = Field(
+        "", description="Comma-separated http(s) URLs each watchlist alert is POSTed to as JSON; empty: no webhooks.",
+    )
+    webhook_secret: str | None = Field(
+        None, description="Key of the HMAC-SHA256 signature of each webhook body (header X-Camtrace-Signature: "
+        "sha256=<hex>); unset: webhooks are not sent.",
+    )
+    alert_delivery_attempts: int = Field(
+        12, ge=1, description="Tries of one alert delivery (MQTT or a webhook), with a growing wait between them "
+        "(10 s doubling up to an hour), before it is logged as failed.",
+    )
+    alert_delivery_seconds: float = Field(
+        15.0, gt=0.0, description="Beat retries pending alert deliveries this often (s).",
     )
     database_url: str | None = Field(None, description="SQLAlchemy URL; unset uses SQLite in the data dir.")
     broker_url: str | None = Field(
@@ -211,10 +243,25 @@ class Settings(BaseSettings):
 
     @field_validator("embed_processor", "qdrant_url", "qdrant_api_key", "database_url", "broker_url", "result_backend",
         "retention_days", "metrics_port", "val_dataset", "training_data_dir", "train_interval_seconds",
-        "detector_imgsz", mode="before")
+        "detector_imgsz", "mqtt_url", "webhook_secret", "live_segment_seconds", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, value: str | None) -> str | None:
+        if value is not None and value.split("://", 1)[0].lower() not in ("mqtt", "mqtts"):
+            raise ValueError("must be an MQTT URL such as mqtt://user:password@host:1883 (mqtts:// for TLS)")
+        return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _check_webhook_urls(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip() and part.strip().split("://", 1)[0].lower() not in ("http", "https"):
+                raise ValueError(f"'{part.strip()}' is not an http:// or https:// URL")
+        return value
 
     @field_validator("broker_url")
     @classmethod
@@ -222,6 +269,13 @@ class Settings(BaseSettings):
         if value is not None and value.split("://", 1)[0].split("+")[0].lower() not in BROKER_SCHEMES:
             raise ValueError("must be a Redis (redis://host:6379/0) or RabbitMQ (amqp://user:password@host:5672/vhost) URL")
         return value
+
+    @model_validator(mode="after")
+    def _webhooks_are_signed(self) -> Settings:
+        if self.webhook_urls.strip() and not self.webhook_secret:
+            raise ValueError("CAMTRACE_WEBHOOK_URLS is set but CAMTRACE_WEBHOOK_SECRET is not: webhooks are sent signed "
+                             "only; set a long random secret (and give it to the receivers to check the signature)")
+        return self
 
     @model_validator(mode="after")
     def _visibility_exceeds_the_task_time_limit(self) -> Settings:
@@ -312,6 +366,15 @@ class Settings(BaseSettings):
     def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         """CAMTRACE_TRUSTED_PROXIES as networks (a single address is a /32 or /128)."""
         return [ipaddress.ip_network(part.strip(), strict=False) for part in self.trusted_proxies.split(",") if part.strip()]
+
+    @property
+    def live_segment_length(self) -> float:
+        """Seconds of a live camera's segment file (CAMTRACE_LIVE_SEGMENT_SECONDS, else CAMTRACE_SEGMENT_SECONDS)."""
+        return float(self.live_segment_seconds or self.segment_seconds)
+
+    def webhook_url_list(self) -> list[str]:
+        """CAMTRACE_WEBHOOK_URLS as a list."""
+        return [part.strip() for part in self.webhook_urls.split(",") if part.strip()]
 
     def ingest_root_paths(self) -> list[Path]:
         """CAMTRACE_INGEST_ROOTS as resolved folders (symlinks and .. followed)."""

@@ -21,7 +21,7 @@ import cv2
 import httpx
 import pytest
 from api_fixtures import PASSWORD, api_env, run_cli  # noqa: F401 (api_env is a fixture)
-from distributed_fixtures import free_port, wait_for
+from distributed_fixtures import free_port, settings_from, wait_for
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -33,6 +33,7 @@ class PageService:
     url: str
     cameras: list[str]
     footage: object
+    env: dict | None = None
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def page_service(tmp_path_factory, api_env, footage):  # noqa: F811 (pytest fixt
 
     try:
         wait_for(healthy, 60, "camtrace serve to answer /healthz")
-        yield PageService(url, cameras, footage)
+        yield PageService(url, cameras, footage, env)
     finally:
         process.terminate()
         try:
@@ -300,3 +301,38 @@ def test_api_docs_render_from_the_service_own_files_under_its_csp(browser, page_
     expect(page.get_by_text("/api/search/text").first).to_be_visible()
     assert all(url.startswith(page_service.url) or url.startswith(("data:", "blob:")) for url in requested), requested
     assert errors == []
+
+
+def test_a_watchlist_alert_arrives_live_as_a_banner_and_is_dismissed(browser, page_service):
+    from camtrace.storage.sql import Track
+    from camtrace.storage.watchlists import NewAlert, WatchStore
+    from sqlalchemy import select
+
+    from camtrace.services import Services
+
+    services = Services(settings_from(page_service.env))
+    first, second = page_service.cameras[:2]
+    with services.db.engine.connect() as conn:
+        seed, seen = (conn.execute(select(Track).where(Track.camera_id == camera).order_by(Track.id)).first()
+                      for camera in (first, second))
+    store = WatchStore(services.db)
+    entry = store.add_entry("person", username="ines", track_id=seed.id, note="the man with the bag")
+    page, script_errors = open_page(browser, page_service)
+    sign_in(page, "ines")
+    limited, limited_errors = open_page(browser, page_service)
+    sign_in(limited, "rita")  # limited to the first camera: the alert is on the second
+    page.wait_for_timeout(1500)  # both streams are open (each starts after the newest alert)
+    alert = store.add_alert(NewAlert(entry.id, seen.id, second, seen.ts_start, 0.87, 0.93, seen.best_crop_key), [])
+
+    banner = page.get_by_test_id("alert-banner")
+    expect(banner).to_have_count(1, timeout=10_000)
+    expect(banner).to_contain_text(f"Watchlist match on {second}")
+    expect(banner).to_contain_text("87% likely")
+    assert banner.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")  # the crop, with the session
+    banner.get_by_test_id("alert-dismiss").click()
+    expect(banner).to_have_count(0)
+    assert store.alert(alert.id).status == "dismissed" and store.alert(alert.id).handled_by == "ines"
+    assert [(f.track_id, f.candidate_track_id, f.verdict) for f in services.db.feedback_for([seen.id])] == [
+        (seed.id, seen.id, "different")]
+    expect(limited.get_by_test_id("alert-banner")).to_have_count(0)
+    assert script_errors == [] and limited_errors == []

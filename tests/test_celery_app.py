@@ -122,6 +122,18 @@ def test_retention_is_scheduled_only_when_a_limit_is_set_and_the_evidence_always
     assert scheduled["retention"]["task"] == "camtrace.retention" and scheduled["learn_evidence"]["schedule"] == 300.0
 
 
+def test_alert_deliveries_are_retried_by_beat_only_when_a_target_is_set(tmp_path):
+    assert "deliver_alerts" not in make_celery(settings(tmp_path)).conf.beat_schedule
+    mqtt = make_celery(settings(tmp_path, mqtt_url="mqtt://127.0.0.1:1883", alert_delivery_seconds=5)).conf.beat_schedule
+    assert mqtt["deliver_alerts"] == {"task": "camtrace.deliver_alerts", "schedule": 5.0}
+    hooks = settings(tmp_path, webhook_urls="https://hooks.example/a", webhook_secret="s" * 32)
+    assert "deliver_alerts" in make_celery(hooks).conf.beat_schedule
+    with pytest.raises(ValueError, match="CAMTRACE_WEBHOOK_SECRET"):  # webhooks are sent signed only
+        settings(tmp_path, webhook_urls="https://hooks.example/a")
+    with pytest.raises(ValueError, match="MQTT URL"):
+        settings(tmp_path, mqtt_url="http://broker:1883")
+
+
 def test_distributed_mode_without_a_broker_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="CAMTRACE_BROKER_URL"):
         make_celery(Settings(data_dir=tmp_path))

@@ -13,8 +13,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from camtrace.storage.cases import CaseRow  # noqa: F401 (its tables join Base.metadata)
 from camtrace.storage.evidence import IdentityEvidenceRow  # noqa: F401 (its table joins Base.metadata)
 from camtrace.storage.sql import Base, Database, alembic_config
+from camtrace.storage.watchlists import WatchEntryRow  # noqa: F401 (its tables join Base.metadata)
 from camtrace.workers.jobs import refresh_job
 from sqlalchemy import inspect, text
 from storage_fixtures import postgres_url, url  # noqa: F401  (fixtures)

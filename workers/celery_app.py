@@ -29,6 +29,7 @@ TASK_ROUTES = {
     "camtrace.retention": "ingest",
     "camtrace.learn_evidence": "ingest",  # CPU work over the index and SQL: no model runs
     "camtrace.maintain_index": "ingest",  # the embedded index's bounded indexing step
+    "camtrace.deliver_alerts": "ingest",  # watchlist alerts waiting for MQTT or a webhook
 }
 
 
@@ -47,6 +48,9 @@ def beat_schedule(settings: Settings) -> dict:
     if not settings.qdrant_url and settings.index_maintain_seconds > 0:
         # The embedded index indexes newly written points in bounded steps, off the ingest and search paths.
         schedule["maintain_index"] = {"task": "camtrace.maintain_index", "schedule": settings.index_maintain_seconds}
+    if settings.mqtt_url or settings.webhook_urls.strip():
+        # Alert deliveries that failed (broker or receiver down) are tried again until they get through.
+        schedule["deliver_alerts"] = {"task": "camtrace.deliver_alerts", "schedule": float(settings.alert_delivery_seconds)}
     if settings.retention_days:
         schedule["retention"] = {"task": "camtrace.retention", "schedule": 3600.0}
     if settings.train_interval_seconds:

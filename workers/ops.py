@@ -219,7 +219,7 @@ class CameraFleet:
             camera_id,
             url,
             self.settings.recordings_dir,
-            self.settings.segment_seconds,
+            self.settings.live_segment_length,
             self.settings.sample_fps,
             self.on_segment,
             self.on_status,

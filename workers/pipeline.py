@@ -189,11 +189,13 @@ class CropIndexer:
     middle leaves nothing that a retry does not repair.
     """
 
-    def __init__(self, encoder: ImageTextEncoder, index: VectorIndex, db: Database, crops: CropStore) -> None:
+    def __init__(self, encoder: ImageTextEncoder, index: VectorIndex, db: Database, crops: CropStore,
+                 watch: Callable[[SegmentResult, np.ndarray], object] | None = None) -> None:
         self.encoder = encoder
         self.index = index
         self.db = db
         self.crops = crops
+        self.watch = watch  # called with every written segment (or part) and its vectors: the watchlist check
 
     def index_segment(self, result: SegmentResult) -> int:
         """Embed and write one segment's crops and tracks; returns the number of points written."""
@@ -232,6 +234,8 @@ class CropIndexer:
             ]
         )
         self.db.upsert_detections(rows)
+        if self.watch is not None and points:
+            self.watch(result, vectors)
         return len(points)
 
     def write_points(
@@ -286,3 +290,34 @@ def best_crop_keys(result: SegmentResult) -> dict[str, str]:
         track_id: crop_key(result.camera_id, result.video_id, point_id(result.video_id, crop.frame_index, track_id))
         for track_id, crop in best.items()
     }
+
+
+class SegmentWatch:
+    """The watchlist check of the embed path: each written segment's tracks go to the ``Watcher``
+    (camtrace.search.watch), and the alerts it stores are sent at once (what fails waits for the next pass)."""
+
+    def __init__(self, services, model) -> None:
+        from camtrace.search.watch import Watcher
+
+        from camtrace.notify import AlertSender
+
+        self.watcher = Watcher(services, model)
+        self.sender = AlertSender(services.settings, self.watcher.store)
+
+    def __call__(self, result: SegmentResult, vectors: np.ndarray) -> list:
+        from camtrace.search.watch import NewTrack
+
+        spans = {span.track_id: span for span in result.tracks}
+        best = best_crop_keys(result)
+        by_track: dict[str, list[int]] = {}
+        for row, crop in enumerate(result.crops):
+            by_track.setdefault(crop.track_id, []).append(row)
+        tracks = [
+            NewTrack(track_id, result.camera_id, float(spans[track_id].ts_start), float(spans[track_id].ts_end),
+                     np.asarray(vectors)[rows], best.get(track_id))
+            for track_id, rows in by_track.items() if track_id in spans
+        ]
+        alerts = self.watcher.check(tracks)
+        if alerts:
+            self.sender.deliver([alert.id for alert in alerts])
+        return alerts

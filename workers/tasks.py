@@ -15,7 +15,7 @@ from camtrace.workers import metrics
 from camtrace.workers.celery_app import declare_queues, make_celery
 from camtrace.workers.jobs import plan_ingest, refresh_job
 from camtrace.workers.messages import SegmentRef, part_from_message, part_to_message, split_into_parts
-from camtrace.workers.pipeline import CropIndexer, detect_segment
+from camtrace.workers.pipeline import CropIndexer, SegmentWatch, detect_segment
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_init, worker_process_init
 from celery_batches import Batches
@@ -49,11 +49,23 @@ def services() -> Services:
     return _services
 
 
+_watches: dict[str, SegmentWatch] = {}  # the watchlist check, one per model, per worker process
+
+
+def segment_watch(stages: Services, model) -> SegmentWatch:
+    """The process's watchlist check for ``model`` (its matrix of entries stays loaded between batches)."""
+    watch = _watches.get(model.index.model_version)
+    if watch is None or watch.watcher.model is not model:
+        watch = _watches[model.index.model_version] = SegmentWatch(stages, model)
+    return watch
+
+
 @worker_process_init.connect
 def _fresh_process(**_: object) -> None:
     # A forked child must not reuse its parent's connections or models.
     global _services
     _services = None
+    _watches.clear()
 
 
 @worker_init.connect
@@ -201,7 +213,7 @@ def embed_batch(messages: list[dict]) -> list[tuple[dict, BaseException]]:
     stages = services()
     db = stages.db
     model = stages.model()  # the encoder and the index of one model, whatever a promotion switches meanwhile
-    indexer = CropIndexer(model.encoder, model.index, db, stages.crops)
+    indexer = CropIndexer(model.encoder, model.index, db, stages.crops, segment_watch(stages, model))
     decoded = []
     for kwargs in messages:
         try:
@@ -278,6 +290,19 @@ def maintain_index(self) -> int:
     returns the points newly indexed. Two runs at once take turns on the shard's lock; the second finds nothing left."""
     done = services().model().index.maintain()
     return 0 if done is None else int(getattr(done, "newly_indexed", 0))
+
+
+@app.task(name="camtrace.deliver_alerts", bind=True, max_retries=5, acks_late=True)
+def deliver_alerts(self) -> int:
+    """Send the watchlist alerts whose delivery (MQTT, a webhook) is due; returns how many got through."""
+    from camtrace.storage.watchlists import WatchStore
+
+    from camtrace.notify import AlertSender
+
+    try:
+        return AlertSender(settings, WatchStore(services().db)).deliver().delivered
+    except TRANSIENT_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries))
 
 
 _reindex_encoders: dict = {}  # one loaded encoder per registered model, per worker process

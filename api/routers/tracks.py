@@ -7,6 +7,7 @@ from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import TrackCropOut, TrackOut, crop_url
 from camtrace.storage.access import Principal
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import FileResponse
 
 from camtrace.enums import Role
 from camtrace.errors import NotFoundError
@@ -24,6 +25,24 @@ def track_frame(
     jpeg = search_of(request).frame_jpeg(track_id, allowed_cameras=user.cameras)
     audit("frame_view", {"track_id": track_id}, [track_id])
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+
+
+@router.get("/tracks/{track_id}/clip", response_class=FileResponse,
+            responses={200: {"content": {"video/webm": {}}, "description": "A WebM (VP8) video."}, **errors(400, 404)})
+@allow("operator")
+def track_clip(
+    track_id: str, request: Request, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
+) -> FileResponse:
+    """The track's stretch of the stored video, a few seconds each side, its box drawn (cut once, then kept);
+    byte ranges are served for seeking."""
+    from camtrace.search.clips import CLIP_MEDIA_TYPE, track_clip
+
+    services = services_of(request)
+    track = search_of(request).visible_track(track_id, user.cameras)
+    path = track_clip(services.db, services.settings.resolved_data_dir / "clips", track)
+    audit("clip_view", {"track_id": track_id}, [track_id])
+    return FileResponse(path, media_type=CLIP_MEDIA_TYPE, filename=f"track-{track_id.replace(':', '-')}.webm",
+                        content_disposition_type="inline", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/tracks/{track_id}", responses=errors(404))

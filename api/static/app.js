@@ -140,10 +140,48 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// ---------------------------------------------------------------- live alerts
+
+// New watchlist alerts arrive as server-sent events (only cameras this user may see); each becomes a banner
+// with the crop, camera, time and probability, a link to the track, and acknowledge / dismiss.
+let alertSource = null;
+function watchAlerts() {
+  if (alertSource || typeof EventSource === "undefined") return;
+  alertSource = new EventSource("/api/alerts/stream");
+  alertSource.addEventListener("alert", (event) => showAlert(JSON.parse(event.data)));
+}
+
+function stopAlerts() {
+  if (alertSource) alertSource.close();
+  alertSource = null;
+}
+
+function showAlert(alert) {
+  const likely = alert.probability === null ? `score ${formatScore(alert.score)}` : `${Math.round(alert.probability * 100)}% likely`;
+  const banner = el("div", { class: "alert-banner", dataset: { testid: "alert-banner", alert: String(alert.id) } },
+    alert.crop_url ? el("img", { src: alert.crop_url, alt: `Person seen on ${alert.camera_id}` }) : null,
+    el("div", { class: "alert-text" }, el("strong", {}, `Watchlist match on ${alert.camera_id}`),
+      ` · ${formatTime(alert.ts)} · ${likely}`),
+    el("button", { class: "primary", dataset: { testid: "alert-open" }, onclick: () => openTrack(alert.track_id) }, "Open track"),
+    el("button", { class: "ghost", dataset: { testid: "alert-ack" }, onclick: () => handleAlert(alert, "acknowledge", banner) },
+      "Acknowledge"),
+    el("button", { class: "ghost", title: "Not this person", dataset: { testid: "alert-dismiss" },
+      onclick: () => handleAlert(alert, "dismiss", banner) }, "Dismiss"));
+  $("alerts").prepend(banner);
+}
+
+async function handleAlert(alert, action, banner) {
+  await guarded(async () => {
+    await api(`/api/alerts/${alert.id}/ack`, { method: "POST", json: { action } });
+    banner.remove();
+  });
+}
+
 // ---------------------------------------------------------------- login
 
 function showLogin(message) {
   state.me = null;
+  stopAlerts();
   $("app-view").hidden = true;
   $("login-view").hidden = false;
   $("login-error").hidden = !message;
@@ -164,6 +202,7 @@ async function startApp(me) {
   await guarded(loadCameras);
   $("links-panel").hidden = me.role !== "admin";
   if (me.role === "admin") await guarded(loadLinks);
+  watchAlerts();
   $("search-text").focus();
   const linked = trackInAddress();
   if (linked) await openTrack(linked, { fromHistory: true });
