@@ -1,0 +1,5 @@
+"""``python -m camtrace.cli``."""
+
+from camtrace.cli import main
+
+main()
