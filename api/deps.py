@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+from camtrace.search.service import SearchService
 from camtrace.storage.access import AccessStore, Principal
 from fastapi import Depends, Request
 
@@ -77,9 +78,16 @@ def access_of(request: Request) -> AccessStore:
     return request.app.state.access
 
 
-def search_of(request: Request):
+def search_of(request: Request) -> SearchService:
     return request.app.state.search
 
+
+
+# What a route takes as typed dependencies: ``def route(search: SearchDep, user: UserDep) -> ...``.
+ServicesDep = Annotated[Services, Depends(services_of)]
+SettingsDep = Annotated[Settings, Depends(settings_of)]
+AccessDep = Annotated[AccessStore, Depends(access_of)]
+SearchDep = Annotated[SearchService, Depends(search_of)]
 
 def client_of(request: Request) -> str:
     """The client's address as the request guard worked it out (X-Forwarded-For only from trusted proxies)."""

@@ -14,14 +14,14 @@ import time
 
 from camtrace.api.deps import Auditor, allow, auditor, current_user
 from camtrace.api.responses import AUTHENTICATED, errors
-from camtrace.api.routers.watchlist import watch_of
+from camtrace.api.routers.watchlist import WatchDep, watch_of
 from camtrace.api.schemas import MAX_LIMIT, AlertActionIn, AlertOut, AlertsOut, crop_url
 from camtrace.storage.access import Principal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from camtrace.enums import AlertStatus
+from camtrace.enums import AlertStatus, Role
 from camtrace.errors import InputError
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"], responses=AUTHENTICATED)
@@ -37,9 +37,9 @@ def alert_out(alert) -> AlertOut:
 
 
 @router.get("")
-@allow("operator")
+@allow(Role.OPERATOR)
 def alerts(
-    request: Request,
+    watch: WatchDep,
     status: AlertStatus | None = Query(None, description="new, acknowledged or dismissed; default: all."),
     limit: int = Query(50, ge=1, le=MAX_LIMIT),
     offset: int = Query(0, ge=0, le=10_000),
@@ -47,26 +47,26 @@ def alerts(
     audit: Auditor = Depends(auditor),
 ) -> AlertsOut:
     """Alerts on the cameras you may see, newest first."""
-    found = watch_of(request).alerts(user.cameras, status=status, limit=limit, offset=offset)
+    found = watch.alerts(user.cameras, status=status, limit=limit, offset=offset)
     audit("alerts_view", {"status": status, "limit": limit, "offset": offset}, [a.track_id for a in found])
     return AlertsOut(alerts=[alert_out(a) for a in found])
 
 
 @router.post("/{alert_id}/ack", responses=errors(400, 404))
-@allow("operator")
-def handle_alert(alert_id: int, body: AlertActionIn, request: Request, user: Principal = Depends(current_user),
+@allow(Role.OPERATOR)
+def handle_alert(alert_id: int, body: AlertActionIn, watch: WatchDep, user: Principal = Depends(current_user),
                  audit: Auditor = Depends(auditor)) -> AlertOut:
     """Acknowledge an alert, or dismiss it (for a person: a verdict that the track shows someone else, which
     re-id and the same-person calibration learn from)."""
     with audit.change(f"alert_{body.action}", {"alert_id": alert_id}) as record:
-        alert = watch_of(request).handle(alert_id, body.action, username=user.username, allowed_cameras=user.cameras)
+        alert = watch.handle(alert_id, body.action, username=user.username, allowed_cameras=user.cameras)
         record.result_ids.append(alert.track_id)
     return alert_out(alert)
 
 
 @router.get("/stream", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}})
-@allow("operator")
+@allow(Role.OPERATOR)
 async def stream(request: Request, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)):
     """New alerts as they are raised, as server-sent events; ``after`` or Last-Event-ID: the last alert seen."""
     raw = request.query_params.get("after") or request.headers.get("last-event-id")

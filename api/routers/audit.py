@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from camtrace.api.deps import access_of, allow, parse_moment
+from camtrace.api.deps import AccessDep, allow, parse_moment
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import AuditOut, AuditPageOut
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
 from camtrace.enums import Role
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/api/audit", tags=["audit"], responses=AUTHENTICATED)
 @router.get("", responses=errors(400))
 @allow(Role.ADMIN)
 def audit_log(
-    request: Request,
+    access: AccessDep,
     user: Annotated[str | None, Query(max_length=200)] = None,
     action: Annotated[str | None, Query(max_length=200)] = None,
     since: Annotated[str | None, Query(max_length=64, description="ISO 8601 time or epoch seconds")] = None,
@@ -26,7 +26,7 @@ def audit_log(
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> AuditPageOut:
     """Newest first."""
-    rows = access_of(request).audit_rows(
+    rows = access.audit_rows(
         username=user, action=action, since=parse_moment(since, "since"), until=parse_moment(until, "until"),
         limit=limit, offset=offset,
     )

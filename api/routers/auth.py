@@ -6,8 +6,8 @@ import math
 
 from camtrace.api.deps import (
     SESSION_COOKIE,
+    AccessDep,
     AuthError,
-    access_of,
     allow,
     client_of,
     current_user,
@@ -26,9 +26,8 @@ router = APIRouter(prefix="/api", tags=["auth"])
 
 @router.post("/login", responses=errors(400, 401, 413, 422, 429, 503))
 @public
-def login(body: LoginIn, request: Request, response: Response) -> MeOut:
+def login(body: LoginIn, request: Request, access: AccessDep, response: Response) -> MeOut:
     """Check a password and open a session (cookie ``camtrace_session``, HttpOnly, SameSite=Strict)."""
-    access = access_of(request)
     client = client_of(request)
     wait = access.login_retry_after(body.username, client)
     if wait > 0:
@@ -58,11 +57,10 @@ def login(body: LoginIn, request: Request, response: Response) -> MeOut:
 
 @router.post("/logout", status_code=204, responses=errors(400, 413, 503))
 @public
-def logout(request: Request) -> Response:
+def logout(request: Request, access: AccessDep) -> Response:
     """End the session of the cookie (if any) and clear the cookie."""
     session_id = request.cookies.get(SESSION_COOKIE)
     if session_id:
-        access = access_of(request)
         with access.db.transaction("closing a session"):
             owner = access.end_session(session_id)
             if owner is not None:  # a stale or forged cookie changes nothing and leaves no row

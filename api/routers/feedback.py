@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from camtrace.api.deps import Auditor, allow, auditor, current_user, search_of
+from camtrace.api.deps import Auditor, SearchDep, allow, auditor, current_user
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import FeedbackIn, FeedbackOut
 from camtrace.storage.access import Principal
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
 from camtrace.enums import Role
 
@@ -16,10 +16,10 @@ router = APIRouter(prefix="/api", tags=["feedback"], responses=AUTHENTICATED)
 @router.post("/feedback", responses=errors(400, 404))
 @allow(Role.INVESTIGATOR)
 def feedback(
-    body: FeedbackIn, request: Request, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
+    body: FeedbackIn, search: SearchDep, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
 ) -> FeedbackOut:
     with audit.change("feedback", body.model_dump(), [body.track_id, body.candidate_track_id]):
-        record = search_of(request).feedback(
+        record = search.feedback(
             body.track_id, body.candidate_track_id, body.verdict, user=user.username, allowed_cameras=user.cameras
         )
     return FeedbackOut(**record.as_dict())

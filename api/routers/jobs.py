@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from camtrace.api.deps import Auditor, ForbiddenError, allow, auditor, services_of, settings_of
+from camtrace.api.deps import Auditor, ForbiddenError, ServicesDep, SettingsDep, allow, auditor
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import JobIn, JobOut
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
 from camtrace.enums import Role
 from camtrace.errors import SourceError
@@ -33,30 +33,28 @@ def checked_source(source: str, roots: list[Path]) -> Path:
 
 @router.get("")
 @allow(Role.ADMIN)
-def jobs(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[JobOut]:
+def jobs(services: ServicesDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[JobOut]:
     from camtrace.workers.jobs import job_rows
 
-    return [JobOut(**row) for row in job_rows(services_of(request).db, limit)]
+    return [JobOut(**row) for row in job_rows(services.db, limit)]
 
 
 @router.get("/{job_id}", responses=errors(404))
 @allow(Role.ADMIN)
-def job(job_id: str, request: Request) -> JobOut:
+def job(job_id: str, services: ServicesDep) -> JobOut:
     from camtrace.workers.jobs import current_job, job_dict
 
-    return JobOut(**job_dict(current_job(services_of(request).db, job_id)))
+    return JobOut(**job_dict(current_job(services.db, job_id)))
 
 
 @router.post("", status_code=202, responses=errors(400, 409))
 @allow(Role.ADMIN)
-def submit(body: JobIn, request: Request, audit: Auditor = Depends(auditor)) -> JobOut:
+def submit(body: JobIn, services: ServicesDep, settings: SettingsDep, audit: Auditor = Depends(auditor)) -> JobOut:
     """Queue an ingest for the workers; follow it at /api/jobs/{id}. Each file of a folder is checked
     again where it resolves: those outside CAMTRACE_INGEST_ROOTS are skipped and named in the job's error."""
     import uuid
 
     from camtrace.workers.jobs import current_job, job_dict, register_ingest, submit_ingest
-
-    settings, services = settings_of(request), services_of(request)
     roots = settings.ingest_root_paths()
     path = checked_source(body.source, roots)
     if not settings.broker_url:

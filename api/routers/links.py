@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from camtrace.api.deps import Auditor, allow, auditor, search_of
+from camtrace.api.deps import Auditor, SearchDep, allow, auditor
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import LinkOut, LinksOut
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
 from camtrace.enums import Role
 
@@ -26,16 +26,15 @@ def links_out(search) -> LinksOut:
 
 @router.get("")
 @allow(Role.ADMIN)
-def links(request: Request) -> LinksOut:
+def links(search: SearchDep) -> LinksOut:
     """The learned camera graph of the model in service (learned first if it never was)."""
-    return links_out(search_of(request))
+    return links_out(search)
 
 
 @router.post("/learn", responses=errors(503))
 @allow(Role.ADMIN)
-def learn_links(request: Request, audit: Auditor = Depends(auditor)) -> LinksOut:
+def learn_links(search: SearchDep, audit: Auditor = Depends(auditor)) -> LinksOut:
     """Relearn the camera links and the same-person calibration from the footage now."""
-    search = search_of(request)
     with audit.change("links_learn") as entry:  # the new evidence is kept only with its audit row
         report = search.evidence.learn()
         entry.detail.update(tracks=report.tracks, verdicts=report.verdicts, links=report.links)

@@ -5,7 +5,16 @@ from __future__ import annotations
 import base64
 from typing import Annotated
 
-from camtrace.api.deps import Auditor, allow, auditor, current_user, parse_moment, search_of, settings_of, upload
+from camtrace.api.deps import (
+    Auditor,
+    SearchDep,
+    SettingsDep,
+    allow,
+    auditor,
+    current_user,
+    parse_moment,
+    upload,
+)
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import (
     MAX_CAMERAS,
@@ -20,7 +29,7 @@ from camtrace.api.schemas import (
     crop_url,
 )
 from camtrace.storage.access import Principal
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Query, UploadFile
 
 from camtrace.enums import Role
 from camtrace.errors import TooLargeError
@@ -40,12 +49,11 @@ def results_out(results) -> list[SearchResultOut]:
 @allow(Role.OPERATOR)
 def search_text(
     body: TextSearchIn,
-    request: Request,
+    search: SearchDep,
     user: Principal = Depends(current_user),
     audit: Auditor = Depends(auditor),
 ) -> SearchOut:
     """One result per track, best first, filtered by camera and time inside the vector search."""
-    search = search_of(request)
     search_filter = search.make_filter(body.cameras, body.since, body.until, allowed_cameras=user.cameras)
     results = search.by_text(body.text, search_filter, limit=body.limit, offset=body.offset, min_score=body.min_score)
     audit("search_text", body.model_dump(), [r.track_id for r in results])
@@ -63,7 +71,7 @@ def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:
 @allow(Role.OPERATOR)
 @upload
 def search_image(
-    request: Request,
+    settings: SettingsDep, search: SearchDep,
     file: Annotated[UploadFile, File(description="A JPEG, PNG or WebP: a full frame or a person crop")],
     cameras: Annotated[list[str], Query(max_length=MAX_CAMERAS)] = [],  # noqa: B006 (FastAPI copies defaults)
     since: Annotated[str | None, Query(max_length=64, description="ISO 8601 time or epoch seconds")] = None,
@@ -83,9 +91,6 @@ def search_image(
     A photo over CAMTRACE_MAX_UPLOAD_MB or CAMTRACE_MAX_UPLOAD_PIXELS (read from its header, before
     decoding) is answered 413."""
     from camtrace.search import decode_photo
-
-    search = search_of(request)
-    settings = settings_of(request)
     data = _read_upload(file, settings.max_upload_mb * 2**20)
     image = decode_photo(data, file.filename or "upload", max_pixels=settings.max_upload_pixels)
     search_filter = search.make_filter(cameras, parse_moment(since, "since"), parse_moment(until, "until"),
@@ -110,7 +115,7 @@ def search_image(
 @allow(Role.OPERATOR)
 def search_track(
     track_id: str,
-    request: Request,
+    search: SearchDep,
     body: TrackSearchIn | None = None,
     user: Principal = Depends(current_user),
     audit: Auditor = Depends(auditor),
@@ -118,7 +123,7 @@ def search_track(
     """Find this person elsewhere: tracks like ``track_id`` on other cameras (``same_camera``: also its own),
     never the query track, without the candidates already judged; most probably the same person first."""
     body = body or TrackSearchIn()
-    results = search_of(request).reid(
+    results = search.reid(
         track_id, limit=body.limit, offset=body.offset, same_camera=body.same_camera,
         min_probability=body.min_probability,
         allowed_cameras=user.cameras,

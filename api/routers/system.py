@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from camtrace.api.deps import allow, public, settings_of
+from camtrace.api.deps import SettingsDep, allow, public
 from camtrace.api.responses import AUTHENTICATED
 from camtrace.api.schemas import HealthOut
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
 from camtrace.enums import Role
 
@@ -14,8 +14,8 @@ router = APIRouter(tags=["system"])
 
 @router.get("/healthz")
 @public
-def healthz(request: Request) -> HealthOut:
-    return HealthOut(status="ok", mode="distributed" if settings_of(request).broker_url else "local")
+def healthz(settings: SettingsDep) -> HealthOut:
+    return HealthOut(status="ok", mode="distributed" if settings.broker_url else "local")
 
 
 @router.get("/metrics", responses=AUTHENTICATED, response_class=Response)

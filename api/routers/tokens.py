@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from camtrace.api.deps import Auditor, access_of, allow, auditor
+from camtrace.api.deps import AccessDep, Auditor, allow, auditor
 from camtrace.api.responses import AUTHENTICATED, errors
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 
 from camtrace.enums import Role
 
@@ -13,9 +13,9 @@ router = APIRouter(prefix="/api/tokens", tags=["users"], responses=AUTHENTICATED
 
 @router.delete("/{token_id}", status_code=204, response_class=Response, responses=errors(404))
 @allow(Role.ADMIN)
-def revoke_token(token_id: str, request: Request, audit: Auditor = Depends(auditor)) -> Response:
+def revoke_token(token_id: str, access: AccessDep, audit: Auditor = Depends(auditor)) -> Response:
     """Revoke one API token at once (``GET /api/users/{name}/tokens`` lists the ids)."""
     with audit.change("token_revoke", {"token_id": token_id}, [token_id]) as entry:
-        revoked = access_of(request).revoke_token(token_id)
+        revoked = access.revoke_token(token_id)
         entry.detail["username"] = revoked.username
     return Response(status_code=204)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from camtrace.api.deps import Auditor, allow, auditor, current_user, search_of, services_of
+from camtrace.api.deps import Auditor, SearchDep, ServicesDep, allow, auditor, current_user
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import ExportFormat, TraceOut, TraceStepOut, crop_url
 from camtrace.storage.access import Principal
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from camtrace.enums import Role
 
@@ -45,7 +45,7 @@ MinProbability = Annotated[
 @allow(Role.OPERATOR)
 def trace(
     track_id: str,
-    request: Request,
+    search: SearchDep,
     min_probability: MinProbability = None,
     user: Principal = Depends(current_user),
     audit: Auditor = Depends(auditor),
@@ -53,7 +53,7 @@ def trace(
     """The person's path: the seed, the confirmed matches and the most probable time-consistent chain of
     candidates, with each step's probability and transit (and the learned typical transit); the other
     candidates as alternatives."""
-    found = search_of(request).trace(track_id, allowed_cameras=user.cameras, min_probability=min_probability)
+    found = search.trace(track_id, allowed_cameras=user.cameras, min_probability=min_probability)
     audit("trace", {"track_id": track_id, "min_probability": min_probability}, [s.track_id for s in found.steps])
     return trace_out(found)
 
@@ -66,7 +66,7 @@ def trace(
 @allow(Role.INVESTIGATOR)
 def export_trace(
     track_id: str,
-    request: Request,
+    services: ServicesDep, search: SearchDep,
     format: ExportFormat = "csv",
     min_probability: MinProbability = None,
     user: Principal = Depends(current_user),
@@ -75,9 +75,9 @@ def export_trace(
     """Download the trace as CSV, JSON or a self-contained HTML report (names who exported it and when)."""
     from camtrace.search import export
 
-    found = search_of(request).trace(track_id, allowed_cameras=user.cameras, min_probability=min_probability)
+    found = search.trace(track_id, allowed_cameras=user.cameras, min_probability=min_probability)
     writer = {"csv": export.trace_csv, "json": export.trace_json, "html": export.trace_html}[format]
-    body = writer(found, exported_by=user.username, exported_at=time.time(), crops=services_of(request).crops)
+    body = writer(found, exported_by=user.username, exported_at=time.time(), crops=services.crops)
     audit("export", {"track_id": track_id, "format": format, "min_probability": min_probability}, [s.track_id for s in found.steps])
     safe_id = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in track_id)
     return Response(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from camtrace.api.deps import Auditor, allow, auditor, current_user, search_of, services_of
+from camtrace.api.deps import Auditor, SearchDep, ServicesDep, allow, auditor, current_user
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import TrackCropOut, TrackOut, crop_url
 from camtrace.storage.access import Principal
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import FileResponse
 
 from camtrace.enums import Role
@@ -19,26 +19,25 @@ JPEG = {200: {"content": {"image/jpeg": {}}, "description": "A JPEG image."}}
 @router.get("/tracks/{track_id}/frame", response_class=Response, responses={**JPEG, **errors(400, 404)})
 @allow(Role.OPERATOR)
 def track_frame(
-    track_id: str, request: Request, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
+    track_id: str, search: SearchDep, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
 ) -> Response:
     """The source frame of the track's best crop with the person's box drawn (decoded from the stored video)."""
-    jpeg = search_of(request).frame_jpeg(track_id, allowed_cameras=user.cameras)
+    jpeg = search.frame_jpeg(track_id, allowed_cameras=user.cameras)
     audit("frame_view", {"track_id": track_id}, [track_id])
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
 
 
 @router.get("/tracks/{track_id}/clip", response_class=FileResponse,
             responses={200: {"content": {"video/webm": {}}, "description": "A WebM (VP8) video."}, **errors(400, 404)})
-@allow("operator")
+@allow(Role.OPERATOR)
 def track_clip(
-    track_id: str, request: Request, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
+    track_id: str, services: ServicesDep, search: SearchDep, user: Principal = Depends(current_user),
+    audit: Auditor = Depends(auditor),
 ) -> FileResponse:
     """The track's stretch of the stored video, a few seconds each side, its box drawn (cut once, then kept);
     byte ranges are served for seeking."""
     from camtrace.search.clips import CLIP_MEDIA_TYPE, track_clip
-
-    services = services_of(request)
-    track = search_of(request).visible_track(track_id, user.cameras)
+    track = search.visible_track(track_id, user.cameras)
     path = track_clip(services.db, services.settings.resolved_data_dir / "clips", track)
     audit("clip_view", {"track_id": track_id}, [track_id])
     return FileResponse(path, media_type=CLIP_MEDIA_TYPE, filename=f"track-{track_id.replace(':', '-')}.webm",
@@ -47,8 +46,8 @@ def track_clip(
 
 @router.get("/tracks/{track_id}", responses=errors(404))
 @allow(Role.OPERATOR)
-def track(track_id: str, request: Request, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)) -> TrackOut:
-    view = search_of(request).track(track_id, allowed_cameras=user.cameras)
+def track(track_id: str, search: SearchDep, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)) -> TrackOut:
+    view = search.track(track_id, allowed_cameras=user.cameras)
     audit("track_view", {"track_id": track_id}, [view.track_id])
     return TrackOut(
         track_id=view.track_id,
@@ -67,11 +66,11 @@ def track(track_id: str, request: Request, user: Principal = Depends(current_use
 
 @router.get("/crops/{crop_key:path}", response_class=Response, responses={**JPEG, **errors(400, 404)})
 @allow(Role.OPERATOR)
-def crop(crop_key: str, request: Request, user: Principal = Depends(current_user)) -> Response:
+def crop(crop_key: str, services: ServicesDep, search: SearchDep, user: Principal = Depends(current_user)) -> Response:
     """A crop image. Not audited one by one (a result page loads dozens): the searches, track and frame
     views that named its track are."""
-    camera = search_of(request).crop_camera(crop_key)
+    camera = search.crop_camera(crop_key)
     if user.cameras is not None and camera not in user.cameras:
         raise NotFoundError(f"crop '{crop_key}' does not exist")
-    return Response(services_of(request).crops.get(crop_key), media_type="image/jpeg",
+    return Response(services.crops.get(crop_key), media_type="image/jpeg",
                     headers={"Cache-Control": "private, max-age=3600"})

@@ -3,23 +3,29 @@ operators read them; a camera-limited user sees only the entries that watch noth
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from camtrace.api.deps import Auditor, allow, auditor, current_user, services_of
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import WatchEntryIn, WatchEntryOut, WatchListOut
+from camtrace.search.watch import WatchService
 from camtrace.storage.access import Principal
 from fastapi import APIRouter, Depends, Request, Response
+
+from camtrace.enums import Role
 
 router = APIRouter(prefix="/api/watchlist", tags=["watchlist"], responses=AUTHENTICATED)
 
 
-def watch_of(request: Request):
+def watch_of(request: Request) -> WatchService:
     """The watchlist stage over the app's search stage, built on first use."""
     state = request.app.state
     if getattr(state, "watch", None) is None:
-        from camtrace.search.watch import WatchService
-
         state.watch = WatchService(services_of(request), state.search)
     return state.watch
+
+
+WatchDep = Annotated[WatchService, Depends(watch_of)]
 
 
 def entry_out(entry) -> WatchEntryOut:
@@ -27,30 +33,30 @@ def entry_out(entry) -> WatchEntryOut:
 
 
 @router.get("")
-@allow("operator")
-def watchlist(request: Request, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)) -> WatchListOut:
-    entries = watch_of(request).entries(user.cameras)
+@allow(Role.OPERATOR)
+def watchlist(watch: WatchDep, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)) -> WatchListOut:
+    entries = watch.entries(user.cameras)
     audit("watchlist_view", {}, [str(e.id) for e in entries])
     return WatchListOut(entries=[entry_out(e) for e in entries])
 
 
 @router.post("", status_code=201, responses=errors(400, 404))
-@allow("investigator")
-def add_entry(body: WatchEntryIn, request: Request, user: Principal = Depends(current_user),
+@allow(Role.INVESTIGATOR)
+def add_entry(body: WatchEntryIn, watch: WatchDep, user: Principal = Depends(current_user),
               audit: Auditor = Depends(auditor)) -> WatchEntryOut:
     """Watch for the person of a track (and the tracks confirmed as them) or for a description."""
     with audit.change("watch_add", body.model_dump()) as record:
-        entry = watch_of(request).add(username=user.username, allowed_cameras=user.cameras, **body.model_dump())
+        entry = watch.add(username=user.username, allowed_cameras=user.cameras, **body.model_dump())
         record.result_ids.append(str(entry.id))
         record.detail["cameras"] = list(entry.cameras) if entry.cameras is not None else None
     return entry_out(entry)
 
 
 @router.delete("/{entry_id}", status_code=204, response_class=Response, responses=errors(404))
-@allow("investigator")
-def remove_entry(entry_id: int, request: Request, user: Principal = Depends(current_user),
+@allow(Role.INVESTIGATOR)
+def remove_entry(entry_id: int, watch: WatchDep, user: Principal = Depends(current_user),
                  audit: Auditor = Depends(auditor)) -> Response:
     """Stop watching (the entry's alerts stay)."""
     with audit.change("watch_remove", {"entry_id": entry_id}, [str(entry_id)]):
-        watch_of(request).remove(entry_id, user.cameras)
+        watch.remove(entry_id, user.cameras)
     return Response(status_code=204)
