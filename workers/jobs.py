@@ -78,6 +78,8 @@ def plan_ingest(
 def job_progress(job: Job, tally: SegmentTally) -> dict[str, Any]:
     """The fields an ingest job's row should hold given its segments: counters, errors, and its end state once
     every segment it owns is finished (idempotent, whatever got redelivered). Empty: nothing to change."""
+    if job.status == JobStatus.QUEUED:  # not planned yet: its segments are still being registered
+        return {}
     done, failed = tally.of(SegmentStatus.DONE), tally.of(SegmentStatus.FAILED)
     owned = tally.owned
     # Segments re-registered by a newer ingest of the same video belong to that job now;
