@@ -547,6 +547,9 @@ def camera_run(names: tuple[str, ...], seconds: float | None) -> None:
 @click.option("--crops", type=click.Choice(values(TrainCrops)),
               help="Footage with ground truth (synthetic:): tight boxes, the boxes CAMTRACE_DETECTOR_MODEL finds, cut "
               "as the pipeline cuts what it embeds, or both (default: CAMTRACE_TRAIN_CROPS).")
+@click.option("--head", type=click.Choice(["anchors"]),
+              help="Train only a re-id head on the frozen model: anchors (SAGA-ReID: patch tokens of block "
+              "CAMTRACE_ANCHOR_LAYER pooled around text anchors) for --epochs at --head-lr; saved with the model.")
 @click.option("--checkpoint-every", type=int, default=200, show_default=True, help="Steps between checkpoints.")
 @click.option("--resume", is_flag=True, help="Require a checkpoint in --out to resume from (resuming is automatic).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -556,7 +559,7 @@ def camera_run(names: tuple[str, ...], seconds: float | None) -> None:
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr, batch_size, images_per_identity,
-                  accumulate, smoothing, text_weight, image_weight, text_drop, no_augment, crops, checkpoint_every,
+                  accumulate, smoothing, text_weight, image_weight, text_drop, no_augment, crops, head, checkpoint_every,
                   resume, seed, num_workers, no_register, queue, no_progress, as_json) -> None:
     """Fine-tune the embedding model on person datasets (heads first, then the whole model).
 
@@ -572,6 +575,10 @@ def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr
 
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    if queue and head:
+        from camtrace.errors import InputError
+
+        raise InputError("--head trains here, not on the train worker; leave out --queue")
     if queue:  # the train worker trains, registers and (with CAMTRACE_AUTO_PROMOTE) promotes
         from camtrace.training.schedule import TrainRequest
         from camtrace.workers.jobs import submit_training
@@ -588,7 +595,8 @@ def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr
         smoothing=smoothing, text_weight=text_weight, image_weight=image_weight, text_drop=text_drop,
         augment=not no_augment, checkpoint_every=checkpoint_every, resume=True if resume else None, seed=seed,
         num_workers=num_workers, device=settings.device, text_max_length=settings.embed_text_max_length,
-        crops=crops or settings.train_crops,
+        crops=crops or settings.train_crops, head=head, anchor_layer=settings.anchor_layer,
+        anchor_diversity=settings.anchor_diversity,
     )
     result = train(config, progress=not no_progress)
     model_id = None
@@ -611,6 +619,9 @@ def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr
             click.echo(f"epoch {entry['epoch']:>3} ({entry['stage']}): loss {entry['loss']:.4f}")
     if result.val_metrics:
         click.echo(format_table(result.val_metrics))
+        plain = result.val_metrics.get("image_reid_global")
+        if plain:  # --head: image_reid above is the head's
+            click.echo(f"re-id without the head: top1 {plain['top1']:.1f} map {plain['map']:.1f}")
     registered = f"; registered as model {model_id}" if model_id is not None else ""
     click.echo(f"trained {result.steps} steps -> {result.out_dir}{registered}")
 
