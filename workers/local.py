@@ -44,7 +44,7 @@ def ingest_local(
         services.detector.load()
         model = services.model()  # one model for the whole ingest: its encoder writes into its own index
         model.encoder.load()
-        indexer = CropIndexer(model.encoder, model.index, services.db, services.crops)
+        indexer = CropIndexer(model.encoder, model.index, services.db, services.crops, model.reid_index)
         db = services.db
         plans = [(video, video.segments(settings.segment_seconds)) for video in videos]
         summary = IngestSummary(job_id=str(uuid.uuid4()), camera_id=camera_id, videos=len(videos))
