@@ -158,6 +158,7 @@ def main() -> None:
         args.train_ids, args.test_ids, args.views, args.epochs, args.head_epochs = 12, 6, 4, 1, 1
         args.hidden, args.layers, args.image_size = 32, 2, 32
     import torch
+
     from camtrace.synthetic import make_identities
 
     torch.set_num_threads(args.threads)
