@@ -619,9 +619,6 @@ def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr
             click.echo(f"epoch {entry['epoch']:>3} ({entry['stage']}): loss {entry['loss']:.4f}")
     if result.val_metrics:
         click.echo(format_table(result.val_metrics))
-        plain = result.val_metrics.get("image_reid_global")
-        if plain:  # --head: image_reid above is the head's
-            click.echo(f"re-id without the head: top1 {plain['top1']:.1f} map {plain['map']:.1f}")
     registered = f"; registered as model {model_id}" if model_id is not None else ""
     click.echo(f"trained {result.steps} steps -> {result.out_dir}{registered}")
 

@@ -55,11 +55,20 @@ def test_train_head_anchors_changes_only_the_head(tiny_siglip_dir, footage, tmp_
     torch.testing.assert_close(head.text_anchors, fresh.text_anchors)
     # Validation reports re-id with and without the head; the classifier is not saved.
     val = summary["val_metrics"]
-    assert val["image_reid"] is not None and val["image_reid_global"] is not None
+    assert val["image_reid"] is not None and val["image_reid_head"] is not None
     assert not any("classifier" in name for name in load_file(str(out / HEAD_WEIGHTS)))
     # The encoder picks the head up.
     encoder = ImageTextEncoder(out, None, device="cpu")
     assert encoder.has_reid_head and encoder.reid_dim == 32
+    # `camtrace eval` of the saved model reports re-id with and without the head; of the base, without only.
+    from camtrace.training.datasets import load_dataset
+    from camtrace.training.evaluate import evaluate_model, format_table
+
+    dataset = load_dataset(f"synthetic:{footage.root}", crops="tight")
+    figures = evaluate_model(encoder, dataset)
+    assert figures["image_reid"] is not None and figures["image_reid_head"]["queries"] == figures["image_reid"]["queries"]
+    assert "image_reid_head" in format_table(figures)
+    assert "image_reid_head" not in evaluate_model(ImageTextEncoder(tiny_siglip_dir, None, device="cpu"), dataset)
 
 
 def test_head_training_refuses_what_it_cannot_do(tiny_siglip_dir, footage, tmp_path):

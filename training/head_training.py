@@ -136,16 +136,15 @@ class AnchorHeadRun:
         return {key: float(value.detach()) for key, value in parts.items()}
 
     def evaluate(self, dataset: PersonDataset) -> dict:
-        """Re-id with the head, and with the tower's own pooled vector (and text -> identity, which the head
-        leaves as it was): ``image_reid`` is the head's, ``image_reid_global`` the pooled vector's."""
+        """Re-id with the tower's own pooled vector (``image_reid``, and text -> identity, which the head leaves as
+        it was) and with the head (``image_reid_head``), as ``evaluate_model`` reports a model with a head."""
         from camtrace.training.trainer import InMemoryEncoder
 
         batch = self.config.eval_batch_size
         plain = evaluate_model(InMemoryEncoder(self.loaded, self.device, batch), dataset, batch_size=batch)
         with_head = evaluate_model(HeadEncoder(self.model, self.loaded.processor, self.head, self.device, batch),
                                    _without_captions(dataset), batch_size=batch)
-        return {"text_to_identity": plain["text_to_identity"], "image_reid": with_head["image_reid"],
-                "image_reid_global": plain["image_reid"]}
+        return {**plain, "image_reid_head": with_head["image_reid"]}
 
     def save(self) -> TrainResult:
         from camtrace.training.trainer import TRAINING_FILE, TrainResult, _jsonable
