@@ -152,6 +152,12 @@ def test_onnx_export_carries_the_head_as_a_second_output(headed_dir, tmp_path, c
     assert float((text * expected_text).sum(axis=1).min()) >= 0.999
     assert float((reid * expected_reid).sum(axis=1).min()) >= 0.999
     np.testing.assert_allclose(onnx.encode_images(crops), text, atol=1e-6)
+    # int8 (the CPU default) quantises the head with the tower and stays close.
+    int8 = ImageTextEncoder(headed_dir, None, device="cpu", runtime="onnx", exports_dir=tmp_path, onnx_quantize="auto")
+    text8, reid8 = int8.encode_image_pair(crops)
+    assert int8.runtime_label == "onnx int8"
+    assert float((reid8 * expected_reid).sum(axis=1).min()) >= 0.99
+    assert float((text8 * expected_text).sum(axis=1).min()) >= 0.99
 
 
 def test_files_of_the_head_are_named_in_the_error_of_a_half_saved_head(headed_dir, tmp_path):
