@@ -82,3 +82,37 @@ def test_reid_from_a_track_ranks_by_the_reid_vectors(headed_service):
     candidate = [np.asarray(p.vector) for p in model.reid_index.track_points(best.track_id)]
     expected = max(float(np.dot(a, b)) for a in positives for b in candidate)
     assert best.score == pytest.approx(expected, abs=1e-3)
+
+
+def test_reembedding_writes_both_vectors(headed_service, tmp_path):
+    from camtrace.storage.edge import EdgeIndex
+    from camtrace.training.promotion import reembed
+
+    services = headed_service.services
+    model = services.model()
+    rows = services.db.detections_by_ids(sorted(model.index.point_ids())[:6])
+    main = EdgeIndex(tmp_path, "copy", model.encoder.dim)
+    reid = EdgeIndex(tmp_path, "copy+reid", model.encoder.reid_dim)
+    main.ensure()
+    reid.ensure()
+    written, missing = reembed(model.encoder, main, services.crops, rows, model.encoder.model_version, reid)
+    assert written == len(rows) == 6 and not missing
+    ids = [row.point_id for row in rows]
+    for fresh, stored in ((main, model.index), (reid, model.reid_index)):
+        got, expected = _vectors(fresh, ids), _vectors(stored, ids)
+        for pid in ids:
+            np.testing.assert_allclose(got[pid], expected[pid], atol=1e-4)
+    main.close()
+    reid.close()
+
+
+def test_retention_deletes_from_both_indexes(headed_service):
+    from camtrace.workers.jobs import apply_retention
+
+    services = headed_service.services
+    model = services.model()
+    before = len(model.index.point_ids())
+    times = sorted(p.payload["ts"] for p in model.index.retrieve(sorted(model.index.point_ids())))
+    deleted = apply_retention(services, times[len(times) // 2])
+    assert 0 < deleted < before
+    assert model.index.point_ids() == model.reid_index.point_ids() and len(model.index.point_ids()) == before - deleted
