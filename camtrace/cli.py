@@ -575,10 +575,7 @@ def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr
 
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
-    if queue and head:
-        from camtrace.errors import InputError
-
-        raise InputError("--head trains here, not on the train worker; leave out --queue")
+    _refuse_queued_head(queue, head)
     if queue:  # the train worker trains, registers and (with CAMTRACE_AUTO_PROMOTE) promotes
         from camtrace.training.schedule import TrainRequest
         from camtrace.workers.jobs import submit_training
@@ -621,6 +618,13 @@ def train_command(datasets, val, out_dir, base, head_epochs, epochs, lr, head_lr
         click.echo(format_table(result.val_metrics))
     registered = f"; registered as model {model_id}" if model_id is not None else ""
     click.echo(f"trained {result.steps} steps -> {result.out_dir}{registered}")
+
+
+def _refuse_queued_head(queue: bool, head: str | None) -> None:
+    if queue and head:
+        from camtrace.errors import InputError
+
+        raise InputError("--head trains here, not on the train worker; leave out --queue")
 
 
 @cli.command("eval")

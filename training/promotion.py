@@ -304,7 +304,6 @@ def reindex(
     encoder, index = open_model_index(services, entry, encoder)
     model_id = None if entry is None else entry.id
     summary = ReindexSummary(model_id, index.name, 0, 0)
-    reid_index: VectorIndex | None = None  # opened with the first batch embedded here
     label = "configured model" if entry is None else f"model {entry.id}"
     bar = tqdm(unit="crop", desc=f"re-index {label}", disable=not progress)
     hold_open = contextlib.nullcontext() if in_service or run_elsewhere else index.session()
@@ -334,25 +333,32 @@ def reindex(
                     work = ReindexWork(model_id, [[row.point_id for row in batch] for batch in batches])
                     summary.embedded += run_elsewhere(work, bar)
                     continue
-                reid_index = reid_index if reid_index is not None else reid_index_of(services, encoder)
-                for batch in batches:
-                    with index.session():
-                        written, missing = reembed(encoder, index, services.crops, batch, encoder.model_version,
-                                                   reid_index)
-                    summary.embedded += written
-                    summary.missing_crops.extend(missing)
-                    bar.update(len(batch))
+                _reembed_here(services, encoder, index, batches, summary, bar)
             if not in_service:
                 summary.removed = remove_deleted_points(services.db, index)
             summary.points = index.count()
     finally:
         bar.close()
-        if reid_index is not None:
-            reid_index.close()
     if entry is not None:
         services.registry.set_index(entry.id, index.name)
     summary.seconds = round(time.perf_counter() - started, 2)
     return summary
+
+
+def _reembed_here(services: Services, encoder, index: VectorIndex, batches: list[list[Detection]],
+                  summary: ReindexSummary, bar: tqdm) -> None:
+    """One catch-up pass embedded in this process (with the model's re-id index, where it has an anchor head)."""
+    reid_index = reid_index_of(services, encoder)
+    try:
+        for batch in batches:
+            with index.session():
+                written, missing = reembed(encoder, index, services.crops, batch, encoder.model_version, reid_index)
+            summary.embedded += written
+            summary.missing_crops.extend(missing)
+            bar.update(len(batch))
+    finally:
+        if reid_index is not None:
+            reid_index.close()
 
 
 def reindex_batch(
