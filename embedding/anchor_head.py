@@ -257,10 +257,14 @@ def vision_tokens(model: Any, inputs: dict, layer: int) -> tuple[Any, torch.Tens
 
     ``layer`` indexes ``hidden_states`` (0: the patch embeddings, 1..N: the blocks; negative from the end), whose
     entries are taken before the tower's final norm."""
+    import inspect
+
     inputs = dict(inputs)
-    mask = inputs.pop("pixel_attention_mask", None)
-    if mask is not None:  # SigLIP2 (NaFlex): padded patch sequences; its vision model names the mask attention_mask
-        inputs["attention_mask"] = mask
+    mask = inputs.get("pixel_attention_mask")
+    # SigLIP2 (NaFlex) pads patch sequences; its vision model takes the mask as pixel_attention_mask (transformers 5)
+    # or attention_mask (its inner transformer, older versions).
+    if mask is not None and "pixel_attention_mask" not in inspect.signature(model.vision_model.forward).parameters:
+        inputs["attention_mask"] = inputs.pop("pixel_attention_mask")
     outputs = model.vision_model(**inputs, output_hidden_states=True)
     tokens = outputs.hidden_states[layer]
     return outputs, tokens, (mask.bool() if mask is not None else None)

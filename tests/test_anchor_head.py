@@ -20,6 +20,7 @@ from camtrace.embedding.anchor_head import (
     prompt_embeddings,
     vision_tokens,
 )
+from embedding_fixtures import tiny_siglip2_dir  # noqa: F401  (fixture)
 
 from camtrace.errors import ConfigError, ModelLoadError
 from camtrace.synthetic import person_crops
@@ -166,3 +167,19 @@ def test_files_of_the_head_are_named_in_the_error_of_a_half_saved_head(headed_di
     (folder / HEAD_WEIGHTS).write_bytes(b"not safetensors")
     with pytest.raises(ModelLoadError, match=HEAD_WEIGHTS):
         ImageTextEncoder(folder, None, device="cpu").load()
+
+
+def test_siglip2_padded_patches_leave_the_head_vector_alone(tiny_siglip2_dir, tmp_path, crops):
+    """SigLIP2 (NaFlex) pads each crop's patch sequence to the batch's longest: the head masks the padding, so a
+    crop's re-id vector does not depend on its batch mates."""
+    folder = tmp_path / "siglip2-anchors"
+    shutil.copytree(tiny_siglip2_dir, folder)
+    _, head = _head_for(folder)
+    head.save(folder)
+    plain = ImageTextEncoder(tiny_siglip2_dir, None, device="cpu")
+    headed = ImageTextEncoder(folder, None, device="cpu", batch_size=8)
+    text, reid = headed.encode_image_pair(crops)
+    np.testing.assert_allclose(text, plain.encode_images(crops), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(reid, axis=1), 1.0, atol=1e-5)
+    alone = np.concatenate([headed.encode_reid_images([crop]) for crop in crops])
+    np.testing.assert_allclose(reid, alone, atol=1e-4)
