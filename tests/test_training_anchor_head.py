@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from camtrace.embedding import ImageTextEncoder
 from camtrace.embedding.anchor_head import HEAD_CONFIG, HEAD_WEIGHTS, build_anchor_head, load_anchor_head
 from camtrace.training.losses import triplet_loss
 from click.testing import CliRunner
+from embedding_fixtures import tiny_siglip2_dir  # noqa: F401  (fixture)
 from safetensors.torch import load_file
 
 from camtrace.errors import ConfigError
@@ -80,3 +82,19 @@ def test_head_training_refuses_what_it_cannot_do(tiny_siglip_dir, footage, tmp_p
         train(config, progress=False)
     with pytest.raises(ConfigError, match="anchors"):
         train(TrainConfig([f"synthetic:{footage.root}"], tmp_path / "m", head="parts", crops="tight"), progress=False)
+
+
+def test_a_head_trains_on_siglip2_and_the_encoder_uses_it(tiny_siglip2_dir, footage, tmp_path):
+    from camtrace.training.trainer import TrainConfig, train
+
+    config = TrainConfig([f"synthetic:{footage.root}"], tmp_path / "m", base=str(tiny_siglip2_dir), head="anchors",
+                         epochs=1, head_lr=1e-3, batch_size=8, images_per_identity=2, crops="tight", device="cpu",
+                         anchor_layer=-1)
+    result = train(config, progress=False)
+    assert result.steps > 0 and result.val_metrics["image_reid_head"] is not None
+    encoder = ImageTextEncoder(result.out_dir, None, device="cpu")
+    crops = [np.full((40 + 8 * i, 20, 3), 60 * i, np.uint8) for i in range(3)]
+    text, reid = encoder.encode_image_pair(crops)
+    np.testing.assert_allclose(text, ImageTextEncoder(tiny_siglip2_dir, None, device="cpu").encode_images(crops),
+                               atol=1e-5)
+    assert reid.shape == (3, 32) and load_anchor_head(result.out_dir).config.layer == -1
