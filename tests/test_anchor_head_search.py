@@ -106,6 +106,29 @@ def test_reembedding_writes_both_vectors(headed_service, tmp_path):
     reid.close()
 
 
+def test_reindex_restores_both_vectors_and_drops_stale_reid_points(headed_service):
+    from camtrace.training.promotion import reindex
+
+    from camtrace.types import IndexPoint
+
+    services = headed_service.services
+    model = services.model()
+    gone = sorted(model.index.point_ids())[:3]
+    main_before, reid_before = _vectors(model.index, gone), _vectors(model.reid_index, gone)
+    payload = model.reid_index.retrieve(gone[:1])[0].payload
+    model.index.delete(gone)
+    model.reid_index.delete(gone)
+    stale = "00000000-0000-0000-0000-000000000001"
+    model.reid_index.upsert([IndexPoint(id=stale, vector=reid_before[gone[0]], payload=payload)])
+    summary = reindex(services, None, progress=False)
+    assert summary.embedded == 3
+    assert model.index.point_ids() == model.reid_index.point_ids()
+    main_after, reid_after = _vectors(model.index, gone), _vectors(model.reid_index, gone)
+    for pid in gone:
+        np.testing.assert_allclose(main_after[pid], main_before[pid], atol=1e-5)
+        np.testing.assert_allclose(reid_after[pid], reid_before[pid], atol=1e-5)
+
+
 def test_retention_deletes_from_both_indexes(headed_service):
     from camtrace.workers.jobs import apply_retention
 

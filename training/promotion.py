@@ -335,7 +335,7 @@ def reindex(
                     continue
                 _reembed_here(services, encoder, index, batches, summary, bar)
             if not in_service:
-                summary.removed = remove_deleted_points(services.db, index)
+                summary.removed = _remove_deleted_here(services, encoder, index)
             summary.points = index.count()
     finally:
         bar.close()
@@ -343,6 +343,17 @@ def reindex(
         services.registry.set_index(entry.id, index.name)
     summary.seconds = round(time.perf_counter() - started, 2)
     return summary
+
+
+def _remove_deleted_here(services: Services, encoder, index: VectorIndex) -> int:
+    """``remove_deleted_points`` on the model's index, and on its re-id index where it has an anchor head."""
+    reid_index = reid_index_of(services, encoder)
+    if reid_index is not None:
+        try:
+            remove_deleted_points(services.db, reid_index)
+        finally:
+            reid_index.close()
+    return remove_deleted_points(services.db, index)
 
 
 def _reembed_here(services: Services, encoder, index: VectorIndex, batches: list[list[Detection]],
