@@ -26,6 +26,8 @@ from camtrace.errors import StorageError
 from camtrace.settings import Settings, prepare_ultralytics_env
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from camtrace.detection import PersonDetector
     from camtrace.embedding import ImageTextEncoder
     from camtrace.storage import CropStore, Database
@@ -59,6 +61,7 @@ class EmbeddingModel:
         self.keep_index_open = keep_index_open
         self._lock = threading.Lock()
         self._index = index  # None: opened on first use
+        self._reid_index: VectorIndex | None = None
 
     @property
     def index(self) -> VectorIndex:
@@ -84,9 +87,40 @@ class EmbeddingModel:
             )
         return index
 
+    @property
+    def reid_index(self) -> VectorIndex | None:
+        """The anchor head's re-id vectors (camtrace.storage.reid), keyed by the main index's point ids; None when
+        the model has no head."""
+        dim = self.encoder.reid_dim if self.encoder is not None else None  # None: a pinned index of known vectors
+        if dim is None:
+            return None
+        with self._lock:
+            if self._reid_index is None:
+                from camtrace.storage.reid import open_reid_index
+
+                self._reid_index = open_reid_index(self.settings, self.encoder.model_version, dim)
+                if self.keep_index_open and hasattr(self._reid_index, "keep_open"):
+                    self._reid_index.keep_open = self.keep_index_open
+            return self._reid_index
+
+    @property
+    def match_index(self) -> VectorIndex:
+        """The index person-to-person matching reads (re-id, photo search, identity evidence): the re-id vectors
+        when the model has an anchor head, else the model's own."""
+        reid = self.reid_index
+        return reid if reid is not None else self.index
+
+    def match_vectors(self, images) -> np.ndarray:
+        """Query vectors of RGB crops for ``match_index``: the head's re-id vectors, else ``encode_images``."""
+        if self.reid_index is not None:
+            return self.encoder.encode_reid_images(images)
+        return self.encoder.encode_images(images)
+
     def close(self) -> None:
         if self._index is not None:
             self._index.close()
+        if self._reid_index is not None:
+            self._reid_index.close()
 
 
 class Services:

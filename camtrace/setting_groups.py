@@ -206,6 +206,9 @@ class TrainingSettings(BaseSettings):
         description="Training on footage with ground truth: its tight boxes, the detector's boxes cut as the pipeline "
         "cuts what it embeds, or both (the model then learns what it will be asked to match).",
     )
+    anchor_layer: int = Field(-2, description="Vision block whose patch tokens `camtrace train --head anchors` builds "
+                              "its head on (hidden_states: 1..N from the first, -1 the last; before the final norm).")
+    anchor_diversity: float = Field(0.1, ge=0.0, description="Weight of the anchor head's diversity term in its training.")
     site_adapt_min_tracks: int = Field(
         0, ge=0,
         description="Scheduled training adapts the model to this site's own footage (site: dataset, no labels) once "

@@ -662,3 +662,114 @@ def _check_readable(path: Path, n_frames: int) -> None:
             f"{path} was written but reads back as {count} of {n_frames} frames; "
             "this OpenCV build cannot round-trip mp4v MP4 files"
         )
+
+
+# Single person views with occluders (re-id under occlusion) ------------------------------------------------------
+
+OCCLUDERS = ("object", "person")
+
+
+@dataclass(frozen=True)
+class PersonView:
+    """One crop of one identity as a detector would cut it, and the share of its silhouette an occluder hides."""
+
+    image: np.ndarray  # RGB uint8 HxWx3
+    identity: str
+    occluded: float
+
+
+def person_view(person: Identity, rng: np.random.Generator, *, occlusion: float = 0.0, occluder: str = "object",
+                others: Sequence[Identity] = (), height: int = 96) -> PersonView:
+    """``person`` walking in front of a scene patch, cropped to their box, with ``occlusion`` (0..0.9) of their
+    silhouette hidden by ``occluder``: ``object`` (a block of street furniture rising from the ground or standing
+    at one side) or ``person`` (one of ``others`` passing in front). Pose, facing, size, lighting and background
+    vary with ``rng``; the share actually hidden is within a few points of ``occlusion``."""
+    if not 0.0 <= occlusion <= 0.9:
+        raise ValueError(f"occlusion must be in [0, 0.9], not {occlusion}")
+    if occluder not in OCCLUDERS:
+        raise ValueError(f"occluder must be one of {', '.join(OCCLUDERS)}, not {occluder!r}")
+    if occluder == "person" and occlusion > 0 and not others:
+        raise ValueError("a person occluder needs other identities to draw")
+    fig_h = height * float(rng.uniform(0.9, 1.05))
+    canvas_h, canvas_w = int(height * 1.15), int(height * 0.9)
+    scene = scene_background(rng, (max(200, 2 * canvas_w), max(200, canvas_h)))
+    top, left = int(rng.integers(scene.shape[0] - canvas_h + 1)), int(rng.integers(scene.shape[1] - canvas_w + 1))
+    frame = np.ascontiguousarray(scene[top : top + canvas_h, left : left + canvas_w])
+    mask = np.zeros((canvas_h, canvas_w), np.uint8)
+    cx, feet_y = canvas_w / 2 + float(rng.uniform(-0.04, 0.04)) * height, canvas_h - 0.06 * height
+    facing = 1 if rng.random() < 0.5 else -1
+    _draw_figure(frame, mask, person, cx, feet_y, fig_h, float(rng.uniform(0, 2 * math.pi)), facing)
+    own = mask > 0
+    hidden = 0.0
+    if occlusion > 0:
+        if occluder == "object":
+            cover = _cover_with_object(frame, own, occlusion, rng)
+        else:
+            other = others[int(rng.integers(len(others)))]
+            cover = _cover_with_person(frame, own, other, occlusion, rng, (cx, feet_y, fig_h))
+        hidden = _cover_share(own, cover)
+    ys, xs = np.nonzero(own)
+    pad = int(0.03 * height)
+    y1, y2 = max(0, ys.min() - pad), min(canvas_h, ys.max() + 1 + pad)
+    x1, x2 = max(0, xs.min() - pad), min(canvas_w, xs.max() + 1 + pad)
+    crop = frame[y1:y2, x1:x2].astype(np.float32) * float(rng.uniform(0.8, 1.2)) + rng.normal(0, 6, (y2 - y1, x2 - x1, 3))
+    rgb = cv2.cvtColor(np.clip(crop, 0, 255).astype(np.uint8), cv2.COLOR_BGR2RGB)
+    return PersonView(rgb, person.id, round(hidden, 3))
+
+
+def _cover_share(own: np.ndarray, cover: np.ndarray) -> float:
+    return float((own & cover).sum()) / max(1, int(own.sum()))
+
+
+def _cover_with_object(frame: np.ndarray, own: np.ndarray, target: float, rng: np.random.Generator) -> np.ndarray:
+    """A block from the bottom, the left or the right, grown until it hides ``target`` of the silhouette; returns
+    the pixels it covers."""
+    height, width = own.shape
+    side = ("bottom", "left", "right")[int(rng.integers(3))]
+    size = height if side == "bottom" else width
+
+    def block(extent: int) -> np.ndarray:
+        cover = np.zeros_like(own)
+        if side == "bottom":
+            cover[height - extent :, :] = True
+        elif side == "left":
+            cover[:, :extent] = True
+        else:
+            cover[:, width - extent :] = True
+        return cover
+
+    low, high = 0, size
+    while low < high:  # the smallest block that hides at least the target
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if _cover_share(own, block(middle)) < target else (low, middle)
+    cover = block(low)
+    ys, xs = np.nonzero(cover)
+    if len(xs):
+        colour = tuple(int(c) for c in rng.integers(60, 200, 3))
+        frame[cover] = colour
+        draw_occluders(frame, [(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)])
+        frame[cover & (rng.random(own.shape) < 0.1)] = colour
+    return cover
+
+
+def _cover_with_person(frame: np.ndarray, own: np.ndarray, other: Identity, target: float, rng: np.random.Generator,
+                       where: tuple[float, float, float]) -> np.ndarray:
+    """``other`` drawn in front (a little nearer, so a little larger), shifted sideways until it hides ``target``;
+    returns the pixels it covers."""
+    cx, feet_y, fig_h = where
+    side = 1 if rng.random() < 0.5 else -1
+    phase, facing = float(rng.uniform(0, 2 * math.pi)), (1 if rng.random() < 0.5 else -1)
+
+    def silhouette(offset: float) -> np.ndarray:
+        layer = np.zeros(own.shape, np.uint8)
+        _draw_figure(np.zeros((*own.shape, 3), np.uint8), layer, other, cx + side * offset, feet_y + 0.04 * fig_h,
+                     fig_h * 1.08, phase, facing)
+        return layer > 0
+
+    low, high = 0.0, 0.6 * fig_h
+    for _ in range(14):  # the farthest shift that still hides at least the target
+        middle = (low + high) / 2
+        low, high = (middle, high) if _cover_share(own, silhouette(middle)) >= target else (low, middle)
+    _draw_figure(frame, np.zeros(own.shape, np.uint8), other, cx + side * low, feet_y + 0.04 * fig_h, fig_h * 1.08,
+                 phase, facing)
+    return silhouette(low)

@@ -78,6 +78,7 @@ class ImageTextEncoder(InferenceModel):
         self.text: TextTower | None = None
         self._dim: int | None = None
         self._version: str | None = None
+        self._reid_dim: int | None = None
 
     @classmethod
     def from_settings(
@@ -144,17 +145,33 @@ class ImageTextEncoder(InferenceModel):
         if version is None:
             commit = hub_cached_commit(ref)
             version = f"{ref}@{commit[:12]}" if commit else ref
+        head = self._anchor_head(config)
         if use_onnx:
             self.vision = onnx_vision(ref, config, version, processor.image_processor, quantization=self.onnx_quantization,
                                       device=self.device, exports_dir=self.exports_dir, cpu_threads=self.cpu_threads,
-                                      batch_size=self.batch_size)
+                                      batch_size=self.batch_size, head=head)
         else:
-            self.vision = TorchVision(torch_model, processor.image_processor, self.batch_size)
+            self.vision = TorchVision(torch_model, processor.image_processor, self.batch_size, head)
+        self._reid_dim = head.config.width if head is not None else None
         self.text = TextTower(torch_model, processor.tokenizer, text_kwargs, family, self.batch_size)
         self._dim = image_dim
         self._version = version
         log.info("loaded embedding model %s (%s, dim %d) on %s, %s", ref, config.model_type, image_dim, self.device,
                  self.vision.label)
+
+    def _anchor_head(self, config: Any) -> Any:
+        """The folder's anchor head (camtrace.embedding.anchor_head), or None where it has none."""
+        if not self.has_reid_head:
+            return None
+        from camtrace.embedding.anchor_head import load_anchor_head
+
+        head = load_anchor_head(self.model_name)
+        width, layers = int(config.vision_config.hidden_size), int(config.vision_config.num_hidden_layers)
+        if head.config.width != width or not -layers <= head.config.layer <= layers:
+            raise load_error(self.model_name, "model", f"its anchor head (width {head.config.width}, layer "
+                             f"{head.config.layer}) does not fit the vision tower (width {width}, {layers} blocks); "
+                             "retrain it with `camtrace train --head anchors` or delete anchor_head.*")
+        return head
 
     def _stored_version(self) -> str | None:
         """The version of a local folder, or of the hub snapshot in the cache; None where neither is there."""
@@ -168,6 +185,7 @@ class ImageTextEncoder(InferenceModel):
         self.vision = None
         self.text = None
         self._version = None
+        self._reid_dim = None
 
     # -- metadata ------------------------------------------------------------
     @property
@@ -178,6 +196,25 @@ class ImageTextEncoder(InferenceModel):
                 config, family = config_and_family(self.model_name)
                 self._dim = family.dims(config)[0]
             return self._dim
+
+    @property
+    def has_reid_head(self) -> bool:
+        """Whether the model folder holds an anchor head, i.e. crops get a re-id vector besides the text-aligned one
+        (read from the folder: no weights are loaded)."""
+        from camtrace.embedding.anchor_head import has_anchor_head
+
+        folder = local_folder(self.model_name)
+        return folder is not None and has_anchor_head(folder)
+
+    @property
+    def reid_dim(self) -> int | None:
+        """The re-id vector's size (the head's width), None without a head; read from anchor_head.json."""
+        with self._lock:
+            if self._reid_dim is None and self.has_reid_head:
+                from camtrace.embedding.anchor_head import read_head_config
+
+                self._reid_dim = read_head_config(self.model_name).width
+            return self._reid_dim
 
     @property
     def runtime_label(self) -> str:
@@ -217,6 +254,23 @@ class ImageTextEncoder(InferenceModel):
         if not arrays:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.vision.embed(arrays, self.dim)
+
+    def encode_image_pair(self, images: Sequence[Image.Image | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """RGB images -> (text-aligned rows as ``encode_images`` gives, the anchor head's re-id rows), one pass of
+        the tower for both. A model without a head has no re-id vector: ConfigError."""
+        if not self.has_reid_head:
+            raise ConfigError(f"{self.model_name} has no anchor head (anchor_head.json and anchor_head.safetensors): "
+                              "train one with `camtrace train --head anchors`, or use encode_images")
+        arrays = [_as_rgb_array(image, i) for i, image in enumerate(images)]
+        self._ensure_loaded()
+        assert self.vision is not None and self._reid_dim is not None
+        if not arrays:
+            return np.zeros((0, self.dim), dtype=np.float32), np.zeros((0, self._reid_dim), dtype=np.float32)
+        return self.vision.embed_pair(arrays, self.dim)
+
+    def encode_reid_images(self, images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
+        """RGB images -> the anchor head's unit re-id rows (photo and track queries); ConfigError without a head."""
+        return self.encode_image_pair(images)[1]
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Descriptions ("man, grey hoodie, blue jeans") -> float32 (n, dim), unit rows."""

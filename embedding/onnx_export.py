@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from pathlib import Path
+from typing import Any
 
 from camtrace.embedding.families import pooled_output
 from camtrace.embedding.weights import from_pretrained
 
 
-def export_vision_tower(ref: str, image_size: int, work: Path, quantization: str) -> Path:
-    """Export the vision tower (pixels -> L2-normalised pooled embedding, dynamic batch) to ONNX in ``work``."""
+def export_vision_tower(ref: str, image_size: int, work: Path, quantization: str, head: Any = None) -> Path:
+    """Export the vision tower (pixels -> L2-normalised pooled embedding, dynamic batch) to ONNX in ``work``; with
+    an anchor ``head`` (camtrace.embedding.anchor_head) its unit re-id vector is a second output, ``reid``."""
     import torch
+    from camtrace.embedding.anchor_head import image_features, vision_tokens
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoModel
 
@@ -28,16 +32,28 @@ def export_vision_tower(ref: str, image_size: int, work: Path, quantization: str
             feats = pooled_output(self.model.get_image_features(pixel_values=pixel_values))
             return feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
+    class VisionWithHead(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.head = copy.deepcopy(head).to(device="cpu", dtype=torch.float32).eval()
+
+        def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            outputs, tokens, _ = vision_tokens(self.model, {"pixel_values": pixel_values}, self.head.config.layer)
+            feats = image_features(self.model, outputs)
+            return feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12), self.head(tokens).embedding
+
     fp32 = work / "vision-fp32.onnx"
     with torch.inference_mode():
         # The TorchScript exporter: one self-contained file, and a dynamic batch axis by name.
+        outputs = ["embedding"] if head is None else ["embedding", "reid"]
         torch.onnx.export(
-            VisionEmbedding().eval(),
+            (VisionEmbedding() if head is None else VisionWithHead()).eval(),
             (torch.zeros(2, 3, image_size, image_size),),
             str(fp32),
             input_names=["pixel_values"],
-            output_names=["embedding"],
-            dynamic_axes={"pixel_values": {0: "batch"}, "embedding": {0: "batch"}},
+            output_names=outputs,
+            dynamic_axes={"pixel_values": {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
             opset_version=17,
             dynamo=False,
         )

@@ -37,6 +37,10 @@ class VisionSession(Protocol):
 
     def embed(self, arrays: list[np.ndarray], dim: int) -> np.ndarray: ...
 
+    def embed_pair(self, arrays: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(text-aligned rows, anchor-head re-id rows); only sessions built with a head."""
+        ...
+
 
 def torch_label(dtype: Any) -> str:
     return "torch " + DTYPE_NAMES.get(str(dtype), str(dtype))
@@ -91,13 +95,15 @@ class TorchModel:
 # The sub-processors are called directly: through the processor's __call__, class-level defaults
 # (Siglip2Processor's patch_size=16, max_num_patches=256) override the image processor's saved configuration.
 class TorchVision:
-    """The image tower on PyTorch; on a GPU the crops are resized and normalised there."""
+    """The image tower on PyTorch; on a GPU the crops are resized and normalised there. With an anchor head
+    (camtrace.embedding.anchor_head) one pass of the tower gives both the text-aligned and the re-id vector."""
 
-    def __init__(self, torch_model: TorchModel, image_processor: Any, batch_size: int) -> None:
+    def __init__(self, torch_model: TorchModel, image_processor: Any, batch_size: int, head: Any = None) -> None:
         self.torch_model = torch_model
         self.image_processor = image_processor
         self.batch_size = batch_size
         device = torch_model.device
+        self.head = head.to(device) if head is not None else None
         self.pixel_transform: DevicePixelTransform | None = (
             DevicePixelTransform.from_processor(image_processor, device, torch_model.dtype) if device.type == "cuda" else None
         )
@@ -109,22 +115,45 @@ class TorchVision:
     def embed(self, arrays: list[np.ndarray], dim: int) -> np.ndarray:
         return self.torch_model.run(arrays, self.batch_size, dim, self._batch)
 
-    def _batch(self, model: Any, arrays: list[np.ndarray]) -> Any:
+    def embed_pair(self, arrays: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(text-aligned rows, re-id rows) of one pass; the head must be there."""
+        import torch
+        from camtrace.embedding.anchor_head import image_features, vision_tokens
+
+        assert self.head is not None
+        model, head = self.torch_model.model, self.head
+        text = np.empty((len(arrays), dim), dtype=np.float32)
+        reid = np.empty((len(arrays), head.config.width), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(arrays), self.batch_size):
+                batch = arrays[start : start + self.batch_size]
+                outputs, tokens, mask = vision_tokens(model, self._inputs(batch), head.config.layer)
+                feats = image_features(model, outputs).float()
+                text[start : start + len(batch)] = torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
+                reid[start : start + len(batch)] = head(tokens.float(), mask).embedding.cpu().numpy()
+        return text, reid
+
+    def _inputs(self, arrays: list[np.ndarray]) -> dict[str, Any]:
         if self.pixel_transform is not None:
-            return pooled_output(model.get_image_features(pixel_values=self.pixel_transform(arrays)))
+            return {"pixel_values": self.pixel_transform(arrays)}
         # channels_last stated explicitly: a 3-pixel-high crop would otherwise be read as channels-first.
         inputs = self.image_processor(arrays, return_tensors="pt", input_data_format="channels_last")
-        inputs = inputs.to(device=self.torch_model.device, dtype=self.torch_model.dtype)
-        return pooled_output(model.get_image_features(**inputs))
+        return dict(inputs.to(device=self.torch_model.device, dtype=self.torch_model.dtype))
+
+    def _batch(self, model: Any, arrays: list[np.ndarray]) -> Any:
+        return pooled_output(model.get_image_features(**self._inputs(arrays)))
 
 
 class OnnxVision:
-    """An exported image tower (it normalises its output) on ONNX Runtime."""
+    """An exported image tower (it normalises its output) on ONNX Runtime; exported with an anchor head, its second
+    output is the head's re-id vector."""
 
-    def __init__(self, session: Any, image_processor: Any, quantization: str, batch_size: int) -> None:
+    def __init__(self, session: Any, image_processor: Any, quantization: str, batch_size: int,
+                 reid_dim: int | None = None) -> None:
         self.session = session
         self.image_processor = image_processor
         self.quantization = quantization
+        self.reid_dim = reid_dim
         # Dynamic int8 quantises activations with one scale per input tensor, i.e. per batch: one crop per
         # run keeps a crop's vector independent of its batch mates (local, distributed and backfill agree).
         self.batch_size = 1 if quantization == "int8" else batch_size
@@ -134,12 +163,24 @@ class OnnxVision:
         return f"onnx {self.quantization}"
 
     def embed(self, arrays: list[np.ndarray], dim: int) -> np.ndarray:
-        out = np.empty((len(arrays), dim), dtype=np.float32)
+        return self._run(arrays, dim, 1)[0]
+
+    def embed_pair(self, arrays: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(text-aligned rows, re-id rows) of one run; the export must hold the head."""
+        assert self.reid_dim is not None
+        text, reid = self._run(arrays, dim, 2)
+        return text, reid
+
+    def _run(self, arrays: list[np.ndarray], dim: int, outputs: int) -> list[np.ndarray]:
+        dims = (dim, self.reid_dim)[:outputs]
+        out = [np.empty((len(arrays), size), dtype=np.float32) for size in dims]
+        names = ["embedding", "reid"][:outputs]
         for start in range(0, len(arrays), self.batch_size):
             batch = arrays[start : start + self.batch_size]
             inputs = self.image_processor(batch, return_tensors="np", input_data_format="channels_last")
             pixels = np.ascontiguousarray(inputs["pixel_values"], dtype=np.float32)
-            out[start : start + len(batch)] = self.session.run(None, {"pixel_values": pixels})[0]
+            for target, rows in zip(out, self.session.run(names, {"pixel_values": pixels}), strict=True):
+                target[start : start + len(batch)] = rows
         return out
 
 
@@ -164,8 +205,9 @@ class TextTower:
 
 
 def onnx_vision(ref: str, config: Any, version: str, image_processor: Any, *, quantization: str, device: torch.device,
-                exports_dir: Path | None, cpu_threads: int, batch_size: int) -> OnnxVision:
-    """The image tower of ``ref`` on ONNX Runtime, exported (once per model version) into ``exports_dir``."""
+                exports_dir: Path | None, cpu_threads: int, batch_size: int, head: Any = None) -> OnnxVision:
+    """The image tower of ``ref`` on ONNX Runtime, exported (once per model version) into ``exports_dir``; with an
+    anchor ``head`` the export has a second output, its re-id vector."""
     import onnxruntime as ort
     from camtrace.embedding.onnx_export import export_vision_tower
 
@@ -180,12 +222,13 @@ def onnx_vision(ref: str, config: Any, version: str, image_processor: Any, *, qu
         runtime=f"onnxruntime>={ort.__version__.split('.')[0]}",
         quantization=quantization,
         file_name="vision.onnx",
-        options={"image_size": image_size, "output": "l2-normalised pooled image embedding"},
+        options={"image_size": image_size, "output": "l2-normalised pooled image embedding",
+                 **({"reid": f"anchor head, layer {head.config.layer}"} if head is not None else {})},
     )
     path = ensure_export(
         exports_dir,
         spec,
-        lambda work: export_vision_tower(ref, image_size, work, quantization),
+        lambda work: export_vision_tower(ref, image_size, work, quantization, head),
         f"the ONNX {quantization} export of the image encoder",
     )
     try:
@@ -195,4 +238,5 @@ def onnx_vision(ref: str, config: Any, version: str, image_processor: Any, *, qu
             f"cannot open the ONNX export {path} of {ref!r} ({first_line(exc)}); delete it to rebuild, "
             "or set CAMTRACE_RUNTIME=torch"
         ) from exc
-    return OnnxVision(session, image_processor, quantization, batch_size)
+    return OnnxVision(session, image_processor, quantization, batch_size,
+                      head.config.width if head is not None else None)

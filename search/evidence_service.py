@@ -100,7 +100,7 @@ class EvidenceService:
             return None
         samples = []
         for track_id in (track_a, track_b):
-            vectors = [p.vector for p in model.index.track_points(track_id)]
+            vectors = [p.vector for p in model.match_index.track_points(track_id)]
             if not vectors:
                 return None
             span = spans[track_id]
@@ -156,7 +156,7 @@ class EvidenceService:
     def _samples(self, rows, model: EmbeddingModel) -> list[TrackSample]:
         wanted = [pid for row in rows for pid in row.point_ids]
         vectors: dict[str, np.ndarray] = {}
-        index = model.index
+        index = model.match_index  # the vectors re-id scores compare
         with index.session():
             for start in range(0, len(wanted), RETRIEVE_BATCH):
                 for point in index.retrieve(wanted[start : start + RETRIEVE_BATCH]):

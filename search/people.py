@@ -85,7 +85,7 @@ class PeopleSearch(QueryBase):
 
     def _reid(self, model, seed, identity: Identity, limit: int, same_camera: bool,
               allowed_cameras: Sequence[str] | None) -> list[SearchResult]:
-        index = model.index
+        index = model.match_index  # the anchor head's re-id vectors where the model has one
         cameras: tuple[str, ...] = ()
         if allowed_cameras is not None:
             cameras = tuple(sorted(set(allowed_cameras))) or (NO_CAMERA,)

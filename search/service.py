@@ -195,8 +195,10 @@ class SearchService(PeopleSearch):
         elif person is not None:
             raise InputError("a person can only be picked on a photo searched with detection (detect=True)")
         model = self.services.model()
-        vector = model.encoder.encode_images([cv2.cvtColor(query, cv2.COLOR_BGR2RGB)])[0]
-        results = self.by_vector(vector, search_filter, limit, offset=offset, min_score=min_score, index=model.index)
+        # A photo is matched person to person: the anchor head's re-id vector where the model has one.
+        vector = model.match_vectors([cv2.cvtColor(query, cv2.COLOR_BGR2RGB)])[0]
+        results = self.by_vector(vector, search_filter, limit, offset=offset, min_score=min_score,
+                                 index=model.match_index)
         return PhotoSearch(results=results, persons=persons, person=chosen)
 
     def persons(self, image_bgr: np.ndarray) -> list[DetectedPerson]:

@@ -200,3 +200,10 @@ def test_a_trace_exports_to_csv_json_and_a_self_contained_html(service):
     assert "ines &lt;admin&gt;" in page and "2026-01-01T00:00:00+00:00" in page
     cameras = {s.camera_id for s in trace.steps}
     assert page.count('class="lane"') == len(cameras)  # one timeline lane per camera
+
+
+def test_a_model_without_an_anchor_head_writes_one_index(service):
+    model = service.services.model()
+    assert not model.encoder.has_reid_head and model.reid_index is None and model.match_index is model.index
+    shards = [p.name for p in service.services.settings.index_dir.iterdir() if p.is_dir()]
+    assert shards and not any("reid" in name for name in shards)

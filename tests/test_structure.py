@@ -17,7 +17,6 @@ LONG_FUNCTIONS = {
     "camtrace/synthetic_site.py:_walks": "one loop over the site's people, each walk's rules in the order they apply",
     "camtrace/synthetic.py:write_footage": "writes one camera's video frame by frame with its ground truth",
     "api/app.py:create_app": "the app's wiring in one place: middleware, routers, error handlers, the page",
-    "training/promotion.py:reindex": "one promotion step by step: plan, batches, progress, the index swap",
     "detection/tiny_model.py:build_tiny_yolo": "the tiny detector's whole model yaml, layer by layer",
 }
 

@@ -68,7 +68,8 @@ def _encode_images(encoder, samples: list[Sample], batch_size: int, progress: bo
 
 
 def evaluate_model(encoder, dataset: PersonDataset, *, batch_size: int = 64, progress: bool = False) -> dict:
-    """Text -> identity and image re-id figures (percentages) of ``encoder`` on ``dataset``.
+    """Text -> identity and image re-id figures (percentages) of ``encoder`` on ``dataset``; an encoder with an
+    anchor re-id head (``has_reid_head``) adds ``image_reid_head``, the head's re-id figures.
 
     Returns {"text_to_identity": {top1, top5, top10, mrr, cmc_auc20, queries, images} or None
     when the dataset has no captions, "image_reid": {top1, top5, top10, map, queries, images} or
@@ -96,16 +97,39 @@ def evaluate_model(encoder, dataset: PersonDataset, *, batch_size: int = 64, pro
             encoder, chosen.queries, batch_size, progress, "queries"
         )
         result["image_reid"] = reid_metrics(queries @ gallery.T, query_ids, gallery_ids, query_cams, gallery_cams)
+        if getattr(encoder, "has_reid_head", False):  # the anchor head's re-id vectors, beside the pooled ones
+            result["image_reid_head"] = _head_reid(encoder, chosen, batch_size, progress)
     return result
+
+
+def _head_reid(encoder, chosen: EvaluationSet, batch_size: int, progress: bool) -> dict:
+    head_encoder = _ReidImages(encoder)
+    gallery = _encode_images(head_encoder, chosen.gallery, batch_size, progress, "gallery (head)")
+    queries = gallery if chosen.queries is chosen.gallery else _encode_images(
+        head_encoder, chosen.queries, batch_size, progress, "queries (head)")
+    return reid_metrics(queries @ gallery.T, [s.identity for s in chosen.queries], [s.identity for s in chosen.gallery],
+                        [s.camera for s in chosen.queries], [s.camera for s in chosen.gallery])
+
+
+class _ReidImages:
+    """An encoder's ``encode_reid_images`` in the place of its ``encode_images``."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder = encoder
+        self.dim = encoder.reid_dim
+
+    def encode_images(self, images):
+        return self.encoder.encode_reid_images(images)
 
 
 def format_table(result: dict) -> str:
     """The figures as a small text table."""
     lines = []
-    for protocol, keys in (
-        ("text_to_identity", ("top1", "top5", "top10", "mrr", "cmc_auc20")),
-        ("image_reid", ("top1", "top5", "top10", "map")),
-    ):
+    protocols = [("text_to_identity", ("top1", "top5", "top10", "mrr", "cmc_auc20")),
+                 ("image_reid", ("top1", "top5", "top10", "map"))]
+    if result.get("image_reid_head") is not None:
+        protocols.append(("image_reid_head", ("top1", "top5", "top10", "map")))
+    for protocol, keys in protocols:
         figures = result.get(protocol)
         header = f"{protocol:<17}" + "".join(f"{key:>10}" for key in (*keys, "queries", "images"))
         lines.append(header)

@@ -107,3 +107,19 @@ class PersonContrastiveLoss(torch.nn.Module):
         image_image = image_image_loss(image_emb, image_ids, logit_scale) if self.image_weight else zero
         total = self.text_weight * image_text + self.image_weight * image_image
         return LossParts(total, image_text, image_image)
+
+
+def triplet_loss(features: torch.Tensor, labels: torch.Tensor, margin: float = 0.3) -> torch.Tensor:
+    """Batch-hard triplet loss on L2-normalised features: each anchor's farthest positive against its nearest
+    negative, ``max(0, d(a, p) - d(a, n) + margin)`` averaged over anchors that have both (else zero)."""
+    features = F.normalize(features.float(), dim=-1)
+    distances = torch.cdist(features, features)
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=features.device)
+    positives, negatives = same & ~eye, ~same
+    rows = positives.any(dim=1) & negatives.any(dim=1)
+    if not rows.any():
+        return features.sum() * 0.0
+    hardest_positive = distances.masked_fill(~positives, float("-inf")).max(dim=1).values
+    hardest_negative = distances.masked_fill(~negatives, float("inf")).min(dim=1).values
+    return F.relu(hardest_positive - hardest_negative + margin)[rows].mean()

@@ -192,9 +192,11 @@ def judge(services: Services, candidate: ModelEntry, baseline: ModelEntry | None
 # Re-embedding
 # ---------------------------------------------------------------------------
 def reembed(
-    encoder, index: VectorIndex, crops: CropStore, rows: Sequence[Detection], model_version: str
+    encoder, index: VectorIndex, crops: CropStore, rows: Sequence[Detection], model_version: str,
+    reid_index: VectorIndex | None = None,
 ) -> tuple[int, list[str]]:
-    """Embed the stored crops of ``rows`` with ``encoder`` and upsert them into ``index``.
+    """Embed the stored crops of ``rows`` with ``encoder`` and upsert them into ``index`` (and, for a model with an
+    anchor head, their re-id vectors into ``reid_index``, first).
 
     Payloads come from the SQL rows (the payload of DESIGN.md), with this
     model's version. Returns (points written, point ids whose crop is missing).
@@ -216,7 +218,11 @@ def reembed(
         log.warning("%d crop(s) missing from the crop store; their points cannot be re-embedded", len(missing))
     if not kept:
         return 0, missing
-    vectors = encoder.encode_images(images)
+    reid_vectors = None
+    if reid_index is not None:
+        vectors, reid_vectors = encoder.encode_image_pair(images)
+    else:
+        vectors = encoder.encode_images(images)
     points = [
         IndexPoint(
             id=row.point_id,
@@ -229,8 +235,20 @@ def reembed(
         )
         for row, vector in zip(kept, vectors, strict=True)
     ]
+    if reid_vectors is not None and reid_index is not None:
+        reid_index.upsert([IndexPoint(id=p.id, vector=v, payload=p.payload)
+                           for p, v in zip(points, reid_vectors, strict=True)])
     index.upsert(points)
     return len(points), missing
+
+
+def reid_index_of(services: Services, encoder) -> VectorIndex | None:
+    """The re-id index (camtrace.storage.reid) of a model with an anchor head; None without one."""
+    if not getattr(encoder, "has_reid_head", False):
+        return None
+    from camtrace.storage.reid import open_reid_index
+
+    return open_reid_index(services.settings, encoder.model_version, encoder.reid_dim)
 
 
 def missing_batches(db: Database, index: VectorIndex, batch_size: int) -> list[list[Detection]]:
@@ -315,14 +333,9 @@ def reindex(
                     work = ReindexWork(model_id, [[row.point_id for row in batch] for batch in batches])
                     summary.embedded += run_elsewhere(work, bar)
                     continue
-                for batch in batches:
-                    with index.session():
-                        written, missing = reembed(encoder, index, services.crops, batch, encoder.model_version)
-                    summary.embedded += written
-                    summary.missing_crops.extend(missing)
-                    bar.update(len(batch))
+                _reembed_here(services, encoder, index, batches, summary, bar)
             if not in_service:
-                summary.removed = remove_deleted_points(services.db, index)
+                summary.removed = _remove_deleted_here(services, encoder, index)
             summary.points = index.count()
     finally:
         bar.close()
@@ -330,6 +343,33 @@ def reindex(
         services.registry.set_index(entry.id, index.name)
     summary.seconds = round(time.perf_counter() - started, 2)
     return summary
+
+
+def _remove_deleted_here(services: Services, encoder, index: VectorIndex) -> int:
+    """``remove_deleted_points`` on the model's index, and on its re-id index where it has an anchor head."""
+    reid_index = reid_index_of(services, encoder)
+    if reid_index is not None:
+        try:
+            remove_deleted_points(services.db, reid_index)
+        finally:
+            reid_index.close()
+    return remove_deleted_points(services.db, index)
+
+
+def _reembed_here(services: Services, encoder, index: VectorIndex, batches: list[list[Detection]],
+                  summary: ReindexSummary, bar: tqdm) -> None:
+    """One catch-up pass embedded in this process (with the model's re-id index, where it has an anchor head)."""
+    reid_index = reid_index_of(services, encoder)
+    try:
+        for batch in batches:
+            with index.session():
+                written, missing = reembed(encoder, index, services.crops, batch, encoder.model_version, reid_index)
+            summary.embedded += written
+            summary.missing_crops.extend(missing)
+            bar.update(len(batch))
+    finally:
+        if reid_index is not None:
+            reid_index.close()
 
 
 def reindex_batch(
@@ -340,10 +380,15 @@ def reindex_batch(
     entry = None if model_id is None else services.registry.get(model_id)
     encoder, index = open_model_index(services, entry, encoders.get(model_id))
     encoders[model_id] = encoder
+    reid_index = reid_index_of(services, encoder)
     with index.session():
         present = index.existing_ids(list(point_ids))
         rows = [row for row in services.db.detections_by_ids(list(point_ids)) if row.point_id not in present]
-        written, missing = reembed(encoder, index, services.crops, rows, encoder.model_version)
+        try:
+            written, missing = reembed(encoder, index, services.crops, rows, encoder.model_version, reid_index)
+        finally:
+            if reid_index is not None:
+                reid_index.close()
     # frames counts the crops that vanished since the batch was planned (a re-index has no frames).
     services.db.increment_job(job_id, segments_done=1, crops_indexed=written + len(present), frames=len(missing))
     return written

@@ -91,6 +91,12 @@ class TrainConfig:
     # None: the text tower trains only when some training sample has a caption (site data alone has none, and
     # the image tower must not drift away from a text tower that learns nothing).
     freeze_text: bool | None = None
+    # "anchors": train only an anchor re-id head (camtrace.training.head_training) on the frozen base, for ``epochs``
+    # at ``head_lr``; None: fine-tune the model itself.
+    head: str | None = None
+    anchor_layer: int = -2
+    anchor_diversity: float = 0.1
+    triplet_margin: float = 0.3
 
     def check(self) -> None:
         if not self.datasets:
@@ -100,6 +106,10 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be 0 or more")
         if self.epochs + self.head_epochs == 0:
             raise ConfigError("nothing to train: --epochs and --head-epochs are both 0")
+        if self.head not in (None, "anchors"):
+            raise ConfigError(f"--head must be 'anchors' (or left out to fine-tune the model), not {self.head!r}")
+        if self.head and self.epochs < 1:
+            raise ConfigError("--head anchors trains the head for --epochs epochs: set --epochs to 1 or more")
         for name in ("batch_size", "images_per_identity", "accumulate", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
@@ -401,10 +411,14 @@ def train(
     config.check()
     base, processor_ref = _resolve_refs(config)
     config = TrainConfig(**{**asdict(config), "base": base, "processor": processor_ref, "out_dir": Path(config.out_dir)})
-    checkpoint = _checkpoint_to_resume(config)
+    checkpoint = None if config.head else _checkpoint_to_resume(config)
     train_set, val_set = _load_data(config)
     if val_set is not None:
         evaluation_set(val_set)  # an unusable validation set fails now, not after the first epoch
+    if config.head == "anchors":
+        from camtrace.training.head_training import train_anchor_head
+
+        return train_anchor_head(config, train_set, val_set, progress, on_step)
     run = TrainingRun(config, train_set, val_set, progress)
     run.restore(checkpoint)
     del checkpoint

@@ -298,12 +298,15 @@ def apply_retention(services: Services, cutoff_ts: float, batch: int = 5000) -> 
     own video files are never touched).
     """
     db = services.db
+    model = services.model()
     deleted = 0
     while True:
         old = db.detections_before(cutoff_ts, limit=batch)
         if not old:
             break
-        services.index.delete([row.point_id for row in old])
+        if model.reid_index is not None:  # a model with an anchor head keeps re-id vectors under the same ids
+            model.reid_index.delete([row.point_id for row in old])
+        model.index.delete([row.point_id for row in old])
         db.delete_detections([row.point_id for row in old])
         services.crops.delete([row.crop_key for row in old])
         deleted += len(old)

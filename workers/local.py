@@ -32,6 +32,22 @@ class IngestSummary:
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
+    def add(self, result, crops: int) -> None:
+        """Count one segment done."""
+        self.segments += 1
+        self.frames += result.frames
+        self.persons += result.boxes
+        self.tracks += len(result.tracks)
+        self.crops += crops
+
+
+def _register_job(db, source: str, camera_id: str, plans, job_id: str) -> None:
+    """The job with every segment registered before it counts as running."""
+    db.create_job("ingest", source, camera_id, job_id=job_id, segments_total=sum(len(segments) for _, segments in plans))
+    for video, segments in plans:
+        register_video(db, video, camera_id, segments, job_id)
+    db.update_job(job_id, status=JobStatus.RUNNING)
+
 
 def ingest_local(
     services: Services, source: str, camera_id: str, start_ts: float | None = None, progress: bool = True
@@ -44,20 +60,12 @@ def ingest_local(
         services.detector.load()
         model = services.model()  # one model for the whole ingest: its encoder writes into its own index
         model.encoder.load()
-        indexer = CropIndexer(model.encoder, model.index, services.db, services.crops, SegmentWatch(services, model))
+        indexer = CropIndexer(model.encoder, model.index, services.db, services.crops, SegmentWatch(services, model),
+                              reid_index=model.reid_index)
         db = services.db
         plans = [(video, video.segments(settings.segment_seconds)) for video in videos]
         summary = IngestSummary(job_id=str(uuid.uuid4()), camera_id=camera_id, videos=len(videos))
-        db.create_job(
-            "ingest",
-            absolute_source(source),
-            camera_id,
-            job_id=summary.job_id,
-            segments_total=sum(len(segments) for _, segments in plans),
-        )
-        for video, segments in plans:  # every segment is registered before the job counts as running
-            register_video(db, video, camera_id, segments, summary.job_id)
-        db.update_job(summary.job_id, status=JobStatus.RUNNING)
+        _register_job(db, absolute_source(source), camera_id, plans, summary.job_id)
         expected_frames = sum(expected_sampled_frames(video, settings.sample_fps) for video in videos)
         bar = tqdm(total=expected_frames or None, unit="frame", desc=f"ingest {camera_id}", disable=not progress)
         for video, segments in plans:
@@ -76,11 +84,7 @@ def ingest_local(
                     model.index.maintain()  # between batches: seals and indexes a full segment (seconds), else nothing
                 db.mark_segment(segment_id, SegmentStatus.DONE, frames=result.frames, crops=crops)
                 refresh_job(db, summary.job_id)
-                summary.segments += 1
-                summary.frames += result.frames
-                summary.persons += result.boxes
-                summary.tracks += len(result.tracks)
-                summary.crops += crops
+                summary.add(result, crops)
         bar.close()
         refresh_job(db, summary.job_id)
         if summary.tracks:

@@ -29,7 +29,7 @@ from camtrace.embedding import ImageTextEncoder
 from camtrace.storage import CropStore, Database, VectorIndex
 
 from camtrace.enums import SegmentStatus
-from camtrace.errors import CamtraceError
+from camtrace.errors import CamtraceError, ConfigError
 from camtrace.settings import Settings
 from camtrace.types import Crop, IndexPoint, PointPayload, make_track_id, point_id
 from camtrace.validation import inside_roots
@@ -190,12 +190,20 @@ class CropIndexer:
     """
 
     def __init__(self, encoder: ImageTextEncoder, index: VectorIndex, db: Database, crops: CropStore,
-                 watch: Callable[[SegmentResult, np.ndarray], object] | None = None) -> None:
+                 watch: Callable[[SegmentResult, np.ndarray], object] | None = None,
+                 reid_index: VectorIndex | None = None) -> None:
+        """``watch``: called with every written segment (or part) and its vectors, the watchlist check.
+        ``reid_index``: where the anchor head's re-id vectors go (camtrace.storage.reid); required when the
+        encoder has a head, unused otherwise."""
+        if encoder.has_reid_head and reid_index is None:
+            raise ConfigError(f"{encoder.model_name} has an anchor re-id head: pass its re-id index "
+                              "(EmbeddingModel.reid_index) so its re-id vectors are stored")
         self.encoder = encoder
         self.index = index
         self.db = db
         self.crops = crops
-        self.watch = watch  # called with every written segment (or part) and its vectors: the watchlist check
+        self.watch = watch
+        self.reid_index = reid_index if encoder.has_reid_head else None
 
     def index_segment(self, result: SegmentResult) -> int:
         """Embed and write one segment's crops and tracks; returns the number of points written."""
@@ -211,6 +219,8 @@ class CropIndexer:
         if not crops:
             return np.zeros((0, 0), np.float32)
         images = [cv2.cvtColor(decode_jpeg(crop_jpeg(crop)), cv2.COLOR_BGR2RGB) for crop in crops]
+        if self.reid_index is not None:  # one row per crop: the text-aligned vector, then the re-id vector
+            return np.hstack(self.encoder.encode_image_pair(images))
         return self.encoder.encode_images(images)
 
     def write_segment(self, result: SegmentResult, vectors: np.ndarray) -> int:
@@ -235,7 +245,8 @@ class CropIndexer:
         )
         self.db.upsert_detections(rows)
         if self.watch is not None and points:
-            self.watch(result, vectors)
+            # The watchlist matches on the text-aligned vectors (a description entry needs them).
+            self.watch(result, vectors[:, : self.encoder.dim] if self.reid_index is not None else vectors)
         return len(points)
 
     def write_points(
@@ -245,6 +256,9 @@ class CropIndexer:
         if not crops:
             return [], []
         model_version = self.encoder.model_version
+        reid_vectors = None
+        if self.reid_index is not None:
+            vectors, reid_vectors = vectors[:, : self.encoder.dim], vectors[:, self.encoder.dim :]
         points, rows = [], []
         for crop, vector in zip(crops, vectors, strict=True):
             pid = point_id(video_id, crop.frame_index, crop.track_id)
@@ -272,6 +286,10 @@ class CropIndexer:
                     "model_version": model_version,
                 }
             )
+        if reid_vectors is not None and self.reid_index is not None:
+            # Before the main index: a point there always has its re-id vector, whatever a crash interrupts.
+            self.reid_index.upsert([IndexPoint(id=p.id, vector=v, payload=p.payload)
+                                    for p, v in zip(points, reid_vectors, strict=True)])
         self.index.upsert(points)
         return points, rows
 

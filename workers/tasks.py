@@ -213,7 +213,8 @@ def embed_batch(messages: list[dict]) -> list[tuple[dict, BaseException]]:
     stages = services()
     db = stages.db
     model = stages.model()  # the encoder and the index of one model, whatever a promotion switches meanwhile
-    indexer = CropIndexer(model.encoder, model.index, db, stages.crops, segment_watch(stages, model))
+    indexer = CropIndexer(model.encoder, model.index, db, stages.crops, segment_watch(stages, model),
+                          reid_index=model.reid_index)
     decoded = []
     for kwargs in messages:
         try:

@@ -14,6 +14,7 @@ from camtrace.cli.base import (
     make_services,
 )
 from camtrace.enums import TrainCrops, values
+from camtrace.errors import InputError
 from camtrace.settings import load_settings
 
 
@@ -37,6 +38,9 @@ from camtrace.settings import load_settings
 @click.option("--crops", type=click.Choice(values(TrainCrops)),
               help="Footage with ground truth (synthetic:): tight boxes, the boxes CAMTRACE_DETECTOR_MODEL finds, cut "
               "as the pipeline cuts what it embeds, or both (default: CAMTRACE_TRAIN_CROPS).")
+@click.option("--head", type=click.Choice(["anchors"]),
+              help="Train only a re-id head on the frozen model: anchors (SAGA-ReID: patch tokens of block "
+              "CAMTRACE_ANCHOR_LAYER pooled around text anchors) for --epochs at --head-lr; saved with the model.")
 @click.option("--checkpoint-every", type=int, default=200, show_default=True, help="Steps between checkpoints.")
 @click.option("--resume", is_flag=True, help="Require a checkpoint in --out to resume from (resuming is automatic).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -61,6 +65,8 @@ def train_command(datasets, no_augment, resume, crops, no_register, queue, no_pr
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     options["out_dir"] = options["out_dir"].resolve()
+    if queue and options.get("head"):
+        raise InputError("--head trains here, not on the train worker; leave out --queue")
     if queue:  # the train worker trains, registers and (with CAMTRACE_AUTO_PROMOTE) promotes
         from camtrace.training.schedule import TrainRequest
         from camtrace.workers.jobs import submit_training
@@ -74,7 +80,7 @@ def train_command(datasets, no_augment, resume, crops, no_register, queue, no_pr
     config = TrainConfig(
         datasets=list(datasets), augment=not no_augment, resume=True if resume else None,
         crops=crops or settings.train_crops, device=settings.device, text_max_length=settings.embed_text_max_length,
-        **options,
+        anchor_layer=settings.anchor_layer, anchor_diversity=settings.anchor_diversity, **options,
     )
     result = train(config, progress=not no_progress)
     model_id = None
