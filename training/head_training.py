@@ -70,7 +70,7 @@ class AnchorHeadRun:
 
     def __init__(self, config: TrainConfig, train_set: PersonDataset, val_set: PersonDataset | None,
                  progress: bool) -> None:
-        from camtrace.training.trainer import _lr_lambda, load_base
+        from camtrace.training.trainer import load_base, warmup_then_linear
 
         self.config, self.train_set, self.val_set, self.progress = config, train_set, val_set, progress
         self.out_dir = Path(config.out_dir)
@@ -88,7 +88,7 @@ class AnchorHeadRun:
                                            weight_decay=config.weight_decay)
         self.batches_per_epoch = max(1, len(train_set) // config.batch_size)
         self.total_steps = config.epochs * self.batches_per_epoch
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(self.total_steps, config.warmup_ratio))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_then_linear(self.total_steps, config.warmup_ratio))
         self.step, self.history = 0, []
         log.info("training an anchor head (layer %d) on %s; validating on %s", config.anchor_layer, train_set, val_set)
 
@@ -147,7 +147,7 @@ class AnchorHeadRun:
         return {**plain, "image_reid_head": with_head["image_reid"]}
 
     def save(self) -> TrainResult:
-        from camtrace.training.trainer import TRAINING_FILE, TrainResult, _jsonable
+        from camtrace.training.trainer import TRAINING_FILE, TrainResult, jsonable
 
         out_dir = self.out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +156,7 @@ class AnchorHeadRun:
         self.head.eval().cpu().save(out_dir)
         val_metrics = self.history[-1].get("val") if self.history else None
         record = {"base": self.config.base, "processor": self.config.processor, "steps": self.step, "head": "anchors",
-                  "config": _jsonable(asdict(self.config)), "history": self.history, "val_metrics": val_metrics}
+                  "config": jsonable(asdict(self.config)), "history": self.history, "val_metrics": val_metrics}
         (out_dir / TRAINING_FILE).write_text(json.dumps(record, indent=1))
         return TrainResult(out_dir, self.step, self.history, val_metrics, None)
 

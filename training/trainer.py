@@ -357,7 +357,7 @@ def _save_checkpoint(out_dir: Path, state: dict, keep: int) -> Path:
 # --------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------
-def _lr_lambda(stage_steps: int, warmup_ratio: float) -> Callable[[int], float]:
+def warmup_then_linear(stage_steps: int, warmup_ratio: float) -> Callable[[int], float]:
     warmup = max(1, int(round(stage_steps * warmup_ratio))) if warmup_ratio > 0 else 0
 
     def factor(step: int) -> float:
@@ -484,7 +484,7 @@ class TrainingRun:
         config = self.config
         lr, stage_steps = (config.head_lr, self.head_steps) if stage == 1 else (config.lr, self.total_steps - self.head_steps)
         self.optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(stage_steps, config.warmup_ratio))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_then_linear(stage_steps, config.warmup_ratio))
         self.stage = stage
 
     def restore(self, checkpoint: dict | None) -> None:
@@ -595,7 +595,7 @@ class TrainingRun:
         self.model.save_pretrained(out_dir)
         self.loaded.processor.save_pretrained(out_dir)
         record = {"base": config.base, "processor": config.processor, "steps": self.step,
-                  "config": _jsonable(asdict(config)), "history": self.history, "val_metrics": val_metrics,
+                  "config": jsonable(asdict(config)), "history": self.history, "val_metrics": val_metrics,
                   "resumed_from": self.resumed_from}
         (out_dir / TRAINING_FILE).write_text(json.dumps(record, indent=1))
         shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
@@ -619,7 +619,7 @@ def _validate(loaded: LoadedModel, device: torch.device, val_set: PersonDataset,
                           batch_size=config.eval_batch_size)
 
 
-def _jsonable(values: dict) -> dict:
+def jsonable(values: dict) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
 
 
