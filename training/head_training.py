@@ -88,7 +88,8 @@ class AnchorHeadRun:
                                            weight_decay=config.weight_decay)
         self.batches_per_epoch = max(1, len(train_set) // config.batch_size)
         self.total_steps = config.epochs * self.batches_per_epoch
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_then_linear(self.total_steps, config.warmup_ratio))
+        schedule = warmup_then_linear(self.total_steps, config.warmup_ratio)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.step, self.history = 0, []
         log.info("training an anchor head (layer %d) on %s; validating on %s", config.anchor_layer, train_set, val_set)
 
