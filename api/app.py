@@ -14,19 +14,19 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from camtrace.api.deps import enforce_access, public
-from camtrace.api.guard import BodyTooLarge, RequestGuard
-from camtrace.api.responses import error_response
-from camtrace.storage.access import AccessStore
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from camtrace.api.deps import enforce_access, public
+from camtrace.api.guard import BodyTooLarge, RequestGuard
+from camtrace.api.responses import error_response
 from camtrace.errors import CamtraceError, TooLargeError
 from camtrace.services import Services
 from camtrace.settings import Settings, load_settings
+from camtrace.storage.access import AccessStore
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -112,11 +112,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc, BodyTooLarge):
             return error_response(TooLargeError(str(exc.detail)))
-        return JSONResponse({"error": str(exc.detail), "kind": "HTTPError"}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"error": str(exc.detail), "kind": "HTTPError"}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
 
-    for module in (system, auth, search, tracks, trace, feedback, cameras, jobs, links, users, tokens, audit, watchlist,
-                   alerts, cases, docs):
+    for module in (
+        system,
+        auth,
+        search,
+        tracks,
+        trace,
+        feedback,
+        cameras,
+        jobs,
+        links,
+        users,
+        tokens,
+        audit,
+        watchlist,
+        alerts,
+        cases,
+        docs,
+    ):
         router = module.router
         app.include_router(router)
 

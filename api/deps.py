@@ -12,15 +12,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from camtrace.search.service import SearchService
-from camtrace.storage.access import AccessStore, Principal
 from fastapi import Depends, Request
 
 from camtrace import validation
 from camtrace.enums import Role
 from camtrace.errors import CamtraceError
+from camtrace.search.service import SearchService
 from camtrace.services import Services
 from camtrace.settings import Settings
+from camtrace.storage.access import AccessStore, Principal
 
 ROLE_RANK = {role: rank for rank, role in enumerate(Role)}
 SESSION_COOKIE = "camtrace_session"
@@ -82,12 +82,12 @@ def search_of(request: Request) -> SearchService:
     return request.app.state.search
 
 
-
 # What a route takes as typed dependencies: ``def route(search: SearchDep, user: UserDep) -> ...``.
 ServicesDep = Annotated[Services, Depends(services_of)]
 SettingsDep = Annotated[Settings, Depends(settings_of)]
 AccessDep = Annotated[AccessStore, Depends(access_of)]
 SearchDep = Annotated[SearchService, Depends(search_of)]
+
 
 def client_of(request: Request) -> str:
     """The client's address as the request guard worked it out (X-Forwarded-For only from trusted proxies)."""

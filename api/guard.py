@@ -24,16 +24,6 @@ import ipaddress
 import logging
 from collections.abc import Callable
 
-from camtrace.api.deps import (
-    CLIENT_SCOPE_KEY,
-    PUBLIC,
-    access_of,
-    authorize,
-    credentials_user,
-    route_role,
-    takes_upload,
-)
-from camtrace.api.responses import error_response
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from starlette.concurrency import run_in_threadpool
@@ -44,6 +34,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from camtrace.api.deps import (
+    CLIENT_SCOPE_KEY,
+    PUBLIC,
+    access_of,
+    authorize,
+    credentials_user,
+    route_role,
+    takes_upload,
+)
+from camtrace.api.responses import error_response
 from camtrace.enums import Role
 from camtrace.errors import CamtraceError, InputError, TooLargeError
 
@@ -109,8 +109,7 @@ class RequestGuard:
                 started = True
                 present = {name.lower() for name, _ in message.get("headers", [])}
                 message["headers"] = list(message.get("headers", [])) + [
-                    (name.encode(), value.encode()) for name, value in SECURITY_HEADERS.items()
-                    if name.encode() not in present
+                    (name.encode(), value.encode()) for name, value in SECURITY_HEADERS.items() if name.encode() not in present
                 ]
             await send(message)
 
@@ -120,8 +119,9 @@ class RequestGuard:
             # Whatever escaped the app's handlers: the trace goes to the log, the client hears nothing of it.
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if not started:
-                await JSONResponse({"error": "internal error; the server log has the details", "kind": "InternalError"},
-                                   status_code=500)(scope, receive, send_with_headers)
+                await JSONResponse(
+                    {"error": "internal error; the server log has the details", "kind": "InternalError"}, status_code=500
+                )(scope, receive, send_with_headers)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         settings = self.api.state.services.settings
@@ -143,8 +143,11 @@ class RequestGuard:
                 if scope["method"] == "OPTIONS":
                     await Response(status_code=204, headers={"Allow": methods})(scope, receive, send)
                     return
-                await JSONResponse({"error": f"{scope['method']} is not allowed here; use {methods}", "kind": "HTTPError"},
-                                   status_code=405, headers={"Allow": methods})(scope, receive, send)
+                await JSONResponse(
+                    {"error": f"{scope['method']} is not allowed here; use {methods}", "kind": "HTTPError"},
+                    status_code=405,
+                    headers={"Allow": methods},
+                )(scope, receive, send)
                 return
             if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
                 raise InputError("the address contains a NUL character")
@@ -174,8 +177,10 @@ class RequestGuard:
     def _body_limit(endpoint: Callable | None, settings) -> tuple[int, str]:
         """The most bytes the route's body may have, and what a body over it is told."""
         if endpoint is not None and takes_upload(endpoint):
-            return (settings.max_upload_mb * 2**20 + MULTIPART_OVERHEAD_BYTES,
-                    f"the upload is larger than {settings.max_upload_mb} MiB (CAMTRACE_MAX_UPLOAD_MB)")
+            return (
+                settings.max_upload_mb * 2**20 + MULTIPART_OVERHEAD_BYTES,
+                f"the upload is larger than {settings.max_upload_mb} MiB (CAMTRACE_MAX_UPLOAD_MB)",
+            )
         return MAX_JSON_BYTES, f"the request body is larger than {MAX_JSON_BYTES // 1024} KiB"
 
 

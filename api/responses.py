@@ -11,10 +11,10 @@ import math
 import re
 from typing import Any
 
-from camtrace.api.deps import AuthError, ForbiddenError
-from camtrace.api.schemas import ErrorOut
 from fastapi.responses import JSONResponse
 
+from camtrace.api.deps import AuthError, ForbiddenError
+from camtrace.api.schemas import ErrorOut
 from camtrace.errors import (
     BrokerError,
     CamtraceError,
@@ -88,7 +88,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "No such thing (or not among the cameras the caller may see).",
         409: "The service is not set up for this.",
         413: "The body is too large: an upload over CAMTRACE_MAX_UPLOAD_MB, a photo over CAMTRACE_MAX_UPLOAD_PIXELS, "
-             "or a JSON body over 64 KiB.",
+        "or a JSON body over 64 KiB.",
         422: "The request does not match the schema.",
         429: "Too many failed logins, or too many logins at once: wait Retry-After seconds.",
         503: "The database, the index or the broker is away.",

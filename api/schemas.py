@@ -33,12 +33,8 @@ Moment = Annotated[
     Field(None, description="ISO 8601 time or epoch seconds."),
     AfterValidator(_moment),
 ]
-Username = Annotated[
-    str, Field(min_length=1, max_length=validation.NAME_MAX_LENGTH, pattern=validation.USERNAME_PATTERN)
-]
-CameraId = Annotated[
-    str, Field(min_length=1, max_length=validation.NAME_MAX_LENGTH, pattern=validation.CAMERA_PATTERN)
-]
+Username = Annotated[str, Field(min_length=1, max_length=validation.NAME_MAX_LENGTH, pattern=validation.USERNAME_PATTERN)]
+CameraId = Annotated[str, Field(min_length=1, max_length=validation.NAME_MAX_LENGTH, pattern=validation.CAMERA_PATTERN)]
 Score = Annotated[float | None, Field(None, ge=-1.0, le=1.0, allow_inf_nan=False)]
 
 
@@ -138,7 +134,10 @@ class TrackSearchIn(In):
     offset: int = Field(0, ge=0, le=10_000)
     same_camera: bool = Field(False, description="Also look on the query track's own camera.")
     min_probability: float | None = Field(
-        None, ge=0.0, le=1.0, allow_inf_nan=False,
+        None,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
         description="Leave out candidates less likely than this to be the same person.",
     )
 
@@ -235,9 +234,9 @@ class CameraOut(BaseModel):
 class CameraIn(In):
     id: CameraId
     url: str | None = Field(
-        None, max_length=2000,
-        description="A stream URL to record from (replaces the stored one; never shown back in full); "
-        "none for file-only cameras.",
+        None,
+        max_length=2000,
+        description="A stream URL to record from (replaces the stored one; never shown back in full); none for file-only cameras.",
     )
 
 
@@ -260,9 +259,7 @@ class UserIn(In):
     cameras: list[CameraId] | None = Field(
         None, max_length=MAX_CAMERAS, description="Limit the user to these cameras; null: all cameras."
     )
-    password: str | None = Field(
-        None, min_length=validation.PASSWORD_MIN_LENGTH, max_length=validation.PASSWORD_MAX_LENGTH
-    )
+    password: str | None = Field(None, min_length=validation.PASSWORD_MIN_LENGTH, max_length=validation.PASSWORD_MAX_LENGTH)
     token_expires: Moment = Field(None, description="When the first API token stops working; null: never.")
 
 
@@ -323,14 +320,17 @@ class WatchEntryIn(In):
 
     track_id: str | None = Field(None, min_length=1, max_length=500, description="Watch for this track's person.")
     text: str | None = Field(None, min_length=1, max_length=500, description="Watch for people matching this text.")
-    cameras: list[CameraId] | None = Field(None, max_length=MAX_CAMERAS,
-                                           description="Alert on these cameras only; default: every camera you see.")
+    cameras: list[CameraId] | None = Field(
+        None, max_length=MAX_CAMERAS, description="Alert on these cameras only; default: every camera you see."
+    )
     since: Moment = None
     until: Moment = None
     min_probability: Probability = Field(
-        None, description="A person's bar: P(same person) an alert needs; default CAMTRACE_TRACE_MIN_SCORE.")
-    min_score: Score = Field(None, description="A description's similarity bar; default: calibrated on the site's "
-                                               "tracks (CAMTRACE_WATCH_TEXT_SHARE).")
+        None, description="A person's bar: P(same person) an alert needs; default CAMTRACE_TRACE_MIN_SCORE."
+    )
+    min_score: Score = Field(
+        None, description="A description's similarity bar; default: calibrated on the site's tracks (CAMTRACE_WATCH_TEXT_SHARE)."
+    )
     note: str = Field("", max_length=2000, description="Why the entry is there (shown with its alerts).")
 
 
@@ -374,8 +374,7 @@ class AlertsOut(BaseModel):
 
 
 class AlertActionIn(In):
-    action: AlertAction = Field(
-        description="acknowledge; or dismiss: for a person, the verdict that the track shows someone else.")
+    action: AlertAction = Field(description="acknowledge; or dismiss: for a person, the verdict that the track shows someone else.")
 
 
 # Cases ------------------------------------------------------------------------------

@@ -104,20 +104,31 @@ def main() -> None:
         sizes = {"CAMTRACE_DETECTOR_IMGSZ": str(args.imgsz)}
         results["local mode"] = run_local(camtrace_env(work / "local", yolo, siglip, **sizes), footage)
         for cpu_workers in (1, 2):
-            env = camtrace_env(work / f"dist{cpu_workers}", yolo, siglip, redis.url, **sizes,
-                               CAMTRACE_VISIBILITY_TIMEOUT="600", CAMTRACE_LOG_LEVEL="WARNING")
+            env = camtrace_env(
+                work / f"dist{cpu_workers}",
+                yolo,
+                siglip,
+                redis.url,
+                **sizes,
+                CAMTRACE_VISIBILITY_TIMEOUT="600",
+                CAMTRACE_LOG_LEVEL="WARNING",
+            )
             label = f"distributed, {cpu_workers} CPU worker{'s' if cpu_workers > 1 else ''}"
             results[label] = run_distributed(env, footage, warmup, cpu_workers, work)
     finally:
         redis.stop()
 
-    print(f"{args.cameras} cameras x {args.seconds:g} s synthetic footage, models: {'real' if args.real else 'tiny'}, "
-          f"detector input {args.imgsz} px, {os.cpu_count()} CPU cores")
+    print(
+        f"{args.cameras} cameras x {args.seconds:g} s synthetic footage, models: {'real' if args.real else 'tiny'}, "
+        f"detector input {args.imgsz} px, {os.cpu_count()} CPU cores"
+    )
     local_fps = results["local mode"][0] / results["local mode"][2]
     for label, (frames, crops, elapsed) in results.items():
         fps = frames / elapsed
-        print(f"{label:<26} {frames} frames, {crops} crops in {elapsed:6.2f} s: {fps:7.1f} frames/s "
-              f"{crops / elapsed:7.1f} crops/s  ({fps / local_fps:.2f}x local)")
+        print(
+            f"{label:<26} {frames} frames, {crops} crops in {elapsed:6.2f} s: {fps:7.1f} frames/s "
+            f"{crops / elapsed:7.1f} crops/s  ({fps / local_fps:.2f}x local)"
+        )
 
 
 if __name__ == "__main__":

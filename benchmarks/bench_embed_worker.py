@@ -38,9 +38,10 @@ def queue_length(url: str, queue: str) -> int:
 
 def detected(env: dict, job_ids: list[str]) -> bool:
     """Every segment of the jobs has sent its embed parts (or needed none)."""
+    from sqlalchemy import select
+
     from camtrace.storage import Database
     from camtrace.storage.sql import Segment
-    from sqlalchemy import select
 
     db = Database(settings_from(env).sql_url)
     try:
@@ -68,8 +69,12 @@ def measure(env: dict, redis_url: str, footage, warmup, logs: Path, device: str)
         wait_jobs(env, warm, timeout=1800, interval=0.2)
         control.cancel_consumer("embed", destination=[f"embed-{batch}@bench"], reply=True, timeout=10)
         job_ids = [submit(env, path, camera, footage.start_ts[camera]) for camera, path in footage.videos.items()]
-        wait_for(lambda: queue_length(redis_url, "ingest") == 0 and queue_length(redis_url, "detect") == 0
-                 and detected(env, job_ids), 1800, "detection of every segment", interval=0.5)
+        wait_for(
+            lambda: queue_length(redis_url, "ingest") == 0 and queue_length(redis_url, "detect") == 0 and detected(env, job_ids),
+            1800,
+            "detection of every segment",
+            interval=0.5,
+        )
         waiting = queue_length(redis_url, "embed")
         started = time.perf_counter()
         control.add_consumer("embed", destination=[f"embed-{batch}@bench"], reply=True, timeout=10)
@@ -87,13 +92,13 @@ def measure(env: dict, redis_url: str, footage, warmup, logs: Path, device: str)
 def encoder_alone(env: dict, batch_size: int, device: str) -> float:
     """crops/s of the encoder on the crops the worker embedded, in this process (decoded beforehand)."""
     import cv2
+
     from camtrace.embedding import ImageTextEncoder
 
     settings = settings_from(env)
     files = sorted(Path(settings.crops_dir).rglob("*.jpg"))[:2048]
     crops = [cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB) for path in files]
-    encoder = ImageTextEncoder.from_settings(settings.model_copy(update={"embed_batch_size": batch_size,
-                                                                         "device": device}))
+    encoder = ImageTextEncoder.from_settings(settings.model_copy(update={"embed_batch_size": batch_size, "device": device}))
     encoder.encode_images(crops[:batch_size])  # loads, warms up
     started = time.perf_counter()
     encoder.encode_images(crops)
@@ -113,7 +118,6 @@ def main() -> None:
 
     from camtrace.detection.tiny_model import build_tiny_yolo
     from camtrace.embedding.tiny_model import build_base_like_siglip, build_tiny_siglip
-
     from camtrace.synthetic import generate_footage
 
     work = Path(tempfile.mkdtemp(prefix="camtrace-bench-embed-worker-"))
@@ -131,22 +135,34 @@ def main() -> None:
     (work / "exports").mkdir()
     redis = RedisServer(work / "redis")
     redis.start()
-    print(f"embedder: {label}; {args.cameras} cameras x {args.seconds:g} s, every crop of every track kept; "
-          f"embed worker on {args.device}")
+    print(
+        f"embedder: {label}; {args.cameras} cameras x {args.seconds:g} s, every crop of every track kept; "
+        f"embed worker on {args.device}"
+    )
     try:
         for batch in args.batch_sizes:
-            env = camtrace_env(work / f"data-{batch}", yolo, siglip, redis.url, CAMTRACE_VISIBILITY_TIMEOUT="3600",
-                               CAMTRACE_LOG_LEVEL="WARNING", CAMTRACE_EMBED_BATCH_SIZE=str(batch),
-                               CAMTRACE_CROPS_PER_TRACK="100000", CAMTRACE_MIN_CROP_SHARPNESS="0",
-                               CAMTRACE_EMBED_GATHER_SECONDS="0.5")
+            env = camtrace_env(
+                work / f"data-{batch}",
+                yolo,
+                siglip,
+                redis.url,
+                CAMTRACE_VISIBILITY_TIMEOUT="3600",
+                CAMTRACE_LOG_LEVEL="WARNING",
+                CAMTRACE_EMBED_BATCH_SIZE=str(batch),
+                CAMTRACE_CROPS_PER_TRACK="100000",
+                CAMTRACE_MIN_CROP_SHARPNESS="0",
+                CAMTRACE_EMBED_GATHER_SECONDS="0.5",
+            )
             data = work / f"data-{batch}"
             data.mkdir()
             (data / "exports").symlink_to(work / "exports", target_is_directory=True)  # one export for all sizes
             waiting, crops, elapsed = measure(env, redis.url, footage, warmup, work, args.device)
             alone = encoder_alone(env, batch, args.device)
             rate = crops / elapsed
-            print(f"  batch {batch:>4}: {waiting} messages, {crops} crops in {elapsed:6.2f} s: {rate:8.1f} crops/s "
-                  f"end to end; encoder alone {alone:8.1f} crops/s (worker / encoder {rate / alone:.2f})")
+            print(
+                f"  batch {batch:>4}: {waiting} messages, {crops} crops in {elapsed:6.2f} s: {rate:8.1f} crops/s "
+                f"end to end; encoder alone {alone:8.1f} crops/s (worker / encoder {rate / alone:.2f})"
+            )
     finally:
         redis.stop()
     print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")

@@ -34,9 +34,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+
     from camtrace.embedding import ImageTextEncoder
     from camtrace.embedding.tiny_model import build_base_like_siglip, build_tiny_siglip
-
     from camtrace.synthetic import person_crops
 
     with tempfile.TemporaryDirectory(prefix="camtrace-bench-") as tmp:

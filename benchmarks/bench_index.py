@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from camtrace.storage.edge import EdgeIndex
 from camtrace.storage.index import INDEX_AFTER_POINTS, SEGMENT_POINTS, VectorIndex
 from camtrace.storage.server import ServerIndex
-
 from camtrace.types import IndexPoint, SearchFilter, point_id
 
 T0 = 1_700_000_000.0
@@ -209,9 +209,17 @@ def layout_point(data: Data, i: int) -> IndexPoint:
     return IndexPoint(
         id=point_id(video, frame, track),
         vector=data.vectors[i],
-        payload={"camera_id": camera, "video_id": video, "track_id": track, "ts": float(data.ts[i]),
-                 "frame_index": frame, "bbox": [100.0, 80.0, 180.0, 300.0], "det_conf": 0.8,
-                 "crop_key": f"{camera}/{video}/{i}.jpg", "model_version": MODEL},
+        payload={
+            "camera_id": camera,
+            "video_id": video,
+            "track_id": track,
+            "ts": float(data.ts[i]),
+            "frame_index": frame,
+            "bbox": [100.0, 80.0, 180.0, 300.0],
+            "det_conf": 0.8,
+            "crop_key": f"{camera}/{video}/{i}.jpg",
+            "model_version": MODEL,
+        },
     )
 
 
@@ -266,10 +274,20 @@ def search_child(root: str, name: str, dim: int, queries_file: str, k: int) -> N
             index.search(q, limit=k)
         unfiltered_ms = (time.perf_counter() - t) * 1e3 / min(50, len(vectors))
         after, after_anon = rss_mb(), rss_mb("RssAnon")
-    print(json.dumps({"open_s": open_s, "rss_open_mb": opened - before, "rss_mb": after - before,
-                      "anon_mb": after_anon - before_anon,
-                      "p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95)),
-                      "unfiltered_ms": unfiltered_ms, "found": found}))
+    print(
+        json.dumps(
+            {
+                "open_s": open_s,
+                "rss_open_mb": opened - before,
+                "rss_mb": after - before,
+                "anon_mb": after_anon - before_anon,
+                "p50_ms": float(np.percentile(times, 50)),
+                "p95_ms": float(np.percentile(times, 95)),
+                "unfiltered_ms": unfiltered_ms,
+                "found": found,
+            }
+        )
+    )
 
 
 def run_layout(layout: str, data: Data, root: Path, queries, truths, k: int, batch: int, segments: dict) -> dict:
@@ -289,32 +307,46 @@ def run_layout(layout: str, data: Data, root: Path, queries, truths, k: int, bat
     facts = index.facts()
     index.close()
     queries_file = root / "queries.npz"
-    np.savez(queries_file, vectors=np.stack([q for q, _ in queries]),
-             filters=np.array([(list(f.camera_ids), f.since, f.until) for _, f in queries], dtype=object))
+    np.savez(
+        queries_file,
+        vectors=np.stack([q for q, _ in queries]),
+        filters=np.array([(list(f.camera_ids), f.since, f.until) for _, f in queries], dtype=object),
+    )
     child = subprocess.run(
         [sys.executable, __file__, "--search-child", str(root), name, str(dim), str(queries_file), str(k)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if child.returncode != 0:
         raise SystemExit(f"the search process failed:\n{child.stderr}")
     measured = json.loads(child.stdout.strip().splitlines()[-1])
     recalls = [recall(found, truth) for found, truth in zip(measured.pop("found"), truths)]
     return {
-        "layout": layout, "points": n, "inserts_per_s": n / insert_s, "maintain_share": maintain_s / insert_s,
+        "layout": layout,
+        "points": n,
+        "inserts_per_s": n / insert_s,
+        "maintain_share": maintain_s / insert_s,
         "longest_maintain_s": longest_step,
-        "disk_mb": folder_bytes(root / name) / 2**20, "track_recall_at_k": float(np.mean(recalls)),
-        "indexed_points": facts["indexed_points"], "segments": facts["segments"], **measured,
+        "disk_mb": folder_bytes(root / name) / 2**20,
+        "track_recall_at_k": float(np.mean(recalls)),
+        "indexed_points": facts["indexed_points"],
+        "segments": facts["segments"],
+        **measured,
     }
 
 
 def report_layout(r: dict) -> None:
-    print(f"{r['layout']:>8} {r['points']:>8}: {r['inserts_per_s']:7.0f} inserts/s "
-          f"({100 * r['maintain_share']:.0f}% maintenance, longest step {r['longest_maintain_s']:.1f} s) | "
-          f"open {r['open_s']:.2f} s | RSS {r['rss_mb']:.0f} MB "
-          f"(anonymous {r['anon_mb']:.0f}, after opening {r['rss_open_mb']:.0f}) | disk {r['disk_mb']:.0f} MB | "
-          f"filtered grouped p50 {r['p50_ms']:.1f} ms "
-          f"p95 {r['p95_ms']:.1f} ms, unfiltered {r['unfiltered_ms']:.1f} ms | recall@10 {r['track_recall_at_k']:.3f} "
-          f"| {r['indexed_points']} indexed in {r['segments']} segments", flush=True)
+    print(
+        f"{r['layout']:>8} {r['points']:>8}: {r['inserts_per_s']:7.0f} inserts/s "
+        f"({100 * r['maintain_share']:.0f}% maintenance, longest step {r['longest_maintain_s']:.1f} s) | "
+        f"open {r['open_s']:.2f} s | RSS {r['rss_mb']:.0f} MB "
+        f"(anonymous {r['anon_mb']:.0f}, after opening {r['rss_open_mb']:.0f}) | disk {r['disk_mb']:.0f} MB | "
+        f"filtered grouped p50 {r['p50_ms']:.1f} ms "
+        f"p95 {r['p95_ms']:.1f} ms, unfiltered {r['unfiltered_ms']:.1f} ms | recall@10 {r['track_recall_at_k']:.3f} "
+        f"| {r['indexed_points']} indexed in {r['segments']} segments",
+        flush=True,
+    )
 
 
 def extrapolate(results: list[dict]) -> list[dict]:
@@ -337,9 +369,12 @@ def extrapolate(results: list[dict]) -> list[dict]:
 
 
 def layouts_main(args: argparse.Namespace) -> int:
-    print(f"layouts exact vs compact; clustered {args.dim}-d unit vectors, ~{args.per_track} crops/track, "
-          f"{PER_PERSON} tracks/person, {args.cameras} cameras, {args.hours:g} h; filter: 3 cameras + 1/4 of the "
-          f"time range; {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"layouts exact vs compact; clustered {args.dim}-d unit vectors, ~{args.per_track} crops/track, "
+        f"{PER_PERSON} tracks/person, {args.cameras} cameras, {args.hours:g} h; filter: 3 cameras + 1/4 of the "
+        f"time range; {os.cpu_count()} CPUs",
+        flush=True,
+    )
     results = []
     for n in args.sizes:
         data = clustered_data(n, args.dim, args.cameras, args.hours, args.per_track, args.seed)
@@ -352,10 +387,13 @@ def layouts_main(args: argparse.Namespace) -> int:
                 report_layout(results[-1])
         del data
     for row in extrapolate(results):
-        print(f"{row['layout']:>8} {row['points']:>8} (extrapolated): RSS {row['rss_mb']:.0f} MB (anonymous "
-              f"{row['anon_mb']:.0f}) | disk "
-              f"{row['disk_mb']:.0f} MB | open {row['open_s']:.2f} s | p50 {row['p50_ms']:.1f} ms p95 "
-              f"{row['p95_ms']:.1f} ms", flush=True)
+        print(
+            f"{row['layout']:>8} {row['points']:>8} (extrapolated): RSS {row['rss_mb']:.0f} MB (anonymous "
+            f"{row['anon_mb']:.0f}) | disk "
+            f"{row['disk_mb']:.0f} MB | open {row['open_s']:.2f} s | p50 {row['p50_ms']:.1f} ms p95 "
+            f"{row['p95_ms']:.1f} ms",
+            flush=True,
+        )
         results.append(row)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -391,8 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.layouts:
         return layouts_main(args)
 
-    print(f"data: {args.points} points, {args.dim}-d, {args.cameras} cameras, {args.hours:g} h, "
-          f"~{args.per_track} crops/track; filter: 3 cameras + 1/4 of the time range", flush=True)
+    print(
+        f"data: {args.points} points, {args.dim}-d, {args.cameras} cameras, {args.hours:g} h, "
+        f"~{args.per_track} crops/track; filter: 3 cameras + 1/4 of the time range",
+        flush=True,
+    )
     data = make_data(args.points, args.dim, args.cameras, args.hours, args.per_track, args.seed)
     queries = make_queries(data, max(args.queries, args.local_queries), args.cameras, args.hours, args.seed)
     truths = [exact(data, q, flt, args.k) for q, flt in queries]
@@ -407,8 +448,11 @@ def main(argv: list[str] | None = None) -> int:
 
             # Its size warning says what the note below says.
             warnings.filterwarnings("ignore", message="Local mode is not recommended")
-            print(f"qdrant-client local mode is a brute-force stand-in and slow at this size: "
-                  f"only {args.local_queries} queries are timed on it", flush=True)
+            print(
+                f"qdrant-client local mode is a brute-force stand-in and slow at this size: "
+                f"only {args.local_queries} queries are timed on it",
+                flush=True,
+            )
             local = ServerIndex(QdrantClient(path=str(Path(tmp) / "local")), MODEL, args.dim)
             n = args.local_queries
             results.append(run_backend("qdrant-client local", local, data, queries[:n], truths[:n], args.k, args.batch))
@@ -429,10 +473,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(r: dict) -> None:
-    line = (f"{r['backend']:>20}: {r['upserts_per_s']:8.0f} upserts/s | filtered search over {r['queries']} queries: "
-            f"grouped p50 {r['grouped_p50_ms']:.1f} ms p95 {r['grouped_p95_ms']:.1f} ms, "
-            f"points p50 {r['points_p50_ms']:.1f} ms p95 {r['points_p95_ms']:.1f} ms | "
-            f"recall@k tracks {r['track_recall_at_k']:.3f} points {r['point_recall_at_k']:.3f}")
+    line = (
+        f"{r['backend']:>20}: {r['upserts_per_s']:8.0f} upserts/s | filtered search over {r['queries']} queries: "
+        f"grouped p50 {r['grouped_p50_ms']:.1f} ms p95 {r['grouped_p95_ms']:.1f} ms, "
+        f"points p50 {r['points_p50_ms']:.1f} ms p95 {r['points_p95_ms']:.1f} ms | "
+        f"recall@k tracks {r['track_recall_at_k']:.3f} points {r['point_recall_at_k']:.3f}"
+    )
     if "grouped_unsessioned_ms" in r:
         line += f" | one search with its own open/close {r['grouped_unsessioned_ms']:.0f} ms"
     print(line, flush=True)

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from camtrace.settings import Settings
 from camtrace.storage.edge import EdgeIndex
 from camtrace.storage.index import open_index
 from camtrace.storage.owner import OwnedIndex, owner_answers
-
-from camtrace.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_index import MODEL, clustered_data, layout_point, make_queries  # noqa: E402
@@ -59,7 +59,9 @@ def run(settings: Settings, data_start: int, queries, seconds: float, keep_open:
 
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(settings.data_dir), str(data_start), str(seconds)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     index = open_index(settings, MODEL, 768)
     if hasattr(index, "keep_open"):
@@ -78,9 +80,14 @@ def run(settings: Settings, data_start: int, queries, seconds: float, keep_open:
         raise SystemExit(f"the writer failed:\n{err}")
     written = json.loads(out.strip().splitlines()[-1])
     index.close()
-    return {"searches": len(times), "p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95)),
-            "max_ms": float(np.max(times)), "written_per_s": written["written"] / written["seconds"],
-            "owned": isinstance(index, OwnedIndex)}
+    return {
+        "searches": len(times),
+        "p50_ms": float(np.percentile(times, 50)),
+        "p95_ms": float(np.percentile(times, 95)),
+        "max_ms": float(np.max(times)),
+        "written_per_s": written["written"] / written["seconds"],
+        "owned": isinstance(index, OwnedIndex),
+    }
 
 
 def main() -> int:
@@ -103,8 +110,9 @@ def main() -> int:
         print(f"taking turns on the lock: {shared}", flush=True)
         env = {**os.environ, "CAMTRACE_DATA_DIR": tmp, "CAMTRACE_INDEX_MAINTAIN_SECONDS": "0"}
         env.pop("CAMTRACE_QDRANT_URL", None)
-        owner = subprocess.Popen([sys.executable, "-c", "from camtrace.cli import cli; cli()", "index", "serve"],
-                                 env=env, stderr=subprocess.DEVNULL)
+        owner = subprocess.Popen(
+            [sys.executable, "-c", "from camtrace.cli import cli; cli()", "index", "serve"], env=env, stderr=subprocess.DEVNULL
+        )
         try:
             while not owner_answers(settings.index_dir):
                 time.sleep(0.1)
@@ -113,8 +121,10 @@ def main() -> int:
             owner.terminate()
             owner.wait(timeout=60)
         print(f"one owner:               {owned}", flush=True)
-        print(f"search p50 x{shared['p50_ms'] / owned['p50_ms']:.1f}, p95 x{shared['p95_ms'] / owned['p95_ms']:.1f} "
-              f"faster with an owner; writer {owned['written_per_s']:.0f} vs {shared['written_per_s']:.0f} points/s")
+        print(
+            f"search p50 x{shared['p50_ms'] / owned['p50_ms']:.1f}, p95 x{shared['p95_ms'] / owned['p95_ms']:.1f} "
+            f"faster with an owner; writer {owned['written_per_s']:.0f} vs {shared['written_per_s']:.0f} points/s"
+        )
     return 0
 
 

@@ -55,6 +55,7 @@ def main() -> None:
     from camtrace.services import Services
     from camtrace.settings import load_settings
     from camtrace.synthetic import generate_footage
+
     settings = load_settings()
     services = Services(settings)
     footage = generate_footage(work / "footage", cameras=args.cameras, seconds=args.seconds, seed=1)
@@ -73,8 +74,10 @@ def main() -> None:
     services.close()
 
     print(f"device {settings.torch_device()}  detector {settings.detector_model}  embedder {settings.embed_model}")
-    print(f"pipeline   {frames} frames, {crops} crops in {elapsed:.2f} s: {frames / elapsed:.1f} frames/s, "
-          f"{crops / elapsed:.1f} crops/s")
+    print(
+        f"pipeline   {frames} frames, {crops} crops in {elapsed:.2f} s: {frames / elapsed:.1f} frames/s, "
+        f"{crops / elapsed:.1f} crops/s"
+    )
     print(f"detection  {len(sampled)} frames in {detect_elapsed:.2f} s: {len(sampled) / detect_elapsed:.1f} frames/s")
     print(f"ratio pipeline/detection-only frames/s: {(frames / elapsed) / (len(sampled) / detect_elapsed):.2f}")
 

@@ -50,10 +50,9 @@ class NetworkCostFigureBoxes:
 
 
 def run_ingest(settings, footage, boxes: str) -> dict:
-    from camtrace.workers.local import ingest_local
-
     from camtrace.services import Services
     from camtrace.synthetic import FigureDetector
+    from camtrace.workers.local import ingest_local
 
     services = Services(settings)
     try:
@@ -92,14 +91,16 @@ def main() -> None:
     parser.add_argument("--detector-model")
     parser.add_argument("--boxes", choices=["figures", "network"], default="figures")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present: the GPU path end to end), cpu, cuda:N")
-    parser.add_argument("--compare-tracker", default="bytetrack.yaml",
-                        help="also run the gated ingest with this tracker, against the default (empty: skip)")
+    parser.add_argument(
+        "--compare-tracker",
+        default="bytetrack.yaml",
+        help="also run the gated ingest with this tracker, against the default (empty: skip)",
+    )
     args = parser.parse_args()
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
 
     from camtrace.detection.tiny_model import N_SCALE, build_tiny_yolo
     from camtrace.embedding.tiny_model import build_base_like_siglip, build_tiny_siglip
-
     from camtrace.settings import Settings
     from camtrace.synthetic import generate_footage
 
@@ -111,46 +112,69 @@ def main() -> None:
         else:
             embed = args.embed_model or build_base_like_siglip(tmp / "siglip")
             detector = args.detector_model or build_tiny_yolo(tmp / "yolo", 0, N_SCALE, 640)
-        footage = generate_footage(tmp / "footage", cameras=args.cameras, identities=2 * args.cameras,
-                                   seconds=args.seconds, seed=3, idle_seconds=args.idle, fps=args.fps,
-                                   size=tuple(int(v) for v in args.size.lower().split("x")))
+        footage = generate_footage(
+            tmp / "footage",
+            cameras=args.cameras,
+            identities=2 * args.cameras,
+            seconds=args.seconds,
+            seed=3,
+            idle_seconds=args.idle,
+            fps=args.fps,
+            size=tuple(int(v) for v in args.size.lower().split("x")),
+        )
         video_s = footage.n_frames / footage.fps
-        print(f"footage: {args.cameras} cameras x {video_s:.0f} s ({3 * args.idle:.0f} s of it empty scene), "
-              f"{footage.fps:.0f} fps, {args.size}; boxes from {args.boxes}")
+        print(
+            f"footage: {args.cameras} cameras x {video_s:.0f} s ({3 * args.idle:.0f} s of it empty scene), "
+            f"{footage.fps:.0f} fps, {args.size}; boxes from {args.boxes}"
+        )
         results = {}
         for gating in (False, True):
             data = tmp / f"data-{gating}"
             data.mkdir()
             if gating:  # the exports built by the first run, not built again
                 (data / "exports").symlink_to(tmp / "data-False" / "exports")
-            settings = Settings(data_dir=data, embed_model=str(embed), detector_model=str(detector),
-                                device=args.device, motion_gating=gating)
+            settings = Settings(
+                data_dir=data, embed_model=str(embed), detector_model=str(detector), device=args.device, motion_gating=gating
+            )
             results[gating] = run_ingest(settings, footage, args.boxes)
             r = results[gating]
             rate = r["frames"] / r["seconds"]
             detected = f", detector on {r['detected']} frames" if r["detected"] is not None else ""
-            print(f"  gating {'on ' if gating else 'off'}: {r['frames']} frames, {r['tracks']} tracks, {r['crops']} crops "
-                  f"in {r['seconds']:.1f} s: {rate:.1f} frames/s, {r['crops'] / r['seconds']:.1f} crops/s end to end"
-                  f"{detected} ({settings.torch_device()}: {r['runtime']})")
+            print(
+                f"  gating {'on ' if gating else 'off'}: {r['frames']} frames, {r['tracks']} tracks, {r['crops']} crops "
+                f"in {r['seconds']:.1f} s: {rate:.1f} frames/s, {r['crops'] / r['seconds']:.1f} crops/s end to end"
+                f"{detected} ({settings.torch_device()}: {r['runtime']})"
+            )
         off, on = results[False], results[True]
         speedup = (on["frames"] / on["seconds"]) / (off["frames"] / off["seconds"])
-        print(f"  gating on / off: {speedup:.2f}x frames/s; tracks {on['tracks']} vs {off['tracks']}, "
-              f"crops {on['crops']} vs {off['crops']}")
+        print(
+            f"  gating on / off: {speedup:.2f}x frames/s; tracks {on['tracks']} vs {off['tracks']}, "
+            f"crops {on['crops']} vs {off['crops']}"
+        )
         sample_fps = Settings().sample_fps
         for gating, r in results.items():
             cameras = r["frames"] / r["seconds"] / sample_fps
-            print(f"  cameras at {sample_fps:g} fps kept up with (gating {'on' if gating else 'off'}, "
-                  f"{Settings().tracker} tracker): {cameras:.1f}")
+            print(
+                f"  cameras at {sample_fps:g} fps kept up with (gating {'on' if gating else 'off'}, "
+                f"{Settings().tracker} tracker): {cameras:.1f}"
+            )
         if args.compare_tracker:
             data = tmp / "data-compare"
             data.mkdir()
             (data / "exports").symlink_to(tmp / "data-False" / "exports")
-            settings = Settings(data_dir=data, embed_model=str(embed), detector_model=str(detector),
-                                device=args.device, tracker=args.compare_tracker)
+            settings = Settings(
+                data_dir=data,
+                embed_model=str(embed),
+                detector_model=str(detector),
+                device=args.device,
+                tracker=args.compare_tracker,
+            )
             other = run_ingest(settings, footage, args.boxes)
-            print(f"  {args.compare_tracker} (gating on): {other['frames'] / other['seconds']:.1f} frames/s, "
-                  f"{other['tracks']} tracks: the default tracker runs at "
-                  f"{(on['frames'] / on['seconds']) / (other['frames'] / other['seconds']):.2f}x its frame rate")
+            print(
+                f"  {args.compare_tracker} (gating on): {other['frames'] / other['seconds']:.1f} frames/s, "
+                f"{other['tracks']} tracks: the default tracker runs at "
+                f"{(on['frames'] / on['seconds']) / (other['frames'] / other['seconds']):.2f}x its frame rate"
+            )
     print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

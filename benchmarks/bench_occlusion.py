@@ -57,19 +57,30 @@ def training_set(people, rng, views_per_person: int, others):
 
     views = make_views(people, rng, views_per_person, (0.0, 0.0, 0.2, 0.4, 0.6), others)
     by_id = {p.id: p for p in people}
-    samples = [Sample(_loader(v.image), v.identity, f"c{i % 4}", [by_id[v.identity].description], "train")
-               for i, v in enumerate(views)]
+    samples = [
+        Sample(_loader(v.image), v.identity, f"c{i % 4}", [by_id[v.identity].description], "train") for i, v in enumerate(views)
+    ]
     return PersonDataset(samples, "occluded-synthetic")
 
 
 def build_model(folder: Path, hidden: int, layers: int, image_size: int, seed: int) -> Path:
     """Random SigLIP weights with SigLIP's initial logit scale (a random one makes the batch softmax flat)."""
     import torch
-    from camtrace.embedding.tiny_model import build_random_siglip
     from transformers import AutoModel
 
-    build_random_siglip(folder, hidden_size=hidden, num_layers=layers, num_heads=max(1, hidden // 32),
-                        intermediate_size=2 * hidden, image_size=image_size, patch_size=8, max_length=16, seed=seed)
+    from camtrace.embedding.tiny_model import build_random_siglip
+
+    build_random_siglip(
+        folder,
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=max(1, hidden // 32),
+        intermediate_size=2 * hidden,
+        image_size=image_size,
+        patch_size=8,
+        max_length=16,
+        seed=seed,
+    )
     model = AutoModel.from_pretrained(folder)
     with torch.no_grad():
         model.logit_scale.fill_(math.log(10.0))
@@ -80,9 +91,21 @@ def build_model(folder: Path, hidden: int, layers: int, image_size: int, seed: i
 def train_backbone(base: Path, out: Path, train_set, args) -> Path:
     from camtrace.training.trainer import TrainConfig, TrainingRun
 
-    config = TrainConfig(["occluded-synthetic"], out, base=str(base), head_epochs=0, epochs=args.epochs, lr=args.lr,
-                         warmup_ratio=0.05, batch_size=args.batch_size, images_per_identity=4, device="cpu",
-                         text_max_length=16, seed=args.seed, checkpoint_every=10**6)
+    config = TrainConfig(
+        ["occluded-synthetic"],
+        out,
+        base=str(base),
+        head_epochs=0,
+        epochs=args.epochs,
+        lr=args.lr,
+        warmup_ratio=0.05,
+        batch_size=args.batch_size,
+        images_per_identity=4,
+        device="cpu",
+        text_max_length=16,
+        seed=args.seed,
+        checkpoint_every=10**6,
+    )
     run = TrainingRun(config, train_set, None, progress=False)
     run.restore(None)
     run.fit(None)
@@ -94,9 +117,21 @@ def train_head(base: Path, out: Path, train_set, args) -> Path:
     from camtrace.training.head_training import AnchorHeadRun
     from camtrace.training.trainer import TrainConfig
 
-    config = TrainConfig(["occluded-synthetic"], out, base=str(base), head="anchors", epochs=args.head_epochs,
-                         head_lr=args.head_lr, warmup_ratio=0.05, batch_size=args.batch_size, images_per_identity=4,
-                         device="cpu", text_max_length=16, seed=args.seed, anchor_layer=args.layer)
+    config = TrainConfig(
+        ["occluded-synthetic"],
+        out,
+        base=str(base),
+        head="anchors",
+        epochs=args.head_epochs,
+        head_lr=args.head_lr,
+        warmup_ratio=0.05,
+        batch_size=args.batch_size,
+        images_per_identity=4,
+        device="cpu",
+        text_max_length=16,
+        seed=args.seed,
+        anchor_layer=args.layer,
+    )
     run = AnchorHeadRun(config, train_set, None, progress=False)
     run.fit()
     run.save()
@@ -126,11 +161,12 @@ def evaluate(model_dir: Path, test_people, others, args) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| occlusion (hidden) | queries | global mAP | head mAP | global Top-1 | head Top-1 |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| occlusion (hidden) | queries | global mAP | head mAP | global Top-1 | head Top-1 |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['level']:.0%} ({r['hidden']:.0%}) | {r['queries']} | {r['global'][0]:.1f} | "
-                     f"{r['head'][0]:.1f} | {r['global'][1]:.1f} | {r['head'][1]:.1f} |")
+        lines.append(
+            f"| {r['level']:.0%} ({r['hidden']:.0%}) | {r['queries']} | {r['global'][0]:.1f} | "
+            f"{r['head'][0]:.1f} | {r['global'][1]:.1f} | {r['head'][1]:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -175,10 +211,12 @@ def main() -> None:
         headed = train_head(backbone, root / "headed", train_set, args)
         head_at = time.perf_counter()
         rows = evaluate(headed, test_people, test_people, args)
-    print(f"SigLIP from random weights: hidden {args.hidden}, {args.layers} blocks, {args.image_size} px, patch 8; "
-          f"head on block {args.layer}; {args.train_ids} training people x {args.views} views, "
-          f"{args.test_ids} held-out people ({args.gallery_views} gallery views, {args.queries} queries per level); "
-          f"CPU, {args.threads} threads: model {trained_at - started:.0f} s, head {head_at - trained_at:.0f} s")
+    print(
+        f"SigLIP from random weights: hidden {args.hidden}, {args.layers} blocks, {args.image_size} px, patch 8; "
+        f"head on block {args.layer}; {args.train_ids} training people x {args.views} views, "
+        f"{args.test_ids} held-out people ({args.gallery_views} gallery views, {args.queries} queries per level); "
+        f"CPU, {args.threads} threads: model {trained_at - started:.0f} s, head {head_at - trained_at:.0f} s"
+    )
     print(table(rows))
 
 

@@ -75,6 +75,8 @@ class WorldConfig:
     fps: float = 10.0
     size: tuple[int, int] = (640, 360)
     seed: int = 11
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
     epochs: int
@@ -109,14 +111,12 @@ class Preset:
 
 PRESETS = {
     "full": Preset(
-        WorldConfig(cameras=4, train_footages=4, train_identities=20, train_seconds=150.0, test_identities=64,
-                    test_seconds=480.0),
+        WorldConfig(cameras=4, train_footages=4, train_identities=20, train_seconds=150.0, test_identities=64, test_seconds=480.0),
         DetectorConfig(epochs=10, train_frame_stride=12),
         EmbedderConfig(96, 4, 4, 384, 64, 8, epochs=20, lr=1e-3, batch_size=32, image_weight=1.0),
     ),
     "quick": Preset(
-        WorldConfig(cameras=4, train_footages=2, train_identities=12, train_seconds=100.0, test_identities=24,
-                    test_seconds=180.0),
+        WorldConfig(cameras=4, train_footages=2, train_identities=12, train_seconds=100.0, test_identities=24, test_seconds=180.0),
         DetectorConfig(epochs=6, train_frame_stride=8),
         EmbedderConfig(64, 2, 2, 256, 64, 8, epochs=5, lr=1e-3, batch_size=32, image_weight=1.0),
     ),
@@ -177,12 +177,16 @@ def build_world(cache: Path, world: WorldConfig) -> tuple[list[Path], Path]:
     common = {"cameras": world.cameras, "fps": world.fps, "size": world.size, "scene_seed": world.seed}
     worn: set[str] = set()  # descriptions taken: the test people look like nobody trained on
     for k, train_dir in enumerate(train_dirs):
-        config = SiteConfig(people=world.train_identities, seconds=world.train_seconds, seed=world.seed + 1 + k,
-                            identity_prefix=f"train{k + 1}-", **common)
+        config = SiteConfig(
+            people=world.train_identities,
+            seconds=world.train_seconds,
+            seed=world.seed + 1 + k,
+            identity_prefix=f"train{k + 1}-",
+            **common,
+        )
         footage = generate_site(train_dir, config, exclude_descriptions=worn)
         worn |= set(footage.descriptions.values())
-    test = SiteConfig(people=world.test_identities, seconds=world.test_seconds, seed=world.seed, identity_prefix="test",
-                      **common)
+    test = SiteConfig(people=world.test_identities, seconds=world.test_seconds, seed=world.seed, identity_prefix="test", **common)
     generate_site(test_dir, test, exclude_descriptions=worn)
     mark_complete(folder, asdict(world))
     return train_dirs, test_dir
@@ -230,8 +234,9 @@ def train_detector(cache: Path, world: WorldConfig, train_dirs: list[Path], test
     """Train (or reuse) the person detector; returns its folder, image counts and held-out mAP50."""
     import ultralytics
 
-    folder = cache_folder(cache, "detector", {"world": asdict(world), "detector": asdict(cfg),
-                                              "ultralytics": ultralytics.__version__})
+    folder = cache_folder(
+        cache, "detector", {"world": asdict(world), "detector": asdict(cfg), "ultralytics": ultralytics.__version__}
+    )
     if is_complete(folder):
         return read_record(folder) | {"cached": True}
     fresh(folder)
@@ -246,18 +251,39 @@ def train_detector(cache: Path, world: WorldConfig, train_dirs: list[Path], test
     started = time.perf_counter()
     model = YOLO("yolo11n.yaml")  # architecture only: random weights, nothing to download
     model.train(
-        data=str(data_yaml), imgsz=cfg.imgsz, epochs=cfg.epochs, batch=cfg.batch,
+        data=str(data_yaml),
+        imgsz=cfg.imgsz,
+        epochs=cfg.epochs,
+        batch=cfg.batch,
         nbs=cfg.batch,  # an optimiser step per batch: few images, so do not accumulate to 64
-        device="cpu", workers=0, amp=False, plots=False, val=False, pretrained=False, seed=cfg.seed,
-        close_mosaic=max(1, cfg.epochs // 5), project=str(folder / "runs"), name="train", exist_ok=True,
+        device="cpu",
+        workers=0,
+        amp=False,
+        plots=False,
+        val=False,
+        pretrained=False,
+        seed=cfg.seed,
+        close_mosaic=max(1, cfg.epochs // 5),
+        project=str(folder / "runs"),
+        name="train",
+        exist_ok=True,
         verbose=False,
     )
     train_seconds = time.perf_counter() - started
     weights = Path(model.trainer.save_dir) / "weights" / "last.pt"
     shutil.copy(weights, folder / "model.pt")  # the folder is what CAMTRACE_DETECTOR_MODEL names
     held_out = YOLO(str(folder / "model.pt")).val(
-        data=str(data_yaml), split="val", imgsz=cfg.imgsz, batch=cfg.batch, device="cpu", workers=0, plots=False,
-        verbose=False, project=str(folder / "runs"), name="val", exist_ok=True,
+        data=str(data_yaml),
+        split="val",
+        imgsz=cfg.imgsz,
+        batch=cfg.batch,
+        device="cpu",
+        workers=0,
+        plots=False,
+        verbose=False,
+        project=str(folder / "runs"),
+        name="val",
+        exist_ok=True,
     )
     record = {
         "folder": str(folder),
@@ -281,8 +307,10 @@ def base_embedder(cache: Path, cfg: EmbedderConfig) -> Path:
     """The randomly initialised SigLIP both models start from (the untrained baseline)."""
     from camtrace.embedding.tiny_model import build_random_siglip
 
-    sizes = {k: getattr(cfg, k) for k in ("hidden_size", "num_layers", "num_heads", "intermediate_size",
-                                          "image_size", "patch_size", "seed")}
+    sizes = {
+        k: getattr(cfg, k)
+        for k in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "image_size", "patch_size", "seed")
+    }
     folder = cache_folder(cache, "embedder-base", sizes)
     if not is_complete(folder):
         build_random_siglip(fresh(folder), **sizes)
@@ -290,8 +318,15 @@ def base_embedder(cache: Path, cfg: EmbedderConfig) -> Path:
     return folder
 
 
-def train_embedder(cache: Path, world: WorldConfig, train_dirs: list[Path], base: Path, cfg: EmbedderConfig,
-                   crops: str = "tight", detector: dict | None = None) -> dict:
+def train_embedder(
+    cache: Path,
+    world: WorldConfig,
+    train_dirs: list[Path],
+    base: Path,
+    cfg: EmbedderConfig,
+    crops: str = "tight",
+    detector: dict | None = None,
+) -> dict:
     """Fine-tune the base with ``camtrace train`` on the training people (or reuse the cached result): on their
     tight ground-truth boxes, or (``crops`` "both") also on the trained detector's boxes as the pipeline cuts them."""
     params = {"world": asdict(world), "embedder": asdict(cfg)} | ({"crops": crops} if crops != "tight" else {})
@@ -300,17 +335,38 @@ def train_embedder(cache: Path, world: WorldConfig, train_dirs: list[Path], base
         return read_record(folder) | {"cached": True}
     out = fresh(folder) / "model"
     command = [
-        sys.executable, "-m", "camtrace.cli", "train",
-        *(arg for d in train_dirs for arg in ("--dataset", f"synthetic:{d}")), "--out", str(out), "--base", str(base),
+        sys.executable,
+        "-m",
+        "camtrace.cli",
+        "train",
+        *(arg for d in train_dirs for arg in ("--dataset", f"synthetic:{d}")),
+        "--out",
+        str(out),
+        "--base",
+        str(base),
         # A random start has no heads worth training alone: the whole model from the first step.
-        "--head-epochs", "0", "--epochs", str(cfg.epochs), "--lr", str(cfg.lr), "--batch-size", str(cfg.batch_size),
-        "--image-weight", str(cfg.image_weight), "--seed", str(cfg.seed), "--no-register", "--crops", crops,
+        "--head-epochs",
+        "0",
+        "--epochs",
+        str(cfg.epochs),
+        "--lr",
+        str(cfg.lr),
+        "--batch-size",
+        str(cfg.batch_size),
+        "--image-weight",
+        str(cfg.image_weight),
+        "--seed",
+        str(cfg.seed),
+        "--no-register",
+        "--crops",
+        crops,
     ]
     return run_training(command, folder, out, cfg, detector)
 
 
-def adapt_embedder(cache: Path, site_dir: Path, train_dirs: list[Path], model: str, cfg: EmbedderConfig,
-                   detector: dict, key: dict) -> dict:
+def adapt_embedder(
+    cache: Path, site_dir: Path, train_dirs: list[Path], model: str, cfg: EmbedderConfig, detector: dict, key: dict
+) -> dict:
     """Adapt ``model`` to the test cameras: ``camtrace train`` on the site's own ingested tracks (no labels), with
     the labelled training footage mixed in to keep the text tower aligned."""
     folder = cache_folder(cache, "embedder-adapted", key | {"embedder": asdict(cfg), "from": model})
@@ -318,17 +374,45 @@ def adapt_embedder(cache: Path, site_dir: Path, train_dirs: list[Path], model: s
         return read_record(folder) | {"cached": True}
     out = fresh(folder) / "model"
     command = [
-        sys.executable, "-m", "camtrace.cli", "train", "--dataset", f"site:{site_dir}",
-        *(arg for d in train_dirs for arg in ("--dataset", f"synthetic:{d}")), "--out", str(out), "--base", model,
-        "--head-epochs", "0", "--epochs", str(max(2, cfg.epochs // 2)), "--lr", str(cfg.lr / 4),
-        "--batch-size", str(cfg.batch_size), "--image-weight", str(cfg.image_weight), "--seed", str(cfg.seed),
-        "--no-register", "--crops", "both",
+        sys.executable,
+        "-m",
+        "camtrace.cli",
+        "train",
+        "--dataset",
+        f"site:{site_dir}",
+        *(arg for d in train_dirs for arg in ("--dataset", f"synthetic:{d}")),
+        "--out",
+        str(out),
+        "--base",
+        model,
+        "--head-epochs",
+        "0",
+        "--epochs",
+        str(max(2, cfg.epochs // 2)),
+        "--lr",
+        str(cfg.lr / 4),
+        "--batch-size",
+        str(cfg.batch_size),
+        "--image-weight",
+        str(cfg.image_weight),
+        "--seed",
+        str(cfg.seed),
+        "--no-register",
+        "--crops",
+        "both",
     ]
     return run_training(command, folder, out, cfg, detector, data_dir=site_dir, serving=model)
 
 
-def run_training(command: list[str], folder: Path, out: Path, cfg: EmbedderConfig, detector: dict | None,
-                 data_dir: Path | None = None, serving: str | None = None) -> dict:
+def run_training(
+    command: list[str],
+    folder: Path,
+    out: Path,
+    cfg: EmbedderConfig,
+    detector: dict | None,
+    data_dir: Path | None = None,
+    serving: str | None = None,
+) -> dict:
     print("$", " ".join(command), flush=True)
     started = time.perf_counter()
     env = os.environ | {"CAMTRACE_DATA_DIR": str(data_dir or folder / "data")}
@@ -358,27 +442,35 @@ def embedder_record(out: Path, cfg: EmbedderConfig, seconds: float) -> dict:
 # 3. Ingest and search --------------------------------------------------------------------------------------
 
 
-def ingest_settings(data_dir: Path, detector: str, embedder: str, imgsz: int, crop_mode: str, runtime: str,
-                    tracker: str = "motion"):
+def ingest_settings(
+    data_dir: Path, detector: str, embedder: str, imgsz: int, crop_mode: str, runtime: str, tracker: str = "motion"
+):
     from camtrace.settings import load_settings
 
     return load_settings(
-        data_dir=data_dir, detector_model=detector, detector_imgsz=imgsz,
-        embed_model=embedder, embed_processor="",  # the model folder's own processor
-        runtime=runtime, tracker=tracker, search_max_results=10_000,  # whole rankings, not pages
+        data_dir=data_dir,
+        detector_model=detector,
+        detector_imgsz=imgsz,
+        embed_model=embedder,
+        embed_processor="",  # the model folder's own processor
+        runtime=runtime,
+        tracker=tracker,
+        search_max_results=10_000,  # whole rankings, not pages
         **CROP_MODES[crop_mode],
     )
 
 
 def track_identities(services, truth: GroundTruth):
     """Ground-truth identity (or None), camera and stored detections of every indexed track."""
-    from camtrace.storage.sql import Detection
     from sqlalchemy import select
+
+    from camtrace.storage.sql import Detection
 
     detections: dict[str, list[tuple[str, int, tuple[float, float, float, float]]]] = {}
     cameras: dict[str, str] = {}
-    query = select(Detection.track_id, Detection.camera_id, Detection.frame_index,
-                   Detection.x1, Detection.y1, Detection.x2, Detection.y2)
+    query = select(
+        Detection.track_id, Detection.camera_id, Detection.frame_index, Detection.x1, Detection.y1, Detection.x2, Detection.y2
+    )
     with services.db.engine.connect() as conn:
         for track_id, camera, frame_index, x1, y1, x2, y2 in conn.execute(query):
             detections.setdefault(track_id, []).append((camera, frame_index, (x1, y1, x2, y2)))
@@ -422,18 +514,26 @@ def reid_figures(services, identities: dict[str, str | None], cameras: dict[str,
     return ranking_figures(rankings, relevant)
 
 
-def evaluate_configuration(work: Path, test_dir: Path, detector: str, embedder: str, imgsz: int,
-                           crop_mode: str, runtime: str = "auto", tracker: str = "motion", study: str = "",
-                           keep: Path | None = None) -> dict:
+def evaluate_configuration(
+    work: Path,
+    test_dir: Path,
+    detector: str,
+    embedder: str,
+    imgsz: int,
+    crop_mode: str,
+    runtime: str = "auto",
+    tracker: str = "motion",
+    study: str = "",
+    keep: Path | None = None,
+) -> dict:
     """Ingest the test cameras into a fresh data dir with these models, crop setting, runtime and tracker; measure
     tracking and retrieval. ``study``: "traces" adds every part of the trace (trace_study), "path" the default
     trace only, "baseline" the cosine trace only. ``keep``: a copy of the data dir as ingested, before any
     verdict (what the site adaptation learns from)."""
     from camtrace.search import SearchService
     from camtrace.search.trace import TraceMethod
-    from camtrace.workers.local import ingest_local
-
     from camtrace.services import Services
+    from camtrace.workers.local import ingest_local
 
     key = f"{embedder}|{crop_mode}|{runtime}|{tracker}"
     data_dir = work / f"data-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
@@ -460,11 +560,11 @@ def evaluate_configuration(work: Path, test_dir: Path, detector: str, embedder: 
             reid_ranked = reid_by_probability(search, identities, cameras)
             seeds = trace_study.seeds_by_person(services, identities)
             if study == "baseline":
-                extra["traces"] = {"cosine >= 0.7": trace_study.trace_row(search, seeds, identities, TraceMethod.SCORE,
-                                                                          0.7)}
+                extra["traces"] = {"cosine >= 0.7": trace_study.trace_row(search, seeds, identities, TraceMethod.SCORE, 0.7)}
             elif study == "path":
-                extra["traces"] = {"+ path": trace_study.trace_row(search, seeds, identities, TraceMethod.PATH,
-                                                                   settings.trace_min_score)}
+                extra["traces"] = {
+                    "+ path": trace_study.trace_row(search, seeds, identities, TraceMethod.PATH, settings.trace_min_score)
+                }
             elif study == "traces":
                 extra.update(study_traces(search, seeds, identities))
         if keep is not None:
@@ -516,8 +616,7 @@ CONFIRMED_PEOPLE = 8  # people whose traces an investigator works through before
 
 def study_traces(search, seeds: dict[str, str], identities) -> dict:
     """Every part of the trace and the calibration, in this process."""
-    return {"traces": trace_study.trace_rows(search, seeds, identities),
-            "calibration": trace_study.calibration(search, identities)}
+    return {"traces": trace_study.trace_rows(search, seeds, identities), "calibration": trace_study.calibration(search, identities)}
 
 
 def study_shells(search, seeds: dict[str, str], identities, data_dir: Path, settings) -> dict:
@@ -534,9 +633,13 @@ def study_shells(search, seeds: dict[str, str], identities, data_dir: Path, sett
     before = trace_study.trace_row(search, others, identities, TraceMethod.PATH, 0.5)
     verdicts = trace_study.investigator_confirms(search, seeds, identities, people)
     after = trace_study.trace_row(search, others, identities, TraceMethod.PATH, 0.5)
-    study["confirmed"] = {"people": len(people), "verdicts": verdicts, "others_before": before, "others_after": after,
-                          "calibration_after": trace_study.calibration(search, {t: who for t, who in identities.items()
-                                                                                if who not in people})}
+    study["confirmed"] = {
+        "people": len(people),
+        "verdicts": verdicts,
+        "others_before": before,
+        "others_after": after,
+        "calibration_after": trace_study.calibration(search, {t: who for t, who in identities.items() if who not in people}),
+    }
     return study
 
 
@@ -550,6 +653,7 @@ def crop_figures(test_dir: Path, model: str, number_format: str = "torch fp32", 
     from dataclasses import replace
 
     import torch
+
     from camtrace.embedding import ImageTextEncoder
     from camtrace.training.datasets import PersonDataset, load_dataset
     from camtrace.training.evaluate import evaluate_model
@@ -582,34 +686,46 @@ def print_table(report: dict) -> None:
     det = report["detector"]
     print()
     world = report["world"]
-    print(f"world: {world['cameras']} cameras; training: {world['train_footages']} footages x "
-          f"{world['train_identities']} people x {world['train_seconds']:.0f} s; test: {world['test_identities']} "
-          f"other people, {world['test_seconds']:.0f} s per camera")
-    print(f"detector: yolo11n from scratch, {det['epochs']} epochs at {det['imgsz']} px on {det['train_images']} "
-          f"frames: mAP50 {det['map50']:.1f}, mAP50-95 {det['map50_95']:.1f} on {det['held_out_images']} held-out "
-          "frames")
-    header = (f"{'embedder':<10} {'crops':<11} {'runtime':<15} {'tracker':<9} {'K':>6} {'tracks':>6} {'false':>5} "
-              f"{'found':>5} {'cross%':>6} {'t/cr':>4} | {'txt@1':>5} {'txt@5':>5} | {'rid@1':>5} {'ridAP':>5} | "
-              f"{'pid@1':>5} {'pidAP':>5}")
+    print(
+        f"world: {world['cameras']} cameras; training: {world['train_footages']} footages x "
+        f"{world['train_identities']} people x {world['train_seconds']:.0f} s; test: {world['test_identities']} "
+        f"other people, {world['test_seconds']:.0f} s per camera"
+    )
+    print(
+        f"detector: yolo11n from scratch, {det['epochs']} epochs at {det['imgsz']} px on {det['train_images']} "
+        f"frames: mAP50 {det['map50']:.1f}, mAP50-95 {det['map50_95']:.1f} on {det['held_out_images']} held-out "
+        "frames"
+    )
+    header = (
+        f"{'embedder':<10} {'crops':<11} {'runtime':<15} {'tracker':<9} {'K':>6} {'tracks':>6} {'false':>5} "
+        f"{'found':>5} {'cross%':>6} {'t/cr':>4} | {'txt@1':>5} {'txt@5':>5} | {'rid@1':>5} {'ridAP':>5} | "
+        f"{'pid@1':>5} {'pidAP':>5}"
+    )
     print(header)
     print("-" * len(header))
     for row in report["rows"]:
         crossing = row["crossings"]
-        print(f"{row['embedder']:<10} {row['crop_mode']:<11} {row['runtime']:<15} {row['tracker'].split('.')[0]:<9} "
-              f"{row['crops_per_track']:>6} {row['tracks']:>6} {row['false_tracks']:>5} "
-              f"{row['people_found']:>2}/{row['people']:<2} {fmt(crossing['found_pct']):>6} "
-              f"{crossing['tracks_per_crossing']:4.2f} | {fmt(row['text']['top1'])} {fmt(row['text']['top5'])} | "
-              f"{fmt(row['reid']['top1'])} {fmt(row['reid']['map'])} | {fmt(row['reid_by_probability']['top1'])} "
-              f"{fmt(row['reid_by_probability']['map'])}")
-    print("cross%: walks across a view that left a track; t/cr: tracks per such walk; rid: re-id ranked by score; "
-          "pid: ranked by probability (camera links)")
+        print(
+            f"{row['embedder']:<10} {row['crop_mode']:<11} {row['runtime']:<15} {row['tracker'].split('.')[0]:<9} "
+            f"{row['crops_per_track']:>6} {row['tracks']:>6} {row['false_tracks']:>5} "
+            f"{row['people_found']:>2}/{row['people']:<2} {fmt(crossing['found_pct']):>6} "
+            f"{crossing['tracks_per_crossing']:4.2f} | {fmt(row['text']['top1'])} {fmt(row['text']['top5'])} | "
+            f"{fmt(row['reid']['top1'])} {fmt(row['reid']['map'])} | {fmt(row['reid_by_probability']['top1'])} "
+            f"{fmt(row['reid_by_probability']['map'])}"
+        )
+    print(
+        "cross%: walks across a view that left a track; t/cr: tracks per such walk; rid: re-id ranked by score; "
+        "pid: ranked by probability (camera links)"
+    )
     print_embedders(report)
     print_traces(report)
     for name, figures in report["ground_truth_crops"].items():
         text, reid = figures["text_to_identity"] or {}, figures["image_reid"] or {}
-        print(f"{name} model on {figures['images']} ground-truth crops of the test people (camtrace eval protocols):"
-              f" text->identity Top-1 {fmt(text.get('top1'))}, Top-5 {fmt(text.get('top5'))}; "
-              f"image re-id Top-1 {fmt(reid.get('top1'))}, mAP {fmt(reid.get('map'))}")
+        print(
+            f"{name} model on {figures['images']} ground-truth crops of the test people (camtrace eval protocols):"
+            f" text->identity Top-1 {fmt(text.get('top1'))}, Top-5 {fmt(text.get('top5'))}; "
+            f"image re-id Top-1 {fmt(reid.get('top1'))}, mAP {fmt(reid.get('map'))}"
+        )
     print_runtime_guard(report)
     # The first row of each (embedder, crop setting): the default runtime.
     by_key: dict[tuple[str, str], dict] = {}
@@ -618,25 +734,36 @@ def print_table(report: dict) -> None:
     for mode in CROP_MODES:
         trained, untrained = by_key.get(("trained", mode)), by_key.get(("untrained", mode))
         if trained and untrained:
-            print(f"trained - untrained ({mode}): text Top-1 {trained['text']['top1'] - untrained['text']['top1']:+.1f}"
-                  f", re-id mAP {trained['reid']['map'] - untrained['reid']['map']:+.1f} points")
+            print(
+                f"trained - untrained ({mode}): text Top-1 {trained['text']['top1'] - untrained['text']['top1']:+.1f}"
+                f", re-id mAP {trained['reid']['map'] - untrained['reid']['map']:+.1f} points"
+            )
 
 
 def print_embedders(report: dict) -> None:
     """What each way of training the embedder does where it runs: re-id, traces and text search in the pipeline."""
-    rows = [row for row in report["rows"] if row["crop_mode"] == "K best" and row["tracker"] == "motion"
-            and row["runtime"].startswith("onnx") and row.get("traces")]
+    rows = [
+        row
+        for row in report["rows"]
+        if row["crop_mode"] == "K best" and row["tracker"] == "motion" and row["runtime"].startswith("onnx") and row.get("traces")
+    ]
     if not rows:
         return
     print("\nembedders in the pipeline (default settings; trace: each person's longest track, the default path):")
-    labels = {"untrained": "untrained (random start)", "tight": "trained on ground-truth boxes",
-              "trained": "trained on boxes + detector crops (default)", "adapted": "+ adapted to the site (no labels)"}
+    labels = {
+        "untrained": "untrained (random start)",
+        "tight": "trained on ground-truth boxes",
+        "trained": "trained on boxes + detector crops (default)",
+        "adapted": "+ adapted to the site (no labels)",
+    }
     for row in rows:
         trace = row["traces"].get("+ path") or {}
-        print(f"  {labels.get(row['embedder'], row['embedder']):<44} re-id Top-1 {fmt(row['reid']['top1'])} "
-              f"mAP {fmt(row['reid']['map'])} | by probability Top-1 {fmt(row['reid_by_probability']['top1'])} "
-              f"mAP {fmt(row['reid_by_probability']['map'])} | trace F1 {fmt(trace.get('f1'))} | text Top-1 "
-              f"{fmt(row['text']['top1'])} Top-5 {fmt(row['text']['top5'])}")
+        print(
+            f"  {labels.get(row['embedder'], row['embedder']):<44} re-id Top-1 {fmt(row['reid']['top1'])} "
+            f"mAP {fmt(row['reid']['map'])} | by probability Top-1 {fmt(row['reid_by_probability']['top1'])} "
+            f"mAP {fmt(row['reid_by_probability']['map'])} | trace F1 {fmt(trace.get('f1'))} | text Top-1 "
+            f"{fmt(row['text']['top1'])} Top-5 {fmt(row['text']['top5'])}"
+        )
 
 
 def print_traces(report: dict) -> None:
@@ -653,21 +780,28 @@ def print_traces(report: dict) -> None:
         lines.append((f"motion tracker, {name}", figures))
     lines.append(("+ path, over HTTP (camtrace serve)", studied["http"]))
     for name, figures in lines:
-        print(f"  {name:<40} P {fmt(figures['precision'])}  R {fmt(figures['recall'])}  F1 {fmt(figures['f1'])}"
-              f"  ({figures['seeds']} seeds)")
+        print(
+            f"  {name:<40} P {fmt(figures['precision'])}  R {fmt(figures['recall'])}  F1 {fmt(figures['f1'])}"
+            f"  ({figures['seeds']} seeds)"
+        )
     confirmed = studied["confirmed"]
     before, after = confirmed["others_before"], confirmed["others_after"]
-    print(f"  other people after an investigator decided {confirmed['people']} people's traces "
-          f"({confirmed['verdicts']} verdicts): F1 {fmt(before['f1'])} -> {fmt(after['f1'])} "
-          f"(P {fmt(before['precision'])} -> {fmt(after['precision'])}, R {fmt(before['recall'])} -> "
-          f"{fmt(after['recall'])}); camtrace trace --json agreed on {studied['cli_agrees']} seeds")
-    for name, table in (("no verdicts", studied["calibration"]), ("after the verdicts, other people",
-                                                                  confirmed["calibration_after"])):
-        print(f"calibration of re-id's probability, {name}: ECE {100 * table['ece']:.1f} points over "
-              f"{table['pairs']} candidate pairs (top 20 per track, other cameras)")
+    print(
+        f"  other people after an investigator decided {confirmed['people']} people's traces "
+        f"({confirmed['verdicts']} verdicts): F1 {fmt(before['f1'])} -> {fmt(after['f1'])} "
+        f"(P {fmt(before['precision'])} -> {fmt(after['precision'])}, R {fmt(before['recall'])} -> "
+        f"{fmt(after['recall'])}); camtrace trace --json agreed on {studied['cli_agrees']} seeds"
+    )
+    for name, table in (
+        ("no verdicts", studied["calibration"]),
+        ("after the verdicts, other people", confirmed["calibration_after"]),
+    ):
+        print(
+            f"calibration of re-id's probability, {name}: ECE {100 * table['ece']:.1f} points over "
+            f"{table['pairs']} candidate pairs (top 20 per track, other cameras)"
+        )
         for row in table["table"]:
-            print(f"    {row['bin']}: {row['pairs']:>5} pairs, predicted {row['predicted']:.2f}, observed "
-                  f"{row['observed']:.2f}")
+            print(f"    {row['bin']}: {row['pairs']:>5} pairs, predicted {row['predicted']:.2f}, observed {row['observed']:.2f}")
 
 
 def print_runtime_guard(report: dict) -> None:
@@ -685,24 +819,35 @@ def print_runtime_guard(report: dict) -> None:
         }
         # A gain is no loss of quality (on a small gallery one query moves Top-1 by more than 0.5 points).
         kept = all(delta >= -0.5 for delta in deltas.values())
-        print(f"trained, {number_format} - fp32 on ground-truth crops: "
-              + ", ".join(f"{name} {delta:+.2f}" for name, delta in deltas.items())
-              + f" points: {'loses at most 0.5' if kept else 'LOSES MORE THAN 0.5'}")
-    pipeline = [row for row in report["rows"]
-                if row["embedder"] == "trained" and row["crop_mode"] == "K best" and row["tracker"] == "motion"]
+        print(
+            f"trained, {number_format} - fp32 on ground-truth crops: "
+            + ", ".join(f"{name} {delta:+.2f}" for name, delta in deltas.items())
+            + f" points: {'loses at most 0.5' if kept else 'LOSES MORE THAN 0.5'}"
+        )
+    pipeline = [
+        row
+        for row in report["rows"]
+        if row["embedder"] == "trained" and row["crop_mode"] == "K best" and row["tracker"] == "motion"
+    ]
     if len(pipeline) == 2:
         fast, fp32 = pipeline
-        print(f"trained, K best, {fast['runtime']} - {fp32['runtime']} in the pipeline: text Top-1 "
-              f"{fast['text']['top1'] - fp32['text']['top1']:+.1f}, Top-5 {fast['text']['top5'] - fp32['text']['top5']:+.1f}, "
-              f"re-id Top-1 {fast['reid']['top1'] - fp32['reid']['top1']:+.1f}, "
-              f"mAP {fast['reid']['map'] - fp32['reid']['map']:+.1f} points")
+        print(
+            f"trained, K best, {fast['runtime']} - {fp32['runtime']} in the pipeline: text Top-1 "
+            f"{fast['text']['top1'] - fp32['text']['top1']:+.1f}, Top-5 {fast['text']['top5'] - fp32['text']['top5']:+.1f}, "
+            f"re-id Top-1 {fast['reid']['top1'] - fp32['reid']['top1']:+.1f}, "
+            f"mAP {fast['reid']['map'] - fp32['reid']['map']:+.1f} points"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a small world and short training, for development")
-    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                        / "camtrace" / "bench_quality", help="trained models and footage, reused by later runs")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "camtrace" / "bench_quality",
+        help="trained models and footage, reused by later runs",
+    )
     parser.add_argument("--json", type=Path, help="also write the table and its parameters to this JSON file")
     parser.add_argument("--work", type=Path, help="data dirs of the ingests (default: a folder in the cache)")
     args = parser.parse_args()
@@ -721,8 +866,11 @@ def main() -> None:
     train_dirs, test_dir = build_world(cache, preset.world)
     print(f"[{time.perf_counter() - began:6.0f} s] world ready: {test_dir.parent}", flush=True)
     detector = train_detector(cache, preset.world, train_dirs, test_dir, preset.detector)
-    print(f"[{time.perf_counter() - began:6.0f} s] detector ready (mAP50 {detector['map50']:.1f}"
-          f"{', cached' if detector['cached'] else ''})", flush=True)
+    print(
+        f"[{time.perf_counter() - began:6.0f} s] detector ready (mAP50 {detector['map50']:.1f}"
+        f"{', cached' if detector['cached'] else ''})",
+        flush=True,
+    )
     base = base_embedder(cache, preset.embedder)
     tight = train_embedder(cache, preset.world, train_dirs, base, preset.embedder)
     both = train_embedder(cache, preset.world, train_dirs, base, preset.embedder, crops="both", detector=detector)
@@ -732,8 +880,7 @@ def main() -> None:
     models = {"untrained": str(base), "tight": tight["folder"], "trained": both["folder"]}
     crop_level = {name: crop_figures(test_dir, folder) for name, folder in models.items()}
     for number_format in NUMBER_FORMATS[1:]:
-        crop_level[f"trained, {number_format}"] = crop_figures(test_dir, models["trained"], number_format,
-                                                              work / "exports")
+        crop_level[f"trained, {number_format}"] = crop_figures(test_dir, models["trained"], number_format, work / "exports")
     print(f"[{time.perf_counter() - began:6.0f} s] ground-truth crops measured", flush=True)
     # (embedder, crop setting, runtime, tracker, study): the default trained row studies traces part by part (and
     # is what the site adaptation starts from), the ByteTrack row measures traces as they were built before.
@@ -751,20 +898,40 @@ def main() -> None:
     rows = []
 
     def measure(name: str, mode: str, runtime: str, tracker: str, study: str, keep: Path | None = None) -> None:
-        row = evaluate_configuration(work, test_dir, detector["folder"], models[name], preset.detector.imgsz, mode,
-                                     runtime=runtime, tracker=tracker, study=study, keep=keep)
+        row = evaluate_configuration(
+            work,
+            test_dir,
+            detector["folder"],
+            models[name],
+            preset.detector.imgsz,
+            mode,
+            runtime=runtime,
+            tracker=tracker,
+            study=study,
+            keep=keep,
+        )
         rows.append({"embedder": name, "crop_mode": mode, **row})
-        print(f"[{time.perf_counter() - began:6.0f} s] {name} / {mode} / {row['runtime']} / {tracker}: text Top-1 "
-              f"{row['text']['top1']:.1f}, re-id mAP {row['reid']['map']:.1f}, crossings found "
-              f"{row['crossings']['found_pct']:.1f}%", flush=True)
+        print(
+            f"[{time.perf_counter() - began:6.0f} s] {name} / {mode} / {row['runtime']} / {tracker}: text Top-1 "
+            f"{row['text']['top1']:.1f}, re-id mAP {row['reid']['map']:.1f}, crossings found "
+            f"{row['crossings']['found_pct']:.1f}%",
+            flush=True,
+        )
 
     site = work / "site-ingested"  # the test cameras as the default trained model indexed them, before any verdict
     for step in plan:
         measure(*step, keep=site if step[0] == "trained" and step[4] == "traces" else None)
     # Site adaptation: the default trained model learns the test cameras' own tracks (no labels), then ingests
     # them again.
-    adapted = adapt_embedder(cache, site, train_dirs, models["trained"], preset.embedder, detector,
-                             {"world": asdict(preset.world), "detector": detector["folder"]})
+    adapted = adapt_embedder(
+        cache,
+        site,
+        train_dirs,
+        models["trained"],
+        preset.embedder,
+        detector,
+        {"world": asdict(preset.world), "detector": detector["folder"]},
+    )
     models["adapted"] = adapted["folder"]
     crop_level["adapted"] = crop_figures(test_dir, models["adapted"])
     measure("adapted", "K best", "auto", "motion", "path")

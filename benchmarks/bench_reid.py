@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from camtrace.storage.edge import EdgeIndex
 from camtrace.storage.index import VectorIndex
-
 from camtrace.types import IndexPoint, SearchFilter, TrackHit, point_id
 
 T0 = 1_700_000_000.0
@@ -60,10 +60,23 @@ def make_scene(args, rng):
     for n, (track, info) in enumerate(tracks.items()):
         for i, vector in enumerate(info["crops"]):
             camera = f"cam{info['camera']}"
-            points.append(IndexPoint(point_id(camera, n * 10 + i, track), vector, {
-                "camera_id": camera, "video_id": camera, "track_id": track, "ts": T0 + n, "frame_index": n * 10 + i,
-                "bbox": [0.0, 0.0, 1.0, 2.0], "det_conf": 0.9, "crop_key": f"{camera}/{track}/{i}.jpg",
-                "model_version": "bench"}))
+            points.append(
+                IndexPoint(
+                    point_id(camera, n * 10 + i, track),
+                    vector,
+                    {
+                        "camera_id": camera,
+                        "video_id": camera,
+                        "track_id": track,
+                        "ts": T0 + n,
+                        "frame_index": n * 10 + i,
+                        "bbox": [0.0, 0.0, 1.0, 2.0],
+                        "det_conf": 0.9,
+                        "crop_key": f"{camera}/{track}/{i}.jpg",
+                        "model_version": "bench",
+                    },
+                )
+            )
     return tracks, points
 
 
@@ -101,8 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     tracks, points = make_scene(args, rng)
-    print(f"scene: {args.identities} identities on {args.cameras} cameras, {args.distractors} distractor tracks, "
-          f"{len(tracks)} tracks, {len(points)} points, {args.dim}-d", flush=True)
+    print(
+        f"scene: {args.identities} identities on {args.cameras} cameras, {args.distractors} distractor tracks, "
+        f"{len(tracks)} tracks, {len(points)} points, {args.dim}-d",
+        flush=True,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         index: VectorIndex = EdgeIndex(Path(tmp), "bench", args.dim)
@@ -184,9 +200,11 @@ def post_filter_comparison(args, index: VectorIndex, tracks: dict, queries: list
         inside_found += len(inside)
         post_found += len(kept[:10])
     per = len(queries)
-    print(f"one camera ({camera}) and a tenth of the time, 10 tracks wanted per query: filter inside the query returns "
-          f"{inside_found / per:.1f} (p50 {np.median(inside_ms):.1f} ms), filter after a top-100 cut returns "
-          f"{post_found / per:.1f} (p50 {np.median(post_ms):.1f} ms): x{inside_found / max(post_found, 1):.1f} tracks")
+    print(
+        f"one camera ({camera}) and a tenth of the time, 10 tracks wanted per query: filter inside the query returns "
+        f"{inside_found / per:.1f} (p50 {np.median(inside_ms):.1f} ms), filter after a top-100 cut returns "
+        f"{post_found / per:.1f} (p50 {np.median(post_ms):.1f} ms): x{inside_found / max(post_found, 1):.1f} tracks"
+    )
 
 
 if __name__ == "__main__":

@@ -41,12 +41,12 @@ def main() -> None:
     model_b = build_tiny_siglip(work / "model-b", seed=1)
 
     import cv2
-    from camtrace.training.promotion import promote
-    from camtrace.workers.local import ingest_local
 
     from camtrace.services import Services
     from camtrace.settings import load_settings
     from camtrace.synthetic import generate_footage
+    from camtrace.training.promotion import promote
+    from camtrace.workers.local import ingest_local
 
     services = Services(load_settings())
     footage = generate_footage(work / "footage", cameras=args.cameras, seconds=args.seconds, seed=1)

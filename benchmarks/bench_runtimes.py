@@ -53,9 +53,9 @@ def timed(fn, *args):
 
 def embed_section(args, tmp: Path) -> None:
     import torch
+
     from camtrace.embedding import ImageTextEncoder
     from camtrace.embedding.tiny_model import build_base_like_siglip, build_tiny_siglip
-
     from camtrace.synthetic import identity_views
 
     if args.model:
@@ -66,12 +66,21 @@ def embed_section(args, tmp: Path) -> None:
         model, took = timed(build_base_like_siglip, tmp / "base-like-siglip")
         label = f"random SigLIP with siglip2-base sizes (built in {took:.0f} s)"
     crops, labels = identity_views(args.identities, args.views, seed=1)
-    print(f"embedder: {label}; {len(crops)} crops ({args.identities} identities x {args.views} views), "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"embedder: {label}; {len(crops)} crops ({args.identities} identities x {args.views} views), "
+        f"torch threads {torch.get_num_threads()}"
+    )
 
     def encoder(runtime: str, quantize: str = "auto") -> ImageTextEncoder:
-        enc = ImageTextEncoder(model, args.processor, device="cpu", batch_size=args.batch_size, runtime=runtime,
-                               exports_dir=tmp / "exports", onnx_quantize=quantize)
+        enc = ImageTextEncoder(
+            model,
+            args.processor,
+            device="cpu",
+            batch_size=args.batch_size,
+            runtime=runtime,
+            exports_dir=tmp / "exports",
+            onnx_quantize=quantize,
+        )
         _, took = timed(enc.load)
         print(f"  loaded {runtime} {quantize if runtime == 'onnx' else ''} in {took:.1f} s (exports built on first use)")
         return enc
@@ -97,8 +106,10 @@ def embed_section(args, tmp: Path) -> None:
             _, single_s = timed(enc.encode_images, few)
             enc.vision.batch_size = len(few)  # one run for them all
             _, batched_s = timed(enc.encode_images, few)
-            print(f"  int8 one crop per run vs batches of {len(few)}: {len(few) / single_s:.2f} vs "
-                  f"{len(few) / batched_s:.2f} crops/s ({single_s / batched_s:.2f}x the time)")
+            print(
+                f"  int8 one crop per run vs batches of {len(few)}: {len(few) / single_s:.2f} vs "
+                f"{len(few) / batched_s:.2f} crops/s ({single_s / batched_s:.2f}x the time)"
+            )
         enc.unload()
 
     base_vectors, base_rate = paths["torch fp32"]
@@ -107,8 +118,10 @@ def embed_section(args, tmp: Path) -> None:
     for name, (vectors, rate) in paths.items():
         top1, mean_ap = retrieval(vectors, labels)
         cos = float(np.min(np.sum(vectors * base_vectors, axis=1)))
-        print(f"  {name:<30} {rate:8.2f} {rate / base_rate:6.2f}x {cos:8.5f} {top1:6.1f} {top1 - base_top1:+7.2f} "
-              f"{mean_ap:6.1f} {mean_ap - base_map:+6.2f}")
+        print(
+            f"  {name:<30} {rate:8.2f} {rate / base_rate:6.2f}x {cos:8.5f} {top1:6.1f} {top1 - base_top1:+7.2f} "
+            f"{mean_ap:6.1f} {mean_ap - base_map:+6.2f}"
+        )
     int8_top1, int8_map = retrieval(paths["onnx int8"][0], labels)
     ok = int8_top1 - base_top1 >= -0.5 and int8_map - base_map >= -0.5  # a gain is no loss
     print(f"  int8 loses at most 0.5 points of fp32's Top-1 and mAP: {'yes' if ok else 'NO: set CAMTRACE_ONNX_QUANTIZE=fp32'}")
@@ -127,8 +140,9 @@ def detector_section(args, tmp: Path) -> None:
     print(f"\ndetector: {label}; {len(frames)} frames of 640x360, batch {args.detector_batch}")
     rates = {}
     for runtime in ("torch", "onnx"):
-        det = PersonDetector(str(folder), device="cpu", batch_size=args.detector_batch, runtime=runtime,
-                             exports_dir=tmp / "exports")
+        det = PersonDetector(
+            str(folder), device="cpu", batch_size=args.detector_batch, runtime=runtime, exports_dir=tmp / "exports"
+        )
         _, took = timed(det.load)
         det.detect(frames[:2])
         _, took = timed(det.detect, frames)
@@ -158,12 +172,13 @@ def gpu_section(args, tmp: Path) -> None:
 
     device = args.gpu_device
     if device.startswith("cuda") and not torch.cuda.is_available():
-        print("\nGPU section skipped: CUDA is not available on this machine (the same code runs there unchanged; "
-              "--gpu-device cpu runs it here as a check of the code).")
+        print(
+            "\nGPU section skipped: CUDA is not available on this machine (the same code runs there unchanged; "
+            "--gpu-device cpu runs it here as a check of the code)."
+        )
         return
     from camtrace.embedding import ImageTextEncoder
     from camtrace.embedding.tiny_model import build_base_like_siglip, build_tiny_siglip
-
     from camtrace.synthetic import person_crops
 
     def sync() -> None:
@@ -178,8 +193,10 @@ def gpu_section(args, tmp: Path) -> None:
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "CPU (a check of the code, not a figure)"
     peak = next((tflops for key, tflops in BF16_PEAK_TFLOPS.items() if key in name), None)
     crops = person_crops(args.gpu_crops, heights=(64, 257), min_width=16, background_max=80)
-    print(f"\nGPU section on {name}: embedder {gflops:.3g} GFLOP per crop, bf16, SDPA, preprocessing on the device; "
-          f"{len(crops)} crops")
+    print(
+        f"\nGPU section on {name}: embedder {gflops:.3g} GFLOP per crop, bf16, SDPA, preprocessing on the device; "
+        f"{len(crops)} crops"
+    )
     print(f"  {'batch':>5} {'end to end':>11} {'preprocess':>11} {'forward':>11} {'TFLOP/s':>8} {'roofline':>8}")
     for batch in args.gpu_batches:
         enc = ImageTextEncoder(model, args.processor, device=device, batch_size=batch, runtime="torch")
@@ -209,11 +226,15 @@ def gpu_section(args, tmp: Path) -> None:
         forward_rate = len(crops) / forward_s
         tflops = forward_rate * gflops / 1000
         share = f"{100 * tflops / peak:7.1f}%" if peak else "      -"
-        print(f"  {batch:>5} {len(crops) / took:11.1f} {len(crops) / pre_s:11.1f} {forward_rate:11.1f} {tflops:8.1f} "
-              f"{share}   crops/s ({enc.runtime_label})")
+        print(
+            f"  {batch:>5} {len(crops) / took:11.1f} {len(crops) / pre_s:11.1f} {forward_rate:11.1f} {tflops:8.1f} "
+            f"{share}   crops/s ({enc.runtime_label})"
+        )
         enc.unload()
-    print("  end to end = preprocessing, forward, normalising and the copy back, as encode_images runs them; "
-          "preprocess and forward are each timed alone")
+    print(
+        "  end to end = preprocessing, forward, normalising and the copy back, as encode_images runs them; "
+        "preprocess and forward are each timed alone"
+    )
 
     from camtrace.synthetic import identity_views
 
@@ -226,9 +247,11 @@ def gpu_section(args, tmp: Path) -> None:
         enc.unload()
     (fp32_vectors, (top1, mean_ap)), (bf16_vectors, (b_top1, b_map)) = scores["fp32"], scores["bf16"]
     cos = float(np.min(np.sum(fp32_vectors * bf16_vectors, axis=1)))
-    print(f"  bf16 vs fp32 on the device: min cos {cos:.5f}, Top-1 {b_top1:.1f} vs {top1:.1f} ({b_top1 - top1:+.2f}), "
-          f"mAP {b_map:.1f} vs {mean_ap:.1f} ({b_map - mean_ap:+.2f}); CAMTRACE_GPU_PRECISION=fp32 where it loses more "
-          "than 0.5")
+    print(
+        f"  bf16 vs fp32 on the device: min cos {cos:.5f}, Top-1 {b_top1:.1f} vs {top1:.1f} ({b_top1 - top1:+.2f}), "
+        f"mAP {b_map:.1f} vs {mean_ap:.1f} ({b_map - mean_ap:+.2f}); CAMTRACE_GPU_PRECISION=fp32 where it loses more "
+        "than 0.5"
+    )
 
     from camtrace.detection import PersonDetector
     from camtrace.detection.tiny_model import N_SCALE, build_tiny_yolo
@@ -241,8 +264,7 @@ def gpu_section(args, tmp: Path) -> None:
         sync()
         _, took = timed(det.detect, frames)
         print(f"  detector batch {batch:>3}: {len(frames) / took:8.1f} frames/s ({det.runtime_label} at {det.imgsz} px)")
-    print(f"  the embed worker end to end: python benchmarks/bench_embed_worker.py --device {device} "
-          "--batch-sizes 64 128 256 512")
+    print(f"  the embed worker end to end: python benchmarks/bench_embed_worker.py --device {device} --batch-sizes 64 128 256 512")
 
 
 def main() -> None:

@@ -37,8 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_index import make_data  # noqa: E402
 
 QUERIES = [
-    "man, grey hoodie, blue jeans", "woman, red coat, black backpack", "person with a yellow umbrella",
-    "child, green jacket", "man, white shirt, dark trousers, briefcase", "woman, blue dress", "black cap, orange vest",
+    "man, grey hoodie, blue jeans",
+    "woman, red coat, black backpack",
+    "person with a yellow umbrella",
+    "child, green jacket",
+    "man, white shirt, dark trousers, briefcase",
+    "woman, blue dress",
+    "black cap, orange vest",
 ]
 
 
@@ -81,8 +86,9 @@ def build_encoder(folder: Path, kind: str) -> Path:
 
     if kind == "base":
         return build_base_like_siglip(folder)
-    return build_random_siglip(folder, hidden_size=768, num_layers=1, num_heads=12, intermediate_size=768,
-                               image_size=32, patch_size=8)
+    return build_random_siglip(
+        folder, hidden_size=768, num_layers=1, num_heads=12, intermediate_size=768, image_size=32, patch_size=8
+    )
 
 
 def free_port() -> int:
@@ -105,13 +111,13 @@ def serve(app, port: int):
 
 
 def bench_size(n: int, args, model_dir: Path, rows: list) -> None:
-    from camtrace.api.app import create_app
-    from camtrace.storage.access import AccessStore
-    from camtrace.storage.server import ServerIndex
     from qdrant_client import QdrantClient
 
+    from camtrace.api.app import create_app
     from camtrace.services import EmbeddingModel, Services
     from camtrace.settings import Settings
+    from camtrace.storage.access import AccessStore
+    from camtrace.storage.server import ServerIndex
 
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-http-{n}-"))
     base = dict(data_dir=data_dir, embed_model=str(model_dir), device="cpu", log_level="WARNING")
@@ -122,13 +128,23 @@ def bench_size(n: int, args, model_dir: Path, rows: list) -> None:
     started = time.perf_counter()
     with services.index.session():
         for i in range(0, n, 2000):
-            services.index.upsert(data.points[i:i + 2000])
+            services.index.upsert(data.points[i : i + 2000])
     tracks = {}
     for point in data.points:
         p = point.payload
-        row = tracks.setdefault(p["track_id"], {"id": p["track_id"], "camera_id": p["camera_id"], "video_id": p["video_id"],
-                                                "segment_index": 0, "ts_start": p["ts"], "ts_end": p["ts"], "n_boxes": 0,
-                                                "best_crop_key": p["crop_key"]})
+        row = tracks.setdefault(
+            p["track_id"],
+            {
+                "id": p["track_id"],
+                "camera_id": p["camera_id"],
+                "video_id": p["video_id"],
+                "segment_index": 0,
+                "ts_start": p["ts"],
+                "ts_end": p["ts"],
+                "n_boxes": 0,
+                "best_crop_key": p["crop_key"],
+            },
+        )
         row["ts_end"] = max(row["ts_end"], p["ts"])
         row["n_boxes"] += 1
     services.db.upsert_tracks(list(tracks.values()))
@@ -142,7 +158,7 @@ def bench_size(n: int, args, model_dir: Path, rows: list) -> None:
         server_index.ensure()
         started = time.perf_counter()
         for i in range(0, n, 2000):
-            server_index.upsert(data.points[i:i + 2000])
+            server_index.upsert(data.points[i : i + 2000])
         print(f"  in-memory qdrant-client loaded in {time.perf_counter() - started:.1f} s", flush=True)
 
     for backend in args.backends:
@@ -158,8 +174,17 @@ def bench_size(n: int, args, model_dir: Path, rows: list) -> None:
             for clients in args.clients:
                 latencies, wall = run_load(f"http://127.0.0.1:{port}", token, clients, args.seconds)
                 ms = np.array(latencies) * 1000
-                rows.append((n, backend, clients, float(np.percentile(ms, 50)), float(np.percentile(ms, 95)),
-                             len(latencies) / wall, len(latencies)))
+                rows.append(
+                    (
+                        n,
+                        backend,
+                        clients,
+                        float(np.percentile(ms, 50)),
+                        float(np.percentile(ms, 95)),
+                        len(latencies) / wall,
+                        len(latencies),
+                    )
+                )
                 print("  " + line(rows[-1], rows), flush=True)
         finally:
             server.should_exit = True
@@ -200,8 +225,10 @@ def main() -> None:
     rows: list = []
     for n in (int(p) for p in args.points.split(",")):
         bench_size(n, args, model_dir, rows)
-    print(f"\ntext search over HTTP, encoder: random SigLIP ({args.encoder}), {args.seconds:.0f} s per row, "
-          "ratio: requests/s against edge/open-per-call at the same size and clients")
+    print(
+        f"\ntext search over HTTP, encoder: random SigLIP ({args.encoder}), {args.seconds:.0f} s per row, "
+        "ratio: requests/s against edge/open-per-call at the same size and clients"
+    )
     print(f"{'points':>7} {'backend':<20} {'clients':>7} {'searches':>8} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>8} {'ratio':>7}")
     for row in rows:
         print(line(row, rows))

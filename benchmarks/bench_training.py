@@ -35,11 +35,11 @@ def _sync(device) -> None:
 def train_throughput(folder: Path, dataset, batch_size: int, steps: int, device_name: str) -> float:
     """Samples per second of whole-model training steps (after one warm-up step)."""
     import torch
+
     from camtrace.embedding.families import pooled_output
+    from camtrace.inference import resolve_device
     from camtrace.training.losses import PersonContrastiveLoss
     from camtrace.training.trainer import BatchBuilder, TrainConfig, _autocast, load_base, plan_epoch
-
-    from camtrace.inference import resolve_device
 
     device = resolve_device(device_name)
     loaded = load_base(str(folder), None, 64)
@@ -95,11 +95,11 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+
     from camtrace.embedding.encoder import resolve_device
     from camtrace.embedding.tiny_model import build_base_like_siglip, build_tiny_siglip
-    from camtrace.training.datasets import PersonDataset, load_dataset
-
     from camtrace.synthetic import generate_footage
+    from camtrace.training.datasets import PersonDataset, load_dataset
 
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
@@ -120,12 +120,16 @@ def main() -> None:
             throughput = train_throughput(folder, train_set, args.batch_size, steps, args.device)
             seconds, _ = evaluation_seconds(folder, eval_set, args.device, args.eval_batch_size)
             rows.append((label, throughput, seconds))
-            print(f"{label:<20} train {throughput:8.1f} samples/s   evaluation {seconds:7.2f} s "
-                  f"({len(eval_set) / seconds:7.1f} images/s)")
+            print(
+                f"{label:<20} train {throughput:8.1f} samples/s   evaluation {seconds:7.2f} s "
+                f"({len(eval_set) / seconds:7.1f} images/s)"
+            )
         tiny_throughput, tiny_seconds = rows[0][1], rows[0][2]
         for label, throughput, seconds in rows[1:]:
-            print(f"{label} vs tiny: training throughput x{throughput / tiny_throughput:.3f}, "
-                  f"evaluation time x{seconds / tiny_seconds:.1f}")
+            print(
+                f"{label} vs tiny: training throughput x{throughput / tiny_throughput:.3f}, "
+                f"evaluation time x{seconds / tiny_seconds:.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,7 @@ class GroundTruth:
         for row in truth["boxes"]:
             boxes[(row["camera"], int(row["frame_index"]))].append((row["identity"], tuple(row["box"])))
         descriptions = {key: ident["description"] for key, ident in truth["identities"].items()}
-        crossings = [(a["identity"], a["camera"], int(a["frame_start"]), int(a["frame_end"]))
-                     for a in truth.get("appearances", [])]
+        crossings = [(a["identity"], a["camera"], int(a["frame_start"]), int(a["frame_end"])) for a in truth.get("appearances", [])]
         return cls(boxes=dict(boxes), descriptions=descriptions, crossings=crossings)
 
 

@@ -61,8 +61,9 @@ def returned_tracks(trace) -> set[str]:
 
 
 def trace_row(search, seeds: Mapping[str, str], identities, method, min_probability: float) -> dict:
-    returned = {seed: returned_tracks(search.trace(seed, min_probability=min_probability, method=method))
-                for seed in seeds.values()}
+    returned = {
+        seed: returned_tracks(search.trace(seed, min_probability=min_probability, method=method)) for seed in seeds.values()
+    }
     return trace_figures_over(returned, wanted_tracks(seeds, identities))
 
 
@@ -117,8 +118,9 @@ def _free_port() -> int:
 
 
 def camtrace(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "camtrace.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=True)
+    return subprocess.run(
+        [sys.executable, "-m", "camtrace.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, check=True
+    )
 
 
 def http_trace_figures(env: dict, seeds: Mapping[str, str], identities) -> dict:
@@ -128,8 +130,12 @@ def http_trace_figures(env: dict, seeds: Mapping[str, str], identities) -> dict:
         camtrace(env, "user", "add", BENCH_USER, "--role", "investigator")
     token = json.loads(camtrace(env, "token", "create", BENCH_USER, "--json").stdout)["token"]
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "camtrace.cli", "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "camtrace.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -140,8 +146,9 @@ def http_trace_figures(env: dict, seeds: Mapping[str, str], identities) -> dict:
                 time.sleep(0.2)
         returned = {}
         for seed in seeds.values():
-            request = urllib.request.Request(f"{base}/api/trace/{urllib.request.quote(seed, safe='')}",
-                                             headers={"Authorization": f"Bearer {token}"})
+            request = urllib.request.Request(
+                f"{base}/api/trace/{urllib.request.quote(seed, safe='')}", headers={"Authorization": f"Bearer {token}"}
+            )
             with urllib.request.urlopen(request, timeout=120) as answer:
                 returned[seed] = returned_tracks(json.loads(answer.read()))
     finally:
@@ -163,8 +170,18 @@ def cli_agrees(env: dict, search, seeds: Mapping[str, str], count: int = 4) -> t
 def environment(data_dir: Path, settings) -> dict:
     """The variables that make a command-line camtrace use these settings (models, data dir, detector size)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAMTRACE_")}
-    names = ("data_dir", "detector_model", "detector_imgsz", "embed_model", "embed_processor", "runtime",
-             "crops_per_track", "min_crop_height", "min_crop_sharpness", "tracker")
+    names = (
+        "data_dir",
+        "detector_model",
+        "detector_imgsz",
+        "embed_model",
+        "embed_processor",
+        "runtime",
+        "crops_per_track",
+        "min_crop_height",
+        "min_crop_sharpness",
+        "tracker",
+    )
     for name in names:
         value = getattr(settings, name)
         env[f"CAMTRACE_{name.upper()}"] = "" if value is None else str(value)

@@ -35,8 +35,7 @@ def resolve_device(device: str) -> torch.device:
         index = int(device[5:]) if ":" in device else 0
         if index >= torch.cuda.device_count():
             raise ConfigError(
-                f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist; "
-                "fix CAMTRACE_DEVICE"
+                f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist; fix CAMTRACE_DEVICE"
             )
         return torch.device(device)
     if device == "mps":
@@ -181,5 +180,3 @@ class InferenceModel(ABC):
     @abstractmethod
     def _unload(self) -> None:
         """Drop every reference to the weights."""
-
-

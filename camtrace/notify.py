@@ -128,8 +128,7 @@ class AlertSender:
                 error = f"{type(exc).__name__}: {exc}"
                 attempts = delivery.attempts + 1
                 last = attempts >= self.settings.alert_delivery_attempts or delivery.target not in self._targets()
-                self.store.record_attempt(delivery.id, error=error,
-                                          next_at=None if last else time.time() + retry_wait(attempts))
+                self.store.record_attempt(delivery.id, error=error, next_at=None if last else time.time() + retry_wait(attempts))
                 log.warning("alert %d to %s failed (try %d): %s", alert.id, delivery.label, attempts, error)
                 report.failed += last
                 report.retrying += not last
@@ -158,8 +157,12 @@ class AlertSender:
 def post_webhook(url: str, body: bytes, secret: str) -> None:
     import httpx
 
-    response = httpx.post(url, content=body, timeout=SEND_TIMEOUT_SECONDS, headers={
-        "Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body), "User-Agent": "camtrace"})
+    response = httpx.post(
+        url,
+        content=body,
+        timeout=SEND_TIMEOUT_SECONDS,
+        headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body), "User-Agent": "camtrace"},
+    )
     if not 200 <= response.status_code < 300:
         raise RuntimeError(f"the receiver answered HTTP {response.status_code}")
 

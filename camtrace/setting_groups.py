@@ -20,17 +20,22 @@ class StorageSettings(BaseSettings):
     qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server.")
     collection: str = Field("camtrace", description="Name of the vector collection (server: the alias queries use).")
     index_keep_open_seconds: float = Field(
-        2.0, ge=0.0, description="The query service keeps the embedded index open this long after a search, so the next "
+        2.0,
+        ge=0.0,
+        description="The query service keeps the embedded index open this long after a search, so the next "
         "skips loading it; released at once when another process waits for it (0: close after every call).",
     )
     index_layout: Literal["compact", "exact"] = Field(
-        "compact", description="Layout of new embedded index shards: compact (originals on disk, an int8 copy in RAM "
+        "compact",
+        description="Layout of new embedded index shards: compact (originals on disk, an int8 copy in RAM "
         "searched through HNSW and rescored with the originals: a quarter of the memory) or exact (every vector in "
         "RAM, scanned). Existing shards keep theirs until `camtrace index migrate`; the server backend is always "
         "compact.",
     )
     index_maintain_seconds: float = Field(
-        60.0, ge=0.0, description="Embedded index: beat indexes newly written points this often (s), and ingest "
+        60.0,
+        ge=0.0,
+        description="Embedded index: beat indexes newly written points this often (s), and ingest "
         "between its batches; one step indexes one segment, seconds of work. 0: only by `camtrace index maintain`.",
     )
 
@@ -63,9 +68,7 @@ class ModelSettings(BaseSettings):
     detector_batch_size: int = Field(16, ge=1, description="Frames per detector forward pass.")
     detector_max_det: int = Field(100, ge=1, description="Maximum persons per frame.")
     device: str = Field("auto", description="Compute device: auto, cpu, cuda or cuda:N.")
-    runtime: Runtime = Field(
-        Runtime.AUTO, description="Model runtime: auto (ONNX Runtime on CPU, PyTorch on CUDA), torch or onnx."
-    )
+    runtime: Runtime = Field(Runtime.AUTO, description="Model runtime: auto (ONNX Runtime on CPU, PyTorch on CUDA), torch or onnx.")
     onnx_quantize: OnnxQuantization = Field(
         OnnxQuantization.AUTO,
         description="Embedder weights on ONNX Runtime: int8 (dynamic quantisation), fp32, or auto (int8: measured "
@@ -88,7 +91,9 @@ class PipelineSettings(BaseSettings):
     sample_fps: float = Field(5.0, gt=0.0, description="Frames per second sampled from each video.")
     segment_seconds: float = Field(60.0, gt=0.0, description="Length of a segment: the unit of tracking and of work.")
     live_segment_seconds: float | None = Field(
-        None, gt=0.0, description="Live cameras are cut into files this long, each indexed (and checked against the "
+        None,
+        gt=0.0,
+        description="Live cameras are cut into files this long, each indexed (and checked against the "
         "watchlist) when it ends: 8 brings alerts within about 10 s; unset: CAMTRACE_SEGMENT_SECONDS.",
     )
     tracker: str = Field(
@@ -101,9 +106,7 @@ class PipelineSettings(BaseSettings):
     min_crop_sharpness: float = Field(
         15.0, ge=0.0, description="Crops whose variance of Laplacian is below this are dropped as blurred."
     )
-    motion_gating: bool = Field(
-        True, description="Skip the detector on sampled frames with no motion and no live track."
-    )
+    motion_gating: bool = Field(True, description="Skip the detector on sampled frames with no motion and no live track.")
     motion_threshold: float = Field(
         0.003, ge=0.0, le=1.0, description="Share of a frame's pixels that must change to count as motion."
     )
@@ -113,17 +116,18 @@ class PipelineSettings(BaseSettings):
 class SearchSettings(BaseSettings):
     """Answering queries: result pages, the same-person probability bar, camera links, model refresh."""
 
-    search_max_results: int = Field(
-        200, ge=1, le=10_000, description="Largest page (limit) a search, re-id or trace may ask for."
-    )
+    search_max_results: int = Field(200, ge=1, le=10_000, description="Largest page (limit) a search, re-id or trace may ask for.")
     trace_min_score: float = Field(
-        0.3, gt=0.0, lt=1.0,
+        0.3,
+        gt=0.0,
+        lt=1.0,
         description="Probability of being the same person (appearance, cameras and transit) a candidate needs to "
         "be a step of a trace's path (overridable per call); the others are offered as alternatives. 0.3: about "
         "half the best F1 a trace reaches, the threshold that maximises F1 for calibrated probabilities.",
     )
     link_window_seconds: float = Field(
-        600.0, gt=0.0,
+        600.0,
+        gt=0.0,
         description="Tracks at most this far apart in time are compared when learning camera links and calibration.",
     )
     evidence_tracks: int = Field(
@@ -141,32 +145,42 @@ class AlertSettings(BaseSettings):
     """Watchlist alerts and where they are delivered (MQTT, signed webhooks)."""
 
     watch_text_share: float = Field(
-        0.02, gt=0.0, lt=1.0,
+        0.02,
+        gt=0.0,
+        lt=1.0,
         description="A description on the watchlist alerts on a new track scoring like the best this share of the "
         "site's indexed tracks (its similarity bar is calibrated on them when the entry is made).",
     )
     alert_repeat_seconds: float = Field(
-        120.0, ge=0.0, description="A watchlist entry alerts once for a person who stays on one camera: a match "
+        120.0,
+        ge=0.0,
+        description="A watchlist entry alerts once for a person who stays on one camera: a match "
         "within this many seconds of the entry's last alert there raises none (0: every matching track alerts).",
     )
     mqtt_url: str | None = Field(
-        None, description="MQTT broker for watchlist alerts: mqtt://[user:password@]host[:1883] or mqtts://...; "
-        "unset: no MQTT.",
+        None,
+        description="MQTT broker for watchlist alerts: mqtt://[user:password@]host[:1883] or mqtts://...; unset: no MQTT.",
     )
     mqtt_topic: str = Field("camtrace/alerts", min_length=1, description="MQTT topic watchlist alerts are published to.")
     webhook_urls: str = Field(
-        "", description="Comma-separated http(s) URLs each watchlist alert is POSTed to as JSON; empty: no webhooks.",
+        "",
+        description="Comma-separated http(s) URLs each watchlist alert is POSTed to as JSON; empty: no webhooks.",
     )
     webhook_secret: str | None = Field(
-        None, description="Key of the HMAC-SHA256 signature of each webhook body (header X-Camtrace-Signature: "
+        None,
+        description="Key of the HMAC-SHA256 signature of each webhook body (header X-Camtrace-Signature: "
         "sha256=<hex>); unset: webhooks are not sent.",
     )
     alert_delivery_attempts: int = Field(
-        12, ge=1, description="Tries of one alert delivery (MQTT or a webhook), with a growing wait between them "
+        12,
+        ge=1,
+        description="Tries of one alert delivery (MQTT or a webhook), with a growing wait between them "
         "(10 s doubling up to an hour), before it is logged as failed.",
     )
     alert_delivery_seconds: float = Field(
-        15.0, gt=0.0, description="Beat retries pending alert deliveries this often (s).",
+        15.0,
+        gt=0.0,
+        description="Beat retries pending alert deliveries this often (s).",
     )
 
 
@@ -206,11 +220,15 @@ class TrainingSettings(BaseSettings):
         description="Training on footage with ground truth: its tight boxes, the detector's boxes cut as the pipeline "
         "cuts what it embeds, or both (the model then learns what it will be asked to match).",
     )
-    anchor_layer: int = Field(-2, description="Vision block whose patch tokens `camtrace train --head anchors` builds "
-                              "its head on (hidden_states: 1..N from the first, -1 the last; before the final norm).")
+    anchor_layer: int = Field(
+        -2,
+        description="Vision block whose patch tokens `camtrace train --head anchors` builds "
+        "its head on (hidden_states: 1..N from the first, -1 the last; before the final norm).",
+    )
     anchor_diversity: float = Field(0.1, ge=0.0, description="Weight of the anchor head's diversity term in its training.")
     site_adapt_min_tracks: int = Field(
-        0, ge=0,
+        0,
+        ge=0,
         description="Scheduled training adapts the model to this site's own footage (site: dataset, no labels) once "
         "this many tracks arrived since the newest model; 0: never.",
     )
@@ -234,9 +252,7 @@ class TrainingSettings(BaseSettings):
     train_min_new_datasets: int = Field(
         1, ge=1, description="New dataset entries (newer than the last registered model) that start a training run."
     )
-    train_min_new_feedback: int = Field(
-        200, ge=1, description="New confirmed re-id matches (feedback) that start a training run."
-    )
+    train_min_new_feedback: int = Field(200, ge=1, description="New confirmed re-id matches (feedback) that start a training run.")
     auto_promote: bool = Field(False, description="Promote a model trained by the schedule when it beats the active one.")
 
 
@@ -248,12 +264,15 @@ class ServiceSettings(BaseSettings):
     )
     max_upload_mb: int = Field(20, ge=1, description="Largest photo the HTTP API accepts for a photo search (MiB).")
     max_upload_pixels: int = Field(
-        40_000_000, ge=1, le=178_000_000,  # Pillow's own bomb guard refuses more than ~179 million anyway
+        40_000_000,
+        ge=1,
+        le=178_000_000,  # Pillow's own bomb guard refuses more than ~179 million anyway
         description="Most pixels (width x height, read from the header before decoding) a searched photo may have; "
         "the default takes an 8K frame.",
     )
     trusted_proxies: str = Field(
-        "", description="Comma-separated addresses or networks of reverse proxies whose X-Forwarded-For names the "
+        "",
+        description="Comma-separated addresses or networks of reverse proxies whose X-Forwarded-For names the "
         "client; empty: the header is ignored and the connecting address counts.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="Logging level.")

@@ -33,8 +33,14 @@ from camtrace.setting_groups import (
 ENV_PREFIX = "CAMTRACE_"
 
 # Broker URL schemes by broker: kombu's Redis transport and its AMQP (RabbitMQ) transport.
-BROKER_SCHEMES = {"redis": "redis", "rediss": "redis", "sentinel": "redis", "amqp": "rabbitmq", "amqps": "rabbitmq",
-                  "pyamqp": "rabbitmq"}
+BROKER_SCHEMES = {
+    "redis": "redis",
+    "rediss": "redis",
+    "sentinel": "redis",
+    "amqp": "rabbitmq",
+    "amqps": "rabbitmq",
+    "pyamqp": "rabbitmq",
+}
 # A segment task may take this many times the segment's own length (a CPU worker that keeps up with
 # real time does it in well under one), plus this many seconds to load the models on a worker's first task.
 TASK_TIME_SEGMENTS = 3
@@ -44,15 +50,38 @@ VISIBILITY_MARGIN_SECONDS = 20  # the derived visibility timeout is this far abo
 
 
 # Fields are listed (and the README's table reads) from the last base to the first: storage first.
-class Settings(ServiceSettings, TrainingSettings, WorkerSettings, AlertSettings, SearchSettings, PipelineSettings,
-               ModelSettings, StorageSettings):
+class Settings(
+    ServiceSettings,
+    TrainingSettings,
+    WorkerSettings,
+    AlertSettings,
+    SearchSettings,
+    PipelineSettings,
+    ModelSettings,
+    StorageSettings,
+):
     """Every setting of camtrace: the groups' fields with the checks and derived values that span them."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
-    @field_validator("embed_processor", "qdrant_url", "qdrant_api_key", "database_url", "broker_url", "result_backend",
-        "retention_days", "metrics_port", "val_dataset", "training_data_dir", "train_interval_seconds",
-        "detector_imgsz", "mqtt_url", "webhook_secret", "live_segment_seconds", mode="before")
+    @field_validator(
+        "embed_processor",
+        "qdrant_url",
+        "qdrant_api_key",
+        "database_url",
+        "broker_url",
+        "result_backend",
+        "retention_days",
+        "metrics_port",
+        "val_dataset",
+        "training_data_dir",
+        "train_interval_seconds",
+        "detector_imgsz",
+        "mqtt_url",
+        "webhook_secret",
+        "live_segment_seconds",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -82,8 +111,10 @@ class Settings(ServiceSettings, TrainingSettings, WorkerSettings, AlertSettings,
     @model_validator(mode="after")
     def _webhooks_are_signed(self) -> Settings:
         if self.webhook_urls.strip() and not self.webhook_secret:
-            raise ValueError("CAMTRACE_WEBHOOK_URLS is set but CAMTRACE_WEBHOOK_SECRET is not: webhooks are sent signed "
-                             "only; set a long random secret (and give it to the receivers to check the signature)")
+            raise ValueError(
+                "CAMTRACE_WEBHOOK_URLS is set but CAMTRACE_WEBHOOK_SECRET is not: webhooks are sent signed "
+                "only; set a long random secret (and give it to the receivers to check the signature)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -225,9 +256,7 @@ def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment, failing loudly on typos and bad values."""
     unknown = unknown_env_variables()
     if unknown:
-        raise ConfigError(
-            f"unknown setting(s) {', '.join(unknown)}; valid ones are listed by `camtrace settings`"
-        )
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; valid ones are listed by `camtrace settings`")
     try:
         return Settings(**overrides)
     except ValidationError as exc:

@@ -198,8 +198,18 @@ def generate_footage(
     appearances = _make_schedule(rng, people, camera_ids, n_frames, fps, start_ts, size, idle_frames)
     n_frames += idle_frames * (min(2, len(camera_ids)) + 1)
     scene_seed = seed if background_seed is None else background_seed
-    return write_footage(out, camera_ids, people, appearances, n_frames=n_frames, fps=fps, size=size,
-                         start_ts=start_ts, seed=seed, scene_seed=scene_seed)
+    return write_footage(
+        out,
+        camera_ids,
+        people,
+        appearances,
+        n_frames=n_frames,
+        fps=fps,
+        size=size,
+        start_ts=start_ts,
+        seed=seed,
+        scene_seed=scene_seed,
+    )
 
 
 def write_footage(
@@ -237,8 +247,9 @@ def write_footage(
             raise CamtraceError(f"OpenCV cannot write MP4 (mp4v) to {path}; check the folder is writable")
         try:
             for index in range(n_frames):
-                frame, frame_boxes = render_frame(scene, on_cam, people, index, fps, start_ts, cam,
-                                                  occluders.get(cam, ()), visible_boxes)
+                frame, frame_boxes = render_frame(
+                    scene, on_cam, people, index, fps, start_ts, cam, occluders.get(cam, ()), visible_boxes
+                )
                 writer.write(frame)
                 boxes.extend(frame_boxes)
         finally:
@@ -319,11 +330,7 @@ class FigureDetector:
         mask = cv2.morphologyEx((diff > 45).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         mask = cv2.dilate(mask, np.ones((5, 5), np.uint8))
         count, _, stats, _ = cv2.connectedComponentsWithStats(mask)
-        rows = [
-            [x, y, x + w, y + h, 0.9, 0.0]
-            for x, y, w, h, _area in stats[1:count].tolist()
-            if h >= self.min_height and w >= 4
-        ]
+        rows = [[x, y, x + w, y + h, 0.9, 0.0] for x, y, w, h, _area in stats[1:count].tolist() if h >= self.min_height and w >= 4]
         return np.asarray(rows, np.float32).reshape(-1, 6)
 
 
@@ -362,15 +369,9 @@ def ground_truth_dict(footage: Footage) -> dict:
         "fps": footage.fps,
         "size": list(footage.size),
         "n_frames": footage.n_frames,
-        "cameras": {
-            cam: {"video": path.name, "start_ts": footage.start_ts[cam]} for cam, path in footage.videos.items()
-        },
-        "identities": {
-            key: {**asdict(ident), "description": ident.description} for key, ident in footage.identities.items()
-        },
-        "appearances": [
-            {k: v for k, v in asdict(a).items() if not (k == "feet_y_end" and v is None)} for a in footage.appearances
-        ],
+        "cameras": {cam: {"video": path.name, "start_ts": footage.start_ts[cam]} for cam, path in footage.videos.items()},
+        "identities": {key: {**asdict(ident), "description": ident.description} for key, ident in footage.identities.items()},
+        "appearances": [{k: v for k, v in asdict(a).items() if not (k == "feet_y_end" and v is None)} for a in footage.appearances],
         "boxes": [
             {
                 "camera": b.camera,
@@ -383,8 +384,7 @@ def ground_truth_dict(footage: Footage) -> dict:
             for b in footage.boxes
         ],
         **({"scene_seed": footage.scene_seed} if footage.scene_seed not in (None, footage.seed) else {}),
-        **({"occluders": {cam: [list(r) for r in rects] for cam, rects in footage.occluders.items()}}
-           if footage.occluders else {}),
+        **({"occluders": {cam: [list(r) for r in rects] for cam, rects in footage.occluders.items()}} if footage.occluders else {}),
     }
 
 
@@ -598,25 +598,40 @@ def _draw_figure(
         hip_x = cx + side * 0.06 * h
         colour = bottom if person.bottom_kind == "trousers" else skin
         poly(
-            [(hip_x - leg_w / 2, hip_y), (hip_x + leg_w / 2, hip_y), (foot_x + leg_w / 2, feet_y - 0.03 * h),
-             (foot_x - leg_w / 2, feet_y - 0.03 * h)],
+            [
+                (hip_x - leg_w / 2, hip_y),
+                (hip_x + leg_w / 2, hip_y),
+                (foot_x + leg_w / 2, feet_y - 0.03 * h),
+                (foot_x - leg_w / 2, feet_y - 0.03 * h),
+            ],
             colour,
         )
-        rect(foot_x - leg_w / 2 - 0.01 * h, feet_y - 0.035 * h, foot_x + leg_w / 2 + 0.03 * h * facing, feet_y,
-             COLOURS["black"])
+        rect(foot_x - leg_w / 2 - 0.01 * h, feet_y - 0.035 * h, foot_x + leg_w / 2 + 0.03 * h * facing, feet_y, COLOURS["black"])
     if person.bottom_kind == "shorts":
         for side in (-1, 1):
             hip_x = cx + side * 0.06 * h
             rect(hip_x - leg_w * 0.65, hip_y - 0.02 * h, hip_x + leg_w * 0.65, hip_y + 0.16 * h, bottom)
     elif person.bottom_kind == "skirt":
-        poly([(cx - torso_w / 2, hip_y - 0.03 * h), (cx + torso_w / 2, hip_y - 0.03 * h),
-              (cx + torso_w * 0.62, hip_y + 0.2 * h), (cx - torso_w * 0.62, hip_y + 0.2 * h)], bottom)
+        poly(
+            [
+                (cx - torso_w / 2, hip_y - 0.03 * h),
+                (cx + torso_w / 2, hip_y - 0.03 * h),
+                (cx + torso_w * 0.62, hip_y + 0.2 * h),
+                (cx - torso_w * 0.62, hip_y + 0.2 * h),
+            ],
+            bottom,
+        )
 
     # Backpack behind the torso (on the side opposite the walking direction).
     if person.item == "backpack":
         back = cx - facing * torso_w / 2
-        rect(min(back, back - facing * 0.1 * h), neck_y + 0.04 * h, max(back, back - facing * 0.1 * h),
-             hip_y - 0.05 * h, COLOURS[person.item_colour])
+        rect(
+            min(back, back - facing * 0.1 * h),
+            neck_y + 0.04 * h,
+            max(back, back - facing * 0.1 * h),
+            hip_y - 0.05 * h,
+            COLOURS[person.item_colour],
+        )
 
     # Torso and arms in the top colour; hands in skin colour.
     rect(cx - torso_w / 2, neck_y, cx + torso_w / 2, hip_y, top)
@@ -624,8 +639,15 @@ def _draw_figure(
         shoulder_x = cx + side * (torso_w / 2 + 0.03 * h)
         hand_x = shoulder_x + side * 0.01 * h - side * swing * 0.08 * h
         arm_w = 0.065 * h
-        poly([(shoulder_x - arm_w / 2, neck_y + 0.01 * h), (shoulder_x + arm_w / 2, neck_y + 0.01 * h),
-              (hand_x + arm_w / 2, hip_y + 0.04 * h), (hand_x - arm_w / 2, hip_y + 0.04 * h)], top)
+        poly(
+            [
+                (shoulder_x - arm_w / 2, neck_y + 0.01 * h),
+                (shoulder_x + arm_w / 2, neck_y + 0.01 * h),
+                (hand_x + arm_w / 2, hip_y + 0.04 * h),
+                (hand_x - arm_w / 2, hip_y + 0.04 * h),
+            ],
+            top,
+        )
         rect(hand_x - arm_w / 2, hip_y + 0.04 * h, hand_x + arm_w / 2, hip_y + 0.09 * h, skin)
 
     if person.item == "bag":
@@ -638,15 +660,26 @@ def _draw_figure(
     eye = (head_c[0] + facing * head_r * 0.45, head_c[1] - head_r * 0.15)
     cv2.circle(frame, (int(round(eye[0])), int(round(eye[1]))), max(1, int(head_r * 0.15)), (20, 20, 20), -1)
     if person.item == "hat":
-        rect(head_c[0] - head_r * 1.35, head_c[1] - head_r * 0.55, head_c[0] + head_r * 1.35, head_c[1] - head_r * 0.3,
-             COLOURS[person.item_colour])
-        rect(head_c[0] - head_r * 0.9, head_c[1] - head_r * 1.35, head_c[0] + head_r * 0.9, head_c[1] - head_r * 0.5,
-             COLOURS[person.item_colour])
+        rect(
+            head_c[0] - head_r * 1.35,
+            head_c[1] - head_r * 0.55,
+            head_c[0] + head_r * 1.35,
+            head_c[1] - head_r * 0.3,
+            COLOURS[person.item_colour],
+        )
+        rect(
+            head_c[0] - head_r * 0.9,
+            head_c[1] - head_r * 1.35,
+            head_c[0] + head_r * 0.9,
+            head_c[1] - head_r * 0.5,
+            COLOURS[person.item_colour],
+        )
 
 
 def _circle(centre: tuple[float, float], radius: float, n: int = 20) -> list[tuple[float, float]]:
-    return [(centre[0] + radius * math.cos(2 * math.pi * k / n), centre[1] + radius * math.sin(2 * math.pi * k / n))
-            for k in range(n)]
+    return [
+        (centre[0] + radius * math.cos(2 * math.pi * k / n), centre[1] + radius * math.sin(2 * math.pi * k / n)) for k in range(n)
+    ]
 
 
 def _check_readable(path: Path, n_frames: int) -> None:
@@ -659,8 +692,7 @@ def _check_readable(path: Path, n_frames: int) -> None:
         cap.release()
     if not ok or abs(count - n_frames) > 1:
         raise SourceError(
-            f"{path} was written but reads back as {count} of {n_frames} frames; "
-            "this OpenCV build cannot round-trip mp4v MP4 files"
+            f"{path} was written but reads back as {count} of {n_frames} frames; this OpenCV build cannot round-trip mp4v MP4 files"
         )
 
 
@@ -678,8 +710,15 @@ class PersonView:
     occluded: float
 
 
-def person_view(person: Identity, rng: np.random.Generator, *, occlusion: float = 0.0, occluder: str = "object",
-                others: Sequence[Identity] = (), height: int = 96) -> PersonView:
+def person_view(
+    person: Identity,
+    rng: np.random.Generator,
+    *,
+    occlusion: float = 0.0,
+    occluder: str = "object",
+    others: Sequence[Identity] = (),
+    height: int = 96,
+) -> PersonView:
     """``person`` walking in front of a scene patch, cropped to their box, with ``occlusion`` (0..0.9) of their
     silhouette hidden by ``occluder``: ``object`` (a block of street furniture rising from the ground or standing
     at one side) or ``person`` (one of ``others`` passing in front). Pose, facing, size, lighting and background
@@ -752,8 +791,9 @@ def _cover_with_object(frame: np.ndarray, own: np.ndarray, target: float, rng: n
     return cover
 
 
-def _cover_with_person(frame: np.ndarray, own: np.ndarray, other: Identity, target: float, rng: np.random.Generator,
-                       where: tuple[float, float, float]) -> np.ndarray:
+def _cover_with_person(
+    frame: np.ndarray, own: np.ndarray, other: Identity, target: float, rng: np.random.Generator, where: tuple[float, float, float]
+) -> np.ndarray:
     """``other`` drawn in front (a little nearer, so a little larger), shifted sideways until it hides ``target``;
     returns the pixels it covers."""
     cx, feet_y, fig_h = where
@@ -762,14 +802,21 @@ def _cover_with_person(frame: np.ndarray, own: np.ndarray, other: Identity, targ
 
     def silhouette(offset: float) -> np.ndarray:
         layer = np.zeros(own.shape, np.uint8)
-        _draw_figure(np.zeros((*own.shape, 3), np.uint8), layer, other, cx + side * offset, feet_y + 0.04 * fig_h,
-                     fig_h * 1.08, phase, facing)
+        _draw_figure(
+            np.zeros((*own.shape, 3), np.uint8),
+            layer,
+            other,
+            cx + side * offset,
+            feet_y + 0.04 * fig_h,
+            fig_h * 1.08,
+            phase,
+            facing,
+        )
         return layer > 0
 
     low, high = 0.0, 0.6 * fig_h
     for _ in range(14):  # the farthest shift that still hides at least the target
         middle = (low + high) / 2
         low, high = (middle, high) if _cover_share(own, silhouette(middle)) >= target else (low, middle)
-    _draw_figure(frame, np.zeros(own.shape, np.uint8), other, cx + side * low, feet_y + 0.04 * fig_h, fig_h * 1.08,
-                 phase, facing)
+    _draw_figure(frame, np.zeros(own.shape, np.uint8), other, cx + side * low, feet_y + 0.04 * fig_h, fig_h * 1.08, phase, facing)
     return silhouette(low)

@@ -67,9 +67,7 @@ class SiteConfig:
         return float(self.transit_seconds[min(a, b) % len(self.transit_seconds)])
 
 
-def generate_site(
-    out_dir: str | Path, config: SiteConfig = SiteConfig(), *, exclude_descriptions: Collection[str] = ()
-) -> Footage:
+def generate_site(out_dir: str | Path, config: SiteConfig = SiteConfig(), *, exclude_descriptions: Collection[str] = ()) -> Footage:
     """Write one MP4 per camera and ``ground_truth.json`` (with the ``site`` entry) into ``out_dir``."""
     if config.cameras < 2:
         raise ValueError("a site needs at least two cameras")
@@ -99,9 +97,21 @@ def generate_site(
         }
     }
     scene_seed = config.seed if config.scene_seed is None else config.scene_seed
-    return write_footage(out, camera_ids, people, appearances, n_frames=n_frames, fps=config.fps, size=config.size,
-                         start_ts=config.start_ts, seed=config.seed, scene_seed=scene_seed, occluders=occluders,
-                         visible_boxes=True, extra=site)
+    return write_footage(
+        out,
+        camera_ids,
+        people,
+        appearances,
+        n_frames=n_frames,
+        fps=config.fps,
+        size=config.size,
+        start_ts=config.start_ts,
+        seed=config.seed,
+        scene_seed=scene_seed,
+        occluders=occluders,
+        visible_boxes=True,
+        extra=site,
+    )
 
 
 def _dress_alike(rng: np.random.Generator, people: list[Identity], share: float) -> tuple[list[Identity], list[list[str]]]:
@@ -115,8 +125,14 @@ def _dress_alike(rng: np.random.Generator, people: list[Identity], share: float)
     pairs: dict[str, list[str]] = {}
     for i, target in enumerate(copies):
         model = people[models[i % len(models)]]
-        dressed[target] = replace(people[target], top=model.top, bottom=model.bottom, bottom_kind=model.bottom_kind,
-                                  item=model.item, item_colour=model.item_colour)
+        dressed[target] = replace(
+            people[target],
+            top=model.top,
+            bottom=model.bottom,
+            bottom_kind=model.bottom_kind,
+            item=model.item,
+            item_colour=model.item_colour,
+        )
         pairs.setdefault(model.id, [model.id]).append(people[target].id)
     return dressed, sorted(sorted(group) for group in pairs.values())
 
@@ -154,8 +170,12 @@ def _walks(
         if person.id in partner:
             # Beside the leader: the same walk (same timing) a little later, at a depth of its own.
             legs = [
-                leg | {"feet_y": _beside(rng, leg["feet_y"], height), "feet_y_end": _beside(rng, leg["feet_y_end"], height),
-                       "half_width": 0.32 * figure_height(person, leg["feet_y"], height)}
+                leg
+                | {
+                    "feet_y": _beside(rng, leg["feet_y"], height),
+                    "feet_y_end": _beside(rng, leg["feet_y_end"], height),
+                    "half_width": 0.32 * figure_height(person, leg["feet_y"], height),
+                }
                 for leg in legs_of[partner[person.id]]
             ]
         else:
@@ -204,14 +224,12 @@ def _leg(rng: np.random.Generator, person: Identity, speed: float, height: int, 
     feet_y = float(rng.uniform(0.7, 0.95) * height)
     feet_y_end = feet_y
     if rng.random() < diagonal:  # towards or away from the camera
-        feet_y_end = float(np.clip(feet_y + rng.choice([-1, 1]) * rng.uniform(0.08, 0.18) * height,
-                                   0.66 * height, 0.97 * height))
+        feet_y_end = float(np.clip(feet_y + rng.choice([-1, 1]) * rng.uniform(0.08, 0.18) * height, 0.66 * height, 0.97 * height))
     fig_h = figure_height(person, (feet_y + feet_y_end) / 2, height)
     half_width = 0.32 * fig_h
     pixels_per_second = speed * fig_h / PERSON_METRES
     distance = width + 2 * half_width
-    return {"feet_y": feet_y, "feet_y_end": feet_y_end, "half_width": half_width,
-            "seconds": distance / pixels_per_second}
+    return {"feet_y": feet_y, "feet_y_end": feet_y_end, "half_width": half_width, "seconds": distance / pixels_per_second}
 
 
 def _beside(rng: np.random.Generator, feet: float, height: int) -> float:

@@ -77,9 +77,7 @@ def moment(value: str | float | int | None, name: str) -> float | None:
             try:
                 ts = datetime.fromisoformat(value).timestamp()
             except (ValueError, OverflowError):
-                raise InputError(
-                    f"{name}: '{value}' is not an ISO time such as 2026-01-31T14:05:00 nor epoch seconds"
-                ) from None
+                raise InputError(f"{name}: '{value}' is not an ISO time such as 2026-01-31T14:05:00 nor epoch seconds") from None
     else:
         ts = float(value)
     if not math.isfinite(ts) or not EARLIEST_TS <= ts <= LATEST_TS:

@@ -60,13 +60,7 @@ def resolve_weights(weights: str) -> str:
 
 def _looks_like_path(value: str) -> bool:
     # A bare file name (``yolo11n.pt``) is a hub name; anything with a folder part is meant as a local path.
-    return (
-        "/" in value
-        or os.sep in value
-        or value.startswith(("~", "."))
-        or Path(value).is_absolute()
-        or not value.endswith(".pt")
-    )
+    return "/" in value or os.sep in value or value.startswith(("~", ".")) or Path(value).is_absolute() or not value.endswith(".pt")
 
 
 class PersonDetector(InferenceModel):

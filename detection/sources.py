@@ -65,9 +65,7 @@ def expand_source(source: str) -> list[str]:
         return [str(path)]
     if path.is_dir():
         videos = sorted(
-            str(p)
-            for p in path.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in VIDEO_SUFFIXES
+            str(p) for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in VIDEO_SUFFIXES
         )
         if not videos:
             raise SourceError(
@@ -75,9 +73,7 @@ def expand_source(source: str) -> list[str]:
                 "name a folder that holds recordings, a video file or a stream URL"
             )
         return videos
-    raise SourceError(
-        f"video source {source!r} does not exist; give a video file, a folder of videos or an rtsp/http URL"
-    )
+    raise SourceError(f"video source {source!r} does not exist; give a video file, a folder of videos or an rtsp/http URL")
 
 
 @dataclass(frozen=True)
@@ -200,9 +196,7 @@ class VideoSource:
                     f"cannot open stream {self.label!r} (gave up after at most {timeout / 1000:g} s); "
                     "check the URL, credentials and that the camera is reachable"
                 )
-            raise SourceError(
-                f"cannot open {self.label!r} as a video: the file is corrupt or not a video format FFmpeg reads"
-            )
+            raise SourceError(f"cannot open {self.label!r} as a video: the file is corrupt or not a video format FFmpeg reads")
         return cap
 
     def _count_frames(self) -> int:

@@ -63,9 +63,7 @@ CALIBRATION_SIZE = 320
 BN_GAIN = 0.1  # pre-activation std after each BatchNorm: small, so SiLU acts nearly linearly (no chaos)
 
 
-def build_tiny_yolo(
-    folder: Path, seed: int = 0, scale: list[float] | None = None, imgsz: int = CALIBRATION_SIZE
-) -> Path:
+def build_tiny_yolo(folder: Path, seed: int = 0, scale: list[float] | None = None, imgsz: int = CALIBRATION_SIZE) -> Path:
     """Build the tiny person detector into ``folder/model.pt`` (returns ``folder``); reuses an existing build.
 
     ``scale`` (depth, width, max channels) and ``imgsz`` give other sizes of the same

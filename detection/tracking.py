@@ -43,6 +43,7 @@ MOTION_TRACKER = "motion"
 GATED = 1e6  # the cost of a pair outside the gate in the assignment
 REFERENCE_FPS = 30.0  # tracker yaml files count ``track_buffer`` in frames of a 30 fps video
 
+
 def load_tracker_config(tracker_cfg: str):
     """Read a tracker yaml (a name shipped with Ultralytics, e.g. ``bytetrack.yaml``, or a path)."""
     from ultralytics.trackers.track import TRACKER_MAP
@@ -58,14 +59,10 @@ def load_tracker_config(tracker_cfg: str):
         ) from None
     kind = getattr(cfg, "tracker_type", None)
     if kind not in TRACKER_MAP:
-        raise ConfigError(
-            f"tracker config {tracker_cfg!r} has tracker_type {kind!r}; supported: {', '.join(sorted(TRACKER_MAP))}"
-        )
+        raise ConfigError(f"tracker config {tracker_cfg!r} has tracker_type {kind!r}; supported: {', '.join(sorted(TRACKER_MAP))}")
     if getattr(cfg, "with_reid", False):
         # Re-id inside the tracker needs the detector's feature maps or another model download.
-        raise ConfigError(
-            f"tracker config {tracker_cfg!r} enables with_reid; set with_reid: False (re-id is the search's job)"
-        )
+        raise ConfigError(f"tracker config {tracker_cfg!r} enables with_reid; set with_reid: False (re-id is the search's job)")
     return cfg
 
 
@@ -152,6 +149,8 @@ DUPLICATE_SHARE = 0.8
 OVERLAP_SHARE = 0.5
 PART_LEVEL = 0.1
 PART_WIDTH = 0.75
+
+
 def _duplicates(small: _MotionTrack, large: _MotionTrack) -> bool:
     """Whether ``small`` is ``large``'s person seen twice: in at least DUPLICATE_SHARE of the frames both were
     seen (two at least), ``small``'s box lies inside ``large``'s, or beside it at the same height as a part of
@@ -261,8 +260,9 @@ class MotionTracker:
             track.boxes[frame.index] = out[-1].box
         # New tracks, largest box first; a box lying inside one that continues or starts a track is that person.
         taken = [dets[i] for i in assigned]
-        unmatched = sorted((i for i in strong if i not in assigned),
-                           key=lambda i: -float((dets[i, 2] - dets[i, 0]) * (dets[i, 3] - dets[i, 1])))
+        unmatched = sorted(
+            (i for i in strong if i not in assigned), key=lambda i: -float((dets[i, 2] - dets[i, 0]) * (dets[i, 3] - dets[i, 1]))
+        )
         for i in unmatched:
             if not any(_inside(dets[i], box) >= CONTAINED_SHARE for box in taken):
                 taken.append(dets[i])
@@ -311,7 +311,7 @@ class MotionTracker:
         dt = max(seen.ts - last.ts, 1e-3)
         scale = max(seen.height, last.height) / max(min(seen.height, last.height), 1e-6)
         # A box cut by the border may show only an arm or a shoulder: its height says little.
-        if scale > (cfg.max_scale_change ** 2 if seen.cut or last.cut else cfg.max_scale_change):
+        if scale > (cfg.max_scale_change**2 if seen.cut or last.cut else cfg.max_scale_change):
             return math.inf
         size = (seen.height + last.height) / 2
         velocity = track.velocity(cfg.velocity_window)

@@ -237,8 +237,9 @@ def prompt_embeddings(model: Any, tokenizer: Any, prompts: list[str], text_kwarg
     return F.normalize(feats, dim=-1).cpu()
 
 
-def build_anchor_head(model: Any, tokenizer: Any, text_kwargs: dict, lowercase: bool, *, layer: int = -2,
-                      seed: int = 0, **sizes: Any) -> AnchorHead:
+def build_anchor_head(
+    model: Any, tokenizer: Any, text_kwargs: dict, lowercase: bool, *, layer: int = -2, seed: int = 0, **sizes: Any
+) -> AnchorHead:
     """A new head sized from ``model``'s vision config, its text anchors from ``model``'s text tower."""
     vision = model.config.vision_config
     layers = int(vision.num_hidden_layers)
@@ -246,8 +247,7 @@ def build_anchor_head(model: Any, tokenizer: Any, text_kwargs: dict, lowercase: 
         raise ValueError(f"anchor layer {layer} is outside the vision tower's blocks (1..{layers} or -{layers}..-1)")
     prompts = list(sizes.pop("prompts", ANCHOR_PROMPTS))
     anchors = prompt_embeddings(model, tokenizer, prompts, text_kwargs, lowercase)
-    config = AnchorHeadConfig(width=int(vision.hidden_size), text_dim=int(anchors.shape[1]), layer=layer,
-                              prompts=prompts, **sizes)
+    config = AnchorHeadConfig(width=int(vision.hidden_size), text_dim=int(anchors.shape[1]), layer=layer, prompts=prompts, **sizes)
     torch.manual_seed(seed)
     return AnchorHead(config, anchors)
 

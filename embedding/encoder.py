@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from camtrace.embedding.families import MODEL_FAMILIES, ModelFamily, config_and_family, register_family
 from camtrace.embedding.sessions import TextTower, TorchModel, TorchVision, VisionSession, onnx_vision, torch_label
 from camtrace.embedding.weights import folder_version, from_pretrained, hub_cached_commit, load_error, local_folder
-
 from camtrace.enums import OnnxQuantization
 from camtrace.errors import ConfigError, InputError
 
@@ -140,24 +140,33 @@ class ImageTextEncoder(InferenceModel):
 
         # Never ask for more positions than the text tower has.
         max_positions = getattr(config.text_config, "max_position_embeddings", None) or self.text_max_length
-        text_kwargs = {"padding": family.text_padding, "max_length": min(self.text_max_length, max_positions),
-                       "truncation": True}
+        text_kwargs = {"padding": family.text_padding, "max_length": min(self.text_max_length, max_positions), "truncation": True}
         if version is None:
             commit = hub_cached_commit(ref)
             version = f"{ref}@{commit[:12]}" if commit else ref
         head = self._anchor_head(config)
         if use_onnx:
-            self.vision = onnx_vision(ref, config, version, processor.image_processor, quantization=self.onnx_quantization,
-                                      device=self.device, exports_dir=self.exports_dir, cpu_threads=self.cpu_threads,
-                                      batch_size=self.batch_size, head=head)
+            self.vision = onnx_vision(
+                ref,
+                config,
+                version,
+                processor.image_processor,
+                quantization=self.onnx_quantization,
+                device=self.device,
+                exports_dir=self.exports_dir,
+                cpu_threads=self.cpu_threads,
+                batch_size=self.batch_size,
+                head=head,
+            )
         else:
             self.vision = TorchVision(torch_model, processor.image_processor, self.batch_size, head)
         self._reid_dim = head.config.width if head is not None else None
         self.text = TextTower(torch_model, processor.tokenizer, text_kwargs, family, self.batch_size)
         self._dim = image_dim
         self._version = version
-        log.info("loaded embedding model %s (%s, dim %d) on %s, %s", ref, config.model_type, image_dim, self.device,
-                 self.vision.label)
+        log.info(
+            "loaded embedding model %s (%s, dim %d) on %s, %s", ref, config.model_type, image_dim, self.device, self.vision.label
+        )
 
     def _anchor_head(self, config: Any) -> Any:
         """The folder's anchor head (camtrace.embedding.anchor_head), or None where it has none."""
@@ -168,9 +177,13 @@ class ImageTextEncoder(InferenceModel):
         head = load_anchor_head(self.model_name)
         width, layers = int(config.vision_config.hidden_size), int(config.vision_config.num_hidden_layers)
         if head.config.width != width or not -layers <= head.config.layer <= layers:
-            raise load_error(self.model_name, "model", f"its anchor head (width {head.config.width}, layer "
-                             f"{head.config.layer}) does not fit the vision tower (width {width}, {layers} blocks); "
-                             "retrain it with `camtrace train --head anchors` or delete anchor_head.*")
+            raise load_error(
+                self.model_name,
+                "model",
+                f"its anchor head (width {head.config.width}, layer "
+                f"{head.config.layer}) does not fit the vision tower (width {width}, {layers} blocks); "
+                "retrain it with `camtrace train --head anchors` or delete anchor_head.*",
+            )
         return head
 
     def _stored_version(self) -> str | None:
@@ -259,8 +272,10 @@ class ImageTextEncoder(InferenceModel):
         """RGB images -> (text-aligned rows as ``encode_images`` gives, the anchor head's re-id rows), one pass of
         the tower for both. A model without a head has no re-id vector: ConfigError."""
         if not self.has_reid_head:
-            raise ConfigError(f"{self.model_name} has no anchor head (anchor_head.json and anchor_head.safetensors): "
-                              "train one with `camtrace train --head anchors`, or use encode_images")
+            raise ConfigError(
+                f"{self.model_name} has no anchor head (anchor_head.json and anchor_head.safetensors): "
+                "train one with `camtrace train --head anchors`, or use encode_images"
+            )
         arrays = [_as_rgb_array(image, i) for i, image in enumerate(images)]
         self._ensure_loaded()
         assert self.vision is not None and self._reid_dim is not None

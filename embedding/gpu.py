@@ -18,8 +18,15 @@ class DevicePixelTransform:
     with PIL on the CPU, done in a few GPU kernels per batch.
     """
 
-    def __init__(self, size: tuple[int, int], mean: Sequence[float], std: Sequence[float], scale: float,
-                 device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        size: tuple[int, int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        scale: float,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
         import torch
 
         self.size = size

@@ -16,9 +16,10 @@ def export_vision_tower(ref: str, image_size: int, work: Path, quantization: str
     """Export the vision tower (pixels -> L2-normalised pooled embedding, dynamic batch) to ONNX in ``work``; with
     an anchor ``head`` (camtrace.embedding.anchor_head) its unit re-id vector is a second output, ``reid``."""
     import torch
-    from camtrace.embedding.anchor_head import image_features, vision_tokens
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoModel
+
+    from camtrace.embedding.anchor_head import image_features, vision_tokens
 
     model = from_pretrained(AutoModel.from_pretrained, ref, "model", attn_implementation="eager")
     model = model.to(device="cpu", dtype=torch.float32).eval()

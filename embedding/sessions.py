@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
 from camtrace.embedding.families import ModelFamily, pooled_output
 from camtrace.embedding.gpu import DevicePixelTransform
 from camtrace.embedding.weights import first_line, from_pretrained, load_error
-
 from camtrace.errors import ConfigError, ModelLoadError
 from camtrace.inference import inference_dtype, open_onnx_session
 
@@ -118,6 +118,7 @@ class TorchVision:
     def embed_pair(self, arrays: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(text-aligned rows, re-id rows) of one pass; the head must be there."""
         import torch
+
         from camtrace.embedding.anchor_head import image_features, vision_tokens
 
         assert self.head is not None
@@ -148,8 +149,7 @@ class OnnxVision:
     """An exported image tower (it normalises its output) on ONNX Runtime; exported with an anchor head, its second
     output is the head's re-id vector."""
 
-    def __init__(self, session: Any, image_processor: Any, quantization: str, batch_size: int,
-                 reid_dim: int | None = None) -> None:
+    def __init__(self, session: Any, image_processor: Any, quantization: str, batch_size: int, reid_dim: int | None = None) -> None:
         self.session = session
         self.image_processor = image_processor
         self.quantization = quantization
@@ -187,8 +187,9 @@ class OnnxVision:
 class TextTower:
     """Descriptions -> unit rows on PyTorch (the model is shared with TorchVision on the PyTorch runtime)."""
 
-    def __init__(self, torch_model: TorchModel, tokenizer: Any, text_kwargs: dict[str, Any], family: ModelFamily,
-                 batch_size: int) -> None:
+    def __init__(
+        self, torch_model: TorchModel, tokenizer: Any, text_kwargs: dict[str, Any], family: ModelFamily, batch_size: int
+    ) -> None:
         self.torch_model = torch_model
         self.tokenizer = tokenizer
         self.text_kwargs = text_kwargs
@@ -204,13 +205,24 @@ class TextTower:
         return pooled_output(model.get_text_features(**inputs))
 
 
-def onnx_vision(ref: str, config: Any, version: str, image_processor: Any, *, quantization: str, device: torch.device,
-                exports_dir: Path | None, cpu_threads: int, batch_size: int, head: Any = None) -> OnnxVision:
+def onnx_vision(
+    ref: str,
+    config: Any,
+    version: str,
+    image_processor: Any,
+    *,
+    quantization: str,
+    device: torch.device,
+    exports_dir: Path | None,
+    cpu_threads: int,
+    batch_size: int,
+    head: Any = None,
+) -> OnnxVision:
     """The image tower of ``ref`` on ONNX Runtime, exported (once per model version) into ``exports_dir``; with an
     anchor ``head`` the export has a second output, its re-id vector."""
     import onnxruntime as ort
-    from camtrace.embedding.onnx_export import export_vision_tower
 
+    from camtrace.embedding.onnx_export import export_vision_tower
     from camtrace.exports import ExportSpec, ensure_export
 
     if exports_dir is None:
@@ -222,8 +234,11 @@ def onnx_vision(ref: str, config: Any, version: str, image_processor: Any, *, qu
         runtime=f"onnxruntime>={ort.__version__.split('.')[0]}",
         quantization=quantization,
         file_name="vision.onnx",
-        options={"image_size": image_size, "output": "l2-normalised pooled image embedding",
-                 **({"reid": f"anchor head, layer {head.config.layer}"} if head is not None else {})},
+        options={
+            "image_size": image_size,
+            "output": "l2-normalised pooled image embedding",
+            **({"reid": f"anchor head, layer {head.config.layer}"} if head is not None else {}),
+        },
     )
     path = ensure_export(
         exports_dir,
@@ -238,5 +253,4 @@ def onnx_vision(ref: str, config: Any, version: str, image_processor: Any, *, qu
             f"cannot open the ONNX export {path} of {ref!r} ({first_line(exc)}); delete it to rebuild, "
             "or set CAMTRACE_RUNTIME=torch"
         ) from exc
-    return OnnxVision(session, image_processor, quantization, batch_size,
-                      head.config.width if head is not None else None)
+    return OnnxVision(session, image_processor, quantization, batch_size, head.config.width if head is not None else None)

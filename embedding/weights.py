@@ -100,9 +100,7 @@ def from_pretrained(loader: Callable[..., Any], ref: str, what: str, **kwargs: A
             return loader(ref, local_files_only=True, **kwargs)
         except OSError as exc:
             if _hub_offline():
-                raise load_error(
-                    ref, what, "no such folder, and not in the Hugging Face cache (HF_HUB_OFFLINE is set)"
-                ) from exc
+                raise load_error(ref, what, "no such folder, and not in the Hugging Face cache (HF_HUB_OFFLINE is set)") from exc
         _probe_hub(ref, what)
         return loader(ref, **kwargs)
     except ModelLoadError:

@@ -17,10 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from camtrace.storage.cases import Case, CaseStore
-
 from camtrace.errors import CamtraceError, InputError, NotFoundError
 from camtrace.services import Services
+from camtrace.storage.cases import Case, CaseStore
 
 ARCHIVE_FORMAT = "camtrace-case/1"
 MANIFEST = "manifest.json"
@@ -43,8 +42,12 @@ class ExportReport:
     missing_clips: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"path": str(self.path), "files": self.files, "manifest_sha256": self.manifest_sha256,
-                "missing_clips": self.missing_clips}
+        return {
+            "path": str(self.path),
+            "files": self.files,
+            "manifest_sha256": self.manifest_sha256,
+            "missing_clips": self.missing_clips,
+        }
 
 
 @dataclass
@@ -81,8 +84,9 @@ class CaseService:
     def cases(self, allowed_cameras: Sequence[str] | None = None) -> list[Case]:
         return [c for c in self.store.cases() if self._visible(c, allowed_cameras)]
 
-    def add_track(self, case_id: int, track_id: str, username: str, note: str = "",
-                  allowed_cameras: Sequence[str] | None = None) -> Case:
+    def add_track(
+        self, case_id: int, track_id: str, username: str, note: str = "", allowed_cameras: Sequence[str] | None = None
+    ) -> Case:
         self.case(case_id, allowed_cameras)
         self.search.visible_track(track_id, allowed_cameras)  # unknown or not visible: 404
         return self.store.add_item(case_id, "track", username, track_id=track_id, text=note)
@@ -92,16 +96,13 @@ class CaseService:
         return self.store.add_item(case_id, "note", username, text=text)
 
     # Export ----------------------------------------------------------------------------
-    def export(self, case_id: int, out: Path, allowed_cameras: Sequence[str] | None = None,
-               clips: bool = True) -> ExportReport:
+    def export(self, case_id: int, out: Path, allowed_cameras: Sequence[str] | None = None, clips: bool = True) -> ExportReport:
         """Write the case's archive to ``out`` (a new file)."""
-        from camtrace.search.clips import track_clip
-
         case = self.case(case_id, allowed_cameras)
         out = Path(out)
         if out.exists():
             raise InputError(f"{out} exists already; name a new file for the archive")
-        db, crops = self.services.db, self.services.crops
+        db = self.services.db
         tracks = db.tracks_by_ids(case.track_ids)
         files: dict[str, bytes | Path] = {}
         described = []
@@ -111,31 +112,13 @@ class CaseService:
             if track is None:
                 described.append({"track_id": track_id, "missing": "the track was removed (retention)"})
                 continue
-            names = []
-            for number, detection in enumerate(db.track_detections(track_id)):
-                name = f"crops/{_safe(track_id)}/{number:03d}.jpg"
-                try:
-                    files[name] = crops.get(detection.crop_key)
-                except CamtraceError:
-                    continue
-                names.append({"file": name, "ts": detection.ts, "frame_index": detection.frame_index,
-                              "bbox": [detection.x1, detection.y1, detection.x2, detection.y2]})
-            clip_name = None
-            if clips:
-                try:
-                    clip = track_clip(db, self.services.settings.resolved_data_dir / "clips", track)
-                except CamtraceError as exc:
-                    missing.append(f"{track_id}: {exc}")
-                else:
-                    clip_name = f"clips/{_safe(track_id)}.webm"
-                    files[clip_name] = clip
-            described.append({"track_id": track_id, "camera_id": track.camera_id, "video_id": track.video_id,
-                              "ts_start": track.ts_start, "ts_end": track.ts_end, "crops": names, "clip": clip_name})
+            described.append(self._track_files(track, files, missing, clips))
         document = {**case.as_dict(), "tracks": described, "exported_at": time.time()}
         files["case.json"] = json.dumps(document, indent=2, sort_keys=True).encode()
         hashes = {name: sha256(data if isinstance(data, bytes) else data.read_bytes()) for name, data in files.items()}
-        manifest = json.dumps({"format": ARCHIVE_FORMAT, "case_id": case.id, "files": dict(sorted(hashes.items()))},
-                              indent=2, sort_keys=True).encode()
+        manifest = json.dumps(
+            {"format": ARCHIVE_FORMAT, "case_id": case.id, "files": dict(sorted(hashes.items()))}, indent=2, sort_keys=True
+        ).encode()
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".partial")
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -145,6 +128,39 @@ class CaseService:
             archive.writestr(MANIFEST_HASH, sha256(manifest) + "  " + MANIFEST + "\n")
         partial.replace(out)
         return ExportReport(out, len(files), sha256(manifest), missing)
+
+    def _track_files(self, track, files: dict[str, bytes | Path], missing: list[str], clips: bool) -> dict:
+        """A track's crops (and clip) added to ``files``; what case.json says of it."""
+        from camtrace.search.clips import track_clip
+
+        db, crops = self.services.db, self.services.crops
+        names = []
+        for number, detection in enumerate(db.track_detections(track.id)):
+            name = f"crops/{_safe(track.id)}/{number:03d}.jpg"
+            try:
+                files[name] = crops.get(detection.crop_key)
+            except CamtraceError:
+                continue
+            bbox = [detection.x1, detection.y1, detection.x2, detection.y2]
+            names.append({"file": name, "ts": detection.ts, "frame_index": detection.frame_index, "bbox": bbox})
+        clip_name = None
+        if clips:
+            try:
+                clip = track_clip(db, self.services.settings.resolved_data_dir / "clips", track)
+            except CamtraceError as exc:
+                missing.append(f"{track.id}: {exc}")
+            else:
+                clip_name = f"clips/{_safe(track.id)}.webm"
+                files[clip_name] = clip
+        return {
+            "track_id": track.id,
+            "camera_id": track.camera_id,
+            "video_id": track.video_id,
+            "ts_start": track.ts_start,
+            "ts_end": track.ts_end,
+            "crops": names,
+            "clip": clip_name,
+        }
 
 
 def verify(archive_path: Path, manifest_sha256: str | None = None) -> VerifyReport:
@@ -160,8 +176,7 @@ def verify(archive_path: Path, manifest_sha256: str | None = None) -> VerifyRepo
         if MANIFEST not in names:
             raise InputError(f"{archive_path} has no {MANIFEST}: not a camtrace case archive")
         manifest_bytes = archive.read(MANIFEST)
-        recorded = manifest_sha256 or (archive.read(MANIFEST_HASH).decode().split()[0]
-                                       if MANIFEST_HASH in names else None)
+        recorded = manifest_sha256 or (archive.read(MANIFEST_HASH).decode().split()[0] if MANIFEST_HASH in names else None)
         if recorded is not None and sha256(manifest_bytes) != recorded:
             problems.append(f"{MANIFEST}: changed (its SHA-256 is not the one recorded at export)")
         try:

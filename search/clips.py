@@ -14,10 +14,10 @@ import tempfile
 from pathlib import Path
 
 import cv2
-from camtrace.detection.sources import VideoSource
-from camtrace.search.frames import draw_box
 
+from camtrace.detection.sources import VideoSource
 from camtrace.errors import NotFoundError, SourceError
+from camtrace.search.frames import draw_box
 
 MARGIN_SECONDS = 3.0  # before the first and after the last sighting
 MAX_CLIP_SECONDS = 300.0
@@ -40,7 +40,8 @@ def track_clip(db, clips_dir: Path, track, margin: float = MARGIN_SECONDS) -> Pa
         raise NotFoundError(
             f"the video of track {track.id!r} is gone from where it was ingested (moved, or deleted by retention); "
             "its crops and frames on record remain, but no clip can be cut",
-            public=f"the video of track {track.id!r} is no longer stored; no clip can be cut")
+            public=f"the video of track {track.id!r} is no longer stored; no clip can be cut",
+        )
     path = clip_path(clips_dir, track.id, source)
     if path.is_file():
         return path

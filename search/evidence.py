@@ -185,13 +185,13 @@ class _Appearance:
         return monotone / (1 - monotone)
 
     def to_dict(self) -> dict:
-        return {"positive": _compact(self.positive), "negative": _compact(self.negative), "pairs": self.pairs,
-                "same": self.same}
+        return {"positive": _compact(self.positive), "negative": _compact(self.negative), "pairs": self.pairs, "same": self.same}
 
     @classmethod
     def from_dict(cls, data: dict) -> _Appearance:
-        return cls(np.asarray(data["positive"], float), np.asarray(data["negative"], float), float(data["pairs"]),
-                   float(data["same"]))
+        return cls(
+            np.asarray(data["positive"], float), np.asarray(data["negative"], float), float(data["pairs"]), float(data["same"])
+        )
 
 
 @dataclass
@@ -331,7 +331,8 @@ class IdentityEvidence:
             chosen = within & (names == name)
             camera_from, camera_to = name.split("->", 1)
             odds[chosen] *= self.prior_ratio(camera_from, camera_to) * self._transit_ratios(
-                camera_from, camera_to, pairs.gap[chosen], fitting)
+                camera_from, camera_to, pairs.gap[chosen], fitting
+            )
         odds[mask & (pairs.gap < 0)] = 0.0
         out[mask] = odds[mask] / (1 + odds[mask])
         return out
@@ -345,8 +346,16 @@ class IdentityEvidence:
             if not stats.linked(self.window) or camera_from == camera_to:
                 continue
             mean, spread = stats.transit()
-            out.append(Link(camera_from, camera_to, round(mean, 2), round(spread, 2), round(stats.same, 1),
-                            round(stats.same / stats.pairs, 4) if stats.pairs else 0.0))
+            out.append(
+                Link(
+                    camera_from,
+                    camera_to,
+                    round(mean, 2),
+                    round(spread, 2),
+                    round(stats.same, 1),
+                    round(stats.same / stats.pairs, 4) if stats.pairs else 0.0,
+                )
+            )
         return sorted(out, key=lambda link: (-link.evidence, link.key))
 
     def link(self, camera_from: str, camera_to: str) -> Link | None:
@@ -430,8 +439,7 @@ def pair_set(tracks: Sequence[TrackSample], window: float, per_track: int | None
             scores.append(best[k])
             gaps.append(gap_between(earlier.ts_end, later.ts_start))
             links.append(link_key(earlier.camera_id, later.camera_id))
-    return PairSet(np.asarray(firsts, int), np.asarray(seconds, int), np.asarray(scores, float),
-                   np.asarray(gaps, float), links)
+    return PairSet(np.asarray(firsts, int), np.asarray(seconds, int), np.asarray(scores, float), np.asarray(gaps, float), links)
 
 
 def learn_evidence(
@@ -450,23 +458,7 @@ def learn_evidence(
     # Seen at the same moment: two people, for certain.
     together = pairs.gap < 0
     candidate = ~together & np.isnan(labelled) & ~(same_camera & (pairs.gap > FRAGMENT_SECONDS))
-    appearance = {SAME: _Appearance(), CROSS: _Appearance()}
-    for domain, mask in ((SAME, same_camera), (CROSS, ~same_camera)):
-        np.add.at(appearance[domain].negative, _bin(pairs.score[together & mask]), 1.0)
-    for domain, other in ((SAME, CROSS), (CROSS, SAME)):
-        own, borrowed = appearance[domain].negative, appearance[other].negative
-        if own.sum() < MIN_NEGATIVES and borrowed.sum() > 0:
-            own += borrowed / borrowed.sum() * (MIN_NEGATIVES - own.sum())
-    for domain, mask in ((SAME, same_camera), (CROSS, ~same_camera)):
-        for label, target in ((1.0, appearance[domain].positive), (0.0, appearance[domain].negative)):
-            np.add.at(target, _bin(pairs.score[(labelled == label) & mask]), VERDICT_WEIGHT)
-
-    # One person on one camera: a track's crops against its other crops (its first half against its second).
-    # This is the same-camera score distribution of one person, fixed: the free-form fit that works across cameras
-    # (where transit times make it identifiable) would fit chance matches on one camera.
-    halves = [track_score(t.vectors[: len(t.vectors) // 2], t.vectors[len(t.vectors) // 2 :])
-              for t in tracks if len(t.vectors) >= 2]
-    np.add.at(appearance[SAME].positive, _bin(np.asarray(halves, float)), 1.0)
+    appearance = _fixed_appearance(tracks, pairs, same_camera, together, labelled)
     link_names = sorted(set(pairs.link))
     link_of = np.array([link_names.index(name) for name in pairs.link], int) if len(pairs) else np.zeros(0, int)
     groups = _partner_groups(pairs, cameras)
@@ -477,8 +469,9 @@ def learn_evidence(
         ratio = _smoothed_density(appearance[SAME].positive) / _smoothed_density(appearance[SAME].negative)
         responsibility[one_camera] = (ratio / (1 + ratio))[_bin(pairs.score[one_camera])]
     n_verdicts = int(np.sum(~np.isnan(labelled)))
-    evidence = _maximise(pairs, candidate, same_camera, labelled, responsibility, appearance, link_names, link_of,
-                         window, len(tracks), n_verdicts)
+    evidence = _maximise(
+        pairs, candidate, same_camera, labelled, responsibility, appearance, link_names, link_of, window, len(tracks), n_verdicts
+    )
     # Each link starts from a one-dimensional fit of its likely pairs' gaps (a transit peak over a flat
     # background), tried from the strongest peaks of their histogram: started from the broad mean of every gap,
     # the joint fit would drift away from a small cluster of true passages.
@@ -486,13 +479,50 @@ def learn_evidence(
         on_link = candidate & (link_of == position)
         if on_link.any() and responsibility[on_link].sum() > 0:
             mean, spread = _initial_transit(pairs.gap[on_link], responsibility[on_link], window)
-            evidence.link_stats[name] = _LinkStats.around(mean, spread, evidence.link_stats[name].same,
-                                                          evidence.link_stats[name].pairs)
+            evidence.link_stats[name] = _LinkStats.around(
+                mean, spread, evidence.link_stats[name].same, evidence.link_stats[name].pairs
+            )
     for _ in range(max(1, rounds)):
         responsibility = _expect(evidence, pairs, candidate, same_camera, groups)
-        evidence = _maximise(pairs, candidate, same_camera, labelled, responsibility, appearance, link_names, link_of,
-                             window, len(tracks), n_verdicts)
+        evidence = _maximise(
+            pairs,
+            candidate,
+            same_camera,
+            labelled,
+            responsibility,
+            appearance,
+            link_names,
+            link_of,
+            window,
+            len(tracks),
+            n_verdicts,
+        )
     return evidence
+
+
+def _fixed_appearance(
+    tracks, pairs: PairSet, same_camera: np.ndarray, together: np.ndarray, labelled: np.ndarray
+) -> dict[str, _Appearance]:
+    """The score histograms EM starts from and keeps: pairs seen together (two people), verdicts, and one track's
+    crops against its other crops (one person on one camera)."""
+    appearance = {SAME: _Appearance(), CROSS: _Appearance()}
+    for domain, mask in ((SAME, same_camera), (CROSS, ~same_camera)):
+        np.add.at(appearance[domain].negative, _bin(pairs.score[together & mask]), 1.0)
+    for domain, other in ((SAME, CROSS), (CROSS, SAME)):
+        own, borrowed = appearance[domain].negative, appearance[other].negative
+        if own.sum() < MIN_NEGATIVES and borrowed.sum() > 0:
+            own += borrowed / borrowed.sum() * (MIN_NEGATIVES - own.sum())
+    for domain, mask in ((SAME, same_camera), (CROSS, ~same_camera)):
+        for label, target in ((1.0, appearance[domain].positive), (0.0, appearance[domain].negative)):
+            np.add.at(target, _bin(pairs.score[(labelled == label) & mask]), VERDICT_WEIGHT)
+    # One person on one camera: a track's crops against its other crops (its first half against its second).
+    # This is the same-camera score distribution of one person, fixed: the free-form fit that works across cameras
+    # (where transit times make it identifiable) would fit chance matches on one camera.
+    halves = [
+        track_score(t.vectors[: len(t.vectors) // 2], t.vectors[len(t.vectors) // 2 :]) for t in tracks if len(t.vectors) >= 2
+    ]
+    np.add.at(appearance[SAME].positive, _bin(np.asarray(halves, float)), 1.0)
+    return appearance
 
 
 def _initial_transit(gaps: np.ndarray, weights: np.ndarray, window: float, peaks: int = 3) -> tuple[float, float]:
@@ -560,8 +590,9 @@ def _initial_responsibility(pairs: PairSet, candidate: np.ndarray, groups: tuple
     return responsibility
 
 
-def _maximise(pairs, candidate, same_camera, labelled, responsibility, appearance, link_names, link_of, window,
-              n_tracks, n_verdicts) -> IdentityEvidence:
+def _maximise(
+    pairs, candidate, same_camera, labelled, responsibility, appearance, link_names, link_of, window, n_tracks, n_verdicts
+) -> IdentityEvidence:
     fitted = {}
     for domain, mask in ((SAME, same_camera), (CROSS, ~same_camera)):
         stats = _Appearance(negative=appearance[domain].negative.copy(), positive=appearance[domain].positive.copy())
@@ -588,8 +619,13 @@ def _maximise(pairs, candidate, same_camera, labelled, responsibility, appearanc
     return IdentityEvidence(window, fitted, links, tracks=n_tracks, verdicts=n_verdicts)
 
 
-def _expect(evidence: IdentityEvidence, pairs: PairSet, candidate: np.ndarray, same_camera: np.ndarray,
-            groups: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+def _expect(
+    evidence: IdentityEvidence,
+    pairs: PairSet,
+    candidate: np.ndarray,
+    same_camera: np.ndarray,
+    groups: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     responsibility = evidence.probabilities(pairs, same_camera, candidate, fitting=True)
     return _one_person_each(responsibility, groups) if groups is not None else responsibility
 

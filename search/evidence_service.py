@@ -20,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from camtrace.search.evidence import IdentityEvidence, TrackSample, Verdict, learn_evidence, order_pair, track_score
-from camtrace.storage.evidence import EvidenceRepository, StoredEvidence
 
 from camtrace import enums
+from camtrace.search.evidence import IdentityEvidence, TrackSample, Verdict, learn_evidence, order_pair, track_score
 from camtrace.services import EmbeddingModel, Services
+from camtrace.storage.evidence import EvidenceRepository, StoredEvidence
 
 log = logging.getLogger(__name__)
 RETRIEVE_BATCH = 1000
@@ -74,8 +74,9 @@ class EvidenceService:
             if cached is None or cached.learned_at != learned_at:
                 stored = self.repository.load(version)
                 assert stored is not None
-                cached = self._cache[version] = _Cached(IdentityEvidence.from_dict(stored.document), stored.learned_at,
-                                                        stored.feedback_at)
+                cached = self._cache[version] = _Cached(
+                    IdentityEvidence.from_dict(stored.document), stored.learned_at, stored.feedback_at
+                )
             self._count_verdicts(cached, self.repository.feedback_after(cached.feedback_at), model)
             return cached.evidence
 
@@ -132,19 +133,29 @@ class EvidenceService:
             progress("reading the newest tracks and their vectors")
         samples = self.recent_tracks(model)
         known = {s.track_id for s in samples}
-        verdicts = [
-            Verdict(f.track_id, f.candidate_track_id, f.verdict == enums.Verdict.SAME)
-            for f in self.services.db.feedback_for(known)
-            if f.track_id in known and f.candidate_track_id in known
-        ] if known else []
+        verdicts = (
+            [
+                Verdict(f.track_id, f.candidate_track_id, f.verdict == enums.Verdict.SAME)
+                for f in self.services.db.feedback_for(known)
+                if f.track_id in known and f.candidate_track_id in known
+            ]
+            if known
+            else []
+        )
         if progress:
             progress(f"learning from {len(samples)} tracks and {len(verdicts)} verdicts")
         evidence = learn_evidence(samples, verdicts, window=self.window)
         stored = self.repository.save(version, evidence.to_dict() | {"tracks_fingerprint": fingerprint}, feedback_at)
         self._cache[version] = _Cached(evidence, stored.learned_at, feedback_at)
         report = LearnReport(len(samples), len(verdicts), len(evidence.links()), time.perf_counter() - started)
-        log.info("identity evidence of %s learned from %d tracks and %d verdicts: %d camera links (%.1f s)",
-                 version, report.tracks, report.verdicts, report.links, report.seconds)
+        log.info(
+            "identity evidence of %s learned from %d tracks and %d verdicts: %d camera links (%.1f s)",
+            version,
+            report.tracks,
+            report.verdicts,
+            report.links,
+            report.seconds,
+        )
         return report
 
     def recent_tracks(self, model: EmbeddingModel | None = None) -> list[TrackSample]:

@@ -14,11 +14,10 @@ import json
 from datetime import UTC, datetime
 from html import escape
 
-from camtrace.search.records import Trace, TraceStep
-from camtrace.storage.crops import CropStore
-
 from camtrace.enums import TraceStatus
 from camtrace.errors import CamtraceError
+from camtrace.search.records import Trace, TraceStep
+from camtrace.storage.crops import CropStore
 
 CSV_COLUMNS = (
     "step",
@@ -127,8 +126,10 @@ def _timeline_svg(trace: Trace) -> str:
     label_w, width, lane_h = 160, 900, 34
     height = lane_h * len(cameras) + 30
     lane = {camera: i for i, camera in enumerate(cameras)}
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + width + 20}" height="{height}" '
-             'role="img" aria-label="timeline, one lane per camera">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + width + 20}" height="{height}" '
+        'role="img" aria-label="timeline, one lane per camera">'
+    ]
     for camera, i in lane.items():
         y = i * lane_h
         parts.append(f'<rect x="0" y="{y}" width="{label_w + width}" height="{lane_h - 4}" fill="#f6f8fa"/>')
@@ -138,9 +139,11 @@ def _timeline_svg(trace: Trace) -> str:
         w = max(6.0, (step.ts_end - step.ts_start) / span * width)
         y = lane[step.camera_id] * lane_h + 4
         stroke = ' stroke="#cf222e" stroke-width="2"' if step.implausible else ""
-        parts.append(f'<rect class="step" x="{x:.1f}" y="{y}" width="{w:.1f}" height="{lane_h - 12}" rx="3" '
-                     f'fill="{_FILL.get(step.status, "#8c959f")}"{stroke}><title>step {number}: '
-                     f'{escape(step.track_id)} {iso(step.ts_start)} - {iso(step.ts_end)}</title></rect>')
+        parts.append(
+            f'<rect class="step" x="{x:.1f}" y="{y}" width="{w:.1f}" height="{lane_h - 12}" rx="3" '
+            f'fill="{_FILL.get(step.status, "#8c959f")}"{stroke}><title>step {number}: '
+            f"{escape(step.track_id)} {iso(step.ts_start)} - {iso(step.ts_end)}</title></rect>"
+        )
         parts.append(f'<text x="{x + 3:.1f}" y="{y + 15}" fill="#fff">{number}</text>')
     axis_y = lane_h * len(cameras) + 16
     parts.append(f'<text x="{label_w}" y="{axis_y}">{escape(iso(start))}</text>')
@@ -151,25 +154,31 @@ def _timeline_svg(trace: Trace) -> str:
 
 def _row(number: int, step: TraceStep, crops: CropStore | None) -> str:
     url = crop_data_url(crops, step.crop_key)
-    crop = f'<img class="crop" alt="crop of {escape(step.track_id)}" src="{url}">' if url else (
-        '<span class="missing">crop no longer stored</span>')
+    crop = (
+        f'<img class="crop" alt="crop of {escape(step.track_id)}" src="{url}">'
+        if url
+        else ('<span class="missing">crop no longer stored</span>')
+    )
     transit = "" if step.transit_seconds is None else f"{step.transit_seconds:g} s"
     if step.expected_transit_seconds is not None:
         transit += f" (usually {step.expected_transit_seconds:g} ± {step.transit_spread_seconds or 0:g} s)"
     flag = '<span class="implausible">implausible: seen elsewhere at the same time</span>' if step.implausible else ""
     merged = ("same stop: " + escape(", ".join(step.merged_track_ids))) if step.merged_track_ids else ""
     return (
-        f"<tr class=\"step\"><td>{number}</td><td>{crop}</td><td>{escape(step.camera_id)}</td>"
+        f'<tr class="step"><td>{number}</td><td>{crop}</td><td>{escape(step.camera_id)}</td>'
         f"<td>{escape(iso(step.ts_start))}<br>{escape(iso(step.ts_end))}</td><td>{escape(transit)}</td>"
-        f"<td class=\"status-{escape(step.status)}\">{escape(step.status)}</td><td>{step.probability:.0%}</td>"
+        f'<td class="status-{escape(step.status)}">{escape(step.status)}</td><td>{step.probability:.0%}</td>'
         f"<td><code>{escape(step.track_id)}</code><br><small>{merged}</small></td><td>{flag}</td></tr>"
     )
 
 
 def trace_html(trace: Trace, *, exported_by: str, exported_at: float, crops: CropStore | None = None) -> str:
     rows = "\n".join(_row(number, step, crops) for number, step in enumerate(trace.steps, 1))
-    threshold = "" if trace.min_probability is None else (
-        f"; path steps at a probability of {trace.min_probability:.0%} or more of being the same person")
+    threshold = (
+        ""
+        if trace.min_probability is None
+        else (f"; path steps at a probability of {trace.min_probability:.0%} or more of being the same person")
+    )
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
-from camtrace.detection.sources import VideoSource
 
+from camtrace.detection.sources import VideoSource
 from camtrace.errors import SourceError
 
 BOX_COLOUR = (0, 165, 255)  # orange (BGR): visible on most scenes

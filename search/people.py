@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from camtrace.enums import TraceStatus, Verdict
+from camtrace.errors import InputError
 from camtrace.search.query import MAX_OFFSET, NO_CAMERA, QueryBase
 from camtrace.search.records import FeedbackRecord, SearchResult, Trace
 from camtrace.search.trace import (
@@ -20,9 +23,6 @@ from camtrace.search.trace import (
     build_trace,
     resolve_identity,
 )
-
-from camtrace.enums import TraceStatus, Verdict
-from camtrace.errors import InputError
 from camtrace.types import SearchFilter
 
 VERDICTS = tuple(Verdict)
@@ -83,8 +83,9 @@ class PeopleSearch(QueryBase):
             results = [r for r in results if (r.probability or 0.0) >= min_probability]
         return results[offset : offset + limit]
 
-    def _reid(self, model, seed, identity: Identity, limit: int, same_camera: bool,
-              allowed_cameras: Sequence[str] | None) -> list[SearchResult]:
+    def _reid(
+        self, model, seed, identity: Identity, limit: int, same_camera: bool, allowed_cameras: Sequence[str] | None
+    ) -> list[SearchResult]:
         index = model.match_index  # the anchor head's re-id vectors where the model has one
         cameras: tuple[str, ...] = ()
         if allowed_cameras is not None:
@@ -105,8 +106,15 @@ class PeopleSearch(QueryBase):
     def _certain_entries(self, seed, identity: Identity, allowed_cameras: Sequence[str] | None) -> list[TraceEntry]:
         confirmed = self.services.db.tracks_by_ids(identity.confirmed)
         return [
-            TraceEntry(t.id, t.camera_id, t.ts_start, t.ts_end, 1.0, TraceStatus.SEED if t.id == seed.id else TraceStatus.CONFIRMED,
-                       t.best_crop_key)
+            TraceEntry(
+                t.id,
+                t.camera_id,
+                t.ts_start,
+                t.ts_end,
+                1.0,
+                TraceStatus.SEED if t.id == seed.id else TraceStatus.CONFIRMED,
+                t.best_crop_key,
+            )
             for t in (seed, *(confirmed[i] for i in identity.confirmed if i in confirmed))
             if allowed_cameras is None or t.camera_id in allowed_cameras
         ]
@@ -117,10 +125,10 @@ class PeopleSearch(QueryBase):
             return lambda earlier, later, score: score
         evidence = self.evidence.current(model)
         if method == TraceMethod.APPEARANCE:
-            return lambda earlier, later, score: evidence.appearance_probability(
-                score, earlier.camera_id == later.camera_id)
+            return lambda earlier, later, score: evidence.appearance_probability(score, earlier.camera_id == later.camera_id)
         return lambda earlier, later, score: evidence.probability(
-            score, earlier.camera_id, later.camera_id, later.ts_start - earlier.ts_end)
+            score, earlier.camera_id, later.camera_id, later.ts_start - earlier.ts_end
+        )
 
     @staticmethod
     def _examples(index, track_ids: Sequence[str]) -> list[np.ndarray]:
@@ -163,8 +171,16 @@ class PeopleSearch(QueryBase):
         def transit(earlier: TraceEntry, later: TraceEntry) -> float:
             return evidence.transit_ratio(earlier.camera_id, later.camera_id, later.ts_start - earlier.ts_end)
 
-        return build_trace(seed.id, certain, candidates, self._pair_probability(model, method), threshold, method,
-                           expected, transit if evidence is not None else None)
+        return build_trace(
+            seed.id,
+            certain,
+            candidates,
+            self._pair_probability(model, method),
+            threshold,
+            method,
+            expected,
+            transit if evidence is not None else None,
+        )
 
     def feedback(
         self,
@@ -186,13 +202,18 @@ class PeopleSearch(QueryBase):
         self.visible_track(track_id, allowed_cameras)
         self.visible_track(candidate_track_id, allowed_cameras)
         row = self.services.db.add_feedback(track_id, candidate_track_id, verdict, str(user))
-        return FeedbackRecord(id=int(row.id), track_id=row.track_id, candidate_track_id=row.candidate_track_id,
-                              verdict=row.verdict, username=row.username, created_at=row.created_at)
+        return FeedbackRecord(
+            id=int(row.id),
+            track_id=row.track_id,
+            candidate_track_id=row.candidate_track_id,
+            verdict=row.verdict,
+            username=row.username,
+            created_at=row.created_at,
+        )
 
 
 def _entry(result: SearchResult, status: str) -> TraceEntry:
-    return TraceEntry(result.track_id, result.camera_id, result.ts_start, result.ts_end, result.score, status,
-                      result.crop_key)
+    return TraceEntry(result.track_id, result.camera_id, result.ts_start, result.ts_end, result.score, status, result.crop_key)
 
 
 def _check_probability(value: float | None) -> None:

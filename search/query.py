@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from camtrace.search.records import SearchResult
-from camtrace.storage.sql import Track
-
 from camtrace import validation
 from camtrace.errors import InputError, NotFoundError
+from camtrace.search.records import SearchResult
 from camtrace.services import Services
+from camtrace.storage.sql import Track
 from camtrace.types import PointPayload, SearchFilter, TrackHit
 
 # Deepest result a caller may page to: a page is served by fetching offset + limit tracks.

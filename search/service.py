@@ -16,6 +16,8 @@ from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
+
+from camtrace.errors import InputError, NotFoundError, SourceError, TooLargeError
 from camtrace.search.people import PeopleSearch
 from camtrace.search.records import (
     DetectedPerson,
@@ -23,8 +25,6 @@ from camtrace.search.records import (
     TrackCrop,
     TrackView,
 )
-
-from camtrace.errors import InputError, NotFoundError, SourceError, TooLargeError
 from camtrace.types import SearchFilter
 
 # Photos decoded for a search: formats, and the pixel limit when the caller names none (CAMTRACE_MAX_UPLOAD_PIXELS).
@@ -123,8 +123,11 @@ class PhotoSearch:
     person: int | None = None
 
     def as_dict(self) -> dict:
-        return {"results": [r.as_dict() for r in self.results], "persons": [p.as_dict() for p in self.persons],
-                "person": self.person}
+        return {
+            "results": [r.as_dict() for r in self.results],
+            "persons": [p.as_dict() for p in self.persons],
+            "person": self.person,
+        }
 
 
 class SearchService(PeopleSearch):
@@ -197,8 +200,7 @@ class SearchService(PeopleSearch):
         model = self.services.model()
         # A photo is matched person to person: the anchor head's re-id vector where the model has one.
         vector = model.match_vectors([cv2.cvtColor(query, cv2.COLOR_BGR2RGB)])[0]
-        results = self.by_vector(vector, search_filter, limit, offset=offset, min_score=min_score,
-                                 index=model.match_index)
+        results = self.by_vector(vector, search_filter, limit, offset=offset, min_score=min_score, index=model.match_index)
         return PhotoSearch(results=results, persons=persons, person=chosen)
 
     def persons(self, image_bgr: np.ndarray) -> list[DetectedPerson]:
@@ -213,8 +215,9 @@ class SearchService(PeopleSearch):
             ok, jpeg = cv2.imencode(".jpg", image_bgr[y1:y2, x1:x2], [cv2.IMWRITE_JPEG_QUALITY, 90])
             if ok:
                 found.append(
-                    DetectedPerson(index=len(found), box=[float(v) for v in box], confidence=round(float(row[4]), 4),
-                                   crop_jpeg=jpeg.tobytes())
+                    DetectedPerson(
+                        index=len(found), box=[float(v) for v in box], confidence=round(float(row[4]), 4), crop_jpeg=jpeg.tobytes()
+                    )
                 )
         return found
 
@@ -239,12 +242,25 @@ class SearchService(PeopleSearch):
         """A track's time span, camera and every indexed crop, in time order."""
         track = self.visible_track(track_id, allowed_cameras)
         crops = [
-            TrackCrop(point_id=d.point_id, crop_key=d.crop_key, ts=d.ts, frame_index=d.frame_index,
-                      bbox=[d.x1, d.y1, d.x2, d.y2], det_conf=d.det_conf)
+            TrackCrop(
+                point_id=d.point_id,
+                crop_key=d.crop_key,
+                ts=d.ts,
+                frame_index=d.frame_index,
+                bbox=[d.x1, d.y1, d.x2, d.y2],
+                det_conf=d.det_conf,
+            )
             for d in self.services.db.track_detections(track_id)
         ]
-        return TrackView(track_id=track.id, camera_id=track.camera_id, video_id=track.video_id,
-                         ts_start=track.ts_start, ts_end=track.ts_end, crops=crops, best_crop_key=track.best_crop_key)
+        return TrackView(
+            track_id=track.id,
+            camera_id=track.camera_id,
+            video_id=track.video_id,
+            ts_start=track.ts_start,
+            ts_end=track.ts_end,
+            crops=crops,
+            best_crop_key=track.best_crop_key,
+        )
 
     def frame_jpeg(self, track_id: str, *, allowed_cameras: Sequence[str] | None = None) -> bytes:
         """The source frame of the track's best crop with its box drawn, decoded from the stored video."""
@@ -273,8 +289,6 @@ class SearchService(PeopleSearch):
         return detection.camera_id
 
 
-
 def _area(person: DetectedPerson) -> float:
     x1, y1, x2, y2 = person.box
     return (x2 - x1) * (y2 - y1)
-

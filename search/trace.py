@@ -36,10 +36,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from camtrace.enums import TraceStatus, Verdict
 from camtrace.search.evidence import share_one_person
 from camtrace.search.records import Trace, TraceStep
-
-from camtrace.enums import TraceStatus, Verdict
 
 
 class TraceMethod(StrEnum):
@@ -150,8 +149,10 @@ def _best_chain(
         choice, total = None, gain[node.track_id]
         for i in range(k):
             previous = nodes[i]
-            if node.ts_start < previous.ts_end and previous.camera_id != node.camera_id and not (
-                previous.track_id in must and node.track_id in must
+            if (
+                node.ts_start < previous.ts_end
+                and previous.camera_id != node.camera_id
+                and not (previous.track_id in must and node.track_id in must)
             ):
                 continue  # one person, one place at a time (one camera may show them as two tracks at once)
             penalty = 0.0
@@ -175,8 +176,11 @@ def _best_chain(
 
 
 def anchored_probabilities(
-    certain: Sequence[TraceEntry], candidates: Sequence[TraceEntry], pair_probability: PairProbability,
-    rounds: int = ANCHOR_ROUNDS, share: bool = True,
+    certain: Sequence[TraceEntry],
+    candidates: Sequence[TraceEntry],
+    pair_probability: PairProbability,
+    rounds: int = ANCHOR_ROUNDS,
+    share: bool = True,
 ) -> dict[str, float]:
     """Each candidate's probability of being the person, against the anchors: the certain tracks, then also the
     candidates found ANCHOR_PROBABILITY likely or more (so a person is followed past cameras whose link to the
@@ -193,8 +197,10 @@ def anchored_probabilities(
             return {track: p for track, (p, _) in best.items()}
         probability = share_one_person(
             {track: p for track, (p, _) in best.items()},
-            {e.track_id: (best[e.track_id][1], e.camera_id, e.ts_start >= _anchor_end(best[e.track_id][1], anchors))
-             for e in candidates},
+            {
+                e.track_id: (best[e.track_id][1], e.camera_id, e.ts_start >= _anchor_end(best[e.track_id][1], anchors))
+                for e in candidates
+            },
         )
         confident = [e for e in candidates if probability[e.track_id] >= ANCHOR_PROBABILITY]
         if len(confident) + len(certain) == len(anchors):
@@ -266,8 +272,9 @@ def _merged_steps(
     return steps
 
 
-def _step(lead: TraceEntry, status: str, probability: float, *, run: Iterable[TraceEntry] = (),
-          implausible: bool = False) -> TraceStep:
+def _step(
+    lead: TraceEntry, status: str, probability: float, *, run: Iterable[TraceEntry] = (), implausible: bool = False
+) -> TraceStep:
     run = list(run) or [lead]
     return TraceStep(
         track_id=lead.track_id,

@@ -24,13 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from camtrace.storage.access import AccessStore
-from camtrace.storage.watchlists import Alert, NewAlert, WatchEntry, WatchStore
 
 from camtrace import validation
 from camtrace.enums import AlertAction, AlertStatus, Verdict, WatchKind
 from camtrace.errors import InputError, NotFoundError
 from camtrace.services import EmbeddingModel, Services
+from camtrace.storage.access import AccessStore
+from camtrace.storage.watchlists import Alert, NewAlert, WatchEntry, WatchStore
 from camtrace.types import SearchFilter
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,17 @@ class WatchService:
 
     # Entries ------------------------------------------------------------------
     def add(
-        self, *, username: str, track_id: str | None = None, text: str | None = None,
-        cameras: Sequence[str] | None = None, since: float | None = None, until: float | None = None,
-        min_probability: float | None = None, min_score: float | None = None, note: str = "",
+        self,
+        *,
+        username: str,
+        track_id: str | None = None,
+        text: str | None = None,
+        cameras: Sequence[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        min_probability: float | None = None,
+        min_score: float | None = None,
+        note: str = "",
         allowed_cameras: Sequence[str] | None = None,
     ) -> WatchEntry:
         """A new entry for the person of ``track_id`` or for a description ``text`` (exactly one of them).
@@ -108,28 +116,48 @@ class WatchService:
             chosen = tuple(sorted(set(allowed_cameras)))
         if track_id is not None:
             self.search.visible_track(track_id, allowed_cameras)  # unknown or not visible: 404
-            return self.store.add_entry(WatchKind.PERSON, username=username, track_id=track_id, cameras=chosen, since=since,
-                                        until=until, min_probability=min_probability, note=note)
+            return self.store.add_entry(
+                WatchKind.PERSON,
+                username=username,
+                track_id=track_id,
+                cameras=chosen,
+                since=since,
+                until=until,
+                min_probability=min_probability,
+                note=note,
+            )
         text = _description(text)
         if min_score is None:
             min_score = self.calibrated_text_bar(text, chosen)
-        return self.store.add_entry(WatchKind.DESCRIPTION, username=username, text=text, cameras=chosen, since=since,
-                                    until=until, min_score=min_score, note=note)
+        return self.store.add_entry(
+            WatchKind.DESCRIPTION,
+            username=username,
+            text=text,
+            cameras=chosen,
+            since=since,
+            until=until,
+            min_score=min_score,
+            note=note,
+        )
 
     def calibrated_text_bar(self, text: str, cameras: Sequence[str] | None) -> float:
         """The similarity the best CAMTRACE_WATCH_TEXT_SHARE of the indexed tracks reach for ``text``."""
         total = self.services.db.counts()["tracks"]
         if total == 0:
-            raise InputError("no footage is indexed yet to calibrate a description's bar on; give min_score "
-                             "(a similarity such as 0.2) or add the entry after the first ingest")
+            raise InputError(
+                "no footage is indexed yet to calibrate a description's bar on; give min_score "
+                "(a similarity such as 0.2) or add the entry after the first ingest"
+            )
         share = float(self.services.settings.watch_text_share)
         wanted = min(max(1, math.ceil(share * total)), 1000)
         model = self.services.model()
         vector = model.encoder.encode_texts([text])[0]
         hits = model.index.search(vector, SearchFilter(camera_ids=tuple(cameras or ())), wanted)
         if not hits:
-            raise InputError("no indexed track on the entry's cameras to calibrate a description's bar on; give "
-                             "min_score (a similarity such as 0.2)")
+            raise InputError(
+                "no indexed track on the entry's cameras to calibrate a description's bar on; give "
+                "min_score (a similarity such as 0.2)"
+            )
         return round(float(hits[-1].score), 6)
 
     def entries(self, allowed_cameras: Sequence[str] | None = None) -> list[WatchEntry]:
@@ -137,8 +165,7 @@ class WatchService:
         if allowed_cameras is None:
             return entries
         tracks = self.services.db.tracks_by_ids([e.track_id for e in entries if e.track_id])
-        return [e for e in entries
-                if _visible(e, allowed_cameras, tracks[e.track_id].camera_id if e.track_id in tracks else None)]
+        return [e for e in entries if _visible(e, allowed_cameras, tracks[e.track_id].camera_id if e.track_id in tracks else None)]
 
     def entry(self, entry_id: int, allowed_cameras: Sequence[str] | None = None) -> WatchEntry:
         entry = self.store.entry(entry_id)
@@ -152,15 +179,23 @@ class WatchService:
         return self.store.remove_entry(entry_id)
 
     # Alerts -------------------------------------------------------------------
-    def alerts(self, allowed_cameras: Sequence[str] | None = None, *, status: str | None = None, after_id: int = 0,
-               limit: int = 100, offset: int = 0, newest_first: bool = True) -> list[Alert]:
+    def alerts(
+        self,
+        allowed_cameras: Sequence[str] | None = None,
+        *,
+        status: str | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[Alert]:
         if not 1 <= limit <= 1000 or offset < 0:
             raise InputError("limit must lie in 1..1000 and offset must not be negative")
-        return self.store.alerts(cameras=allowed_cameras, status=status, after_id=after_id, limit=limit,
-                                 offset=offset, newest_first=newest_first)
+        return self.store.alerts(
+            cameras=allowed_cameras, status=status, after_id=after_id, limit=limit, offset=offset, newest_first=newest_first
+        )
 
-    def handle(self, alert_id: int, action: str, *, username: str,
-               allowed_cameras: Sequence[str] | None = None) -> Alert:
+    def handle(self, alert_id: int, action: str, *, username: str, allowed_cameras: Sequence[str] | None = None) -> Alert:
         """Acknowledge an alert, or dismiss it: for a person, a dismissal is the verdict that the alert's track
         shows someone else (re-id, traces and the calibration learn from it). Join an audited transaction."""
         if action not in ALERT_ACTIONS:
@@ -234,8 +269,7 @@ class Watcher:
                 known = (entry.track_id, *identity.confirmed)
                 decided[entry.id] = frozenset(identity.decided)
                 spans = db.tracks_by_ids(known)
-                sightings[entry.id] = [Sighting(t.id, t.camera_id, float(t.ts_start), float(t.ts_end))
-                                       for t in spans.values()]
+                sightings[entry.id] = [Sighting(t.id, t.camera_id, float(t.ts_start), float(t.ts_end)) for t in spans.values()]
                 vectors = [point.vector for track in known for point in index.track_points(track)]
                 if len(vectors) > MAX_ENTRY_EXAMPLES:
                     keep = np.linspace(0, len(vectors) - 1, MAX_ENTRY_EXAMPLES).round().astype(int)
@@ -273,18 +307,25 @@ class Watcher:
                     continue
                 if entry.kind == WatchKind.DESCRIPTION:
                     if entry.min_score is not None and score >= entry.min_score:
-                        found.append(NewAlert(entry.id, track.track_id, track.camera_id, track.ts_start, None,
-                                              round(score, 6), track.crop_key))
+                        found.append(
+                            NewAlert(
+                                entry.id, track.track_id, track.camera_id, track.ts_start, None, round(score, 6), track.crop_key
+                            )
+                        )
                 elif track.track_id not in current.decided.get(entry.id, ()):
-                    alone = max((_probability(evidence, score, seen, track)
-                                 for seen in current.sightings.get(entry.id, ())), default=0.0)
+                    alone = max(
+                        (_probability(evidence, score, seen, track) for seen in current.sightings.get(entry.id, ())), default=0.0
+                    )
                     odds.setdefault((i, track.camera_id), []).append((track, score, alone / max(1e-12, 1.0 - alone)))
         default_bar = float(self.services.settings.trace_min_score)
         for (i, _), rivals in odds.items():
             entry = current.entries[i]
             bar = entry.min_probability if entry.min_probability is not None else default_bar
-            found += [NewAlert(entry.id, track.track_id, track.camera_id, track.ts_start, round(p, 4), round(score, 6),
-                               track.crop_key) for track, score, p in _shared(rivals) if p >= bar]
+            found += [
+                NewAlert(entry.id, track.track_id, track.camera_id, track.ts_start, round(p, 4), round(score, 6), track.crop_key)
+                for track, score, p in _shared(rivals)
+                if p >= bar
+            ]
         return found
 
     def check(self, tracks: Sequence[NewTrack]) -> list[Alert]:
@@ -297,11 +338,9 @@ class Watcher:
         for new in self.matches(tracks):
             if repeat > 0 and self.store.alerted_near(new.entry_id, new.camera_id, new.ts, repeat):
                 continue  # the same stay on this camera (a track cut at a segment's end, or split): alerted already
-            detail = {"entry_id": new.entry_id, "camera_id": new.camera_id, "probability": new.probability,
-                      "score": new.score}
+            detail = {"entry_id": new.entry_id, "camera_id": new.camera_id, "probability": new.probability, "score": new.score}
             try:
-                with self.access.audited(WATCH_AUDIT_USER, "alert_raised", detail, [new.track_id],
-                                         WATCH_AUDIT_CLIENT) as entry:
+                with self.access.audited(WATCH_AUDIT_USER, "alert_raised", detail, [new.track_id], WATCH_AUDIT_CLIENT) as entry:
                     alert = self.store.add_alert(new, targets)
                     if alert is None:
                         raise _AlreadyRaised

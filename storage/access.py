@@ -29,8 +29,6 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from camtrace.storage.audit import AuditLog
-from camtrace.storage.sql import Base
 from sqlalchemy import Float, ForeignKey, Integer, String, Text, delete, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
@@ -38,6 +36,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from camtrace import validation
 from camtrace.enums import Role
 from camtrace.errors import InputError, NotFoundError, TooManyAttemptsError
+from camtrace.storage.audit import AuditLog
+from camtrace.storage.sql import Base
 
 ROLES = tuple(Role)
 SESSION_SECONDS = 12 * 3600
@@ -153,8 +153,11 @@ def login_wait_seconds(failures: int, free: int = FREE_LOGIN_FAILURES) -> float:
 
 def _failure_keys(username: str, client: str) -> list[tuple[str, str, int]]:
     """The counters one failed login adds to: (name, address), the address, everything; with their free attempts."""
-    return [(username, client, FREE_LOGIN_FAILURES), (_ANY_NAME, client, FREE_ADDRESS_FAILURES),
-            (_ANY_NAME, _ANY_CLIENT, FREE_GLOBAL_FAILURES)]
+    return [
+        (username, client, FREE_LOGIN_FAILURES),
+        (_ANY_NAME, client, FREE_ADDRESS_FAILURES),
+        (_ANY_NAME, _ANY_CLIENT, FREE_GLOBAL_FAILURES),
+    ]
 
 
 def _token_info(row: ApiToken) -> TokenInfo:
@@ -167,8 +170,13 @@ class AccessStore(AuditLog):
 
     # Users ------------------------------------------------------------------
     def add_user(
-        self, username: str, role: str, cameras: Sequence[str] | None = None, password: str | None = None,
-        *, token_expires_at: float | None = None,
+        self,
+        username: str,
+        role: str,
+        cameras: Sequence[str] | None = None,
+        password: str | None = None,
+        *,
+        token_expires_at: float | None = None,
     ) -> NewToken:
         """Create a user and return a first API token (shown once)."""
         validation.username(username)
@@ -240,9 +248,11 @@ class AccessStore(AuditLog):
                 raise InputError("a token's expiry must lie in the future")
         token, now = new_secret(), time.time()
         token_id = secrets.token_hex(6)
-        conn.execute(ApiToken.__table__.insert().values(
-            token_hash=secret_hash(token), id=token_id, username=username, created_at=now, expires_at=expires_at
-        ))
+        conn.execute(
+            ApiToken.__table__.insert().values(
+                token_hash=secret_hash(token), id=token_id, username=username, created_at=now, expires_at=expires_at
+            )
+        )
         return NewToken(token_id, username, now, expires_at, token)
 
     def tokens(self, username: str) -> list[TokenInfo]:
@@ -267,7 +277,9 @@ class AccessStore(AuditLog):
         now = time.time()
         with self.db.guard("checking a token"), self.db.engine.connect() as conn:
             row = conn.execute(
-                select(User).join(ApiToken, ApiToken.username == User.username).where(
+                select(User)
+                .join(ApiToken, ApiToken.username == User.username)
+                .where(
                     ApiToken.token_hash == secret_hash(token),
                     (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > now),
                 )
@@ -324,9 +336,7 @@ class AccessStore(AuditLog):
     def end_session(self, session_id: str) -> str | None:
         """Close a session; returns whose it was (None: no such open session)."""
         with self.db.write("closing a session") as conn:
-            owner = conn.execute(
-                select(LoginSession.username).where(LoginSession.session_hash == secret_hash(session_id))
-            ).scalar()
+            owner = conn.execute(select(LoginSession.username).where(LoginSession.session_hash == secret_hash(session_id))).scalar()
             conn.execute(delete(LoginSession).where(LoginSession.session_hash == secret_hash(session_id)))
         return owner
 
@@ -339,9 +349,11 @@ class AccessStore(AuditLog):
         with self.db.guard("checking login failures"), self.db.engine.connect() as conn:
             rows = {
                 (row.username, row.client): row
-                for row in conn.execute(select(LoginFailure).where(
-                    LoginFailure.client.in_({client, _ANY_CLIENT}), LoginFailure.username.in_({username, _ANY_NAME})
-                ))
+                for row in conn.execute(
+                    select(LoginFailure).where(
+                        LoginFailure.client.in_({client, _ANY_CLIENT}), LoginFailure.username.in_({username, _ANY_NAME})
+                    )
+                )
             }
         wait = 0.0
         for name, address, free in keys:

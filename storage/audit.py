@@ -19,10 +19,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from camtrace.storage.sql import Base, Database
 from sqlalchemy import Float, Integer, String, Text, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
+
+from camtrace.storage.sql import Base, Database
 
 GENESIS_HASH = "0" * 64
 
@@ -91,11 +92,15 @@ class ChainReport:
         return dict(self.__dict__)
 
 
-def audit_hash(prev_hash: str, row_id: int, ts: float, username: str | None, action: str, detail: str,
-               result_ids: str, client: str | None) -> str:
+def audit_hash(
+    prev_hash: str, row_id: int, ts: float, username: str | None, action: str, detail: str, result_ids: str, client: str | None
+) -> str:
     """SHA-256 over a row's stored content and the previous row's hash (the JSON texts as stored)."""
-    content = json.dumps([prev_hash, int(row_id), repr(float(ts)), username, action, detail, result_ids, client],
-                         ensure_ascii=True, separators=(",", ":"))
+    content = json.dumps(
+        [prev_hash, int(row_id), repr(float(ts)), username, action, detail, result_ids, client],
+        ensure_ascii=True,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(content.encode()).hexdigest()
 
 
@@ -107,8 +112,12 @@ class AuditLog:
 
     @contextlib.contextmanager
     def audited(
-        self, username: str | None, action: str, detail: dict[str, Any] | None = None,
-        result_ids: Sequence[str] = (), client: str | None = None,
+        self,
+        username: str | None,
+        action: str,
+        detail: dict[str, Any] | None = None,
+        result_ids: Sequence[str] = (),
+        client: str | None = None,
     ) -> Iterator[AuditEntry]:
         """Make a change and write its audit row in one transaction; the block may add to the entry."""
         entry = AuditEntry(username, action, dict(detail or {}), list(result_ids), client)
@@ -222,13 +231,19 @@ class _ChainWalk:
         """The next row of the log: None when it fits, else what is wrong with it."""
         prev_id = self.prev_id
         if row.prev_hash != self.prev_hash:
-            gap = "" if row.id == prev_id + 1 else (
-                f"; row {prev_id + 1} is missing" if row.id == prev_id + 2
-                else f"; rows {prev_id + 1} to {row.id - 1} are missing")
-            return self.bad(row.id, f"row {row.id} does not follow row {prev_id}: a row between them was deleted, "
-                                    f"changed or inserted{gap}")
-        content = audit_hash(row.prev_hash, row.id, row.ts, row.username, row.action, row.detail, row.result_ids,
-                             row.client)
+            gap = (
+                ""
+                if row.id == prev_id + 1
+                else (
+                    f"; row {prev_id + 1} is missing"
+                    if row.id == prev_id + 2
+                    else f"; rows {prev_id + 1} to {row.id - 1} are missing"
+                )
+            )
+            return self.bad(
+                row.id, f"row {row.id} does not follow row {prev_id}: a row between them was deleted, changed or inserted{gap}"
+            )
+        content = audit_hash(row.prev_hash, row.id, row.ts, row.username, row.action, row.detail, row.result_ids, row.client)
         if row.hash != content:
             return self.bad(row.id, f"row {row.id} was changed after it was written (its hash does not match)")
         if row.id in self.expected and self.expected.pop(row.id) != row.hash:
@@ -241,11 +256,11 @@ class _ChainWalk:
     def end(self, head_id: int, head_hash: str) -> ChainReport:
         """The log is read to its end: it must end at the chain's head, with every anchor met."""
         if head_id > self.prev_id:
-            return self.bad(head_id, f"the log ends at row {self.prev_id} but the chain's head is row {head_id}: "
-                                     "the newest rows were deleted")
+            return self.bad(
+                head_id, f"the log ends at row {self.prev_id} but the chain's head is row {head_id}: the newest rows were deleted"
+            )
         if head_hash != self.prev_hash:
-            return self.bad(self.prev_id, f"the chain's head does not match row {self.prev_id}: the head or the log was "
-                                          "rewritten")
+            return self.bad(self.prev_id, f"the chain's head does not match row {self.prev_id}: the head or the log was rewritten")
         if self.expected:
             missing = min(self.expected)
             return self.bad(missing, f"row {missing} named by an exported hash is no longer in the log")

@@ -10,12 +10,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from camtrace.storage.sql import Base, Database
 from sqlalchemy import Float, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from camtrace.enums import CaseItemKind
 from camtrace.errors import InputError, NotFoundError
+from camtrace.storage.sql import Base, Database
 
 TITLE_MAX_LENGTH = 200
 NOTE_MAX_LENGTH = 5000
@@ -68,8 +68,13 @@ class Case:
         return list(dict.fromkeys(i.track_id for i in self.items if i.kind == "track" and i.track_id))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "title": self.title, "username": self.username, "created_at": self.created_at,
-                "items": [i.as_dict() for i in self.items]}
+        return {
+            "id": self.id,
+            "title": self.title,
+            "username": self.username,
+            "created_at": self.created_at,
+            "items": [i.as_dict() for i in self.items],
+        }
 
 
 class CaseStore:
@@ -82,8 +87,9 @@ class CaseStore:
             raise InputError(f"a case needs a title of 1 to {TITLE_MAX_LENGTH} characters")
         now = time.time()
         with self.db.write("creating a case") as conn:
-            case_id = conn.execute(CaseRow.__table__.insert().values(
-                title=title, username=username, created_at=now)).inserted_primary_key[0]
+            case_id = conn.execute(
+                CaseRow.__table__.insert().values(title=title, username=username, created_at=now)
+            ).inserted_primary_key[0]
         return Case(int(case_id), title, username, now)
 
     def add_item(self, case_id: int, kind: str, username: str, *, track_id: str | None = None, text: str = "") -> Case:
@@ -95,9 +101,11 @@ class CaseStore:
             raise InputError(f"the note is longer than {NOTE_MAX_LENGTH} characters")
         with self.db.write(f"adding to case {case_id}") as conn:
             self._case(conn, case_id)
-            conn.execute(CaseItemRow.__table__.insert().values(
-                case_id=case_id, kind=kind, track_id=track_id, text=text or "", username=username,
-                created_at=time.time()))
+            conn.execute(
+                CaseItemRow.__table__.insert().values(
+                    case_id=case_id, kind=kind, track_id=track_id, text=text or "", username=username, created_at=time.time()
+                )
+            )
             return self._case(conn, case_id)  # read in the same transaction: the new item is not committed yet
 
     def case(self, case_id: int) -> Case:
@@ -109,10 +117,16 @@ class CaseStore:
         row = conn.execute(select(CaseRow).where(CaseRow.id == case_id)).first()
         if row is None:
             raise NotFoundError(f"case {case_id} does not exist; `camtrace case list` shows the cases")
-        items = conn.execute(select(CaseItemRow).where(CaseItemRow.case_id == case_id)
-                             .order_by(CaseItemRow.created_at, CaseItemRow.id)).all()
-        return Case(int(row.id), row.title, row.username, float(row.created_at), tuple(
-            CaseItem(int(i.id), i.kind, i.track_id, i.text or "", i.username, float(i.created_at)) for i in items))
+        items = conn.execute(
+            select(CaseItemRow).where(CaseItemRow.case_id == case_id).order_by(CaseItemRow.created_at, CaseItemRow.id)
+        ).all()
+        return Case(
+            int(row.id),
+            row.title,
+            row.username,
+            float(row.created_at),
+            tuple(CaseItem(int(i.id), i.kind, i.track_id, i.text or "", i.username, float(i.created_at)) for i in items),
+        )
 
     def cases(self) -> list[Case]:
         with self.db.guard("listing cases"), self.db.engine.connect() as conn:

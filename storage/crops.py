@@ -37,8 +37,10 @@ class CropStore:
         path = self.root.joinpath(*posix.parts)
         # A symlinked folder inside the store could still point outside it.
         if not path.resolve().is_relative_to(self.root):
-            raise InputError(f"crop key {key!r} resolves outside the crop store {self.root}",
-                             public=f"crop key {key!r} is not a crop of this service")
+            raise InputError(
+                f"crop key {key!r} resolves outside the crop store {self.root}",
+                public=f"crop key {key!r} is not a crop of this service",
+            )
         return path
 
     def put(self, key: str, data: bytes) -> Path:
@@ -55,8 +57,10 @@ class CropStore:
                     os.unlink(temp)
                 raise
         except OSError as exc:
-            raise StorageError(f"cannot write crop {key!r} under {self.root}: {exc}",
-                               public=f"cannot write crop {key!r}; the server log has the details") from exc
+            raise StorageError(
+                f"cannot write crop {key!r} under {self.root}: {exc}",
+                public=f"cannot write crop {key!r}; the server log has the details",
+            ) from exc
         return path
 
     def get(self, key: str) -> bytes:
@@ -64,11 +68,14 @@ class CropStore:
         try:
             return path.read_bytes()
         except FileNotFoundError:
-            raise NotFoundError(f"crop {key!r} is not in the crop store {self.root}",
-                                public=f"crop {key!r} does not exist") from None
+            raise NotFoundError(
+                f"crop {key!r} is not in the crop store {self.root}", public=f"crop {key!r} does not exist"
+            ) from None
         except OSError as exc:
-            raise StorageError(f"cannot read crop {key!r} under {self.root}: {exc}",
-                               public=f"cannot read crop {key!r}; the server log has the details") from exc
+            raise StorageError(
+                f"cannot read crop {key!r} under {self.root}: {exc}",
+                public=f"cannot read crop {key!r}; the server log has the details",
+            ) from exc
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()

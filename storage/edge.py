@@ -46,6 +46,9 @@ from pathlib import Path
 
 import numpy as np
 import qdrant_edge as qe
+from filelock import FileLock
+
+from camtrace.errors import InputError, StorageError
 from camtrace.storage.edge_handle import ShardHandle
 from camtrace.storage.edge_layout import DEFAULT_LAYOUT, LAYOUTS, ShardLayout, vector_of
 from camtrace.storage.edge_maintenance import SCROLL_PAGE, ShardMaintenance
@@ -61,15 +64,13 @@ from camtrace.storage.index import (
     is_empty_filter,
     slug,
 )
-from filelock import FileLock
-
-from camtrace.errors import InputError, StorageError
 from camtrace.types import IndexPoint, SearchFilter, TrackHit
 
 # Grouping by track over-fetches this many points per wanted track, then
 # excludes the tracks already found and asks again until the limit is filled.
 OVERFETCH = 4
 MAX_FETCH = 10_000
+
 
 def edge_condition(condition: Condition) -> qe.FieldCondition:
     if condition.any_of is not None:
@@ -88,9 +89,7 @@ def edge_filter(filter: SearchFilter | None, exclude_tracks: Sequence[str] = ())
     must, must_not = filter_conditions(filter, exclude_tracks)
     if not must and not must_not:
         return None
-    return qe.Filter(
-        must=[edge_condition(c) for c in must] or None, must_not=[edge_condition(c) for c in must_not] or None
-    )
+    return qe.Filter(must=[edge_condition(c) for c in must] or None, must_not=[edge_condition(c) for c in must_not] or None)
 
 
 class EdgeIndex(ShardHandle, ShardLayout, ShardMaintenance, VectorIndex):
@@ -119,8 +118,7 @@ class EdgeIndex(ShardHandle, ShardLayout, ShardMaintenance, VectorIndex):
             raise StorageError(f"unknown index layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
         if index_after_points < 1 or segment_points < index_after_points:
             raise StorageError(
-                f"index_after_points ({index_after_points}) must be at least 1 and at most segment_points "
-                f"({segment_points})"
+                f"index_after_points ({index_after_points}) must be at least 1 and at most segment_points ({segment_points})"
             )
         self.model_version = model_version
         self.dim = int(dim)
@@ -171,9 +169,7 @@ class EdgeIndex(ShardHandle, ShardLayout, ShardMaintenance, VectorIndex):
                     )
                 )
 
-    def search_points(
-        self, vector: np.ndarray, filter: SearchFilter | None = None, limit: int = 20
-    ) -> list[TrackHit]:
+    def search_points(self, vector: np.ndarray, filter: SearchFilter | None = None, limit: int = 20) -> list[TrackHit]:
         if limit <= 0:
             return []
         query = self._query_vector(vector)

@@ -105,8 +105,10 @@ class ShardHandle:
                     f"vector index {self.path} does not hold {self.dim}-d cosine vectors ({exc}); "
                     "each model version needs its own index: check the model_version it was opened with"
                 ) from exc
-            raise StorageError(f"cannot open vector index {self.path}: {exc}",
-                               public="cannot open the vector index; the server log has the details") from exc
+            raise StorageError(
+                f"cannot open vector index {self.path}: {exc}",
+                public="cannot open the vector index; the server log has the details",
+            ) from exc
 
     def _release(self) -> None:
         shard, self._shard = self._shard, None
@@ -117,8 +119,10 @@ class ShardHandle:
                 finally:
                     shard.close()
         except Exception as exc:
-            raise StorageError(f"vector index {self.path}: flushing to disk failed: {exc}",
-                               public="the vector index could not be written; the server log has the details") from exc
+            raise StorageError(
+                f"vector index {self.path}: flushing to disk failed: {exc}",
+                public="the vector index could not be written; the server log has the details",
+            ) from exc
         finally:
             self._file_lock.release()
 
@@ -131,6 +135,7 @@ class ShardHandle:
             except (StorageError, InputError):
                 raise
             except Exception as exc:
-                raise StorageError(f"vector index {self.path}: {action} failed: {exc}",
-                                   public=f"the vector index failed while {action}; the server log has the details") from exc
-
+                raise StorageError(
+                    f"vector index {self.path}: {action} failed: {exc}",
+                    public=f"the vector index failed while {action}; the server log has the details",
+                ) from exc

@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 
 import qdrant_edge as qe
+
+from camtrace.errors import StorageError
 from camtrace.storage.index import (
     FLOAT_FIELDS,
     FULL_SCAN_KB,
@@ -19,8 +21,6 @@ from camtrace.storage.index import (
     vector_kb,
 )
 
-from camtrace.errors import StorageError
-
 LAYOUTS = ("compact", "exact")
 DEFAULT_LAYOUT = "compact"
 
@@ -28,7 +28,6 @@ DEFAULT_LAYOUT = "compact"
 def has_field(field: str) -> qe.Filter:
     """Points that carry ``field`` in their payload."""
     return qe.Filter(must_not=[qe.IsEmptyCondition(field)])
-
 
 
 def vector_of(record: qe.Record) -> list[float]:
@@ -50,16 +49,16 @@ class ShardLayout:
             return qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine))
         return qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine, memory=qe.Memory.Cold),
-            quantization_config=qe.ScalarQuantizationConfig(
-                type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned
-            ),
+            quantization_config=qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned),
             hnsw_config=qe.HnswIndexConfig(
                 m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=FULL_SCAN_KB, payload_m=HNSW_M
             ),
             optimizers=qe.EdgeOptimizersConfig(
                 indexing_threshold=vector_kb(self.index_after_points, self.dim),
                 max_segment_size=vector_kb(self.segment_points, self.dim),
-            ) if creating else None,
+            )
+            if creating
+            else None,
             payload_memory=qe.Memory.Cold,
         )
 
@@ -85,9 +84,7 @@ class ShardLayout:
     def _search_params(self) -> qe.SearchParams | None:
         if self._open_layout != "compact":
             return None
-        return qe.SearchParams(
-            hnsw_ef=HNSW_EF, quantization=qe.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
-        )
+        return qe.SearchParams(hnsw_ef=HNSW_EF, quantization=qe.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING))
 
     def _create(self) -> None:
         """Build the shard with its payload indexes in a temp folder, then rename it into place.
@@ -127,4 +124,3 @@ class ShardLayout:
         for name in FLOAT_FIELDS:
             if name not in present:
                 shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Float))
-

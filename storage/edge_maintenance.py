@@ -10,13 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import qdrant_edge as qe
+
+from camtrace.errors import StorageError
 from camtrace.storage.edge_layout import DEFAULT_LAYOUT, LAYOUTS, has_field, vector_of
 from camtrace.storage.index import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
 )
-
-from camtrace.errors import StorageError
 
 SCROLL_PAGE = 1000
 
@@ -39,7 +39,6 @@ class Maintenance:
     @property
     def unindexed(self) -> int:
         return max(0, self.points - self.indexed_after)
-
 
 
 class ShardMaintenance:
@@ -116,8 +115,12 @@ class ShardMaintenance:
             for stale in self.root.glob(f".migrating-{self.name}-*"):  # a crashed migration's copy
                 shutil.rmtree(stale, ignore_errors=True)
             copy = type(self)(
-                self.root, self.model_version, self.dim, layout=layout,
-                index_after_points=self.index_after_points, segment_points=self.segment_points,
+                self.root,
+                self.model_version,
+                self.dim,
+                layout=layout,
+                index_after_points=self.index_after_points,
+                segment_points=self.segment_points,
             )
             try:
                 target = qe.EdgeShard.create(str(temp), copy._config(layout))
@@ -135,8 +138,7 @@ class ShardMaintenance:
                 if isinstance(exc, StorageError) or not isinstance(exc, Exception):
                     raise
                 raise StorageError(
-                    f"migrating vector index {self.path} to the {layout} layout failed ({exc}); "
-                    "the index was left as it was"
+                    f"migrating vector index {self.path} to the {layout} layout failed ({exc}); the index was left as it was"
                 ) from exc
             # The swap: the open shard is closed first; the lock stays held until the session ends.
             source.close()
@@ -165,13 +167,9 @@ class ShardMaintenance:
         copied = since_indexed = 0
         offset = None
         while True:
-            page, offset = source.scroll(
-                qe.ScrollRequest(offset=offset, limit=SCROLL_PAGE, with_payload=True, with_vector=True)
-            )
+            page, offset = source.scroll(qe.ScrollRequest(offset=offset, limit=SCROLL_PAGE, with_payload=True, with_vector=True))
             if page:
-                target.update(qe.UpdateOperation.upsert_points(
-                    [qe.Point(r.id, vector_of(r), dict(r.payload or {})) for r in page]
-                ))
+                target.update(qe.UpdateOperation.upsert_points([qe.Point(r.id, vector_of(r), dict(r.payload or {})) for r in page]))
                 copied += len(page)
                 since_indexed += len(page)
                 if progress is not None:
@@ -197,4 +195,3 @@ class ShardMaintenance:
                     f"migrating vector index {self.path}: {after} points of the copy carry {field!r} against "
                     f"{before} in the original; the index was left as it was"
                 )
-

@@ -18,12 +18,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from camtrace.storage.sql import Base, Database, Detection, Feedback, Track
 from sqlalchemy import JSON, Float, String, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from camtrace.errors import StorageError
+from camtrace.storage.sql import Base, Database, Detection, Feedback, Track
 
 
 class IdentityEvidenceRow(Base):
@@ -64,15 +64,18 @@ class EvidenceRepository:
             with self.db.engine.connect() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise StorageError(f"database: {action} failed ({type(exc).__name__}: {exc}); check CAMTRACE_DATABASE_URL "
-                               "and that the database is reachable",
-                               public=f"the database failed while {action}; the server log has the details") from exc
+            raise StorageError(
+                f"database: {action} failed ({type(exc).__name__}: {exc}); check CAMTRACE_DATABASE_URL "
+                "and that the database is reachable",
+                public=f"the database failed while {action}; the server log has the details",
+            ) from exc
 
     def load(self, model_version: str) -> StoredEvidence | None:
         with self._connect("reading the identity evidence") as conn:
             row = conn.execute(
-                select(IdentityEvidenceRow.document, IdentityEvidenceRow.feedback_at, IdentityEvidenceRow.learned_at)
-                .where(IdentityEvidenceRow.model_version == model_version)
+                select(IdentityEvidenceRow.document, IdentityEvidenceRow.feedback_at, IdentityEvidenceRow.learned_at).where(
+                    IdentityEvidenceRow.model_version == model_version
+                )
             ).first()
         if row is None:
             return None
@@ -81,13 +84,10 @@ class EvidenceRepository:
     def learned_at(self, model_version: str) -> float | None:
         """When the stored document was learned (a cheap check whether a cached copy is stale)."""
         with self._connect("reading the identity evidence") as conn:
-            return conn.scalar(
-                select(IdentityEvidenceRow.learned_at).where(IdentityEvidenceRow.model_version == model_version)
-            )
+            return conn.scalar(select(IdentityEvidenceRow.learned_at).where(IdentityEvidenceRow.model_version == model_version))
 
     def save(self, model_version: str, document: dict, feedback_at: float) -> StoredEvidence:
-        row = {"model_version": model_version, "document": document, "feedback_at": float(feedback_at),
-               "learned_at": time.time()}
+        row = {"model_version": model_version, "document": document, "feedback_at": float(feedback_at), "learned_at": time.time()}
         table = IdentityEvidenceRow.__table__
         # One transaction (joining the caller's, such as an audited change): the old document is replaced.
         with self.db.transaction("saving the identity evidence") as conn:

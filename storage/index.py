@@ -118,7 +118,6 @@ class VectorIndex(ABC):
     dim: int
     name: str  # the Edge shard folder or the server collection: what the model registry records
 
-
     @abstractmethod
     def ensure(self) -> None:
         """Create the collection/shard (cosine, ``dim``) and its payload indexes if missing; idempotent."""
@@ -180,9 +179,7 @@ class VectorIndex(ABC):
         scale), best first; points scoring below ``score_threshold`` are left out inside the query."""
 
     @abstractmethod
-    def search_points(
-        self, vector: np.ndarray, filter: SearchFilter | None = None, limit: int = 20
-    ) -> list[TrackHit]:
+    def search_points(self, vector: np.ndarray, filter: SearchFilter | None = None, limit: int = 20) -> list[TrackHit]:
         """Nearest points, not grouped (a track may appear several times)."""
 
     @abstractmethod
@@ -291,9 +288,7 @@ class Condition:
     lte: float | None = None
 
 
-def filter_conditions(
-    filter: SearchFilter | None, exclude_tracks: Sequence[str] = ()
-) -> tuple[list[Condition], list[Condition]]:
+def filter_conditions(filter: SearchFilter | None, exclude_tracks: Sequence[str] = ()) -> tuple[list[Condition], list[Condition]]:
     """(must, must_not): what a SearchFilter (and tracks already taken) mean as payload conditions."""
     if filter is not None and filter.exclude_track_ids:
         exclude_tracks = tuple(filter.exclude_track_ids) + tuple(exclude_tracks)
@@ -340,16 +335,15 @@ def open_index(settings: Settings, model_version: str, dim: int, *, ensure: bool
     created if missing, so an unreachable server is reported here, at start-up.
     """
     if settings.qdrant_url:
-        from camtrace.storage.server import ServerIndex
         from qdrant_client import QdrantClient
+
+        from camtrace.storage.server import ServerIndex
 
         # ensure() reaches the server at once and reports failure as a
         # StorageError; the client's own version probe runs in a background
         # thread and would only add a vaguer warning at a random moment.
         client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key, check_compatibility=False)
-        index: VectorIndex = ServerIndex(
-            client, model_version, dim, alias=settings.collection, location=settings.qdrant_url
-        )
+        index: VectorIndex = ServerIndex(client, model_version, dim, alias=settings.collection, location=settings.qdrant_url)
     else:
         from camtrace.storage.edge import EdgeIndex
         from camtrace.storage.owner import OwnedIndex, owner_answers

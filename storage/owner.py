@@ -28,20 +28,32 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from camtrace.storage.edge import EdgeIndex
-from camtrace.storage.index import VectorIndex, VectorQuery, slug
 
 from camtrace.errors import CamtraceError, StorageError
+from camtrace.storage.edge import EdgeIndex
+from camtrace.storage.index import VectorIndex, VectorQuery, slug
 from camtrace.types import IndexPoint, SearchFilter, TrackHit
 
 logger = logging.getLogger(__name__)
 
 SOCKET_NAME = "owner.sock"
 # The calls an owner answers: the index interface, nothing else.
-CALLS = frozenset({
-    "ensure", "upsert", "search_points", "_grouped", "count", "retrieve", "existing_ids", "point_ids",
-    "track_points", "delete", "maintain", "facts",
-})
+CALLS = frozenset(
+    {
+        "ensure",
+        "upsert",
+        "search_points",
+        "_grouped",
+        "count",
+        "retrieve",
+        "existing_ids",
+        "point_ids",
+        "track_points",
+        "delete",
+        "maintain",
+        "facts",
+    }
+)
 HEADER = struct.Struct("!Q")
 
 
@@ -91,8 +103,7 @@ class IndexOwner:
     steady stream of calls cannot put it off for good (0: never).
     """
 
-    def __init__(self, index_dir: Path | str, *, layout: str, maintain_seconds: float = 60.0,
-                 idle_seconds: float = 1.0) -> None:
+    def __init__(self, index_dir: Path | str, *, layout: str, maintain_seconds: float = 60.0, idle_seconds: float = 1.0) -> None:
         self.index_dir = Path(index_dir)
         self.layout = layout
         self.maintain_seconds = maintain_seconds
@@ -201,8 +212,9 @@ class OwnedIndex(VectorIndex):
     and repeats the call: every call of the interface is idempotent, so a repeat is harmless.
     """
 
-    def __init__(self, index_dir: Path | str, model_version: str, dim: int, *, layout: str = "compact",
-                 timeout: float = 300.0) -> None:
+    def __init__(
+        self, index_dir: Path | str, model_version: str, dim: int, *, layout: str = "compact", timeout: float = 300.0
+    ) -> None:
         self.model_version = model_version
         self.dim = int(dim)
         self.name = slug(model_version)
@@ -239,9 +251,7 @@ class OwnedIndex(VectorIndex):
         except (OSError, ConnectionError, EOFError, StorageError) as exc:
             self._drop()
             if owner_answers(self.index_dir):
-                raise StorageError(
-                    f"the index owner at {self.path} failed to answer {call} ({exc}); check its log"
-                ) from exc
+                raise StorageError(f"the index owner at {self.path} failed to answer {call} ({exc}); check its log") from exc
             logger.warning("the index owner at %s is gone (%s): opening the index in this process", self.path, exc)
             self._own = EdgeIndex(self.index_dir, self.model_version, self.dim, layout=self.layout)
             return getattr(self._own, call)(*args, **kwargs)
@@ -264,8 +274,9 @@ class OwnedIndex(VectorIndex):
         list(self._point_batches(points))  # checked here, where the caller sees which point is wrong
         self._call("upsert", list(points))
 
-    def _grouped(self, query: VectorQuery, filter: SearchFilter | None, count: int,
-                 score_threshold: float | None) -> list[TrackHit]:
+    def _grouped(
+        self, query: VectorQuery, filter: SearchFilter | None, count: int, score_threshold: float | None
+    ) -> list[TrackHit]:
         return self._call("_grouped", query, filter, count, score_threshold)
 
     def search_points(self, vector: np.ndarray, filter: SearchFilter | None = None, limit: int = 20) -> list[TrackHit]:

@@ -13,9 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from camtrace.storage.index import VectorIndex
-
     from camtrace.settings import Settings
+    from camtrace.storage.index import VectorIndex
 
 REID_SUFFIX = "+reid"
 

@@ -17,6 +17,11 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
+
+from camtrace.errors import InputError, StorageError
 from camtrace.storage.index import (
     FLOAT_FIELDS,
     FULL_SCAN_KB,
@@ -34,19 +39,12 @@ from camtrace.storage.index import (
     is_empty_filter,
     slug,
 )
-from qdrant_client import QdrantClient
-from qdrant_client import models as qm
-from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
-
-from camtrace.errors import InputError, StorageError
 from camtrace.types import IndexPoint, SearchFilter, TrackHit
 
 SCROLL_PAGE = 1000
 
 # Searches run on the int8 copy in RAM and rescore an oversampled candidate list with the originals on disk.
-SEARCH_PARAMS = qm.SearchParams(
-    hnsw_ef=HNSW_EF, quantization=qm.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
-)
+SEARCH_PARAMS = qm.SearchParams(hnsw_ef=HNSW_EF, quantization=qm.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING))
 
 
 def compact_collection(dim: int) -> dict:
@@ -86,9 +84,7 @@ def server_filter(filter: SearchFilter | None) -> qm.Filter | None:
     must, must_not = filter_conditions(filter)
     if not must and not must_not:
         return None
-    return qm.Filter(
-        must=[server_condition(c) for c in must] or None, must_not=[server_condition(c) for c in must_not] or None
-    )
+    return qm.Filter(must=[server_condition(c) for c in must] or None, must_not=[server_condition(c) for c in must_not] or None)
 
 
 class ServerIndex(VectorIndex):
@@ -189,9 +185,7 @@ class ServerIndex(VectorIndex):
             if self.alias in self._aliases():
                 operations.append(qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=self.alias)))
             operations.append(
-                qm.CreateAliasOperation(
-                    create_alias=qm.CreateAlias(collection_name=self.collection_name, alias_name=self.alias)
-                )
+                qm.CreateAliasOperation(create_alias=qm.CreateAlias(collection_name=self.collection_name, alias_name=self.alias))
             )
             self.client.update_collection_aliases(change_aliases_operations=operations)
 
@@ -239,9 +233,7 @@ class ServerIndex(VectorIndex):
         hits = [hit_from(g.hits[0].id, g.hits[0].score, g.hits[0].payload) for g in result.groups if g.hits]
         return sorted(hits, key=lambda h: -h.score)
 
-    def search_points(
-        self, vector: np.ndarray, filter: SearchFilter | None = None, limit: int = 20
-    ) -> list[TrackHit]:
+    def search_points(self, vector: np.ndarray, filter: SearchFilter | None = None, limit: int = 20) -> list[TrackHit]:
         if limit <= 0:
             return []
         query = self._query_vector(vector)
@@ -264,9 +256,7 @@ class ServerIndex(VectorIndex):
         if not ids:
             return []
         with self._call("retrieve"):
-            records = self.client.retrieve(
-                self.collection_name, ids=[str(i) for i in ids], with_payload=True, with_vectors=True
-            )
+            records = self.client.retrieve(self.collection_name, ids=[str(i) for i in ids], with_payload=True, with_vectors=True)
         by_id = {str(r.id): r for r in records}
         return [self._point(by_id[str(i)]) for i in ids if str(i) in by_id]
 
@@ -274,9 +264,7 @@ class ServerIndex(VectorIndex):
         if not ids:
             return set()
         with self._call("retrieve"):
-            records = self.client.retrieve(
-                self.collection_name, ids=[str(i) for i in ids], with_payload=False, with_vectors=False
-            )
+            records = self.client.retrieve(self.collection_name, ids=[str(i) for i in ids], with_payload=False, with_vectors=False)
         return {str(r.id) for r in records}
 
     def point_ids(self) -> set[str]:

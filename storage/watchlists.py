@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from camtrace.storage.sql import Base, Database
 from sqlalchemy import Float, Integer, String, Text, UniqueConstraint, delete, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from camtrace.enums import AlertStatus, DeliveryStatus, WatchKind
 from camtrace.errors import InputError, NotFoundError
+from camtrace.storage.sql import Base, Database
 
 ENTRY_KINDS = tuple(WatchKind)
 ALERT_STATUSES = tuple(AlertStatus)
@@ -160,20 +160,50 @@ class Delivery:
 
 def _entry(row: Any) -> WatchEntry:
     return WatchEntry(
-        int(row.id), row.kind, row.track_id, row.text, tuple(json.loads(row.cameras)) if row.cameras is not None else None,
-        row.since, row.until, row.min_probability, row.min_score, row.username, row.note or "", float(row.created_at),
+        int(row.id),
+        row.kind,
+        row.track_id,
+        row.text,
+        tuple(json.loads(row.cameras)) if row.cameras is not None else None,
+        row.since,
+        row.until,
+        row.min_probability,
+        row.min_score,
+        row.username,
+        row.note or "",
+        float(row.created_at),
     )
 
 
 def _alert(row: Any) -> Alert:
-    return Alert(int(row.id), int(row.entry_id), row.track_id, row.camera_id, float(row.ts),
-                 None if row.probability is None else float(row.probability),
-                 float(row.score), row.crop_key, row.status, row.handled_by, row.handled_at, float(row.created_at))
+    return Alert(
+        int(row.id),
+        int(row.entry_id),
+        row.track_id,
+        row.camera_id,
+        float(row.ts),
+        None if row.probability is None else float(row.probability),
+        float(row.score),
+        row.crop_key,
+        row.status,
+        row.handled_by,
+        row.handled_at,
+        float(row.created_at),
+    )
 
 
 def _delivery(row: Any) -> Delivery:
-    return Delivery(int(row.id), int(row.alert_id), row.target, row.label, row.status, int(row.attempts),
-                    float(row.next_at), row.last_error, row.delivered_at)
+    return Delivery(
+        int(row.id),
+        int(row.alert_id),
+        row.target,
+        row.label,
+        row.status,
+        int(row.attempts),
+        float(row.next_at),
+        row.last_error,
+        row.delivered_at,
+    )
 
 
 class WatchStore:
@@ -184,17 +214,33 @@ class WatchStore:
 
     # Entries ----------------------------------------------------------------
     def add_entry(
-        self, kind: str, *, username: str, track_id: str | None = None, text: str | None = None,
-        cameras: Sequence[str] | None = None, since: float | None = None, until: float | None = None,
-        min_probability: float | None = None, min_score: float | None = None, note: str = "",
+        self,
+        kind: str,
+        *,
+        username: str,
+        track_id: str | None = None,
+        text: str | None = None,
+        cameras: Sequence[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        min_probability: float | None = None,
+        min_score: float | None = None,
+        note: str = "",
     ) -> WatchEntry:
         if kind not in ENTRY_KINDS:
             raise InputError(f"a watch entry is one of {', '.join(ENTRY_KINDS)}, not {kind!r}")
         row = {
-            "kind": kind, "track_id": track_id, "text": text,
+            "kind": kind,
+            "track_id": track_id,
+            "text": text,
             "cameras": json.dumps(list(cameras)) if cameras is not None else None,
-            "since": since, "until": until, "min_probability": min_probability, "min_score": min_score,
-            "username": username, "note": note or "", "created_at": time.time(),
+            "since": since,
+            "until": until,
+            "min_probability": min_probability,
+            "min_score": min_score,
+            "username": username,
+            "note": note or "",
+            "created_at": time.time(),
         }
         with self.db.write("adding a watch entry") as conn:
             new_id = conn.execute(WatchEntryRow.__table__.insert().values(**row)).inserted_primary_key[0]
@@ -231,28 +277,51 @@ class WatchStore:
         this track (a segment indexed twice)."""
         now = time.time()
         with self.db.write(f"saving an alert on track {alert.track_id!r}") as conn:
-            exists = conn.execute(select(AlertRow.id).where(
-                AlertRow.entry_id == alert.entry_id, AlertRow.track_id == alert.track_id)).first()
+            exists = conn.execute(
+                select(AlertRow.id).where(AlertRow.entry_id == alert.entry_id, AlertRow.track_id == alert.track_id)
+            ).first()
             if exists is not None:
                 return None
             row = {**alert.__dict__, "status": AlertStatus.NEW, "handled_by": None, "handled_at": None, "created_at": now}
             alert_id = conn.execute(AlertRow.__table__.insert().values(**row)).inserted_primary_key[0]
             for target, label in targets:
-                conn.execute(AlertDeliveryRow.__table__.insert().values(
-                    alert_id=alert_id, target=target, label=label, status=DeliveryStatus.PENDING, attempts=0, next_at=now,
-                    created_at=now))
+                conn.execute(
+                    AlertDeliveryRow.__table__.insert().values(
+                        alert_id=alert_id,
+                        target=target,
+                        label=label,
+                        status=DeliveryStatus.PENDING,
+                        attempts=0,
+                        next_at=now,
+                        created_at=now,
+                    )
+                )
         return _alert(type("Row", (), {"id": alert_id, **row}))
 
     def alerted_near(self, entry_id: int, camera_id: str, ts: float, seconds: float) -> bool:
         """Whether the entry alerted on this camera for a sighting within ``seconds`` of ``ts``."""
-        query = select(AlertRow.id).where(AlertRow.entry_id == entry_id, AlertRow.camera_id == camera_id,
-                                          AlertRow.ts >= ts - seconds, AlertRow.ts <= ts + seconds).limit(1)
+        query = (
+            select(AlertRow.id)
+            .where(
+                AlertRow.entry_id == entry_id,
+                AlertRow.camera_id == camera_id,
+                AlertRow.ts >= ts - seconds,
+                AlertRow.ts <= ts + seconds,
+            )
+            .limit(1)
+        )
         with self.db.guard("reading alerts"), self.db.engine.connect() as conn:
             return conn.execute(query).first() is not None
 
     def alerts(
-        self, *, cameras: Sequence[str] | None = None, status: str | None = None, after_id: int = 0,
-        limit: int = 100, offset: int = 0, newest_first: bool = True,
+        self,
+        *,
+        cameras: Sequence[str] | None = None,
+        status: str | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+        offset: int = 0,
+        newest_first: bool = True,
     ) -> list[Alert]:
         """Alerts on ``cameras`` (None: every camera), newest first unless ``newest_first`` is false."""
         if status is not None and status not in ALERT_STATUSES:
@@ -279,8 +348,9 @@ class WatchStore:
             raise InputError(f"alert status {status!r} is not one of {', '.join(ALERT_STATUSES)}")
         now = time.time()
         with self.db.write(f"updating alert {alert_id}") as conn:
-            updated = conn.execute(update(AlertRow).where(AlertRow.id == alert_id).values(
-                status=status, handled_by=username, handled_at=now)).rowcount
+            updated = conn.execute(
+                update(AlertRow).where(AlertRow.id == alert_id).values(status=status, handled_by=username, handled_at=now)
+            ).rowcount
             if not updated:
                 raise NotFoundError(f"alert {alert_id} does not exist; GET /api/alerts lists the alerts")
             row = conn.execute(select(AlertRow).where(AlertRow.id == alert_id)).one()
@@ -290,8 +360,12 @@ class WatchStore:
     def due_deliveries(self, now: float | None = None, limit: int = 100) -> list[Delivery]:
         """Pending deliveries whose time has come, oldest first."""
         now = time.time() if now is None else now
-        query = (select(AlertDeliveryRow).where(AlertDeliveryRow.status == DeliveryStatus.PENDING, AlertDeliveryRow.next_at <= now)
-                 .order_by(AlertDeliveryRow.id).limit(limit))
+        query = (
+            select(AlertDeliveryRow)
+            .where(AlertDeliveryRow.status == DeliveryStatus.PENDING, AlertDeliveryRow.next_at <= now)
+            .order_by(AlertDeliveryRow.id)
+            .limit(limit)
+        )
         with self.db.guard("reading alert deliveries"), self.db.engine.connect() as conn:
             return [_delivery(row) for row in conn.execute(query).all()]
 
@@ -306,9 +380,15 @@ class WatchStore:
         """Take a due delivery for ``seconds`` (its next try moves past them), so that two processes sending at
         once (beat and an embed worker) do not both send it; False when another process took it first."""
         with self.db.write(f"claiming alert delivery {delivery.id}") as conn:
-            taken = conn.execute(update(AlertDeliveryRow).where(
-                AlertDeliveryRow.id == delivery.id, AlertDeliveryRow.status == DeliveryStatus.PENDING,
-                AlertDeliveryRow.next_at == delivery.next_at).values(next_at=time.time() + seconds)).rowcount
+            taken = conn.execute(
+                update(AlertDeliveryRow)
+                .where(
+                    AlertDeliveryRow.id == delivery.id,
+                    AlertDeliveryRow.status == DeliveryStatus.PENDING,
+                    AlertDeliveryRow.next_at == delivery.next_at,
+                )
+                .values(next_at=time.time() + seconds)
+            ).rowcount
         return taken == 1
 
     def record_attempt(self, delivery_id: int, *, error: str | None, next_at: float | None) -> None:
@@ -320,5 +400,8 @@ class WatchStore:
             status = DeliveryStatus.PENDING if next_at is not None else DeliveryStatus.FAILED
             values = {"status": status, "last_error": error[:2000], "next_at": next_at if next_at is not None else now}
         with self.db.write(f"logging alert delivery {delivery_id}") as conn:
-            conn.execute(update(AlertDeliveryRow).where(AlertDeliveryRow.id == delivery_id)
-                         .values(attempts=AlertDeliveryRow.attempts + 1, **values))
+            conn.execute(
+                update(AlertDeliveryRow)
+                .where(AlertDeliveryRow.id == delivery_id)
+                .values(attempts=AlertDeliveryRow.attempts + 1, **values)
+            )

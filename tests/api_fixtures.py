@@ -77,8 +77,9 @@ class ThreadedServer:
         import uvicorn
 
         # As `camtrace serve` runs it: the app alone decides whose X-Forwarded-For counts.
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                                                    proxy_headers=False))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", proxy_headers=False)
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
@@ -101,8 +102,14 @@ def api_env(session_dir: Path, tiny_yolo_dir, tiny_siglip_dir, footage) -> dict:
         return _SHARED["env"]
     ingest_root = session_dir / "api-ingest-root"
     ingest_root.mkdir()
-    env = camtrace_env(session_dir / "api-data", tiny_yolo_dir, tiny_siglip_dir,
-                       CAMTRACE_INGEST_ROOTS=str(ingest_root), CAMTRACE_MAX_UPLOAD_MB="1", CAMTRACE_LOG_LEVEL="WARNING")
+    env = camtrace_env(
+        session_dir / "api-data",
+        tiny_yolo_dir,
+        tiny_siglip_dir,
+        CAMTRACE_INGEST_ROOTS=str(ingest_root),
+        CAMTRACE_MAX_UPLOAD_MB="1",
+        CAMTRACE_LOG_LEVEL="WARNING",
+    )
     for camera, path in sorted(footage.videos.items()):
         run_cli(env, "ingest", str(path), "--camera", camera, "--start", iso(footage.start_ts[camera]), "--no-progress")
     _SHARED["env"] = env

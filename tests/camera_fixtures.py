@@ -63,8 +63,12 @@ class MjpegCamera:
                         _, jpeg = cv2.imencode(".jpg", camera.draw(sent))
                         jpeg = jpeg.tobytes()
                         self.wfile.write(
-                            b"--" + BOUNDARY + b"\r\nContent-Type: image/jpeg\r\n"
-                            + f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n"
+                            b"--"
+                            + BOUNDARY
+                            + b"\r\nContent-Type: image/jpeg\r\n"
+                            + f"Content-Length: {len(jpeg)}\r\n\r\n".encode()
+                            + jpeg
+                            + b"\r\n"
                         )
                         self.wfile.flush()
                         camera.frames_sent += 1

@@ -24,9 +24,7 @@ def cli_env(data_dir: Path, yolo: Path, siglip: Path) -> dict[str, str]:
     }
 
 
-def write_video(
-    path: Path, frames: int, fps: float = 10.0, size: tuple[int, int] = (160, 120), fourcc: str = "MJPG"
-) -> Path:
+def write_video(path: Path, frames: int, fps: float = 10.0, size: tuple[int, int] = (160, 120), fourcc: str = "MJPG") -> Path:
     """A video whose frame i shows the number i as a grey level band and noise: frames are told apart by pixels."""
     rng = np.random.default_rng(frames)
     width, height = size

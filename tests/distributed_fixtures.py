@@ -59,8 +59,21 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.folder),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -183,7 +196,7 @@ def camtrace_env(data_dir: Path, yolo: Path, siglip: Path, broker_url: str | Non
 
 def settings_from(env: dict) -> Settings:
     """The Settings object a process started with ``env`` would load."""
-    return Settings(**{k[len("CAMTRACE_"):].lower(): v for k, v in env.items() if k.startswith("CAMTRACE_")})
+    return Settings(**{k[len("CAMTRACE_") :].lower(): v for k, v in env.items() if k.startswith("CAMTRACE_")})
 
 
 def wait_jobs(env: dict, job_ids: list[str], timeout: float = 240, interval: float = 0.5):
@@ -204,9 +217,7 @@ def wait_jobs(env: dict, job_ids: list[str], timeout: float = 240, interval: flo
 
 
 def run_cli(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "camtrace.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-m", "camtrace.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture

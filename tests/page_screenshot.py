@@ -30,14 +30,20 @@ MAX_PNG_BYTES = 400_000
 
 
 def cli(env: dict, *args: str, stdin: str | None = None) -> None:
-    subprocess.run([sys.executable, "-m", "camtrace.cli", *args], env=env, input=stdin, text=True, check=True,
-                   cwd=env["CAMTRACE_DATA_DIR"], stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "camtrace.cli", *args],
+        env=env,
+        input=stdin,
+        text=True,
+        check=True,
+        cwd=env["CAMTRACE_DATA_DIR"],
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def build_service(root: Path) -> tuple[dict, object]:
     from camtrace.detection.tiny_model import build_tiny_yolo
     from camtrace.embedding.tiny_model import build_tiny_siglip
-
     from camtrace.synthetic import generate_footage
 
     os.environ["YOLO_CONFIG_DIR"] = str(root / "ultralytics")
@@ -96,9 +102,9 @@ def main() -> None:
         env, _ = build_service(Path(tmp))
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([sys.executable, "-m", "camtrace.cli", "serve", "--port", str(port)], env=env,
-                                  cwd=tmp)
+        server = subprocess.Popen([sys.executable, "-m", "camtrace.cli", "serve", "--port", str(port)], env=env, cwd=tmp)
         try:
+
             def healthy() -> bool:
                 try:
                     return httpx.get(url + "/healthz", timeout=2).status_code == 200

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from camtrace.storage.edge import EdgeIndex
-from camtrace.storage.index import VectorIndex
-from camtrace.storage.server import ServerIndex
 from qdrant_client import QdrantClient
 
 from camtrace.services import EmbeddingModel, Services
 from camtrace.settings import Settings
+from camtrace.storage.edge import EdgeIndex
+from camtrace.storage.index import VectorIndex
+from camtrace.storage.server import ServerIndex
 from camtrace.types import IndexPoint, point_id
 
 DIM = 16
@@ -91,14 +91,45 @@ def build_scene(data_dir: Path, backend: str) -> Services:
             key = f"{camera}/{video}/{pid}.jpg"
             keys.append(key)
             services.crops.put(key, crop_jpeg(number * 10 + k))
-            payload = {"camera_id": camera, "video_id": video, "track_id": track, "ts": ts, "frame_index": frame,
-                       "bbox": [1.0, 2.0, 17.0, 34.0], "det_conf": 0.9, "crop_key": key, "model_version": "hand-made"}
+            payload = {
+                "camera_id": camera,
+                "video_id": video,
+                "track_id": track,
+                "ts": ts,
+                "frame_index": frame,
+                "bbox": [1.0, 2.0, 17.0, 34.0],
+                "det_conf": 0.9,
+                "crop_key": key,
+                "model_version": "hand-made",
+            }
             points.append(IndexPoint(pid, vector, payload))
-            detections.append({"point_id": pid, "track_id": track, "camera_id": camera, "video_id": video,
-                               "frame_index": frame, "ts": ts, "bbox": [1.0, 2.0, 17.0, 34.0], "det_conf": 0.9,
-                               "quality": 0.5 + 0.1 * k, "crop_key": key, "model_version": "hand-made"})
-        tracks.append({"id": track, "camera_id": camera, "video_id": video, "segment_index": 0,
-                       "ts_start": T0 + start, "ts_end": T0 + end, "n_boxes": CROPS_PER_TRACK, "best_crop_key": keys[0]})
+            detections.append(
+                {
+                    "point_id": pid,
+                    "track_id": track,
+                    "camera_id": camera,
+                    "video_id": video,
+                    "frame_index": frame,
+                    "ts": ts,
+                    "bbox": [1.0, 2.0, 17.0, 34.0],
+                    "det_conf": 0.9,
+                    "quality": 0.5 + 0.1 * k,
+                    "crop_key": key,
+                    "model_version": "hand-made",
+                }
+            )
+        tracks.append(
+            {
+                "id": track,
+                "camera_id": camera,
+                "video_id": video,
+                "segment_index": 0,
+                "ts_start": T0 + start,
+                "ts_end": T0 + end,
+                "n_boxes": CROPS_PER_TRACK,
+                "best_crop_key": keys[0],
+            }
+        )
     with index.session():
         index.ensure()
         index.upsert(points)
@@ -129,8 +160,10 @@ def scene_evidence():
         shape = np.exp(-0.5 * ((centres - centre) / spread) ** 2)
         return mass * shape / shape.sum()
 
-    appearance = {domain: _Appearance(positive=bump(0.9, 0.08, 200.0), negative=bump(0.3, 0.2, 2000.0),
-                                      pairs=2000.0, same=100.0) for domain in (SAME, CROSS)}
+    appearance = {
+        domain: _Appearance(positive=bump(0.9, 0.08, 200.0), negative=bump(0.3, 0.2, 2000.0), pairs=2000.0, same=100.0)
+        for domain in (SAME, CROSS)
+    }
     links = {}
     for (a, b), transit in LINKS.items():
         links[f"{a}->{b}"] = _LinkStats.around(transit, LINK_SPREAD, 20.0, 100.0)

@@ -33,8 +33,9 @@ def truth_boxes(footage_root: Path) -> tuple[dict, dict[tuple[str, int], list[tu
     return truth, boxes
 
 
-def faulty_detections(rows, rng: np.random.Generator, size: tuple[int, int], miss: float = 0.07,
-                      jitter: float = 0.04, false_rate: float = 0.02) -> np.ndarray:
+def faulty_detections(
+    rows, rng: np.random.Generator, size: tuple[int, int], miss: float = 0.07, jitter: float = 0.04, false_rate: float = 0.02
+) -> np.ndarray:
     """What a decent detector reports for ground-truth ``rows``: ~93% found, boxes off by a few per cent,
     confidences 0.3-0.9 (lower when partly hidden), now and then a box where nobody is."""
     out = []

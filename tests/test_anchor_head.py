@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from embedding_fixtures import tiny_siglip2_dir  # noqa: F401  (fixture)
+
 from camtrace.embedding import ImageTextEncoder
 from camtrace.embedding.anchor_head import (
     ANCHOR_PROMPTS,
@@ -20,8 +22,6 @@ from camtrace.embedding.anchor_head import (
     prompt_embeddings,
     vision_tokens,
 )
-from embedding_fixtures import tiny_siglip2_dir  # noqa: F401  (fixture)
-
 from camtrace.errors import ConfigError, ModelLoadError
 from camtrace.synthetic import person_crops
 
@@ -77,8 +77,9 @@ def test_head_gives_unit_rows_of_the_vision_width_and_ignores_padding(tiny_sigli
 
 def test_text_anchors_come_from_the_models_own_text_tower(tiny_siglip_dir):
     loaded, head = _head_for(tiny_siglip_dir)
-    expected = prompt_embeddings(loaded.model, loaded.processor.tokenizer, list(ANCHOR_PROMPTS), loaded.text_kwargs,
-                                 loaded.lowercase)
+    expected = prompt_embeddings(
+        loaded.model, loaded.processor.tokenizer, list(ANCHOR_PROMPTS), loaded.text_kwargs, loaded.lowercase
+    )
     torch.testing.assert_close(head.text_anchors, expected)
     assert "text_anchors" in dict(head.named_buffers()) and "text_anchors" not in dict(head.named_parameters())
 
@@ -145,8 +146,9 @@ def test_with_a_head_the_text_vector_is_unchanged_and_the_reid_vector_is_the_hea
 
 def test_onnx_export_carries_the_head_as_a_second_output(headed_dir, tmp_path, crops):
     torch_encoder = ImageTextEncoder(headed_dir, None, device="cpu")
-    onnx = ImageTextEncoder(headed_dir, None, device="cpu", batch_size=4, runtime="onnx", exports_dir=tmp_path,
-                            onnx_quantize="fp32")
+    onnx = ImageTextEncoder(
+        headed_dir, None, device="cpu", batch_size=4, runtime="onnx", exports_dir=tmp_path, onnx_quantize="fp32"
+    )
     text, reid = onnx.encode_image_pair(crops)
     assert onnx.runtime_label == "onnx fp32"
     expected_text, expected_reid = torch_encoder.encode_image_pair(crops)

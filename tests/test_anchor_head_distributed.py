@@ -7,10 +7,10 @@ import shutil
 from datetime import UTC, datetime
 
 import numpy as np
-from camtrace.workers.local import ingest_local
 from distributed_fixtures import Worker, broker, camtrace_env, run_cli, settings_from  # noqa: F401
 
 from camtrace.services import Services
+from camtrace.workers.local import ingest_local
 
 
 def _both(env: dict) -> tuple[dict, dict]:
@@ -40,8 +40,17 @@ def test_workers_write_both_vectors_as_local_mode(tmp_path, broker, tiny_yolo_di
     assert run_cli(env, "prepare").returncode == 0
     workers = [Worker("ingest,detect", env, tmp_path / "detect.log"), Worker("embed", env, tmp_path / "embed.log")]
     try:
-        done = run_cli(env, "ingest", str(path), "--camera", camera, "--start",
-                       datetime.fromtimestamp(start, tz=UTC).isoformat(), "--wait", "--json")
+        done = run_cli(
+            env,
+            "ingest",
+            str(path),
+            "--camera",
+            camera,
+            "--start",
+            datetime.fromtimestamp(start, tz=UTC).isoformat(),
+            "--wait",
+            "--json",
+        )
     finally:
         for worker in workers:
             worker.stop()

@@ -8,12 +8,12 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from camtrace.search import SearchService
-from camtrace.workers.local import ingest_local
-from camtrace.workers.pipeline import decode_jpeg
 from distributed_fixtures import camtrace_env, settings_from
 
+from camtrace.search import SearchService
 from camtrace.services import Services
+from camtrace.workers.local import ingest_local
+from camtrace.workers.pipeline import decode_jpeg
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,6 @@ def test_reembedding_writes_both_vectors(headed_service, tmp_path):
 
 def test_reindex_restores_both_vectors_and_drops_stale_reid_points(headed_service):
     from camtrace.training.promotion import reindex
-
     from camtrace.types import IndexPoint
 
     services = headed_service.services

@@ -9,9 +9,10 @@ import urllib.request
 import httpx
 import pytest
 from api_fixtures import PASSWORD, api, api_env, run_cli  # noqa: F401
-from camtrace.api.deps import PUBLIC, route_role
 from distributed_fixtures import free_port, wait_for
 from fastapi.routing import iter_route_contexts
+
+from camtrace.api.deps import PUBLIC, route_role
 
 ROLES_BELOW = {"operator": [], "investigator": ["operator"], "admin": ["operator", "investigator"]}
 
@@ -24,8 +25,13 @@ def api_routes(app):
 
 
 def concrete(path: str) -> str:
-    return (path.replace("{crop_key:path}", "cam/x.jpg").replace("{track_id}", "t1").replace("{job_id}", "j1")
-            .replace("{username}", "nobody").replace("{token_id}", "t0"))
+    return (
+        path.replace("{crop_key:path}", "cam/x.jpg")
+        .replace("{track_id}", "t1")
+        .replace("{job_id}", "j1")
+        .replace("{username}", "nobody")
+        .replace("{token_id}", "t0")
+    )
 
 
 def test_every_data_route_refuses_missing_and_wrong_credentials_and_low_roles(api):
@@ -111,8 +117,7 @@ def test_password_login_sets_a_strict_httponly_session_that_logout_ends(api):
 def test_repeated_failed_logins_are_slowed_down_per_user_and_client(api):
     run_cli(api.env, "user", "add", "target", "--role", "operator", "--password-stdin", stdin=PASSWORD + "\n")
     with httpx.Client(base_url=api.url) as attacker:
-        statuses = [attacker.post("/api/login", json={"username": "target", "password": f"guess{i}"}).status_code
-                    for i in range(7)]
+        statuses = [attacker.post("/api/login", json={"username": "target", "password": f"guess{i}"}).status_code for i in range(7)]
         assert statuses[:5] == [401] * 5 and statuses[5:] == [429, 429]
         throttled = attacker.post("/api/login", json={"username": "target", "password": PASSWORD})
         assert throttled.status_code == 429, "the right password must wait too, or guessing would go on"
@@ -194,9 +199,15 @@ def test_serve_starts_on_the_embedded_defaults_and_says_how_to_create_the_first_
 
     env = camtrace_env(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir)
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "camtrace.cli", "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "camtrace.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
+
         def answers():
             try:
                 return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()
@@ -212,13 +223,11 @@ def test_serve_starts_on_the_embedded_defaults_and_says_how_to_create_the_first_
     assert "camtrace user add admin --role admin" in stderr
 
 
-
-
-
 def test_a_route_that_declares_no_role_is_admin_only(api):
-    from camtrace.api.app import create_app
     from distributed_fixtures import settings_from
     from fastapi.testclient import TestClient
+
+    from camtrace.api.app import create_app
 
     app = create_app(settings_from(api.env))
 

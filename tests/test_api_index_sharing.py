@@ -7,8 +7,8 @@ import sys
 import time
 
 import numpy as np
-from camtrace.storage.edge import EdgeIndex
 
+from camtrace.storage.edge import EdgeIndex
 from camtrace.types import IndexPoint, point_id
 
 DIM = 8
@@ -28,8 +28,17 @@ def points(n: int) -> list[IndexPoint]:
         IndexPoint(
             id=point_id("v", i, "v:0:1"),
             vector=rng.standard_normal(DIM).astype(np.float32),
-            payload={"camera_id": "cam", "video_id": "v", "track_id": f"v:0:{i}", "ts": float(i), "frame_index": i,
-                     "bbox": [0.0, 0.0, 1.0, 1.0], "det_conf": 0.9, "crop_key": f"cam/{i}.jpg", "model_version": "m"},
+            payload={
+                "camera_id": "cam",
+                "video_id": "v",
+                "track_id": f"v:0:{i}",
+                "ts": float(i),
+                "frame_index": i,
+                "bbox": [0.0, 0.0, 1.0, 1.0],
+                "det_conf": 0.9,
+                "crop_key": f"cam/{i}.jpg",
+                "model_version": "m",
+            },
         )
         for i in range(n)
     ]
@@ -44,8 +53,9 @@ def test_a_kept_open_shard_serves_the_next_call_and_yields_to_a_waiting_process(
     assert index.count() == 20 and index._shard is loaded
 
     # Another process asks for the shard: it gets it long before keep_open (30 s) runs out.
-    other = subprocess.run([sys.executable, "-c", COUNT_IN_ANOTHER_PROCESS, str(tmp_path)], capture_output=True,
-                           text=True, timeout=60)
+    other = subprocess.run(
+        [sys.executable, "-c", COUNT_IN_ANOTHER_PROCESS, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
     assert other.returncode == 0, other.stderr
     count, waited = other.stdout.split()
     assert int(count) == 20 and float(waited) < 25

@@ -10,6 +10,7 @@ from distributed_fixtures import free_port, redis_server, settings_from  # noqa:
 
 def test_jobs_are_queued_for_the_workers_and_a_dead_broker_is_named(api, redis_server, footage):
     import httpx
+
     from camtrace.api.app import create_app
 
     camera, path = next(iter(sorted(footage.videos.items())))

@@ -37,8 +37,14 @@ def test_no_operation_answers_a_server_error_or_an_undocumented_status(throwaway
     statuses: dict[str, set[int]] = {}
 
     for operation in operations:
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))
+
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=operation.as_strategy())
         def check(case):
             response = case.call_and_validate(headers=headers, checks=[not_a_server_error, status_code_conformance])

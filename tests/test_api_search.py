@@ -122,11 +122,12 @@ def test_photo_search_finds_the_persons_of_a_frame_and_searches_the_one_picked(a
         assert all(p["crop_url"].startswith("data:image/jpeg;base64,") for p in body["persons"])
         assert 1 <= len(body["results"]) <= 5
         picked = persons[-1]
-        chosen = client.post("/api/search/image", params={"limit": 5, "person": picked.index},
-                             files={"file": ("frame.jpg", jpeg, "image/jpeg")}).json()
+        chosen = client.post(
+            "/api/search/image", params={"limit": 5, "person": picked.index}, files={"file": ("frame.jpg", jpeg, "image/jpeg")}
+        ).json()
         assert chosen["person"] == picked.index
         x1, y1, x2, y2 = (int(round(v)) for v in picked.box)
-        expected = stage.by_image(frame[max(0, y1):y2, max(0, x1):x2], stage.make_filter(), limit=5, detect=False)
+        expected = stage.by_image(frame[max(0, y1) : y2, max(0, x1) : x2], stage.make_filter(), limit=5, detect=False)
         assert [r["track_id"] for r in chosen["results"]] == [r.track_id for r in expected]
         missing = client.post("/api/search/image", params={"person": 99}, files={"file": ("frame.jpg", jpeg, "image/jpeg")})
         assert missing.status_code == 400 and "person 99" in missing.json()["error"]
@@ -140,8 +141,9 @@ def test_photo_search_with_a_stored_crop_returns_its_track_first_and_bad_uploads
     data = api.services.crops.get(detection.crop_key)
     before = api.services.db.counts()
     with api.client("operator") as client:
-        response = client.post("/api/search/image", params={"detect": "false", "limit": 3},
-                               files={"file": ("crop.jpg", data, "image/jpeg")})
+        response = client.post(
+            "/api/search/image", params={"detect": "false", "limit": 3}, files={"file": ("crop.jpg", data, "image/jpeg")}
+        )
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["person"] is None and body["persons"] == []
@@ -152,8 +154,9 @@ def test_photo_search_with_a_stored_crop_returns_its_track_first_and_bad_uploads
         too_big = client.post("/api/search/image", files={"file": ("big.jpg", b"\xff\xd8" + b"0" * (2 * 2**20), "image/jpeg")})
         assert too_big.status_code == 413 and "CAMTRACE_MAX_UPLOAD_MB" in too_big.json()["error"]
         assert client.post("/api/search/image").status_code == 422  # no file at all
-        assert client.post("/api/search/image", params={"since": "soon"},
-                           files={"file": ("crop.jpg", data, "image/jpeg")}).status_code in (400, 422)
+        assert client.post(
+            "/api/search/image", params={"since": "soon"}, files={"file": ("crop.jpg", data, "image/jpeg")}
+        ).status_code in (400, 422)
     assert api.services.db.counts() == before
 
 
@@ -194,8 +197,12 @@ def test_reid_trace_feedback_and_exports(api, tracks_by_camera):
         assert record.status_code == 200, record.text
         assert record.json()["verdict"] == "same" and record.json()["username"] == "investigator"
         if rejected:
-            assert client.post("/api/feedback", json={"track_id": seed, "candidate_track_id": rejected,
-                                                      "verdict": "different"}).status_code == 200
+            assert (
+                client.post(
+                    "/api/feedback", json={"track_id": seed, "candidate_track_id": rejected, "verdict": "different"}
+                ).status_code
+                == 200
+            )
         again = [c["track_id"] for c in client.post(f"/api/search/track/{seed}", json={"limit": 10}).json()["results"]]
         assert confirmed not in again and (rejected is None or rejected not in again)  # decided ones are not offered again
         bad = client.post("/api/feedback", json={"track_id": seed, "candidate_track_id": confirmed, "verdict": "maybe"})
@@ -239,8 +246,13 @@ def test_a_camera_restricted_user_sees_nothing_of_other_cameras(api, tracks_by_c
         assert len(results) == min(50, len(tracks_by_camera[mine]))
         refused = client.post("/api/search/text", json={"text": QUERY, "cameras": [other]})
         assert refused.status_code == 404  # like an unknown camera, never a 403 that confirms it exists
-        for url in (f"/api/tracks/{theirs}", f"/api/tracks/{theirs}/frame", f"/api/trace/{theirs}",
-                    f"/api/trace/{theirs}/export?format=csv", other_crop):
+        for url in (
+            f"/api/tracks/{theirs}",
+            f"/api/tracks/{theirs}/frame",
+            f"/api/trace/{theirs}",
+            f"/api/trace/{theirs}/export?format=csv",
+            other_crop,
+        ):
             response = client.get(url)
             assert response.status_code == 404, (url, response.status_code)
         assert client.post(f"/api/search/track/{theirs}", json={}).status_code == 404
@@ -251,8 +263,11 @@ def test_a_camera_restricted_user_sees_nothing_of_other_cameras(api, tracks_by_c
         trace = client.get(f"/api/trace/{tracks_by_camera[mine][0]}").json()
         assert {s["camera_id"] for s in trace["steps"]} == {mine}
         _, frame = busiest_frame_of(api, other)
-        photo = client.post("/api/search/image", params={"limit": 50},
-                            files={"file": ("f.jpg", cv2.imencode(".jpg", frame)[1].tobytes(), "image/jpeg")})
+        photo = client.post(
+            "/api/search/image",
+            params={"limit": 50},
+            files={"file": ("f.jpg", cv2.imencode(".jpg", frame)[1].tobytes(), "image/jpeg")},
+        )
         assert {r["camera_id"] for r in photo.json()["results"]} <= {mine}
 
 

@@ -41,12 +41,13 @@ def jpeg_claiming(width: int, height: int) -> bytes:
     Image.new("RGB", (8, 8), "red").save(buffer, "JPEG", quality=10)
     data = bytearray(buffer.getvalue())
     sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
 
 
 def png_of_zeros(width: int, height: int) -> bytes:
     """A complete grey PNG of ``width`` x ``height`` zeros: a few hundred KB that inflate to width x height bytes."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
@@ -107,19 +108,28 @@ def site(tmp_path_factory, tiny_yolo_dir, tiny_siglip_dir, footage):
     shutil.copyfile(video, root / "ingest-here" / "footage" / "cam1.mp4")
     spool = root / "spool"
     spool.mkdir()
-    env = camtrace_env(root / "data", tiny_yolo_dir, tiny_siglip_dir, CAMTRACE_MAX_UPLOAD_MB="1",
-                       CAMTRACE_LOG_LEVEL="WARNING", TMPDIR=str(spool))
+    env = camtrace_env(
+        root / "data", tiny_yolo_dir, tiny_siglip_dir, CAMTRACE_MAX_UPLOAD_MB="1", CAMTRACE_LOG_LEVEL="WARNING", TMPDIR=str(spool)
+    )
     cli = [sys.executable, "-m", "camtrace.cli"]
-    subprocess.run([*cli, "ingest", "footage/cam1.mp4", "--camera", "cam1", "--start", iso(footage.start_ts[camera]),
-                    "--no-progress"], cwd=root / "ingest-here", env=env, check=True, capture_output=True, timeout=300)
-    out = subprocess.run([*cli, "user", "add", "boss", "--role", "admin", "--json"], env=env, check=True,
-                         capture_output=True, text=True, timeout=60).stdout
+    subprocess.run(
+        [*cli, "ingest", "footage/cam1.mp4", "--camera", "cam1", "--start", iso(footage.start_ts[camera]), "--no-progress"],
+        cwd=root / "ingest-here",
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    out = subprocess.run(
+        [*cli, "user", "add", "boss", "--role", "admin", "--json"], env=env, check=True, capture_output=True, text=True, timeout=60
+    ).stdout
     token = json.loads(out)["token"]
     elsewhere = root / "elsewhere"
     elsewhere.mkdir()
     port = free_port()
-    server = subprocess.Popen([*cli, "serve", "--port", str(port)], cwd=elsewhere, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [*cli, "serve", "--port", str(port)], cwd=elsewhere, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
 
     def answers():
         try:
@@ -128,8 +138,16 @@ def site(tmp_path_factory, tiny_yolo_dir, tiny_siglip_dir, footage):
             return False
 
     wait_for(answers, 60, "camtrace serve to answer")
-    yield {"url": f"http://127.0.0.1:{port}", "port": port, "pid": server.pid, "env": env, "token": token,
-           "root": root, "spool": spool, "video": root / "ingest-here" / "footage" / "cam1.mp4"}
+    yield {
+        "url": f"http://127.0.0.1:{port}",
+        "port": port,
+        "pid": server.pid,
+        "env": env,
+        "token": token,
+        "root": root,
+        "spool": spool,
+        "video": root / "ingest-here" / "footage" / "cam1.mp4",
+    }
     server.terminate()
     server.communicate(timeout=20)
 
@@ -203,8 +221,10 @@ def test_pixel_bombs_are_refused_from_their_header_and_cost_no_memory(site):
 
 def test_bodies_are_refused_before_they_are_read_or_spooled(site):
     port, token = site["port"], site["token"]
-    multipart = ("POST /api/search/image HTTP/1.1\nHost: x\nContent-Type: multipart/form-data; boundary=b\n"
-                 f"Content-Length: {300 * 2**20}\n{{auth}}\n")
+    multipart = (
+        "POST /api/search/image HTTP/1.1\nHost: x\nContent-Type: multipart/form-data; boundary=b\n"
+        f"Content-Length: {300 * 2**20}\n{{auth}}\n"
+    )
     json_head = "POST /api/search/text HTTP/1.1\nHost: x\nContent-Type: application/json\nContent-Length: {n}\n{auth}\n"
     auth = f"Authorization: Bearer {token}"
     # Without credentials: 401 at once, the 300 MB and 56 MB never sent.
@@ -215,13 +235,17 @@ def test_bodies_are_refused_before_they_are_read_or_spooled(site):
     status, _, _ = raw_request(port, malformed, [b"{not json"])
     assert status == 401  # a malformed body without credentials is an authentication failure first
     # With credentials: 413 at once, still nothing read.
-    for head, limit in ((multipart.format(auth=auth), "CAMTRACE_MAX_UPLOAD_MB"),
-                        (json_head.format(n=56 * 2**20, auth=auth), "64 KiB")):
+    for head, limit in (
+        (multipart.format(auth=auth), "CAMTRACE_MAX_UPLOAD_MB"),
+        (json_head.format(n=56 * 2**20, auth=auth), "64 KiB"),
+    ):
         status, _, body = raw_request(port, head)
         assert status == 413 and limit in json.loads(body)["error"]
     # A streamed body with no length is cut off at the limit.
-    chunked = ("POST /api/search/image HTTP/1.1\nHost: x\nContent-Type: multipart/form-data; boundary=b\n"
-               f"{auth}\nTransfer-Encoding: chunked\n")
+    chunked = (
+        "POST /api/search/image HTTP/1.1\nHost: x\nContent-Type: multipart/form-data; boundary=b\n"
+        f"{auth}\nTransfer-Encoding: chunked\n"
+    )
     part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
     pieces = [part] + [b"x" * 65536] * 48  # 3 MiB of file, never ending
     status, _, body = raw_request(port, chunked, [b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces])
@@ -231,9 +255,18 @@ def test_bodies_are_refused_before_they_are_read_or_spooled(site):
 # The shared service (uvicorn in a thread over the session's index) ----------------------------------------
 def test_security_headers_on_every_answer(api):
     with httpx.Client(base_url=api.url) as anonymous, api.client("operator") as operator:
-        answers = [anonymous.get("/"), anonymous.get("/app.js"), anonymous.get("/healthz"), anonymous.get("/api/me"),
-                   anonymous.post("/api/login", json={}), operator.get("/api/tracks/none"), operator.get("/api/me"),
-                   operator.request("OPTIONS", "/api/cameras"), operator.put("/api/cameras"), operator.get("/docs")]
+        answers = [
+            anonymous.get("/"),
+            anonymous.get("/app.js"),
+            anonymous.get("/healthz"),
+            anonymous.get("/api/me"),
+            anonymous.post("/api/login", json={}),
+            operator.get("/api/tracks/none"),
+            operator.get("/api/me"),
+            operator.request("OPTIONS", "/api/cameras"),
+            operator.put("/api/cameras"),
+            operator.get("/docs"),
+        ]
     for response in answers:
         csp = response.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "style-src 'self'" in csp and "frame-ancestors 'none'" in csp
@@ -286,13 +319,13 @@ def test_every_change_and_its_audit_row_commit_together(api, tracks_by_camera):
     first, second = tracks_by_camera[api.cameras[0]][0], tracks_by_camera[api.cameras[1]][0]
     db = api.services.db
     with db.engine.begin() as conn:
-        conn.execute(text("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log "
-                          "BEGIN SELECT RAISE(ABORT, 'audit inserts refused'); END"))
+        conn.execute(
+            text("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit inserts refused'); END")
+        )
     try:
         with api.client("admin") as admin, api.client("investigator") as investigator:
             answers = [
-                investigator.post("/api/feedback", json={"track_id": first, "candidate_track_id": second,
-                                                         "verdict": "different"}),
+                investigator.post("/api/feedback", json={"track_id": first, "candidate_track_id": second, "verdict": "different"}),
                 admin.post("/api/users", json={"username": "mallory", "role": "admin", "password": PASSWORD}),
                 admin.post("/api/cameras", json={"id": "ghostcam"}),
                 admin.post("/api/users/operator/tokens", json={}),
@@ -307,8 +340,7 @@ def test_every_change_and_its_audit_row_commit_together(api, tracks_by_camera):
     for answer in answers:
         assert "INSERT" not in answer.text and "sqlite" not in answer.text.lower() and "/tmp" not in answer.text
         assert "set-cookie" not in answer.headers
-    assert all(not {first, second} <= {f.track_id, f.candidate_track_id} or f.verdict != "different"
-               for f in db.feedback_pairs())
+    assert all(not {first, second} <= {f.track_id, f.candidate_track_id} or f.verdict != "different" for f in db.feedback_pairs())
     assert "mallory" not in [u.username for u, _ in api.access.users()] and "ghostcam" not in db.camera_ids()
     assert len(api.access.tokens("operator")) == 1 and api.access.get_user("investigator")
     assert httpx.post(f"{api.url}/api/login", json={"username": "mallory", "password": PASSWORD}).status_code == 401
@@ -320,12 +352,22 @@ def test_nan_huge_numbers_and_nul_bytes_answer_documented_4xx(api, tracks_by_cam
     schema = api.app.openapi()
     with api.client("admin") as admin:
         cases = [
-            (admin.post("/api/search/text", content='{"text": "red", "since": NaN}',
-                        headers={"content-type": "application/json"}), 422),
+            (
+                admin.post(
+                    "/api/search/text", content='{"text": "red", "since": NaN}', headers={"content-type": "application/json"}
+                ),
+                422,
+            ),
             (admin.post("/api/search/text", json={"text": "red", "until": "inf"}), 422),
             (admin.post("/api/search/text", json={"text": "red", "since": 1e300}), 422),
-            (admin.post("/api/search/text", content='{"text": "red", "min_score": Infinity}',
-                        headers={"content-type": "application/json"}), 422),
+            (
+                admin.post(
+                    "/api/search/text",
+                    content='{"text": "red", "min_score": Infinity}',
+                    headers={"content-type": "application/json"},
+                ),
+                422,
+            ),
             (admin.get("/api/audit", params={"offset": 2**63}), 422),
             (admin.get("/api/audit", params={"since": "nan"}), 400),
             (admin.get(f"/api/trace/{track}", params={"min_probability": "nan"}), 422),
@@ -346,8 +388,9 @@ def test_nan_huge_numbers_and_nul_bytes_answer_documented_4xx(api, tracks_by_cam
 
 def test_forged_forwarded_for_counts_for_nothing_without_trusted_proxies(api):
     name = f"nobody{random.randrange(10**6)}"
-    answer = httpx.post(f"{api.url}/api/login", json={"username": name, "password": "wrong password"},
-                        headers={"X-Forwarded-For": "6.6.6.6"})
+    answer = httpx.post(
+        f"{api.url}/api/login", json={"username": name, "password": "wrong password"}, headers={"X-Forwarded-For": "6.6.6.6"}
+    )
     assert answer.status_code == 401
     rows = audit_actions(api, user=name)
     assert [(r["action"], r["client"]) for r in rows] == [("login_failed", "127.0.0.1")]
@@ -368,8 +411,12 @@ def copy_service(api, tmp_path):
 
 
 def login(url: str, name: str, address: str, password: str = "wrong password") -> httpx.Response:
-    return httpx.post(f"{url}/api/login", json={"username": name, "password": password},
-                      headers={"X-Forwarded-For": f"203.0.113.9, {address}"}, timeout=60)
+    return httpx.post(
+        f"{url}/api/login",
+        json={"username": name, "password": password},
+        headers={"X-Forwarded-For": f"203.0.113.9, {address}"},
+        timeout=60,
+    )
 
 
 def test_failed_logins_are_limited_per_address_and_globally(copy_service, monkeypatch):
@@ -382,7 +429,7 @@ def test_failed_logins_are_limited_per_address_and_globally(copy_service, monkey
         conn.execute(delete(access_module.LoginFailure))
     # From one address, a new name each time: the per-address limit stops it.
     statuses = [login(url, f"guess{i}", "198.51.100.7").status_code for i in range(access_module.FREE_ADDRESS_FAILURES + 2)]
-    assert statuses[:access_module.FREE_ADDRESS_FAILURES] == [401] * access_module.FREE_ADDRESS_FAILURES
+    assert statuses[: access_module.FREE_ADDRESS_FAILURES] == [401] * access_module.FREE_ADDRESS_FAILURES
     assert statuses[-1] == 429
     assert login(url, "operator", "198.51.100.7", PASSWORD).status_code == 429  # the right password waits too
     assert login(url, "operator", "198.51.100.8", PASSWORD).status_code == 200  # another address is not held back
@@ -448,8 +495,11 @@ def test_the_cli_refuses_what_the_api_refuses(api):
     assert "camera id" in refused("camera", "add", "<img src=x>", "rtsp://h/s")
     assert "camera id" in refused("ingest", "/nonexistent.mp4", "--camera", "a b")
     with api.client("admin") as admin:
-        for body in ({"username": "<b>bob</b>", "role": "operator"}, {"username": "carol", "role": "operator",
-                     "cameras": ["<script>"]}, {"username": "dave", "role": "operator", "password": "a"}):
+        for body in (
+            {"username": "<b>bob</b>", "role": "operator"},
+            {"username": "carol", "role": "operator", "cameras": ["<script>"]},
+            {"username": "dave", "role": "operator", "password": "a"},
+        ):
             assert admin.post("/api/users", json=body).status_code == 422
     names = [u.username for u, _ in api.access.users()]
     assert not {"shorty", "<b>bob</b>", "carol", "dave"} & set(names)
@@ -483,14 +533,16 @@ def test_tokens_expire_and_are_listed_and_revoked_one_by_one_over_http_and_the_c
     assert "revoked" in run_cli(api.env, "token", "revoke", first)
     assert [t["id"] for t in json.loads(run_cli(api.env, "token", "list", "scripts", "--json"))] == [created["id"]]
     actions = [(r["action"], r["client"]) for r in audit_actions(api) if "scripts" in json.dumps(r)]
-    for expected in (("token_create", "cli"), ("token_create", "127.0.0.1"), ("token_revoke", "127.0.0.1"),
-                     ("token_revoke", "cli")):
+    for expected in (
+        ("token_create", "cli"),
+        ("token_create", "127.0.0.1"),
+        ("token_revoke", "127.0.0.1"),
+        ("token_revoke", "cli"),
+    ):
         assert expected in actions, actions
 
 
-def test_a_folder_under_the_ingest_roots_with_a_symlink_out_of_them_is_ingested_without_it(
-    api, redis_server, footage, tmp_path
-):
+def test_a_folder_under_the_ingest_roots_with_a_symlink_out_of_them_is_ingested_without_it(api, redis_server, footage, tmp_path):
     """The real ingest task on a real worker: the linked file is skipped and named in the job's error."""
     from camtrace.api.app import create_app
 
@@ -503,14 +555,20 @@ def test_a_folder_under_the_ingest_roots_with_a_symlink_out_of_them_is_ingested_
     outside.mkdir()
     shutil.copyfile(videos[1], outside / "secret.mp4")
     (root / "b-link.mp4").symlink_to(outside / "secret.mp4")
-    env = {**api.env, "CAMTRACE_DATA_DIR": str(copy), "CAMTRACE_BROKER_URL": redis_server.url,
-           "CAMTRACE_INGEST_ROOTS": str(tmp_path / "roots")}
+    env = {
+        **api.env,
+        "CAMTRACE_DATA_DIR": str(copy),
+        "CAMTRACE_BROKER_URL": redis_server.url,
+        "CAMTRACE_INGEST_ROOTS": str(tmp_path / "roots"),
+    }
     app = create_app(settings_from(env))
     worker = Worker("ingest", env, tmp_path / "worker.log")
     port = free_port()
     try:
-        with ThreadedServer(app, port), httpx.Client(base_url=f"http://127.0.0.1:{port}",
-                                                     headers={"Authorization": f"Bearer {api.tokens['admin']}"}) as admin:
+        with (
+            ThreadedServer(app, port),
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {api.tokens['admin']}"}) as admin,
+        ):
             refused = admin.post("/api/jobs", json={"source": str(root / "b-link.mp4"), "camera": "lobby"})
             assert refused.status_code == 403  # named directly, the link is refused at once
             queued = admin.post("/api/jobs", json={"source": str(root), "camera": "lobby"})
@@ -530,8 +588,12 @@ def test_a_folder_under_the_ingest_roots_with_a_symlink_out_of_them_is_ingested_
 
     db = Database(settings_from(env).sql_url)
     with db.engine.connect() as conn:
-        sources = {row[0] for row in conn.execute(text("SELECT v.source FROM videos v JOIN segments s "
-                                                        "ON s.video_id = v.id WHERE s.job_id = :j"), {"j": job_id})}
+        sources = {
+            row[0]
+            for row in conn.execute(
+                text("SELECT v.source FROM videos v JOIN segments s ON s.video_id = v.id WHERE s.job_id = :j"), {"j": job_id}
+            )
+        }
     db.close()
     assert sources == {str((root / "a-inside.mp4").resolve())}
 
@@ -546,4 +608,3 @@ def tracks_by_camera(api) -> dict[str, list[str]]:
     for row in rows:
         found.setdefault(row.camera_id, []).append(row.id)
     return found
-

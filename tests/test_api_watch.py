@@ -23,15 +23,15 @@ import httpx
 import numpy as np
 import pytest
 from api_fixtures import ThreadedServer
-from camtrace.storage.access import AccessStore
-from camtrace.storage.sql import Feedback, Track
-from camtrace.storage.watchlists import WatchStore
 from distributed_fixtures import camtrace_env, free_port, settings_from, wait_for
 from sqlalchemy import select
 from watch_fixtures import SECRET, Broker, Receiver, Subscriber
 
 from camtrace.notify import AlertSender
 from camtrace.services import Services
+from camtrace.storage.access import AccessStore
+from camtrace.storage.sql import Feedback, Track
+from camtrace.storage.watchlists import WatchStore
 from camtrace.synthetic import FigureDetector, generate_footage, write_footage
 
 HOUR = 3600.0
@@ -43,8 +43,9 @@ class EventStream:
     def __init__(self, url: str, token: str) -> None:
         self.events: list[dict] = []
         self.opened = threading.Event()
-        self.client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
-                                   timeout=httpx.Timeout(5.0, read=None))
+        self.client = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=httpx.Timeout(5.0, read=None)
+        )
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
         assert self.opened.wait(20), "the alert stream did not open"
@@ -82,8 +83,10 @@ def same_person_evidence(tracks: int):
         shape = np.exp(-0.5 * ((centres - centre) / spread) ** 2)
         return mass * shape / shape.sum()
 
-    appearance = {domain: _Appearance(positive=bump(0.995, 0.01, 200.0), negative=bump(0.6, 0.2, 2000.0),
-                                      pairs=2000.0, same=100.0) for domain in (SAME, CROSS)}
+    appearance = {
+        domain: _Appearance(positive=bump(0.995, 0.01, 200.0), negative=bump(0.6, 0.2, 2000.0), pairs=2000.0, same=100.0)
+        for domain in (SAME, CROSS)
+    }
     return IdentityEvidence(600.0, appearance, {}, tracks=tracks)
 
 
@@ -104,15 +107,33 @@ def site(tmp_path_factory, tiny_yolo_dir, tiny_siglip_dir):
         # Camera index 0 of every footage has the same empty scene: the walk's pixels are the same on any camera.
         # A walk seen ``again`` gets one more empty frame at the end: another file (a video's id is a hash of its
         # content), the same crops.
-        return write_footage(folder, [camera], [base.identities[person]], [walk], n_frames=base.n_frames + again,
-                             fps=base.fps, size=base.size, start_ts=at, seed=base.seed, scene_seed=base.seed)
+        return write_footage(
+            folder,
+            [camera],
+            [base.identities[person]],
+            [walk],
+            n_frames=base.n_frames + again,
+            fps=base.fps,
+            size=base.size,
+            start_ts=at,
+            seed=base.seed,
+            scene_seed=base.seed,
+        )
 
     receiver = Receiver()
     broker = Broker(root)
     topic = f"camtrace/alerts/test-{uuid.uuid4().hex[:8]}"
-    env = camtrace_env(root / "data", tiny_yolo_dir, tiny_siglip_dir, CAMTRACE_SEGMENT_SECONDS="60",
-                       CAMTRACE_LOG_LEVEL="WARNING", CAMTRACE_MQTT_URL=f"mqtt://127.0.0.1:{broker.port}",
-                       CAMTRACE_MQTT_TOPIC=topic, CAMTRACE_WEBHOOK_URLS=receiver.url, CAMTRACE_WEBHOOK_SECRET=SECRET)
+    env = camtrace_env(
+        root / "data",
+        tiny_yolo_dir,
+        tiny_siglip_dir,
+        CAMTRACE_SEGMENT_SECONDS="60",
+        CAMTRACE_LOG_LEVEL="WARNING",
+        CAMTRACE_MQTT_URL=f"mqtt://127.0.0.1:{broker.port}",
+        CAMTRACE_MQTT_TOPIC=topic,
+        CAMTRACE_WEBHOOK_URLS=receiver.url,
+        CAMTRACE_WEBHOOK_SECRET=SECRET,
+    )
     settings = settings_from(env)
     from camtrace.api.app import create_app
 
@@ -126,22 +147,32 @@ def site(tmp_path_factory, tiny_yolo_dir, tiny_siglip_dir):
         ingest_local(services, str(footage.videos[camera]), camera, footage.start_ts[camera], progress=False)
         with services.db.engine.connect() as conn:
             video = next(iter(footage.videos.values()))
-            return [row.id for row in conn.execute(select(Track.id, Track.video_id).order_by(Track.ts_start))
-                    if row.video_id == services.db.get_video(row.video_id).id
-                    and Path(services.db.get_video(row.video_id).source) == video.resolve()]
+            return [
+                row.id
+                for row in conn.execute(select(Track.id, Track.video_id).order_by(Track.ts_start))
+                if row.video_id == services.db.get_video(row.video_id).id
+                and Path(services.db.get_video(row.video_id).source) == video.resolve()
+            ]
 
     seen = {person: ingest(alone(person, "cam1", start + 20 * k), "cam1") for k, person in enumerate(base.identities)}
     services.db.ensure_camera("cam2")
     services.db.ensure_camera("cam3")
     access = AccessStore(services.db)
-    tokens = {name: access.add_user(name, role, cameras).token for name, role, cameras in (
-        ("admin", "admin", None), ("ivy", "investigator", None), ("otto", "operator", None),
-        ("cam3only", "investigator", ["cam3"]), ("cam1only", "investigator", ["cam1"]))}
+    tokens = {
+        name: access.add_user(name, role, cameras).token
+        for name, role, cameras in (
+            ("admin", "admin", None),
+            ("ivy", "investigator", None),
+            ("otto", "operator", None),
+            ("cam3only", "investigator", ["cam3"]),
+            ("cam1only", "investigator", ["cam1"]),
+        )
+    }
     port = free_port()
     server = ThreadedServer(app, port).__enter__()
-    yield dataclasses.make_dataclass("Site", ["url", "app", "services", "tokens", "seen", "alone", "ingest",
-                                              "receiver", "broker", "topic", "start"])(
-        f"http://127.0.0.1:{port}", app, services, tokens, seen, alone, ingest, receiver, broker, topic, start)
+    yield dataclasses.make_dataclass(
+        "Site", ["url", "app", "services", "tokens", "seen", "alone", "ingest", "receiver", "broker", "topic", "start"]
+    )(f"http://127.0.0.1:{port}", app, services, tokens, seen, alone, ingest, receiver, broker, topic, start)
     server.__exit__()
     broker.stop()
     receiver.server.shutdown()
@@ -162,8 +193,13 @@ def test_watchlist_entries_over_http(site):
         assert unknown.status_code == 404 and "does not exist" in unknown.json()["error"]
         camera = ivy.post("/api/watchlist", json={"track_id": seed, "cameras": ["cam9"]})
         assert camera.status_code == 404 and "unknown camera" in camera.json()["error"]
-        for bad in ({"track_id": seed, "min_probability": 1.5}, {"track_id": seed, "since": "yesterday-ish"},
-                    {"track_id": seed, "colour": "red"}, {}, {"track_id": seed, "text": "man in red"}):
+        for bad in (
+            {"track_id": seed, "min_probability": 1.5},
+            {"track_id": seed, "since": "yesterday-ish"},
+            {"track_id": seed, "colour": "red"},
+            {},
+            {"track_id": seed, "text": "man in red"},
+        ):
             answer = ivy.post("/api/watchlist", json=bad)
             assert answer.status_code in (400, 422), (bad, answer.text)
             assert answer.json()["error"]
@@ -187,13 +223,18 @@ def test_watchlist_entries_over_http(site):
     with client(site, "cam3only") as limited:
         # A track on a camera the user may not see is refused like one that does not exist.
         hidden = limited.post("/api/watchlist", json={"track_id": seed})
-        assert hidden.status_code == 404 and hidden.json()["error"].replace(seed, "?") == \
-            unknown.json()["error"].replace("no-such-track", "?")
+        assert hidden.status_code == 404 and hidden.json()["error"].replace(seed, "?") == unknown.json()["error"].replace(
+            "no-such-track", "?"
+        )
         assert limited.get("/api/watchlist").json() == {"entries": []}  # ivy's entry watches every camera
-    actions = [(r.username, r.action) for r in AccessStore(site.services.db).audit_rows(limit=20)
-               if r.action.startswith("watch_")]
-    assert actions[:5] == [("ivy", "watch_remove"), ("ivy", "watch_add"), ("ivy", "watch_remove"), ("ivy", "watch_add"),
-                           ("ivy", "watch_add")]
+    actions = [(r.username, r.action) for r in AccessStore(site.services.db).audit_rows(limit=20) if r.action.startswith("watch_")]
+    assert actions[:5] == [
+        ("ivy", "watch_remove"),
+        ("ivy", "watch_add"),
+        ("ivy", "watch_remove"),
+        ("ivy", "watch_add"),
+        ("ivy", "watch_add"),
+    ]
 
 
 def test_an_alert_for_the_person_only_delivered_live_and_after_outages(site):
@@ -214,8 +255,11 @@ def test_an_alert_for_the_person_only_delivered_live_and_after_outages(site):
         # An hour later: the person of the entry on cam2; the three others on cam3.
         later = site.start + HOUR
         person_tracks = site.ingest(calibrated(site.alone("p1", "cam2", later, again=True)), "cam2")
-        other_tracks = [t for k, p in enumerate(("p2", "p3", "p4"))
-                        for t in site.ingest(calibrated(site.alone(p, "cam3", later + 20 * (k + 1), again=True)), "cam3")]
+        other_tracks = [
+            t
+            for k, p in enumerate(("p2", "p3", "p4"))
+            for t in site.ingest(calibrated(site.alone(p, "cam3", later + 20 * (k + 1), again=True)), "cam3")
+        ]
         assert person_tracks and other_tracks
         with client(site, "admin") as admin:
             alerts = admin.get("/api/alerts").json()["alerts"]
@@ -226,7 +270,8 @@ def test_an_alert_for_the_person_only_delivered_live_and_after_outages(site):
         assert alert["crop_url"].startswith("/api/crops/cam2/") and alert["track_url"].startswith("/#track/")
         wait_for(lambda: admin_stream.events, 15, "the alert on the stream")
         assert [(e["event"], e["id"], e["data"]["track_id"]) for e in admin_stream.events] == [
-            ("alert", str(alert["id"]), alert["track_id"])]
+            ("alert", str(alert["id"]), alert["track_id"])
+        ]
         # A user limited to cam3 neither lists nor receives an alert on cam2.
         with client(site, "cam3only") as limited:
             assert limited.get("/api/alerts").json() == {"alerts": []}
@@ -272,12 +317,13 @@ def test_an_alert_for_the_person_only_delivered_live_and_after_outages(site):
         dismissed = otto.post(f"/api/alerts/{alert['id']}/ack", json={"action": "dismiss"}).json()
         assert dismissed["status"] == "dismissed"
     audit = AccessStore(services.db).audit_rows(limit=30)
-    assert [(r.username, r.action, r.result_ids) for r in audit if r.action in ("alert_acknowledge", "alert_dismiss")] \
-        == [("otto", "alert_dismiss", [alert["track_id"]]), ("otto", "alert_acknowledge", [alert["track_id"]])]
+    assert [(r.username, r.action, r.result_ids) for r in audit if r.action in ("alert_acknowledge", "alert_dismiss")] == [
+        ("otto", "alert_dismiss", [alert["track_id"]]),
+        ("otto", "alert_acknowledge", [alert["track_id"]]),
+    ]
     assert any(r.action == "alert_raised" and r.result_ids == [alert["track_id"]] for r in audit)
     with services.db.engine.connect() as conn:
-        verdicts = conn.execute(select(Feedback.track_id, Feedback.candidate_track_id, Feedback.verdict,
-                                       Feedback.username)).all()
+        verdicts = conn.execute(select(Feedback.track_id, Feedback.candidate_track_id, Feedback.verdict, Feedback.username)).all()
     assert [tuple(v) for v in verdicts] == [(site.seen["p1"][0], alert["track_id"], "different", "otto")]
 
 

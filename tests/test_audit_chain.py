@@ -11,14 +11,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from camtrace.storage.access import AccessStore
-from camtrace.storage.audit import GENESIS_HASH
-from camtrace.storage.sql import Database, alembic_config
 from click.testing import CliRunner
 from sqlalchemy import text
 from storage_fixtures import postgres_url, url  # noqa: F401  (fixtures)
 
 from camtrace.errors import StorageError
+from camtrace.storage.access import AccessStore
+from camtrace.storage.audit import GENESIS_HASH
+from camtrace.storage.sql import Database, alembic_config
 
 
 @pytest.fixture
@@ -62,14 +62,21 @@ def test_an_untouched_log_verifies_and_its_head_can_be_exported(access: AccessSt
     assert access.verify_audit([(6, "f" * 64)]).bad_row == 6  # a wrong anchor is not taken for good
 
 
-@pytest.mark.parametrize("tamper, bad_row, words", [
-    ("DELETE FROM audit_log WHERE id = 3", 4, "row 3 is missing"),
-    ("UPDATE audit_log SET detail = '{\"text\": \"blue coat\"}' WHERE id = 2", 2, "changed"),
-    ("UPDATE audit_log SET client = '10.9.9.9' WHERE id = 5", 5, "changed"),
-    ("INSERT INTO audit_log (id, ts, username, action, detail, result_ids, client, prev_hash, hash) "
-     "VALUES (7, 1, 'x', 'login', '{}', '[]', 'cli', 'p', 'h')", 7, "does not follow"),
-    ("DELETE FROM audit_log WHERE id >= 5", 6, "newest rows were deleted"),
-])
+@pytest.mark.parametrize(
+    "tamper, bad_row, words",
+    [
+        ("DELETE FROM audit_log WHERE id = 3", 4, "row 3 is missing"),
+        ('UPDATE audit_log SET detail = \'{"text": "blue coat"}\' WHERE id = 2', 2, "changed"),
+        ("UPDATE audit_log SET client = '10.9.9.9' WHERE id = 5", 5, "changed"),
+        (
+            "INSERT INTO audit_log (id, ts, username, action, detail, result_ids, client, prev_hash, hash) "
+            "VALUES (7, 1, 'x', 'login', '{}', '[]', 'cli', 'p', 'h')",
+            7,
+            "does not follow",
+        ),
+        ("DELETE FROM audit_log WHERE id >= 5", 6, "newest rows were deleted"),
+    ],
+)
 def test_verify_names_the_first_row_deleted_changed_or_inserted_behind_the_log(
     access: AccessStore, url: str, tamper: str, bad_row: int, words: str
 ) -> None:
@@ -97,10 +104,12 @@ def test_a_rewritten_chain_is_caught_by_an_exported_hash(access: AccessStore) ->
         conn.execute(text("UPDATE audit_log SET username = 'nobody' WHERE id = 2"))
         prev = GENESIS_HASH
         for row in conn.execute(text("SELECT * FROM audit_log ORDER BY id")).mappings().all():
-            new = audit_hash(prev, row["id"], row["ts"], row["username"], row["action"], row["detail"],
-                             row["result_ids"], row["client"])
-            conn.execute(text("UPDATE audit_log SET prev_hash = :p, hash = :h WHERE id = :i"),
-                         {"p": prev, "h": new, "i": row["id"]})
+            new = audit_hash(
+                prev, row["id"], row["ts"], row["username"], row["action"], row["detail"], row["result_ids"], row["client"]
+            )
+            conn.execute(
+                text("UPDATE audit_log SET prev_hash = :p, hash = :h WHERE id = :i"), {"p": prev, "h": new, "i": row["id"]}
+            )
             prev = new
         conn.execute(text("UPDATE audit_chain SET last_hash = :h"), {"h": prev})
     assert access.verify_audit().ok  # self-consistent again ...
@@ -139,13 +148,21 @@ def test_a_change_whose_audit_row_fails_is_not_made(access: AccessStore) -> None
     db = access.db
     with db.engine.begin() as conn:
         if db.dialect == "postgresql":
-            conn.execute(text("CREATE FUNCTION refuse_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION "
-                              "'audit inserts refused'; END; $$ LANGUAGE plpgsql"))
-            conn.execute(text("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW "
-                              "EXECUTE FUNCTION refuse_audit()"))
+            conn.execute(
+                text(
+                    "CREATE FUNCTION refuse_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION "
+                    "'audit inserts refused'; END; $$ LANGUAGE plpgsql"
+                )
+            )
+            conn.execute(
+                text("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_audit()")
+            )
         else:
-            conn.execute(text("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log "
-                              "BEGIN SELECT RAISE(ABORT, 'audit inserts refused'); END"))
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit inserts refused'); END"
+                )
+            )
     with pytest.raises(StorageError), access.audited("admin", "user_add", {"username": "ghost"}):
         access.add_user("ghost", "admin", password="long enough password")
     with pytest.raises(StorageError), access.audited("ines", "feedback"):
@@ -171,13 +188,23 @@ def test_migration_chains_old_rows_gives_tokens_ids_and_makes_video_paths_absolu
     with db.engine.begin() as conn:
         conn.execute(text("INSERT INTO cameras (id, created_at, status, reconnects) VALUES ('cam1', 0, 'offline', 0)"))
         for vid, source in (("v1", "footage/cam1.mp4"), ("v2", "gone/cam9.mp4"), ("v3", "rtsp://cam/stream")):
-            conn.execute(text("INSERT INTO videos (id, camera_id, source, fps, width, height, start_ts, created_at) "
-                              "VALUES (:id, 'cam1', :source, 25, 64, 48, 0, 0)"), {"id": vid, "source": source})
+            conn.execute(
+                text(
+                    "INSERT INTO videos (id, camera_id, source, fps, width, height, start_ts, created_at) "
+                    "VALUES (:id, 'cam1', :source, 25, 64, 48, 0, 0)"
+                ),
+                {"id": vid, "source": source},
+            )
         conn.execute(text("INSERT INTO users (username, role, created_at) VALUES ('ines', 'admin', 0)"))
         conn.execute(text("INSERT INTO api_tokens (token_hash, username, created_at) VALUES ('abc', 'ines', 0)"))
         for i in range(3):
-            conn.execute(text("INSERT INTO audit_log (ts, username, action, detail, result_ids, client) "
-                              "VALUES (:ts, 'ines', 'login', '{}', '[]', 'cli')"), {"ts": 1000.0 + i})
+            conn.execute(
+                text(
+                    "INSERT INTO audit_log (ts, username, action, detail, result_ids, client) "
+                    "VALUES (:ts, 'ines', 'login', '{}', '[]', 'cli')"
+                ),
+                {"ts": 1000.0 + i},
+            )
     monkeypatch.chdir(tmp_path / "site")  # where `camtrace ingest footage/cam1.mp4` was typed
     db.migrate()
     monkeypatch.chdir(tmp_path)

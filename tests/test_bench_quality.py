@@ -77,9 +77,7 @@ def test_average_precision_and_ranking_figures():
     assert average_precision([False, True], 3) == pytest.approx(0.5 / 3)  # two relevant never returned
     with pytest.raises(ValueError):
         average_precision([True], 0)
-    figures = ranking_figures(
-        [[True, False], [False, False, False, False, True], [False] * 6 + [True]], [1, 1, 1]
-    )
+    figures = ranking_figures([[True, False], [False, False, False, False, True], [False] * 6 + [True]], [1, 1, 1])
     assert figures["queries"] == 3
     assert figures["top1"] == pytest.approx(100 / 3)
     assert figures["top5"] == pytest.approx(200 / 3)
@@ -108,8 +106,14 @@ def test_train_and_test_footage_share_scenes_but_no_people(tmp_path):
 
     common = {"cameras": 2, "seconds": 4.0, "fps": 5, "size": (320, 240), "background_seed": 3}
     train = generate_footage(tmp_path / "train", identities=6, seed=3, identity_prefix="train", **common)
-    test = generate_footage(tmp_path / "test", identities=6, seed=4, identity_prefix="test",
-                            exclude_descriptions=set(train.descriptions.values()), **common)
+    test = generate_footage(
+        tmp_path / "test",
+        identities=6,
+        seed=4,
+        identity_prefix="test",
+        exclude_descriptions=set(train.descriptions.values()),
+        **common,
+    )
     assert sorted(test.identities) == [f"test{k}" for k in range(1, 7)]
     assert not set(test.descriptions.values()) & set(train.descriptions.values())
     assert test.boxes != train.boxes  # other people, other walks

@@ -56,7 +56,9 @@ def page_service(tmp_path_factory, api_env, footage):  # noqa: F811 (pytest fixt
     log = open(data_dir / "serve.log", "wb")  # noqa: SIM115 (closed after the process)
     process = subprocess.Popen(
         [sys.executable, "-m", "camtrace.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
     def healthy() -> bool:
@@ -96,8 +98,12 @@ def open_page(browser: Browser, service: PageService, width: int = 1600, height:
     script_errors: list[str] = []
     page.on("pageerror", lambda error: script_errors.append(str(error)))
     # What the Content-Security-Policy blocks is reported on the console: the page must need nothing it forbids.
-    page.on("console", lambda message: script_errors.append(message.text)
-            if message.type == "error" and "Content Security Policy" in message.text else None)
+    page.on(
+        "console",
+        lambda message: (
+            script_errors.append(message.text) if message.type == "error" and "Content Security Policy" in message.text else None
+        ),
+    )
     page.goto(service.url + "/")
     return page, script_errors
 
@@ -304,17 +310,18 @@ def test_api_docs_render_from_the_service_own_files_under_its_csp(browser, page_
 
 
 def test_a_watchlist_alert_arrives_live_as_a_banner_and_is_dismissed(browser, page_service):
-    from camtrace.storage.sql import Track
-    from camtrace.storage.watchlists import NewAlert, WatchStore
     from sqlalchemy import select
 
     from camtrace.services import Services
+    from camtrace.storage.sql import Track
+    from camtrace.storage.watchlists import NewAlert, WatchStore
 
     services = Services(settings_from(page_service.env))
     first, second = page_service.cameras[:2]
     with services.db.engine.connect() as conn:
-        seed, seen = (conn.execute(select(Track).where(Track.camera_id == camera).order_by(Track.id)).first()
-                      for camera in (first, second))
+        seed, seen = (
+            conn.execute(select(Track).where(Track.camera_id == camera).order_by(Track.id)).first() for camera in (first, second)
+        )
     store = WatchStore(services.db)
     entry = store.add_entry("person", username="ines", track_id=seed.id, note="the man with the bag")
     page, script_errors = open_page(browser, page_service)
@@ -333,6 +340,7 @@ def test_a_watchlist_alert_arrives_live_as_a_banner_and_is_dismissed(browser, pa
     expect(banner).to_have_count(0)
     assert store.alert(alert.id).status == "dismissed" and store.alert(alert.id).handled_by == "ines"
     assert [(f.track_id, f.candidate_track_id, f.verdict) for f in services.db.feedback_for([seen.id])] == [
-        (seed.id, seen.id, "different")]
+        (seed.id, seen.id, "different")
+    ]
     expect(limited.get_by_test_id("alert-banner")).to_have_count(0)
     assert script_errors == [] and limited_errors == []

@@ -8,14 +8,14 @@ import time
 from pathlib import Path
 
 from camera_fixtures import mjpeg_camera  # noqa: F401
-from camtrace.detection import VideoSource
-from camtrace.workers.cameras import CameraRecorder, CameraStatus
-from camtrace.workers.ops import CameraFleet
 from click.testing import CliRunner
 from distributed_fixtures import camtrace_env, settings_from, wait_for
 
 from camtrace.cli import cli
+from camtrace.detection import VideoSource
 from camtrace.services import Services
+from camtrace.workers.cameras import CameraRecorder, CameraStatus
+from camtrace.workers.ops import CameraFleet
 
 
 class Recorded:
@@ -35,8 +35,15 @@ class Recorded:
 def test_a_dropped_stream_is_reconnected_and_keeps_producing_segments(mjpeg_camera, tmp_path):
     seen = Recorded()
     recorder = CameraRecorder(
-        "gate", mjpeg_camera.url, tmp_path, segment_seconds=1.0, sample_fps=5.0,
-        on_segment=seen.on_segment, on_status=seen.on_status, backoff_start=0.2, backoff_max=1.0,
+        "gate",
+        mjpeg_camera.url,
+        tmp_path,
+        segment_seconds=1.0,
+        sample_fps=5.0,
+        on_segment=seen.on_segment,
+        on_status=seen.on_status,
+        backoff_start=0.2,
+        backoff_max=1.0,
     )
     stop = threading.Event()
     thread = threading.Thread(target=recorder.run, args=(stop,), daemon=True)
@@ -77,8 +84,15 @@ def test_a_dropped_stream_is_reconnected_and_keeps_producing_segments(mjpeg_came
 def test_a_dead_url_backs_off_exponentially_and_reports_offline(tmp_path):
     seen = Recorded()
     recorder = CameraRecorder(
-        "void", "http://127.0.0.1:9/stream.mjpg", tmp_path, 1.0, 5.0,
-        seen.on_segment, seen.on_status, backoff_start=0.1, backoff_max=0.8,
+        "void",
+        "http://127.0.0.1:9/stream.mjpg",
+        tmp_path,
+        1.0,
+        5.0,
+        seen.on_segment,
+        seen.on_status,
+        backoff_start=0.1,
+        backoff_max=0.8,
     )
     stop = threading.Event()
     thread = threading.Thread(target=recorder.run, args=(stop,), daemon=True)
@@ -152,11 +166,12 @@ def test_segments_recorded_while_the_broker_is_away_are_queued_once_it_is_back(
     mjpeg_camera, tmp_path, tiny_yolo_dir, tiny_siglip_dir
 ):
     """Recording never waits for the broker; nothing recorded during the outage is lost, even across a restart."""
-    from camtrace.storage.sql import Job
-    from camtrace.workers.cameras import parse_segment_file_name
     from distributed_fixtures import RedisServer
     from sqlalchemy import select
     from sqlalchemy.orm import Session
+
+    from camtrace.storage.sql import Job
+    from camtrace.workers.cameras import parse_segment_file_name
 
     redis = RedisServer(tmp_path / "redis")  # not started yet: the broker is away
     env = camtrace_env(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir, redis.url, CAMTRACE_SEGMENT_SECONDS="1")

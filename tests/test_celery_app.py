@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from camtrace.workers.celery_app import QUEUES, make_celery, model_threads, worker_argv
 from click.testing import CliRunner
 from distributed_fixtures import broker  # noqa: F401
 
 from camtrace.cli import cli
 from camtrace.errors import ConfigError
 from camtrace.settings import Settings
+from camtrace.workers.celery_app import QUEUES, make_celery, model_threads, worker_argv
 
 
 def settings(tmp_path, **fields) -> Settings:
@@ -67,8 +67,7 @@ def worker_tasks(monkeypatch, tmp_path, **env: str):
 
 
 def test_segment_tasks_carry_the_derived_time_limits(tmp_path, monkeypatch):
-    tasks = worker_tasks(monkeypatch, tmp_path, CAMTRACE_BROKER_URL="redis://127.0.0.1:6390/0",
-                         CAMTRACE_SEGMENT_SECONDS="4")
+    tasks = worker_tasks(monkeypatch, tmp_path, CAMTRACE_BROKER_URL="redis://127.0.0.1:6390/0", CAMTRACE_SEGMENT_SECONDS="4")
     assert (tasks.detect.soft_time_limit, tasks.detect.time_limit) == (42, 52)
     assert tasks.ingest.time_limit == 52 < tasks.settings.effective_visibility_timeout == 72
     assert tasks.embed.time_limit is None  # batches are not segment tasks

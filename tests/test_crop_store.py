@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-from camtrace.storage.crops import CropStore
 
 from camtrace.errors import InputError, NotFoundError, StorageError
+from camtrace.storage.crops import CropStore
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"
 

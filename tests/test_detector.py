@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from camtrace.detection import PersonDetector, SegmentTracker, VideoSource, resolve_weights, track_frames
 from detection_fixtures import tiny_detector  # noqa: F401
 
+from camtrace.detection import PersonDetector, SegmentTracker, VideoSource, resolve_weights, track_frames
 from camtrace.errors import ConfigError, ModelLoadError
 from camtrace.settings import Settings
 from camtrace.types import Frame
@@ -56,8 +56,13 @@ def test_batching_does_not_change_detections(tiny_detector, footage):
 
 def test_detector_from_settings_uses_the_settings(tiny_yolo_dir, tmp_path):
     settings = Settings(
-        data_dir=tmp_path, detector_model=str(tiny_yolo_dir), detector_conf=0.4, detector_imgsz=320,
-        detector_max_det=7, detector_batch_size=3, device="cpu",
+        data_dir=tmp_path,
+        detector_model=str(tiny_yolo_dir),
+        detector_conf=0.4,
+        detector_imgsz=320,
+        detector_max_det=7,
+        detector_batch_size=3,
+        device="cpu",
     )
     detector = PersonDetector.from_settings(settings)
     fields = (detector.weights, detector.conf, detector.imgsz, detector.max_det, detector.batch_size, str(detector.device))

@@ -18,10 +18,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from camtrace.storage import Database
-from camtrace.workers.celery_app import redis_transport_options
-from camtrace.workers.jobs import current_job
-from camtrace.workers.local import ingest_local
 from distributed_fixtures import (  # noqa: F401
     Worker,
     broker,
@@ -36,6 +32,10 @@ from distributed_fixtures import (  # noqa: F401
 from storage_fixtures import postgres_url  # noqa: F401
 
 from camtrace.services import Services
+from camtrace.storage import Database
+from camtrace.workers.celery_app import redis_transport_options
+from camtrace.workers.jobs import current_job
+from camtrace.workers.local import ingest_local
 
 
 def iso(ts: float) -> str:
@@ -81,8 +81,9 @@ BOTH_BROKERS = pytest.mark.parametrize("broker", ["redis", "rabbitmq"], indirect
 _references: dict[tuple, tuple[dict, list]] = {}
 
 
-def local_reference(tmp_path: Path, yolo: Path, siglip: Path, sources: dict[str, tuple[Path, float]],
-                    summaries: list | None = None):
+def local_reference(
+    tmp_path: Path, yolo: Path, siglip: Path, sources: dict[str, tuple[Path, float]], summaries: list | None = None
+):
     """What local mode indexes for ``sources`` (computed once per run for the same files and models)."""
     key = (yolo, siglip, tuple(sorted((camera, str(path), ts) for camera, (path, ts) in sources.items())))
     if key not in _references:
@@ -144,8 +145,9 @@ def test_distributed_index_equals_local_mode(workers, tmp_path, footage, tiny_yo
     *queued, (last_camera, last_path) = footage.videos.items()
     job_ids = [submit(env, path, camera, footage.start_ts[camera]) for camera, path in queued]
     # The last one the way an operator follows a job: --wait shows a progress bar and ends with the job.
-    followed = run_cli(env, "ingest", str(last_path), "--camera", last_camera,
-                       "--start", iso(footage.start_ts[last_camera]), "--wait", "--json")
+    followed = run_cli(
+        env, "ingest", str(last_path), "--camera", last_camera, "--start", iso(footage.start_ts[last_camera]), "--wait", "--json"
+    )
     assert followed.returncode == 0, followed.stderr
     final = json.loads(followed.stdout)
     assert final["status"] == "done" and final["segments_done"] == final["segments_total"] > 0
@@ -157,7 +159,9 @@ def test_distributed_index_equals_local_mode(workers, tmp_path, footage, tiny_yo
 
     summaries: list = []
     reference = local_reference(
-        tmp_path, tiny_yolo_dir, tiny_siglip_dir,
+        tmp_path,
+        tiny_yolo_dir,
+        tiny_siglip_dir,
         {camera: (path, footage.start_ts[camera]) for camera, path in footage.videos.items()},
         summaries,
     )
@@ -214,24 +218,25 @@ def long_footage(session_dir: Path):
 
 
 def segment_rows(db: Database, job_id: str, *conditions):
-    from camtrace.storage.sql import Segment
     from sqlalchemy import select
 
+    from camtrace.storage.sql import Segment
+
     with db.engine.connect() as conn:
-        return conn.execute(select(Segment.id, Segment.status, Segment.attempts).where(
-            Segment.job_id == job_id, *conditions)).all()
+        return conn.execute(select(Segment.id, Segment.status, Segment.attempts).where(Segment.job_id == job_id, *conditions)).all()
 
 
 @BOTH_BROKERS
-def test_a_worker_killed_mid_segment_loses_and_duplicates_nothing(workers, broker, tmp_path, long_footage,
-                                                                  tiny_yolo_dir, tiny_siglip_dir):
+def test_a_worker_killed_mid_segment_loses_and_duplicates_nothing(
+    workers, broker, tmp_path, long_footage, tiny_yolo_dir, tiny_siglip_dir
+):
     """Default settings. RabbitMQ hands the dead worker's task back as its connection closes, so a new
     worker has it at once; Redis hands it back after the derived visibility timeout (here 72 s, from
     the tests' 4 s segments), found by a sweep every 10 s."""
     from camtrace.storage.sql import Segment
 
     footage = long_footage
-    (camera, path), = footage.videos.items()
+    ((camera, path),) = footage.videos.items()
     env = workers.env
     settings = settings_from(env)
     assert settings.visibility_timeout is None  # the derived bound is under test
@@ -277,8 +282,7 @@ def test_a_worker_killed_mid_segment_loses_and_duplicates_nothing(workers, broke
 
 
 @BOTH_BROKERS
-def test_the_broker_stopped_during_a_job_loses_nothing(workers, broker, tmp_path, long_footage, tiny_yolo_dir,
-                                                      tiny_siglip_dir):
+def test_the_broker_stopped_during_a_job_loses_nothing(workers, broker, tmp_path, long_footage, tiny_yolo_dir, tiny_siglip_dir):
     """Redis is stopped for a few seconds. RabbitMQ is shared with the machine, so the test's vhost goes
     away instead: its connections are closed by the server and new ones are refused until its
     permissions come back. Either way the detect worker loses its connection mid-segment (RabbitMQ
@@ -287,7 +291,7 @@ def test_the_broker_stopped_during_a_job_loses_nothing(workers, broker, tmp_path
     from camtrace.storage.sql import Segment
 
     footage = long_footage
-    (camera, path), = footage.videos.items()
+    ((camera, path),) = footage.videos.items()
     env = workers.env
     detector = workers("ingest,detect", "--concurrency", "1")
     job_id = submit(env, path, camera, footage.start_ts[camera])
@@ -315,17 +319,19 @@ def test_the_broker_stopped_during_a_job_loses_nothing(workers, broker, tmp_path
     db.close()
 
 
-def test_the_database_away_during_a_job_loses_nothing(tmp_path, redis_server, postgres_url, long_footage,
-                                                      tiny_yolo_dir, tiny_siglip_dir):
+def test_the_database_away_during_a_job_loses_nothing(
+    tmp_path, redis_server, postgres_url, long_footage, tiny_yolo_dir, tiny_siglip_dir
+):
     """PostgreSQL, as in production, refuses every connection for a few seconds in the middle of a job."""
     from storage_fixtures import _admin_connection
 
     footage = long_footage
-    (camera, path), = footage.videos.items()
-    env = camtrace_env(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir, redis_server.url,
-                       CAMTRACE_DATABASE_URL=postgres_url)
-    workers = [Worker("ingest,detect", env, tmp_path / "detect.log", "--concurrency", "1"),
-               Worker("embed", env, tmp_path / "embed.log")]
+    ((camera, path),) = footage.videos.items()
+    env = camtrace_env(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir, redis_server.url, CAMTRACE_DATABASE_URL=postgres_url)
+    workers = [
+        Worker("ingest,detect", env, tmp_path / "detect.log", "--concurrency", "1"),
+        Worker("embed", env, tmp_path / "embed.log"),
+    ]
     admin, _ = _admin_connection()
     name = postgres_url.rsplit("/", 1)[1]
     db = Database(postgres_url)
@@ -372,7 +378,7 @@ def truncated_copy(source: Path, target: Path, keep: float) -> Path:
 
 def test_a_corrupt_segment_is_marked_failed_and_the_rest_completes(workers, tmp_path, long_footage):
     footage = long_footage
-    (camera, path), = footage.videos.items()
+    ((camera, path),) = footage.videos.items()
     broken = truncated_copy(path, tmp_path / "broken.avi", keep=0.6)  # 24 s: segments 0-2 whole, 3-5 cut
     env = workers.env
     workers("ingest,detect", "--concurrency", "1", CAMTRACE_RETENTION_DAYS="300")  # the footage is older

@@ -42,7 +42,7 @@ def test_services_point_at_the_servers_of_the_compose_file():
             if key.startswith("CAMTRACE_"):
                 from camtrace.settings import Settings
 
-                assert key[len("CAMTRACE_"):].lower() in Settings.model_fields, f"{name}: unknown setting {key}"
+                assert key[len("CAMTRACE_") :].lower() in Settings.model_fields, f"{name}: unknown setting {key}"
 
 
 def test_every_command_in_compose_is_a_real_cli_command():
@@ -65,9 +65,8 @@ def test_dockerfiles_install_the_package_and_run_the_cli():
 
 
 def test_kubernetes_workers_scale_on_the_length_of_their_queue():
-    from camtrace.workers.celery_app import QUEUES
-
     from camtrace.settings import Settings
+    from camtrace.workers.celery_app import QUEUES
 
     documents = list(yaml.safe_load_all((DOCKER / "k8s" / "workers.yaml").read_text()))
     deployments = {doc["metadata"]["name"]: doc for doc in documents if doc["kind"] == "Deployment"}
@@ -82,7 +81,7 @@ def test_kubernetes_workers_scale_on_the_length_of_their_queue():
         consumed[name] = set(args[args.index("--queues") + 1].split(","))
         for variable in container.get("env", []):
             if variable["name"].startswith("CAMTRACE_"):
-                assert variable["name"][len("CAMTRACE_"):].lower() in Settings.model_fields
+                assert variable["name"][len("CAMTRACE_") :].lower() in Settings.model_fields
     gpu = deployments["camtrace-gpu-worker"]["spec"]["template"]["spec"]["containers"][0]
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1 and "cuda:0" in gpu["args"]
     assert len(scalers) == 2

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from camtrace.embedding import ImageTextEncoder, resolve_device
-from camtrace.embedding.tiny_model import build_tiny_siglip
 from embedding_fixtures import make_crops, tiny_clip_dir, tiny_siglip2_dir  # noqa: F401  (fixtures)
 from PIL import Image
 from transformers import AutoConfig, AutoModel, AutoProcessor  # noqa: F401  (import cost kept out of timings)
 
+from camtrace.embedding import ImageTextEncoder, resolve_device
+from camtrace.embedding.tiny_model import build_tiny_siglip
 from camtrace.errors import ConfigError, InputError, ModelLoadError
 from camtrace.settings import Settings
 
@@ -144,9 +144,7 @@ def test_texts_padded_to_max_length_batch_equals_alone(encoder: ImageTextEncoder
 
 
 def test_texts_are_lower_cased_for_siglip(encoder: ImageTextEncoder) -> None:
-    np.testing.assert_allclose(
-        encoder.encode_texts(["MAN, Grey Hoodie"]), encoder.encode_texts(["man, grey hoodie"]), atol=1e-6
-    )
+    np.testing.assert_allclose(encoder.encode_texts(["MAN, Grey Hoodie"]), encoder.encode_texts(["man, grey hoodie"]), atol=1e-6)
 
 
 def test_long_texts_are_truncated(tiny_siglip_dir: Path) -> None:

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import cv2
 import pytest
-from camtrace.storage import Database
 from click.testing import CliRunner
 from detection_fixtures import cli_env
 from sqlalchemy.orm import Session
 
 from camtrace.cli import cli
 from camtrace.settings import Settings
+from camtrace.storage import Database
 
 
 class Camtrace:

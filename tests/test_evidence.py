@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from camtrace.search.evidence import (
     BINS,
     CROSS,
@@ -46,8 +47,10 @@ def corridor(people=80, seconds=1200.0, noise=0.6, lookalikes=0.3, fragments=0.0
             name = f"p{person}-{camera}"
             if rng.random() < fragments:  # the tracker lost them for a moment
                 cut, hole = rng.uniform(1, duration - 1), rng.uniform(0.3, 1.5)
-                tracks += [TrackSample(name, camera, clock, clock + cut, crops(person, camera)),
-                           TrackSample(name + "b", camera, clock + cut + hole, clock + duration, crops(person, camera))]
+                tracks += [
+                    TrackSample(name, camera, clock, clock + cut, crops(person, camera)),
+                    TrackSample(name + "b", camera, clock + cut + hole, clock + duration, crops(person, camera)),
+                ]
                 truth[name + "b"] = person
             else:
                 tracks.append(TrackSample(name, camera, clock, clock + duration, crops(person, camera)))
@@ -74,8 +77,11 @@ def reliability(evidence, tracks, truth, same_camera=False):
 def expected_calibration_error(predicted, outcome, bins=10):
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(predicted, edges) - 1, 0, bins - 1)
-    return sum(abs(predicted[which == b].mean() - outcome[which == b].mean()) * np.sum(which == b)
-               for b in range(bins) if np.any(which == b)) / len(predicted)
+    return sum(
+        abs(predicted[which == b].mean() - outcome[which == b].mean()) * np.sum(which == b)
+        for b in range(bins)
+        if np.any(which == b)
+    ) / len(predicted)
 
 
 def test_calibration_on_a_hand_made_score_set_is_monotone_and_matches_bayes():
@@ -162,7 +168,8 @@ def test_evidence_survives_storage_and_learning_is_bounded():
     again = IdentityEvidence.from_dict(evidence.to_dict())
     for score, gap in ((0.2, 20.0), (0.8, 20.0), (0.8, 45.0), (0.95, -1.0)):
         assert again.probability(score, "cam1", "cam2", gap) == pytest.approx(
-            evidence.probability(score, "cam1", "cam2", gap), abs=1e-6)
+            evidence.probability(score, "cam1", "cam2", gap), abs=1e-6
+        )
     assert evidence.probability(0.99, "cam1", "cam2", -1.0) == 0.0  # seen at the same time: two people
     capped = pair_set(tracks, 600.0, per_track=5)
     assert np.bincount(capped.first).max() <= 5  # each track compared with its 5 best matches at most
@@ -173,8 +180,9 @@ def test_candidates_of_one_camera_share_one_person():
     from camtrace.search.evidence import share_one_person
 
     # Three look-alikes on cam2 after the sighting each fit the link (0.6 alone); one person at most is among them.
-    shared = share_one_person({"a": 0.6, "b": 0.6, "c": 0.6, "d": 0.3, "e": 0.2},
-                              {"a": "cam2", "b": "cam2", "c": "cam2", "d": "cam3", "e": "cam3"})
+    shared = share_one_person(
+        {"a": 0.6, "b": 0.6, "c": 0.6, "d": 0.3, "e": 0.2}, {"a": "cam2", "b": "cam2", "c": "cam2", "d": "cam3", "e": "cam3"}
+    )
     assert shared["a"] == shared["b"] == shared["c"] == pytest.approx(1 / 3)
     assert shared["d"] == 0.3 and shared["e"] == 0.2  # on cam3 they add up to less than one person: unchanged
     assert share_one_person({}, {}) == {}

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from camtrace.storage.edge import EdgeIndex
-from camtrace.storage.index import VectorIndex, open_index, slug
-from camtrace.storage.server import ServerIndex
 from qdrant_client import QdrantClient
 
 from camtrace.errors import InputError, StorageError
 from camtrace.settings import Settings
+from camtrace.storage.edge import EdgeIndex
+from camtrace.storage.index import VectorIndex, open_index, slug
+from camtrace.storage.server import ServerIndex
 from camtrace.types import IndexPoint, SearchFilter, point_id
 
 DIM = 32

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from camtrace.storage.edge import EdgeIndex, edge_shards
 from click.testing import CliRunner
 
 from camtrace.cli import cli
 from camtrace.errors import StorageError
+from camtrace.storage.edge import EdgeIndex, edge_shards
 from camtrace.types import IndexPoint, SearchFilter, point_id
 
 DIM = 768  # the engine walks its HNSW graph only for segments above 10 MB of vectors: real sizes
@@ -44,12 +44,21 @@ def clustered(n: int, seed: int = 0) -> tuple[np.ndarray, list[IndexPoint]]:
     for i in range(n):
         track = f"cam{(i // PER_TRACK) % 4}-v:{i // PER_TRACK}:1"
         camera = track.split("-")[0]
-        points.append(IndexPoint(
-            id=point_id(f"{camera}-v", i, track),
-            vector=vectors[i],
-            payload={"camera_id": camera, "video_id": f"{camera}-v", "track_id": track, "ts": T0 + i,
-                     "frame_index": i, "crop_key": f"{camera}/{i}.jpg", "model_version": "m"},
-        ))
+        points.append(
+            IndexPoint(
+                id=point_id(f"{camera}-v", i, track),
+                vector=vectors[i],
+                payload={
+                    "camera_id": camera,
+                    "video_id": f"{camera}-v",
+                    "track_id": track,
+                    "ts": T0 + i,
+                    "frame_index": i,
+                    "crop_key": f"{camera}/{i}.jpg",
+                    "model_version": "m",
+                },
+            )
+        )
     return vectors, points
 
 
@@ -231,8 +240,12 @@ def test_a_search_during_maintenance_in_another_process_answers(tmp_path, data):
     q = queries(vectors, 1, seed=11)[0]
     expected = [h.point_id for h in index.search(q, limit=5)]
     assert index.facts()["indexed_points"] == 0
-    worker = subprocess.Popen([sys.executable, "-c", MAINTAIN_IN_ANOTHER_PROCESS, str(tmp_path)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", MAINTAIN_IN_ANOTHER_PROCESS, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert worker.stdout.readline().strip() == "holding"  # the other process owns the shard now
         during = [h.point_id for h in index.search(q, limit=5)]  # waits its turn, then answers
@@ -271,9 +284,10 @@ def test_cli_migrates_every_shard_and_maintains(tmp_path, monkeypatch):
 
 
 def test_the_server_backend_creates_collections_in_the_same_layout(tmp_path):
-    from camtrace.storage.server import SEARCH_PARAMS, ServerIndex, compact_collection
     from qdrant_client import QdrantClient
     from qdrant_client import models as qm
+
+    from camtrace.storage.server import SEARCH_PARAMS, ServerIndex, compact_collection
 
     server = compact_collection(DIM)
     edge = EdgeIndex(tmp_path, "m", DIM)._config("compact")
@@ -283,7 +297,11 @@ def test_the_server_backend_creates_collections_in_the_same_layout(tmp_path):
     assert server["on_disk_payload"] is True
     hnsw = server["hnsw_config"]
     assert (hnsw.m, hnsw.ef_construct, hnsw.full_scan_threshold, hnsw.payload_m) == (
-        edge.hnsw_config.m, edge.hnsw_config.ef_construct, edge.hnsw_config.full_scan_threshold, edge.hnsw_config.payload_m)
+        edge.hnsw_config.m,
+        edge.hnsw_config.ef_construct,
+        edge.hnsw_config.full_scan_threshold,
+        edge.hnsw_config.payload_m,
+    )
     assert SEARCH_PARAMS.quantization.rescore is True and SEARCH_PARAMS.quantization.oversampling >= 2.0
     # The client accepts the layout and its search parameters (its in-memory mode ignores them and scans).
     _, points = clustered(200, seed=8)

@@ -12,12 +12,12 @@ import time
 
 import numpy as np
 import pytest
-from camtrace.storage.edge import EdgeIndex
-from camtrace.storage.index import open_index
-from camtrace.storage.owner import OwnedIndex, owner_answers, socket_path
 
 from camtrace.errors import InputError, StorageError
 from camtrace.settings import Settings
+from camtrace.storage.edge import EdgeIndex
+from camtrace.storage.index import open_index
+from camtrace.storage.owner import OwnedIndex, owner_answers, socket_path
 from camtrace.types import IndexPoint, SearchFilter, point_id
 
 DIM = 32
@@ -31,8 +31,14 @@ def points(n: int, seed: int = 0) -> list[IndexPoint]:
         IndexPoint(
             id=point_id(f"cam{i % 3}-v", i, f"cam{i % 3}-v:{i // 4}:1"),
             vector=vectors[i],
-            payload={"camera_id": f"cam{i % 3}", "video_id": f"cam{i % 3}-v", "track_id": f"cam{i % 3}-v:{i // 4}:1",
-                     "ts": float(i), "frame_index": i, "model_version": "m"},
+            payload={
+                "camera_id": f"cam{i % 3}",
+                "video_id": f"cam{i % 3}-v",
+                "track_id": f"cam{i % 3}-v:{i // 4}:1",
+                "ts": float(i),
+                "frame_index": i,
+                "model_version": "m",
+            },
         )
         for i in range(n)
     ]

@@ -111,8 +111,7 @@ CHECK = "import importlib, json, sys; importlib.import_module(sys.argv[1]); prin
 def loaded_after_import(module: str) -> tuple[str, list[str] | str]:
     """The forbidden modules in sys.modules after importing ``module`` alone in a fresh interpreter."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAMTRACE_")}
-    done = subprocess.run([sys.executable, "-c", CHECK, module], capture_output=True, text=True, timeout=300, env=env,
-                          cwd=ROOT)
+    done = subprocess.run([sys.executable, "-c", CHECK, module], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     if done.returncode != 0:
         return module, f"import failed: {done.stderr[-2000:]}"
     return module, [name for name in json.loads(done.stdout.strip().splitlines()[-1]) if forbidden(name)]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from camtrace.storage import EdgeIndex, ServerIndex, VectorIndex, slug
 from qdrant_client import QdrantClient
 
+from camtrace.storage import EdgeIndex, ServerIndex, VectorIndex, slug
 from camtrace.types import IndexPoint
 
 DIM = 8

@@ -18,21 +18,21 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from camtrace.embedding import ImageTextEncoder
-from camtrace.embedding.sessions import TorchVision
-from camtrace.embedding.tiny_model import build_tiny_siglip
-from camtrace.search import SearchService
-from camtrace.storage import EdgeIndex
-from camtrace.training.promotion import PromotionRefused, ReindexWork, promote, reindex_batch, rollback
-from camtrace.workers.jobs import apply_retention
-from camtrace.workers.local import ingest_local
 from click.testing import CliRunner
 from detection_fixtures import cli_env
 
 from camtrace.cli import cli
+from camtrace.embedding import ImageTextEncoder
+from camtrace.embedding.sessions import TorchVision
+from camtrace.embedding.tiny_model import build_tiny_siglip
 from camtrace.exports import MANIFEST, folder_name
+from camtrace.search import SearchService
 from camtrace.services import Services
 from camtrace.settings import Settings
+from camtrace.storage import EdgeIndex
+from camtrace.training.promotion import PromotionRefused, ReindexWork, promote, reindex_batch, rollback
+from camtrace.workers.jobs import apply_retention
+from camtrace.workers.local import ingest_local
 
 QUERY = "red top, blue trousers"
 
@@ -242,14 +242,12 @@ def test_models_without_results_are_judged_on_the_validation_set(
     services.close()
 
 
-
 def stored_and_crop(services: Services, model, camera_id: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """(vector in the index, crop image) of every point of one camera."""
     rows = [row for page in services.db.detection_pages() for row in page if row.camera_id == camera_id]
     stored = {point.id: point.vector for point in model.index.retrieve([row.point_id for row in rows])}
     return [
-        (stored[row.point_id], cv2.cvtColor(cv2.imread(str(services.crops.path(row.crop_key))), cv2.COLOR_BGR2RGB))
-        for row in rows
+        (stored[row.point_id], cv2.cvtColor(cv2.imread(str(services.crops.path(row.crop_key))), cv2.COLOR_BGR2RGB)) for row in rows
     ]
 
 
@@ -300,8 +298,10 @@ def test_a_promoted_model_runs_on_the_runtime_and_precision_the_settings_choose(
     assert sorted(p.name for p in versions.iterdir() if p.is_dir()) == ["vision-int8"]  # reporting built nothing
 
     # Other settings, other runtime and precision for the same registered model.
-    for changed, label in (({"CAMTRACE_RUNTIME": "torch"}, "torch fp32"),
-                           ({"CAMTRACE_ONNX_QUANTIZE": "fp32", "CAMTRACE_CPU_THREADS": "1"}, "onnx fp32")):
+    for changed, label in (
+        ({"CAMTRACE_RUNTIME": "torch"}, "torch fp32"),
+        ({"CAMTRACE_ONNX_QUANTIZE": "fp32", "CAMTRACE_CPU_THREADS": "1"}, "onnx fp32"),
+    ):
         other = Services(make_settings({**env, **changed}))
         encoder = other.model().encoder
         assert other.model().model_id == b and encoder.runtime_label == label

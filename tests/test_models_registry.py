@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from camtrace.storage import Database
-from camtrace.training.registry import ModelRegistry, model_version_of
 from storage_fixtures import postgres_url, url  # noqa: F401  (fixtures)
 
 from camtrace.errors import InputError, NotFoundError, StorageError
+from camtrace.storage import Database
+from camtrace.training.registry import ModelRegistry, model_version_of
 
 
 @pytest.fixture
@@ -43,8 +43,11 @@ def metrics(top1: float) -> dict:
 def test_register_list_get_and_bad_input(registry: ModelRegistry, model_folders: list[Path]) -> None:
     assert registry.list() == [] and registry.active() is None and registry.last_created_at() is None
     first = registry.register(
-        model_folders[0], parent="google/siglip2-base-patch16-224", datasets=["market1501:/data/Market-1501"],
-        settings={"epochs": 3, "out_dir": Path("/runs/1")}, metrics=metrics(41.5),
+        model_folders[0],
+        parent="google/siglip2-base-patch16-224",
+        datasets=["market1501:/data/Market-1501"],
+        settings={"epochs": 3, "out_dir": Path("/runs/1")},
+        metrics=metrics(41.5),
     )
     second = registry.register(model_folders[1], parent=first, datasets={"train": ["csv:/d.csv"], "val": None})
     # The same folder with the same weights again (a redelivered training task) adds nothing.
@@ -71,9 +74,7 @@ def test_register_list_get_and_bad_input(registry: ModelRegistry, model_folders:
     assert len(registry.list()) == 2
 
 
-def test_activation_retires_the_previous_model_and_rollback_walks_back(
-    registry: ModelRegistry, model_folders: list[Path]
-) -> None:
+def test_activation_retires_the_previous_model_and_rollback_walks_back(registry: ModelRegistry, model_folders: list[Path]) -> None:
     ids = [registry.register(folder) for folder in model_folders]
     with pytest.raises(StorageError, match="has no index yet"):
         registry.set_active(ids[0])
@@ -100,9 +101,7 @@ def test_activation_retires_the_previous_model_and_rollback_walks_back(
     assert {e.status for e in registry.list()} == {"registered"}
 
 
-def test_readers_never_see_two_active_models_during_switches(
-    registry: ModelRegistry, model_folders: list[Path]
-) -> None:
+def test_readers_never_see_two_active_models_during_switches(registry: ModelRegistry, model_folders: list[Path]) -> None:
     ids = [registry.register(folder) for folder in model_folders[:2]]
     for model_id in ids:
         registry.set_index(model_id, f"shard-{model_id}")

@@ -9,20 +9,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from camtrace.training.schedule import maybe_train, training_due
-from camtrace.workers.celery_app import beat_schedule
 from click.testing import CliRunner
 from distributed_fixtures import Worker, camtrace_env, redis_server, settings_from, wait_for  # noqa: F401
 
 from camtrace.cli import cli
 from camtrace.services import Services
 from camtrace.settings import Settings
+from camtrace.training.schedule import maybe_train, training_due
+from camtrace.workers.celery_app import beat_schedule
 
 
 def make_services(tmp_path: Path, siglip: Path, **extra) -> Services:
     return Services(
-        Settings(data_dir=tmp_path / "data", embed_model=str(siglip), device="cpu",
-                 training_data_dir=tmp_path / "training", **extra)
+        Settings(
+            data_dir=tmp_path / "data", embed_model=str(siglip), device="cpu", training_data_dir=tmp_path / "training", **extra
+        )
     )
 
 
@@ -102,23 +103,43 @@ def test_beat_schedules_the_check_only_when_an_interval_is_set() -> None:
 
 @pytest.mark.slow
 def test_queued_training_and_a_promotion_on_real_workers(
-    tmp_path: Path, tiny_yolo_dir: Path, tiny_siglip_dir: Path, footage, redis_server  # noqa: F811
+    tmp_path: Path,
+    tiny_yolo_dir: Path,
+    tiny_siglip_dir: Path,
+    footage,
+    redis_server,  # noqa: F811
 ) -> None:
     """One worker process for every queue: a distributed ingest, a training run queued with
     `camtrace train --queue`, then a promotion whose re-index runs as reindex tasks on the embed queue."""
-    env = camtrace_env(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir, redis_server.url,
-                       CAMTRACE_MODEL_REFRESH_SECONDS="0")
+    env = camtrace_env(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir, redis_server.url, CAMTRACE_MODEL_REFRESH_SECONDS="0")
     settings = settings_from(env)
     worker = Worker("ingest,detect,embed,train", env, tmp_path / "worker.log")
     runner = CliRunner()
     try:
         camera = sorted(footage.videos)[0]
-        ingested = runner.invoke(cli, ["ingest", str(footage.videos[camera]), "--camera", camera, "--wait",
-                                       "--no-progress"], env=env)
+        ingested = runner.invoke(
+            cli, ["ingest", str(footage.videos[camera]), "--camera", camera, "--wait", "--no-progress"], env=env
+        )
         assert ingested.exit_code == 0, ingested.output
         spec = f"synthetic:{footage.root}"
-        queued = runner.invoke(cli, ["train", "--dataset", spec, "--out", str(tmp_path / "run"), "--queue",
-                                     "--epochs", "1", "--head-epochs", "1", "--batch-size", "16"], env=env)
+        queued = runner.invoke(
+            cli,
+            [
+                "train",
+                "--dataset",
+                spec,
+                "--out",
+                str(tmp_path / "run"),
+                "--queue",
+                "--epochs",
+                "1",
+                "--head-epochs",
+                "1",
+                "--batch-size",
+                "16",
+            ],
+            env=env,
+        )
         assert queued.exit_code == 0 and "queued training run" in queued.output, queued.output
         services = Services(settings)
         entries = wait_for(services.registry.list, 180, "the trained model in the registry", interval=0.5)
@@ -126,8 +147,7 @@ def test_queued_training_and_a_promotion_on_real_workers(
         trained = entries[0]
         assert trained.folder == str(tmp_path / "run") and trained.settings["epochs"] == 1 and trained.metrics
 
-        promoted = runner.invoke(cli, ["models", "promote", str(trained.id), "--force", "--no-progress", "--json"],
-                                 env=env)
+        promoted = runner.invoke(cli, ["models", "promote", str(trained.id), "--force", "--no-progress", "--json"], env=env)
         assert promoted.exit_code == 0, promoted.output
         detections = services.db.counts()["detections"]
         jobs = [job for job in services.db.list_jobs() if job.kind == "reindex"]

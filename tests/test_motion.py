@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from camtrace.detection import MotionGate, SegmentTracker, VideoSource, track_frames
-from camtrace.workers.pipeline import detect_segment
 
+from camtrace.detection import MotionGate, SegmentTracker, VideoSource, track_frames
 from camtrace.settings import Settings
 from camtrace.synthetic import FigureDetector, generate_footage
+from camtrace.workers.pipeline import detect_segment
 
 SAMPLE_FPS = 5.0
 
@@ -68,14 +68,11 @@ def test_a_moving_scene_is_never_gated():
     assert gate.moved(moved)
 
 
-def test_the_pipeline_gates_by_setting_and_a_segment_alone_equals_its_place_in_the_full_pass(
-    idle_footage, tmp_path: Path
-):
+def test_the_pipeline_gates_by_setting_and_a_segment_alone_equals_its_place_in_the_full_pass(idle_footage, tmp_path: Path):
     detector = FigureDetector(idle_footage.background("cam1"), batch_size=4)
     results = {}
     for gating in (True, False):
-        settings = Settings(data_dir=tmp_path, sample_fps=SAMPLE_FPS, segment_seconds=4.0, motion_gating=gating,
-                            min_crop_height=20)
+        settings = Settings(data_dir=tmp_path, sample_fps=SAMPLE_FPS, segment_seconds=4.0, motion_gating=gating, min_crop_height=20)
         with VideoSource(str(idle_footage.videos["cam1"])) as source:
             segments = source.segments(settings.segment_seconds)
             results[gating] = [detect_segment(source, segment, "cam1", detector, settings) for segment in segments]

@@ -6,9 +6,6 @@ import shutil
 import time
 
 import pytest
-from camtrace.storage.sql import Detection, Segment, Track, Video
-from camtrace.workers.jobs import apply_retention
-from camtrace.workers.local import ingest_local
 from click.testing import CliRunner
 from distributed_fixtures import camtrace_env, settings_from
 from sqlalchemy import select
@@ -16,6 +13,9 @@ from sqlalchemy.orm import Session
 
 from camtrace.cli import cli
 from camtrace.services import Services
+from camtrace.storage.sql import Detection, Segment, Track, Video
+from camtrace.workers.jobs import apply_retention
+from camtrace.workers.local import ingest_local
 
 
 @pytest.fixture

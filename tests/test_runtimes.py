@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from embedding_fixtures import make_crops
+
 from camtrace.detection import PersonDetector, SegmentTracker, VideoSource, track_frames
 from camtrace.detection.detector import trained_imgsz
 from camtrace.embedding import ImageTextEncoder
 from camtrace.embedding.gpu import DevicePixelTransform
-from embedding_fixtures import make_crops
-
 from camtrace.exports import MANIFEST, check_export, export_folder
 from camtrace.services import Services
 from camtrace.settings import Settings
@@ -28,8 +28,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def onnx_encoder(folder: Path, exports: Path, quantize: str = "fp32") -> ImageTextEncoder:
-    return ImageTextEncoder(folder, None, device="cpu", batch_size=8, runtime="onnx", exports_dir=exports,
-                            onnx_quantize=quantize)
+    return ImageTextEncoder(folder, None, device="cpu", batch_size=8, runtime="onnx", exports_dir=exports, onnx_quantize=quantize)
 
 
 def vision_export(exports: Path, encoder: ImageTextEncoder) -> Path:
@@ -51,9 +50,7 @@ def torch_vectors(tiny_siglip_dir: Path, crops) -> np.ndarray:
     return ImageTextEncoder(tiny_siglip_dir, None, device="cpu", batch_size=8).encode_images(crops)
 
 
-def test_onnx_fp32_and_int8_agree_with_pytorch_and_text_loads_only_when_asked(
-    tiny_siglip_dir, tmp_path, crops, torch_vectors
-):
+def test_onnx_fp32_and_int8_agree_with_pytorch_and_text_loads_only_when_asked(tiny_siglip_dir, tmp_path, crops, torch_vectors):
     fp32 = onnx_encoder(tiny_siglip_dir, tmp_path, "fp32")
     vectors = fp32.encode_images(crops)
     assert fp32.runtime_label == "onnx fp32"
@@ -81,12 +78,12 @@ def spinning(session) -> str:
     return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
 
 
-
 def test_onnx_sessions_run_on_the_set_threads_without_spinning(
     tiny_siglip_dir, tiny_yolo_dir, tmp_path, crops, torch_threads_restored
 ):
-    settings = Settings(data_dir=tmp_path, embed_model=str(tiny_siglip_dir), detector_model=str(tiny_yolo_dir),
-                        device="cpu", cpu_threads=1)
+    settings = Settings(
+        data_dir=tmp_path, embed_model=str(tiny_siglip_dir), detector_model=str(tiny_yolo_dir), device="cpu", cpu_threads=1
+    )
     encoder = ImageTextEncoder.from_settings(settings)
     encoder.encode_images(crops[:2])
     session = encoder.vision.session
@@ -101,8 +98,7 @@ def test_onnx_sessions_run_on_the_set_threads_without_spinning(
 
 
 def test_settings_pick_onnx_on_cpu_and_the_vector_size_needs_no_weights(tiny_siglip_dir, tiny_yolo_dir, tmp_path):
-    settings = Settings(data_dir=tmp_path, embed_model=str(tiny_siglip_dir), detector_model=str(tiny_yolo_dir),
-                        device="cpu")
+    settings = Settings(data_dir=tmp_path, embed_model=str(tiny_siglip_dir), detector_model=str(tiny_yolo_dir), device="cpu")
     services = Services(settings)
     try:
         assert services.encoder.runtime == "onnx" and services.detector.runtime == "onnx"
@@ -237,10 +233,8 @@ def test_the_input_size_defaults_to_the_training_size_and_the_setting_overrides_
     torch.save(ckpt, tmp_path / "w256" / "model.pt")
     image = np.zeros((360, 640, 3), np.uint8)
 
-    for folder, setting, expected in ((tiny_yolo_dir, None, 320), (tmp_path / "w256", None, 256),
-                                      (tmp_path / "w256", 416, 416)):
-        settings = Settings(data_dir=tmp_path, detector_model=str(folder), detector_imgsz=setting, device="cpu",
-                            runtime="torch")
+    for folder, setting, expected in ((tiny_yolo_dir, None, 320), (tmp_path / "w256", None, 256), (tmp_path / "w256", 416, 416)):
+        settings = Settings(data_dir=tmp_path, detector_model=str(folder), detector_imgsz=setting, device="cpu", runtime="torch")
         detector = PersonDetector.from_settings(settings)
         assert detector.imgsz == expected
         assert trained_imgsz(detector._model) == (256 if folder != tiny_yolo_dir else 320)
@@ -251,8 +245,7 @@ def test_the_input_size_defaults_to_the_training_size_and_the_setting_overrides_
 
 def test_onnx_detector_gives_the_same_boxes_and_tracks(tiny_yolo_dir, tmp_path, footage):
     torch_detector = PersonDetector(str(tiny_yolo_dir), conf=0.25, max_det=6, batch_size=4)
-    onnx_detector = PersonDetector(str(tiny_yolo_dir), conf=0.25, max_det=6, batch_size=4, runtime="onnx",
-                                   exports_dir=tmp_path)
+    onnx_detector = PersonDetector(str(tiny_yolo_dir), conf=0.25, max_det=6, batch_size=4, runtime="onnx", exports_dir=tmp_path)
     with VideoSource(str(footage.videos["cam1"])) as source:
         frames = list(source.frames(5.0, 0, 40))
     expected = torch_detector.detect([f.image for f in frames])

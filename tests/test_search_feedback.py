@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from camtrace.storage.sql import Database
 from storage_fixtures import postgres_url  # noqa: F401  (fixture)
 
 from camtrace.errors import StorageError
+from camtrace.storage.sql import Database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -28,8 +28,11 @@ def test_newest_verdict_per_pair_wins_and_training_reads_them(db: Database) -> N
     db.add_feedback("d", "e", "same", "omar", created_at=130.0)
 
     current = [(f.track_id, f.candidate_track_id, f.verdict, f.username, f.created_at) for f in db.feedback_pairs()]
-    assert current == [("a", "c", "different", "ines", 110.0), ("b", "a", "different", "omar", 120.0),
-                       ("d", "e", "same", "omar", 130.0)]
+    assert current == [
+        ("a", "c", "different", "ines", 110.0),
+        ("b", "a", "different", "omar", 120.0),
+        ("d", "e", "same", "omar", 130.0),
+    ]
     assert [f.candidate_track_id for f in db.feedback_pairs(verdict="same")] == ["e"]
     assert [f.track_id for f in db.feedback_pairs(since=115.0)] == ["b", "d"]
     assert {(f.track_id, f.candidate_track_id) for f in db.feedback_for(["a"])} == {("a", "c"), ("b", "a")}

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from camtrace.storage.edge import EdgeIndex
-from camtrace.storage.index import VectorIndex, best_score_scale, similarity_from_best_score
-from camtrace.storage.server import ServerIndex
 from qdrant_client import QdrantClient
 
 from camtrace.errors import StorageError
+from camtrace.storage.edge import EdgeIndex
+from camtrace.storage.index import VectorIndex, best_score_scale, similarity_from_best_score
+from camtrace.storage.server import ServerIndex
 from camtrace.types import IndexPoint, SearchFilter, point_id
 
 DIM = 16
@@ -28,9 +28,17 @@ def make_point(vector: np.ndarray, track: str, camera: str, frame: int) -> Index
     return IndexPoint(
         id=point_id(f"{camera}-video", frame, track),
         vector=vector,
-        payload={"camera_id": camera, "video_id": f"{camera}-video", "track_id": track, "ts": T0 + frame,
-                 "frame_index": frame, "bbox": [0.0, 0.0, 10.0, 20.0], "det_conf": 0.9,
-                 "crop_key": f"{camera}/{track}/{frame}.jpg", "model_version": "m"},
+        payload={
+            "camera_id": camera,
+            "video_id": f"{camera}-video",
+            "track_id": track,
+            "ts": T0 + frame,
+            "frame_index": frame,
+            "bbox": [0.0, 0.0, 10.0, 20.0],
+            "det_conf": 0.9,
+            "crop_key": f"{camera}/{track}/{frame}.jpg",
+            "model_version": "m",
+        },
     )
 
 
@@ -117,8 +125,11 @@ def test_recommend_negatives_push_similar_tracks_down(index: VectorIndex) -> Non
     lookalike = unit(np.cos(0.3) * axes[0] + np.sin(0.3) * axes[1])  # 0.955 like the person
     same = unit(np.cos(0.4) * axes[0] - np.sin(0.4) * axes[1])  # 0.921 like the person, 0.765 like the lookalike
     stranger = unit(0.1 * axes[0] + axes[3])
-    points = [make_point(same, "same", "cam1", 1), make_point(lookalike, "lookalike", "cam2", 2),
-              make_point(stranger, "stranger", "cam1", 3)]
+    points = [
+        make_point(same, "same", "cam1", 1),
+        make_point(lookalike, "lookalike", "cam2", 2),
+        make_point(stranger, "stranger", "cam1", 3),
+    ]
     index.upsert(points)
     plain = index.recommend([person], [], None, limit=3)
     assert plain[0].track_id == "lookalike"  # nearer to the query than the true match

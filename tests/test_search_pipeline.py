@@ -17,14 +17,14 @@ from html.parser import HTMLParser
 import cv2
 import numpy as np
 import pytest
-from camtrace.search import SearchService
-from camtrace.search.export import CSV_COLUMNS, trace_csv, trace_html, trace_json
-from camtrace.search.frames import BOX_COLOUR, read_frame
-from camtrace.workers.local import ingest_local
 from distributed_fixtures import camtrace_env, settings_from
 
 from camtrace.errors import InputError
+from camtrace.search import SearchService
+from camtrace.search.export import CSV_COLUMNS, trace_csv, trace_html, trace_json
+from camtrace.search.frames import BOX_COLOUR, read_frame
 from camtrace.services import Services
+from camtrace.workers.local import ingest_local
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,9 @@ def test_filters_are_inside_the_query(service, footage):
     # The best match overall is on another camera: a filter applied after a top-k cut would
     # lose tracks; inside the query it finds every track of the chosen camera.
     assert only and {r.camera_id for r in only} == {other}
-    tracks_on_other = [t for t in service.services.db.tracks_by_ids(ids(service.by_text(text, None, 200))).values()
-                       if t.camera_id == other]
+    tracks_on_other = [
+        t for t in service.services.db.tracks_by_ids(ids(service.by_text(text, None, 200))).values() if t.camera_id == other
+    ]
     assert sorted(ids(only)) == sorted(t.id for t in tracks_on_other)
 
     start = footage.start_ts[other]

@@ -4,12 +4,12 @@ right answers are known, on both index backends, through the real SearchService.
 from __future__ import annotations
 
 import pytest
-from camtrace.search import SearchService
-from camtrace.search.trace import TraceEntry, TraceMethod, build_trace
 from search_scene import CAMERAS, PERSON, T0, build_scene, expected_similarity, install_evidence
 from sqlalchemy import delete
 
 from camtrace.errors import InputError, NotFoundError
+from camtrace.search import SearchService
+from camtrace.search.trace import TraceEntry, TraceMethod, build_trace
 
 
 @pytest.fixture(scope="module", params=["edge", "server"])
@@ -130,8 +130,13 @@ def test_the_trace_is_the_most_probable_path_with_the_rest_as_alternatives(servi
     path = [(s.track_id, s.status, s.camera_id, s.merged_track_ids) for s in trace.path]
     # A2 (the seed found again 2 s later: a step of its own until confirmed), B1 and B2 20 s later (one stop),
     # C1 22 s after that, Q 30 s after C1.
-    assert path == [("A1", "seed", "camA", []), ("A2", "candidate", "camA", []), ("B1", "candidate", "camB", ["B2"]),
-                    ("C1", "candidate", "camC", []), ("Q", "candidate", "camD", [])]
+    assert path == [
+        ("A1", "seed", "camA", []),
+        ("A2", "candidate", "camA", []),
+        ("B1", "candidate", "camB", ["B2"]),
+        ("C1", "candidate", "camC", []),
+        ("Q", "candidate", "camD", []),
+    ]
     assert [s.transit_seconds for s in trace.path] == [None, 2.0, 20.0, 22.0, 30.0]
     assert [s.expected_transit_seconds for s in trace.path] == [None, None, 20.0, 22.0, 30.0]
     assert all(s.probability >= 0.5 for s in trace.path) and trace.path[0].probability == 1.0
@@ -180,8 +185,7 @@ def test_build_trace_keeps_the_path_time_consistent_and_leaves_an_impossible_loo
         return 1.0 if fit is None or abs(later.ts_start - earlier.ts_end - fit) <= 2 else 0.01
 
     seed = TraceEntry("s", "cam1", 0, 10, 1.0, "seed", "k0")
-    person = [TraceEntry("p2", "cam2", 20, 30, 0.95, "candidate", "k1"),
-              TraceEntry("p3", "cam3", 40, 50, 0.7, "candidate", "k2")]
+    person = [TraceEntry("p2", "cam2", 20, 30, 0.95, "candidate", "k1"), TraceEntry("p3", "cam3", 40, 50, 0.7, "candidate", "k2")]
     # The look-alike scores higher than the person but is on cam3 while the person is on cam2.
     lookalike = TraceEntry("look", "cam3", 22, 28, 0.97, "candidate", "k3")
     trace = build_trace("s", [seed], [*person, lookalike], probability, 0.5, transit_ratio=transit)
@@ -192,9 +196,11 @@ def test_build_trace_keeps_the_path_time_consistent_and_leaves_an_impossible_loo
     assert [s.transit_seconds for s in trace.path] == [None, 10, 10]
 
     # A doubtful step anchors nothing: a stranger's walk that fits the links from it is not followed.
-    doubtful = [TraceEntry("x2", "cam2", 20, 30, 0.7, "candidate", "k5"),
-                TraceEntry("x3", "cam3", 40, 50, 0.99, "candidate", "k6"),
-                TraceEntry("x4", "cam4", 60, 70, 0.99, "candidate", "k7")]
+    doubtful = [
+        TraceEntry("x2", "cam2", 20, 30, 0.7, "candidate", "k5"),
+        TraceEntry("x3", "cam3", 40, 50, 0.99, "candidate", "k6"),
+        TraceEntry("x4", "cam4", 60, 70, 0.99, "candidate", "k7"),
+    ]
     wary = build_trace("s", [seed], doubtful, probability, 0.5, transit_ratio=transit)
     assert [s.track_id for s in wary.path] == ["s", "x2"]
 
@@ -281,8 +287,20 @@ def test_learning_runs_again_only_when_tracks_changed(tmp_path):
         first = evidence.learn_if_stale()
         assert first is not None and first.tracks == 9
         assert evidence.learn_if_stale() is None  # nothing new since
-        services.db.upsert_tracks([{"id": "late", "camera_id": "camA", "video_id": "camA-video", "segment_index": 1,
-                                    "ts_start": T0 + 900, "ts_end": T0 + 905, "n_boxes": 1, "best_crop_key": None}])
+        services.db.upsert_tracks(
+            [
+                {
+                    "id": "late",
+                    "camera_id": "camA",
+                    "video_id": "camA-video",
+                    "segment_index": 1,
+                    "ts_start": T0 + 900,
+                    "ts_end": T0 + 905,
+                    "n_boxes": 1,
+                    "best_crop_key": None,
+                }
+            ]
+        )
         assert evidence.learn_if_stale() is not None  # a new track: learn again
         assert evidence.stored().document["tracks"] == 9  # (the new track has no vectors: not learned from)
     finally:

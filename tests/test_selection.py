@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from camtrace.detection import CropSelector, crop_box, is_cut_off, quality_score, sharpness
 
+from camtrace.detection import CropSelector, crop_box, is_cut_off, quality_score, sharpness
 from camtrace.types import Frame, TrackedBox
 
 WIDTH, HEIGHT = 320, 240

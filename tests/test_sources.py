@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 import pytest
-from camtrace.detection import SegmentSpec, VideoSource, expand_source, is_sampled
 from detection_fixtures import avi_file, mjpeg_stream_url  # noqa: F401
 
+from camtrace.detection import SegmentSpec, VideoSource, expand_source, is_sampled
 from camtrace.errors import SourceError
 
 
@@ -171,7 +171,6 @@ def test_closed_source_refuses_to_read(avi_file):
     source.close()
     with pytest.raises(SourceError, match="closed"):
         next(source.frames(5.0))
-
 
 
 @pytest.mark.timeout(60)

@@ -7,21 +7,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import camtrace.storage.access  # noqa: F401  (its tables share Base: the schema comparison needs them)
 import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+from storage_fixtures import postgres_url, url  # noqa: F401  (fixtures)
+
+import camtrace.storage.access  # noqa: F401  (its tables share Base: the schema comparison needs them)
+from camtrace.errors import NotFoundError, StorageError
 from camtrace.storage.cases import CaseRow  # noqa: F401 (its tables join Base.metadata)
 from camtrace.storage.evidence import IdentityEvidenceRow  # noqa: F401 (its table joins Base.metadata)
 from camtrace.storage.sql import Base, Database, alembic_config
 from camtrace.storage.watchlists import WatchEntryRow  # noqa: F401 (its tables join Base.metadata)
 from camtrace.workers.jobs import refresh_job
-from sqlalchemy import inspect, text
-from storage_fixtures import postgres_url, url  # noqa: F401  (fixtures)
-
-from camtrace.errors import NotFoundError, StorageError
 
 
 @pytest.fixture
@@ -290,10 +290,28 @@ def test_a_job_whose_segments_a_newer_ingest_took_over_still_finishes(db: Databa
 
 def test_retention_deletes_old_detections_and_their_empty_tracks(db: Database) -> None:
     db.upsert_video("v1", "gate", "/footage/v1.mp4", 25.0, 640, 360, 1000.0, 1060.0, 1500)
-    db.upsert_tracks([
-        {"id": "old", "camera_id": "gate", "video_id": "v1", "segment_index": 0, "ts_start": 10.0, "ts_end": 20.0, "n_boxes": 3},
-        {"id": "new", "camera_id": "gate", "video_id": "v1", "segment_index": 0, "ts_start": 90.0, "ts_end": 99.0, "n_boxes": 3},
-    ])
+    db.upsert_tracks(
+        [
+            {
+                "id": "old",
+                "camera_id": "gate",
+                "video_id": "v1",
+                "segment_index": 0,
+                "ts_start": 10.0,
+                "ts_end": 20.0,
+                "n_boxes": 3,
+            },
+            {
+                "id": "new",
+                "camera_id": "gate",
+                "video_id": "v1",
+                "segment_index": 0,
+                "ts_start": 90.0,
+                "ts_end": 99.0,
+                "n_boxes": 3,
+            },
+        ]
+    )
     db.upsert_detections([detection_row("p-old", "old", ts=15.0), detection_row("p-new", "new", ts=95.0)])
     old = db.detections_before(50.0)
     assert [row.point_id for row in old] == ["p-old"]

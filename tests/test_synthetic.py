@@ -8,8 +8,8 @@ import json
 import cv2
 import numpy as np
 import pytest
-from camtrace.detection import VideoSource, sharpness
 
+from camtrace.detection import VideoSource, sharpness
 from camtrace.synthetic import COLOURS, GROUND_TRUTH_FILE, generate_footage
 
 

@@ -13,8 +13,7 @@ def test_the_hidden_share_follows_the_level_asked_for(occluder):
     people = make_identities(np.random.default_rng(1), 5)
     for level in (0.0, 0.2, 0.4, 0.6):
         for seed in range(3):
-            view = person_view(people[0], np.random.default_rng(seed), occlusion=level, occluder=occluder,
-                               others=people[1:])
+            view = person_view(people[0], np.random.default_rng(seed), occlusion=level, occluder=occluder, others=people[1:])
             assert view.identity == people[0].id and view.image.dtype == np.uint8 and view.image.shape[2] == 3
             assert view.occluded == pytest.approx(level, abs=0.06)
             assert view.image.shape[0] > view.image.shape[1]  # a standing person's box

@@ -6,11 +6,11 @@ import collections
 
 import numpy as np
 import pytest
-from camtrace.detection import MotionTracker, SegmentTracker, make_tracker
-from camtrace.detection.tracking import MotionTrackerConfig
 from quality_eval import GroundTruth, crossing_figures
 from site_fixtures import faulty_detections, truth_boxes, walkers_site  # noqa: F401
 
+from camtrace.detection import MotionTracker, SegmentTracker, make_tracker
+from camtrace.detection.tracking import MotionTrackerConfig
 from camtrace.settings import load_settings
 from camtrace.types import Frame
 

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from camtrace.embedding import ImageTextEncoder
-from camtrace.embedding.anchor_head import HEAD_CONFIG, HEAD_WEIGHTS, build_anchor_head, load_anchor_head
-from camtrace.training.losses import triplet_loss
 from click.testing import CliRunner
 from embedding_fixtures import tiny_siglip2_dir  # noqa: F401  (fixture)
 from safetensors.torch import load_file
 
+from camtrace.embedding import ImageTextEncoder
+from camtrace.embedding.anchor_head import HEAD_CONFIG, HEAD_WEIGHTS, build_anchor_head, load_anchor_head
 from camtrace.errors import ConfigError
+from camtrace.training.losses import triplet_loss
 
 
 def test_triplet_loss_is_zero_when_identities_are_apart_by_the_margin_and_positive_otherwise():
@@ -30,12 +30,34 @@ def test_train_head_anchors_changes_only_the_head(tiny_siglip_dir, footage, tmp_
     from camtrace.cli import cli
 
     out = tmp_path / "model"
-    result = CliRunner().invoke(cli, ["train", "--dataset", f"synthetic:{footage.root}", "--base", str(tiny_siglip_dir),
-                                      "--head", "anchors", "--epochs", "2", "--head-lr", "1e-3", "--batch-size", "8",
-                                      "--images-per-identity", "2", "--crops", "tight", "--out", str(out),
-                                      "--no-progress", "--no-register", "--json"],
-                                env={"CAMTRACE_DEVICE": "cpu", "CAMTRACE_DATA_DIR": str(tmp_path / "data"),
-                                     "CAMTRACE_ANCHOR_LAYER": "1"})
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--dataset",
+            f"synthetic:{footage.root}",
+            "--base",
+            str(tiny_siglip_dir),
+            "--head",
+            "anchors",
+            "--epochs",
+            "2",
+            "--head-lr",
+            "1e-3",
+            "--batch-size",
+            "8",
+            "--images-per-identity",
+            "2",
+            "--crops",
+            "tight",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--no-register",
+            "--json",
+        ],
+        env={"CAMTRACE_DEVICE": "cpu", "CAMTRACE_DATA_DIR": str(tmp_path / "data"), "CAMTRACE_ANCHOR_LAYER": "1"},
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["steps"] > 0 and len(summary["history"]) == 2
@@ -51,8 +73,11 @@ def test_train_head_anchors_changes_only_the_head(tiny_siglip_dir, footage, tmp_
     loaded = load_base(str(tiny_siglip_dir), None, 64)
     fresh = build_anchor_head(loaded.model, loaded.processor.tokenizer, loaded.text_kwargs, loaded.lowercase, layer=1)
     head = load_anchor_head(out)
-    moved = [name for name, value in head.state_dict().items()
-             if name != "text_anchors" and not torch.equal(value, fresh.state_dict()[name])]
+    moved = [
+        name
+        for name, value in head.state_dict().items()
+        if name != "text_anchors" and not torch.equal(value, fresh.state_dict()[name])
+    ]
     assert "context" in moved and any(name.startswith("blocks.") for name in moved)
     torch.testing.assert_close(head.text_anchors, fresh.text_anchors)
     # Validation reports re-id with and without the head; the classifier is not saved.
@@ -76,8 +101,16 @@ def test_train_head_anchors_changes_only_the_head(tiny_siglip_dir, footage, tmp_
 def test_head_training_refuses_what_it_cannot_do(tiny_siglip_dir, footage, tmp_path):
     from camtrace.training.trainer import TrainConfig, train
 
-    config = TrainConfig([f"synthetic:{footage.root}"], tmp_path / "m", base=str(tiny_siglip_dir), head="anchors",
-                         epochs=0, head_epochs=1, crops="tight", device="cpu")
+    config = TrainConfig(
+        [f"synthetic:{footage.root}"],
+        tmp_path / "m",
+        base=str(tiny_siglip_dir),
+        head="anchors",
+        epochs=0,
+        head_epochs=1,
+        crops="tight",
+        device="cpu",
+    )
     with pytest.raises(ConfigError, match="--epochs"):
         train(config, progress=False)
     with pytest.raises(ConfigError, match="anchors"):
@@ -87,14 +120,23 @@ def test_head_training_refuses_what_it_cannot_do(tiny_siglip_dir, footage, tmp_p
 def test_a_head_trains_on_siglip2_and_the_encoder_uses_it(tiny_siglip2_dir, footage, tmp_path):
     from camtrace.training.trainer import TrainConfig, train
 
-    config = TrainConfig([f"synthetic:{footage.root}"], tmp_path / "m", base=str(tiny_siglip2_dir), head="anchors",
-                         epochs=1, head_lr=1e-3, batch_size=8, images_per_identity=2, crops="tight", device="cpu",
-                         anchor_layer=-1)
+    config = TrainConfig(
+        [f"synthetic:{footage.root}"],
+        tmp_path / "m",
+        base=str(tiny_siglip2_dir),
+        head="anchors",
+        epochs=1,
+        head_lr=1e-3,
+        batch_size=8,
+        images_per_identity=2,
+        crops="tight",
+        device="cpu",
+        anchor_layer=-1,
+    )
     result = train(config, progress=False)
     assert result.steps > 0 and result.val_metrics["image_reid_head"] is not None
     encoder = ImageTextEncoder(result.out_dir, None, device="cpu")
     crops = [np.full((40 + 8 * i, 20, 3), 60 * i, np.uint8) for i in range(3)]
     text, reid = encoder.encode_image_pair(crops)
-    np.testing.assert_allclose(text, ImageTextEncoder(tiny_siglip2_dir, None, device="cpu").encode_images(crops),
-                               atol=1e-5)
+    np.testing.assert_allclose(text, ImageTextEncoder(tiny_siglip2_dir, None, device="cpu").encode_images(crops), atol=1e-5)
     assert reid.shape == (3, 32) and load_anchor_head(result.out_dir).config.layer == -1

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from camtrace.training.datasets import PersonDataset, load_dataset, normalise_caption
 from PIL import Image
 
 from camtrace.errors import InputError
+from camtrace.training.datasets import PersonDataset, load_dataset, normalise_caption
 
 
 def _image(path: Path, colour=(200, 30, 30)) -> Path:
@@ -36,8 +36,7 @@ def test_cuhk_json_with_relative_paths_and_splits(tmp_path):
     _image(tmp_path / "imgs" / "a.jpg")
     _image(tmp_path / "imgs" / "b.jpg", (20, 20, 200))
     entries = [
-        {"file_path": "imgs/a.jpg", "id": 7, "captions": ["A man in a red coat.", "Red coat and black shoes"],
-         "split": "train"},
+        {"file_path": "imgs/a.jpg", "id": 7, "captions": ["A man in a red coat.", "Red coat and black shoes"], "split": "train"},
         {"file_path": "imgs/b.jpg", "id": 8, "captions": ["A woman wearing a blue dress."], "split": "test"},
     ]
     (tmp_path / "reid_raw.json").write_text(json.dumps(entries))
@@ -126,9 +125,8 @@ def test_synthetic_footage_crops_ground_truth_boxes(footage):
 
 
 def test_feedback_makes_one_identity_of_tracks_confirmed_as_the_same_person(tmp_path, monkeypatch):
-    from camtrace.storage import CropStore, Database
-
     from camtrace.settings import Settings
+    from camtrace.storage import CropStore, Database
 
     monkeypatch.delenv("CAMTRACE_DATABASE_URL", raising=False)
     settings = Settings(data_dir=tmp_path / "data")
@@ -137,16 +135,32 @@ def test_feedback_makes_one_identity_of_tracks_confirmed_as_the_same_person(tmp_
     with Database(settings.sql_url) as db:
         db.migrate()
         db.upsert_video("v", "gate", "/footage/v.mp4", 10.0, 640, 360, 0.0, 60.0, 600)
-        db.upsert_tracks([{"id": t, "camera_id": cam, "video_id": "v", "segment_index": 0, "ts_start": 0.0,
-                           "ts_end": 1.0, "n_boxes": 2} for t, cam in tracks.items()])
+        db.upsert_tracks(
+            [
+                {"id": t, "camera_id": cam, "video_id": "v", "segment_index": 0, "ts_start": 0.0, "ts_end": 1.0, "n_boxes": 2}
+                for t, cam in tracks.items()
+            ]
+        )
         rows = []
         for track, camera in tracks.items():
             for k in range(2):
                 key = f"{camera}/v/{track}{k}.jpg"
                 _image(crops.path(key))
-                rows.append({"point_id": f"{track}{k}", "track_id": track, "camera_id": camera, "video_id": "v",
-                             "frame_index": k, "ts": float(k), "bbox": (0, 0, 12, 24), "det_conf": 0.9,
-                             "quality": 0.5, "crop_key": key, "model_version": "m"})
+                rows.append(
+                    {
+                        "point_id": f"{track}{k}",
+                        "track_id": track,
+                        "camera_id": camera,
+                        "video_id": "v",
+                        "frame_index": k,
+                        "ts": float(k),
+                        "bbox": (0, 0, 12, 24),
+                        "det_conf": 0.9,
+                        "quality": 0.5,
+                        "crop_key": key,
+                        "model_version": "m",
+                    }
+                )
         db.upsert_detections(rows)
         db.add_feedback("a", "b", "same", "ann")
         db.add_feedback("c", "b", "same", "ann")  # a = b = c: one person over three cameras
@@ -157,8 +171,10 @@ def test_feedback_makes_one_identity_of_tracks_confirmed_as_the_same_person(tmp_
 
     ds = load_dataset(f"feedback:{tmp_path / 'data'}")
     people = {identity: sorted(s.image.name for s in ds.samples if s.identity == identity) for identity in ds.identities}
-    assert people == {"feedback-a": ["a0.jpg", "a1.jpg", "b0.jpg", "b1.jpg", "c0.jpg", "c1.jpg"],
-                      "feedback-d": ["d0.jpg", "e0.jpg", "e1.jpg"]}
+    assert people == {
+        "feedback-a": ["a0.jpg", "a1.jpg", "b0.jpg", "b1.jpg", "c0.jpg", "c1.jpg"],
+        "feedback-d": ["d0.jpg", "e0.jpg", "e1.jpg"],
+    }
     assert {s.camera for s in ds.samples if s.identity == "feedback-a"} == {"gate", "lobby", "garage"}
     assert all(s.split == "train" and s.captions == [] for s in ds.samples)
     with pytest.raises(InputError, match="data dir"):

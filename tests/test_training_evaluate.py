@@ -8,23 +8,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from camtrace.embedding.encoder import ImageTextEncoder
-from camtrace.training.datasets import PersonDataset, Sample, load_dataset, normalise_caption
-from camtrace.training.evaluate import evaluate_model, evaluation_set, format_table
-from camtrace.training.metrics import reid_metrics, text_to_identity_metrics
 from click.testing import CliRunner
 from PIL import Image
 
 from camtrace.cli import cli
+from camtrace.embedding.encoder import ImageTextEncoder
 from camtrace.errors import InputError
 from camtrace.settings import Settings
 from camtrace.synthetic import person_crops
+from camtrace.training.datasets import PersonDataset, Sample, load_dataset, normalise_caption
+from camtrace.training.evaluate import evaluate_model, evaluation_set, format_table
+from camtrace.training.metrics import reid_metrics, text_to_identity_metrics
 
 
 def _market(root, crops):
     names = {
-        "bounding_box_test": ["0001_c2s1_000001_00", "0001_c1s1_000002_00", "0002_c2s1_000003_00", "0000_c3s1_000004_00",
-                              "-1_c1s1_000005_00"],
+        "bounding_box_test": [
+            "0001_c2s1_000001_00",
+            "0001_c1s1_000002_00",
+            "0002_c2s1_000003_00",
+            "0000_c3s1_000004_00",
+            "-1_c1s1_000005_00",
+        ],
         "query": ["0001_c1s1_000010_00", "0002_c1s1_000011_00", "0003_c1s1_000012_00"],
     }
     k = 0
@@ -46,8 +51,9 @@ def test_market_queries_search_the_gallery_under_the_protocol(tiny_siglip_dir, t
     assert len(gallery) == 4  # the junk image is gone, the distractor stays
     q = encoder.encode_images([s.load_image() for s in query])
     g = encoder.encode_images([s.load_image() for s in gallery])
-    expected = reid_metrics(q @ g.T, [s.identity for s in query], [s.identity for s in gallery],
-                            [s.camera for s in query], [s.camera for s in gallery])
+    expected = reid_metrics(
+        q @ g.T, [s.identity for s in query], [s.identity for s in gallery], [s.camera for s in query], [s.camera for s in gallery]
+    )
     assert result["image_reid"] == pytest.approx(expected)
     assert "n/a" in format_table(result) and "map" in format_table(result)
 
@@ -58,16 +64,28 @@ def test_a_test_split_is_searched_image_against_the_rest_and_caption_against_all
         Sample(lambda c=crop: Image.fromarray(c), identity, "", captions, "test")
         for crop, (identity, captions) in zip(
             crops,
-            [("a", ["red top"]), ("a", ["red top"]), ("b", ["blue top"]), ("b", ["blue top", "blue top, bag"]),
-             ("c", ["black top"]), ("c", [])],
+            [
+                ("a", ["red top"]),
+                ("a", ["red top"]),
+                ("b", ["blue top"]),
+                ("b", ["blue top", "blue top, bag"]),
+                ("c", ["black top"]),
+                ("c", []),
+            ],
         )
     ] + [Sample(lambda: Image.fromarray(crops[0]), "z", "cam", ["white top"], "train")]
     dataset = PersonDataset(samples, "mixed")
     chosen = evaluation_set(dataset)
     assert len(chosen.gallery) == 6 and chosen.queries is chosen.gallery  # train images stay out
     # Every caption of every image is a query: the two images of "a" give two, "b" three.
-    assert chosen.text_queries == [("a", "red top"), ("a", "red top"), ("b", "blue top"), ("b", "blue top"),
-                                   ("b", "blue top, bag"), ("c", "black top")]
+    assert chosen.text_queries == [
+        ("a", "red top"),
+        ("a", "red top"),
+        ("b", "blue top"),
+        ("b", "blue top"),
+        ("b", "blue top, bag"),
+        ("c", "black top"),
+    ]
     assert len({s.camera for s in chosen.gallery}) == 6  # unknown cameras: each image only drops itself
 
     encoder = ImageTextEncoder(tiny_siglip_dir, device="cpu")
@@ -90,6 +108,7 @@ def test_a_dataset_without_an_evaluation_split_is_refused():
 
 # The text -> identity protocol -------------------------------------------------------------------------------
 
+
 def write_cuhk_json(root: Path, entries: list[tuple[str, list[str], str, Image.Image]]) -> Path:
     """A CUHK-PEDES-style annotation file: (identity, captions, split, image) per entry, images as PNG."""
     rows = []
@@ -103,9 +122,14 @@ def write_cuhk_json(root: Path, entries: list[tuple[str, list[str], str, Image.I
 
 
 # Six test images: identity 1 twice, 2 once, 3 three times; each image's colour says which it is.
-HAND_GALLERY = [("1", ["A man in a red coat.", "A man in a red coat."]), ("1", ["A man in a red coat."]),
-                ("2", ["A woman with a blue bag."]), ("3", ["Green shirt."]), ("3", ["Green shirt."]),
-                ("3", ["Green shirt."])]
+HAND_GALLERY = [
+    ("1", ["A man in a red coat.", "A man in a red coat."]),
+    ("1", ["A man in a red coat."]),
+    ("2", ["A woman with a blue bag."]),
+    ("3", ["Green shirt."]),
+    ("3", ["Green shirt."]),
+    ("3", ["Green shirt."]),
+]
 # Each caption's similarity to the six images, in that order.
 HAND_SCORES = {
     "man, red coat": [0.5, 0.7, 0.9, 0.1, 0.2, 0.3],  # identity 1 scores 0.7, 2 scores 0.9: rank 2
@@ -132,8 +156,10 @@ class LookupEncoder:
 
 @pytest.mark.parametrize("raw", [False, True])
 def test_every_caption_of_every_image_is_a_query_and_the_figures_match_a_hand_computation(tmp_path, raw):
-    entries = [(identity, captions, "test", Image.new("RGB", (8, 16), (40 * k, 0, 0)))
-               for k, (identity, captions) in enumerate(HAND_GALLERY)]
+    entries = [
+        (identity, captions, "test", Image.new("RGB", (8, 16), (40 * k, 0, 0)))
+        for k, (identity, captions) in enumerate(HAND_GALLERY)
+    ]
     entries.append(("9", ["A man in a red coat."], "train", Image.new("RGB", (8, 16), (0, 0, 0))))
     dataset = load_dataset(f"cuhk-pedes:{write_cuhk_json(tmp_path, entries)}", raw_captions=raw)
     encoder = LookupEncoder()
@@ -184,20 +210,18 @@ def shared_caption_dataset(root: Path) -> Path:
 
 def test_camtrace_eval_matches_an_independent_implementation_of_the_protocol(tmp_path, tiny_siglip_dir):
     file = shared_caption_dataset(tmp_path / "cuhk")
-    env = {"CAMTRACE_DATA_DIR": str(tmp_path / "data"), "CAMTRACE_EMBED_MODEL": str(tiny_siglip_dir),
-           "CAMTRACE_DEVICE": "cpu"}
+    env = {"CAMTRACE_DATA_DIR": str(tmp_path / "data"), "CAMTRACE_EMBED_MODEL": str(tiny_siglip_dir), "CAMTRACE_DEVICE": "cpu"}
     # The reference reads the JSON itself and embeds with an encoder of the same settings.
-    encoder = ImageTextEncoder.from_settings(Settings(data_dir=tmp_path / "data", embed_model=str(tiny_siglip_dir),
-                                                      device="cpu"))
+    encoder = ImageTextEncoder.from_settings(Settings(data_dir=tmp_path / "data", embed_model=str(tiny_siglip_dir), device="cpu"))
     test = [entry for entry in json.loads(file.read_text()) if entry["split"] == "test"]
     images = encoder.encode_images([Image.open(file.parent / entry["file_path"]).convert("RGB") for entry in test])
     image_ids = [str(entry["id"]) for entry in test]
     runner = CliRunner()
     for raw in (False, True):
-        captions = [(str(entry["id"]), text if raw else normalise_caption(text))
-                    for entry in test for text in entry["captions"]]
-        expected = reference_text_to_identity(images, image_ids, encoder.encode_texts([c for _, c in captions]),
-                                              [i for i, _ in captions])
+        captions = [(str(entry["id"]), text if raw else normalise_caption(text)) for entry in test for text in entry["captions"]]
+        expected = reference_text_to_identity(
+            images, image_ids, encoder.encode_texts([c for _, c in captions]), [i for i, _ in captions]
+        )
         args = ["eval", "--dataset", f"cuhk-pedes:{file}", "--json", "--no-progress"] + (["--raw-captions"] * raw)
         shown = runner.invoke(cli, args, env=env)
         assert shown.exit_code == 0, shown.output

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from training_fixtures import crowd_footage, learnable_siglip_dir  # noqa: F401
+
 from camtrace.embedding.encoder import ImageTextEncoder
 from camtrace.training.datasets import load_dataset
 from camtrace.training.evaluate import evaluate_model
 from camtrace.training.trainer import TrainConfig, train
-from training_fixtures import crowd_footage, learnable_siglip_dir  # noqa: F401
 
 
 @pytest.fixture
@@ -35,8 +36,17 @@ def test_training_lifts_text_to_identity_on_held_out_people(learnable_siglip_dir
 
     before = evaluate_model(ImageTextEncoder(learnable_siglip_dir, device="cpu"), held_out)["text_to_identity"]
     config = TrainConfig(
-        datasets=[spec], out_dir=tmp_path / "model", base=str(learnable_siglip_dir), head_epochs=1, epochs=16,
-        head_lr=5e-3, lr=5e-3, batch_size=32, augment=False, device="cpu", checkpoint_every=1000,
+        datasets=[spec],
+        out_dir=tmp_path / "model",
+        base=str(learnable_siglip_dir),
+        head_epochs=1,
+        epochs=16,
+        head_lr=5e-3,
+        lr=5e-3,
+        batch_size=32,
+        augment=False,
+        device="cpu",
+        checkpoint_every=1000,
     )
     result = train(config, progress=False)
     after = evaluate_model(ImageTextEncoder(result.out_dir, device="cpu"), held_out)["text_to_identity"]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from camtrace.training.losses import PersonContrastiveLoss, image_image_loss, image_text_loss, soft_targets
 
 from camtrace.synthetic import person_crops
+from camtrace.training.losses import PersonContrastiveLoss, image_image_loss, image_text_loss, soft_targets
 
 
 def _embeddings(n: int, dim: int = 8, seed: int = 0):
@@ -64,8 +64,9 @@ def test_gradients_reach_both_towers_of_a_real_siglip(tiny_siglip_dir):
     processor = AutoProcessor.from_pretrained(tiny_siglip_dir)
     crops = [np.ascontiguousarray(c) for c in person_crops(4, seed=3)]
     pixels = processor.image_processor(crops, return_tensors="pt", input_data_format="channels_last")
-    tokens = processor.tokenizer(["red top", "blue top", "red top", "black bag"], return_tensors="pt",
-                                 padding="max_length", max_length=16)
+    tokens = processor.tokenizer(
+        ["red top", "blue top", "red top", "black bag"], return_tensors="pt", padding="max_length", max_length=16
+    )
     image_emb = model.get_image_features(**pixels).pooler_output
     text_emb = model.get_text_features(**tokens).pooler_output
     ids = torch.tensor([0, 1, 0, 2])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from camtrace.training.metrics import count_reid_queries, reid_metrics, text_to_identity_metrics
 
 
@@ -66,7 +67,12 @@ def test_reid_distractors_count_as_non_matches_and_a_gallery_without_matches_giv
     assert figures["top1"] == 0.0 and figures["top5"] == 100.0
     assert figures["map"] == pytest.approx(50.0)
     assert reid_metrics(scores, ["5"], ["0000", "5"], ["c1"], ["c2", "c1"]) == {
-        "top1": 0.0, "top5": 0.0, "top10": 0.0, "map": 0.0, "queries": 0, "images": 2
+        "top1": 0.0,
+        "top5": 0.0,
+        "top10": 0.0,
+        "map": 0.0,
+        "queries": 0,
+        "images": 2,
     }
 
 

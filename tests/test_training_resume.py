@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from camtrace.embedding.encoder import ImageTextEncoder
 from click.testing import CliRunner
 from safetensors.torch import load_file
+
+from camtrace.embedding.encoder import ImageTextEncoder
 
 # The crash: the same CLI run, SIGKILLed by itself right after optimizer step 7 (a checkpoint was written at 6).
 _KILLED_RUN = """
@@ -49,9 +50,32 @@ def _cli(args: list[str], **env: str):
 def test_a_killed_run_resumes_to_the_same_weights(tiny_siglip_dir, footage, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CAMTRACE_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
     # 5 people: 3 train (36 crops) -> 4 steps of 8 per epoch; 1 heads epoch + 2 whole-model epochs = 12 steps.
-    common = ["train", "--dataset", f"synthetic:{footage.root}", "--base", str(tiny_siglip_dir), "--head-epochs", "1",
-              "--epochs", "2", "--lr", "1e-3", "--head-lr", "1e-3", "--batch-size", "8", "--images-per-identity", "2",
-              "--checkpoint-every", "2", "--crops", "tight", "--no-register", "--no-progress", "--json"]
+    common = [
+        "train",
+        "--dataset",
+        f"synthetic:{footage.root}",
+        "--base",
+        str(tiny_siglip_dir),
+        "--head-epochs",
+        "1",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-3",
+        "--head-lr",
+        "1e-3",
+        "--batch-size",
+        "8",
+        "--images-per-identity",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--crops",
+        "tight",
+        "--no-register",
+        "--no-progress",
+        "--json",
+    ]
     reference, crashed = tmp_path / "reference", tmp_path / "crashed"
 
     done = _cli([*common, "--out", str(reference)])
@@ -83,8 +107,20 @@ def test_a_killed_run_resumes_to_the_same_weights(tiny_siglip_dir, footage, tmp_
     assert vectors.shape[0] == 1
     report = tmp_path / "eval.json"
     # The data dir holds the runtime's exports (ONNX on a CPU), as for any model eval runs.
-    result = _cli(["eval", "--dataset", f"synthetic:{footage.root}", "--model", str(crashed), "--json", "--out", str(report),
-                   "--no-progress"], CAMTRACE_DATA_DIR=str(tmp_path / "data"))
+    result = _cli(
+        [
+            "eval",
+            "--dataset",
+            f"synthetic:{footage.root}",
+            "--model",
+            str(crashed),
+            "--json",
+            "--out",
+            str(report),
+            "--no-progress",
+        ],
+        CAMTRACE_DATA_DIR=str(tmp_path / "data"),
+    )
     assert result.exit_code == 0, result.output
     figures = json.loads(report.read_text())
     assert set(figures["text_to_identity"]) == {"top1", "top5", "top10", "mrr", "cmc_auc20", "queries", "images"}
@@ -106,12 +142,20 @@ def _crash_at(at: int):
 
 
 def test_resume_refuses_a_checkpoint_of_other_settings(tiny_siglip_dir, footage, tmp_path):
+    from camtrace.errors import InputError
     from camtrace.training.trainer import TrainConfig, train
 
-    from camtrace.errors import InputError
-
-    config = TrainConfig(datasets=[f"synthetic:{footage.root}"], out_dir=tmp_path / "out", base=str(tiny_siglip_dir),
-                         head_epochs=1, epochs=0, batch_size=8, images_per_identity=2, checkpoint_every=1, device="cpu")
+    config = TrainConfig(
+        datasets=[f"synthetic:{footage.root}"],
+        out_dir=tmp_path / "out",
+        base=str(tiny_siglip_dir),
+        head_epochs=1,
+        epochs=0,
+        batch_size=8,
+        images_per_identity=2,
+        checkpoint_every=1,
+        device="cpu",
+    )
     with pytest.raises(_Crash):
         train(config, progress=False, on_step=_crash_at(2))
     assert (tmp_path / "out" / "checkpoints" / "step-000000002.pt").is_file()
@@ -127,11 +171,31 @@ def test_train_command_registers_the_model_with_its_validation_figures(tiny_sigl
     from camtrace.settings import Settings
 
     data_dir, out = tmp_path / "data", tmp_path / "model"
-    result = CliRunner().invoke(cli, ["train", "--dataset", f"synthetic:{footage.root}", "--base", str(tiny_siglip_dir),
-                                      "--head-epochs", "1", "--epochs", "0", "--batch-size", "8",
-                                      "--images-per-identity", "2", "--crops", "tight", "--out", str(out), "--no-progress",
-                                      "--json"],
-                                env={"CAMTRACE_DEVICE": "cpu", "CAMTRACE_DATA_DIR": str(data_dir)})
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--dataset",
+            f"synthetic:{footage.root}",
+            "--base",
+            str(tiny_siglip_dir),
+            "--head-epochs",
+            "1",
+            "--epochs",
+            "0",
+            "--batch-size",
+            "8",
+            "--images-per-identity",
+            "2",
+            "--crops",
+            "tight",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--json",
+        ],
+        env={"CAMTRACE_DEVICE": "cpu", "CAMTRACE_DATA_DIR": str(data_dir)},
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     services = Services(Settings(data_dir=data_dir))

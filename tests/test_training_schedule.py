@@ -6,18 +6,26 @@ from pathlib import Path
 
 import pytest
 import torch
-from camtrace.training.trainer import HEAD_PARAMETERS, TrainConfig, train
 from embedding_fixtures import tiny_clip_dir, tiny_siglip2_dir  # noqa: F401
 from safetensors.torch import load_file
 
+from camtrace.training.trainer import HEAD_PARAMETERS, TrainConfig, train
 
-@pytest.mark.parametrize(("family", "folder_fixture"),
-                         [("siglip", "tiny_siglip_dir"), ("siglip2", "tiny_siglip2_dir"), ("clip", "tiny_clip_dir")])
-def test_heads_stage_changes_only_the_heads_and_the_second_stage_the_rest(family, folder_fixture, footage, tmp_path,
-                                                                           request):
+
+@pytest.mark.parametrize(
+    ("family", "folder_fixture"), [("siglip", "tiny_siglip_dir"), ("siglip2", "tiny_siglip2_dir"), ("clip", "tiny_clip_dir")]
+)
+def test_heads_stage_changes_only_the_heads_and_the_second_stage_the_rest(family, folder_fixture, footage, tmp_path, request):
     base = Path(request.getfixturevalue(folder_fixture))
-    common = dict(datasets=[f"synthetic:{footage.root}"], base=str(base), batch_size=8, images_per_identity=2,
-                  head_lr=1e-2, lr=1e-3, device="cpu")
+    common = dict(
+        datasets=[f"synthetic:{footage.root}"],
+        base=str(base),
+        batch_size=8,
+        images_per_identity=2,
+        head_lr=1e-2,
+        lr=1e-3,
+        device="cpu",
+    )
     before = load_file(base / "model.safetensors")
 
     heads_only = train(TrainConfig(out_dir=tmp_path / "heads", head_epochs=1, epochs=0, **common), progress=False)

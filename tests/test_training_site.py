@@ -9,18 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from camtrace.search.evidence import learn_evidence
-from camtrace.training.datasets import load_dataset
-from camtrace.training.site import site_people
-from camtrace.workers.local import ingest_local
 from test_evidence import corridor
 from training_fixtures import build_learnable_siglip, learnable_siglip_dir  # noqa: F401
 
 from camtrace.errors import InputError
+from camtrace.search.evidence import learn_evidence
 from camtrace.services import Services
 from camtrace.settings import Settings
 from camtrace.synthetic import FigureDetector, generate_footage
 from camtrace.synthetic_site import SiteConfig, generate_site
+from camtrace.training.datasets import load_dataset
+from camtrace.training.site import site_people
+from camtrace.workers.local import ingest_local
 
 
 class FootageDetector:
@@ -95,13 +95,28 @@ def test_site_people_follow_the_rules():
 def walked_site(tmp_path_factory, learnable_siglip_dir: Path, tiny_yolo_dir: Path):
     """A site of 4 cameras walked by 24 people, ingested with the figures' boxes and the learnable SigLIP."""
     root = tmp_path_factory.mktemp("site")
-    config = SiteConfig(cameras=4, people=24, seconds=120.0, fps=5.0, size=(480, 270), pillar_cameras=(),
-                        group_share=0.0, lookalike_share=0.0, transit_seconds=(6.0, 9.0, 5.0), seed=3)
+    config = SiteConfig(
+        cameras=4,
+        people=24,
+        seconds=120.0,
+        fps=5.0,
+        size=(480, 270),
+        pillar_cameras=(),
+        group_share=0.0,
+        lookalike_share=0.0,
+        transit_seconds=(6.0, 9.0, 5.0),
+        seed=3,
+    )
     footage = generate_site(root / "footage", config)
     data_dir = root / "data"
-    env = {"CAMTRACE_DATA_DIR": str(data_dir), "CAMTRACE_EMBED_MODEL": str(learnable_siglip_dir),
-           "CAMTRACE_EMBED_PROCESSOR": "", "CAMTRACE_DETECTOR_MODEL": str(tiny_yolo_dir), "CAMTRACE_DEVICE": "cpu",
-           "CAMTRACE_SEGMENT_SECONDS": "30"}
+    env = {
+        "CAMTRACE_DATA_DIR": str(data_dir),
+        "CAMTRACE_EMBED_MODEL": str(learnable_siglip_dir),
+        "CAMTRACE_EMBED_PROCESSOR": "",
+        "CAMTRACE_DETECTOR_MODEL": str(tiny_yolo_dir),
+        "CAMTRACE_DEVICE": "cpu",
+        "CAMTRACE_SEGMENT_SECONDS": "30",
+    }
     services = Services(Settings(**{k.removeprefix("CAMTRACE_").lower(): v for k, v in env.items()}))
     stand_in = FootageDetector(footage)
     services.__dict__["detector"] = stand_in
@@ -125,9 +140,11 @@ def test_a_site_dataset_comes_from_the_index_the_pipeline_built(walked_site, mon
         load_dataset(f"site:{data_dir / 'camtrace.db'}")
 
 
-def test_adapting_to_the_site_lifts_re_id_of_people_it_never_had_labels_for(walked_site, monkeypatch, tmp_path,
-                                                                           torch_threads_restored):
+def test_adapting_to_the_site_lifts_re_id_of_people_it_never_had_labels_for(
+    walked_site, monkeypatch, tmp_path, torch_threads_restored
+):
     import torch
+
     from camtrace.embedding.encoder import ImageTextEncoder
     from camtrace.training.evaluate import evaluate_model
     from camtrace.training.trainer import TrainConfig, train
@@ -138,9 +155,18 @@ def test_adapting_to_the_site_lifts_re_id_of_people_it_never_had_labels_for(walk
         monkeypatch.setenv(key, value)
     held_out = load_dataset(f"synthetic:{footage.root}").split("test")  # ground truth, never seen by training
     before = evaluate_model(ImageTextEncoder(env["CAMTRACE_EMBED_MODEL"], device="cpu"), held_out)["image_reid"]
-    config = TrainConfig(datasets=[f"site:{data_dir}"], out_dir=tmp_path / "adapted", base=env["CAMTRACE_EMBED_MODEL"],
-                         head_epochs=0, epochs=12, lr=2e-3, batch_size=32, augment=True, device="cpu",
-                         checkpoint_every=1000)
+    config = TrainConfig(
+        datasets=[f"site:{data_dir}"],
+        out_dir=tmp_path / "adapted",
+        base=env["CAMTRACE_EMBED_MODEL"],
+        head_epochs=0,
+        epochs=12,
+        lr=2e-3,
+        batch_size=32,
+        augment=True,
+        device="cpu",
+        checkpoint_every=1000,
+    )
     result = train(config, progress=False)
     after = evaluate_model(ImageTextEncoder(result.out_dir, device="cpu"), held_out)["image_reid"]
     # Measured: mAP 70.5 -> 96.1, Top-1 90.6 -> 99.0 on the 96 held-out ground-truth crops.
@@ -149,10 +175,16 @@ def test_adapting_to_the_site_lifts_re_id_of_people_it_never_had_labels_for(walk
     from transformers import AutoModel
 
     start, adapted = AutoModel.from_pretrained(env["CAMTRACE_EMBED_MODEL"]), AutoModel.from_pretrained(result.out_dir)
-    assert all(torch.equal(a, b) for (name, a), (_, b) in zip(start.named_parameters(), adapted.named_parameters())
-               if name.startswith("text_model."))
-    assert not all(torch.equal(a, b) for (name, a), (_, b) in zip(start.named_parameters(), adapted.named_parameters())
-                   if name.startswith("vision_model."))
+    assert all(
+        torch.equal(a, b)
+        for (name, a), (_, b) in zip(start.named_parameters(), adapted.named_parameters())
+        if name.startswith("text_model.")
+    )
+    assert not all(
+        torch.equal(a, b)
+        for (name, a), (_, b) in zip(start.named_parameters(), adapted.named_parameters())
+        if name.startswith("vision_model.")
+    )
 
 
 def test_promotion_refuses_an_adapted_model_that_does_not_beat_the_one_in_service(walked_site, tmp_path, monkeypatch):
@@ -167,8 +199,9 @@ def test_promotion_refuses_an_adapted_model_that_does_not_beat_the_one_in_servic
     services = Services(Settings(**{k.removeprefix("CAMTRACE_").lower(): v for k, v in env.items()}))
     try:
         # Held-out verdicts: an investigator confirmed late people's tracks on two cameras.
-        from camtrace.storage.sql import Track
         from sqlalchemy import select
+
+        from camtrace.storage.sql import Track
 
         with services.db.engine.connect() as conn:
             rows = conn.execute(select(Track.id, Track.camera_id, Track.ts_start).order_by(Track.ts_start)).all()
@@ -179,10 +212,10 @@ def test_promotion_refuses_an_adapted_model_that_does_not_beat_the_one_in_servic
         # The "adapted" model is the one in service's weights in another folder: nothing gained.
         same_weights = tmp_path / "same-weights"
         shutil.copytree(env["CAMTRACE_EMBED_MODEL"], same_weights)
-        baseline = services.registry.register(Path(env["CAMTRACE_EMBED_MODEL"]), parent=None, datasets={},
-                                              settings={}, metrics={})
-        candidate = services.registry.register(same_weights, parent=baseline, datasets={"val": f"site:{site_copy}"},
-                                               settings={}, metrics={})
+        baseline = services.registry.register(Path(env["CAMTRACE_EMBED_MODEL"]), parent=None, datasets={}, settings={}, metrics={})
+        candidate = services.registry.register(
+            same_weights, parent=baseline, datasets={"val": f"site:{site_copy}"}, settings={}, metrics={}
+        )
         with pytest.raises(PromotionRefused, match="image_reid.map"):
             promote(services, candidate, progress=False)
     finally:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from camtrace.search import SearchService
-from camtrace.search.watch import NewTrack, Watcher, WatchService
-from camtrace.storage.access import AccessStore
-from camtrace.storage.watchlists import AlertDeliveryRow, AlertRow, WatchEntryRow
 from search_scene import AXES, L1_BASE, PERSON, T0, build_scene, crop_vectors, install_evidence, turn, unit
 from sqlalchemy import delete
 
 from camtrace.errors import InputError, NotFoundError
+from camtrace.search import SearchService
+from camtrace.search.watch import NewTrack, Watcher, WatchService
+from camtrace.storage.access import AccessStore
+from camtrace.storage.watchlists import AlertDeliveryRow, AlertRow, WatchEntryRow
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,13 @@ def build_learnable_siglip(folder: Path) -> Path:
     so a few CPU epochs would teach it little; real checkpoints start far higher.
     """
     import torch
-    from camtrace.embedding.tiny_model import build_random_siglip
     from transformers import AutoModel
 
-    build_random_siglip(folder, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, image_size=32,
-                        patch_size=8, max_length=16)
+    from camtrace.embedding.tiny_model import build_random_siglip
+
+    build_random_siglip(
+        folder, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, image_size=32, patch_size=8, max_length=16
+    )
     model = AutoModel.from_pretrained(folder)
     with torch.no_grad():
         model.logit_scale.fill_(math.log(10.0))

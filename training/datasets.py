@@ -67,8 +67,28 @@ MIN_VISIBLE = 0.6  # a synthetic person hidden beyond this share makes no traini
 # Words that join features in free text: each starts a new feature phrase.
 _JOINERS = r"\b(?:and|with|in|wearing|wears|carrying|carries|holding|holds|has|having|who|while|also)\b"
 # Words dropped from the start of a phrase: articles, pronouns and verbs that carry no visual feature.
-_LEADING_FILLER = {"a", "an", "the", "he", "she", "they", "it", "is", "are", "was", "his", "her", "their", "this",
-                   "that", "there", "pair", "of", "on", "in"}
+_LEADING_FILLER = {
+    "a",
+    "an",
+    "the",
+    "he",
+    "she",
+    "they",
+    "it",
+    "is",
+    "are",
+    "was",
+    "his",
+    "her",
+    "their",
+    "this",
+    "that",
+    "there",
+    "pair",
+    "of",
+    "on",
+    "in",
+}
 
 
 def normalise_caption(text: str) -> str:
@@ -333,19 +353,15 @@ def _load_csv(path: Path) -> list[Sample]:
             if not key[0].is_file():
                 raise InputError(f"{where}: image {key[0]} does not exist")
             by_path.setdefault(key, []).extend(_given([row["caption"]]))
-    return [
-        Sample(image, identity, camera, captions, split)
-        for (image, identity, split, camera), captions in by_path.items()
-    ]
+    return [Sample(image, identity, camera, captions, split) for (image, identity, split, camera), captions in by_path.items()]
 
 
 # --------------------------------------------------------------------------
 # Operators' confirmed matches
 # --------------------------------------------------------------------------
 def _load_feedback(path: Path) -> list[Sample]:
-    from camtrace.storage import CropStore, Database
-
     from camtrace.settings import load_settings
+    from camtrace.storage import CropStore, Database
 
     if not path.is_dir():
         raise InputError(f"feedback:{path} must name a camtrace data dir (CAMTRACE_DATA_DIR)")
@@ -414,9 +430,7 @@ def _load_synthetic(path: Path, crops: str = "tight", detector: Any = None) -> l
                 needed.setdefault(box["frame_index"], []).append(box)
         for box, crop in _crop_video(video, needed, crops, detector):
             identity = box["identity"]
-            samples.append(
-                Sample(_array_loader(crop), identity, camera, _given([descriptions[identity]]), split_of[identity])
-            )
+            samples.append(Sample(_array_loader(crop), identity, camera, _given([descriptions[identity]]), split_of[identity]))
     return samples
 
 
@@ -442,8 +456,7 @@ def _frames_per_walk(appearances: list[dict], whole: set[tuple[str, str, int]]) 
     the whole person."""
     wanted: dict[str, set[tuple[str, int]]] = {}
     for app in appearances:
-        usable = [f for f in range(app["frame_start"], app["frame_end"] + 1)
-                  if (app["camera"], app["identity"], f) in whole]
+        usable = [f for f in range(app["frame_start"], app["frame_end"] + 1) if (app["camera"], app["identity"], f) in whole]
         if not usable:
             continue
         picks = np.linspace(0, len(usable) - 1, min(SYNTHETIC_CROPS_PER_WALK, len(usable))).round().astype(int)
@@ -451,8 +464,9 @@ def _frames_per_walk(appearances: list[dict], whole: set[tuple[str, str, int]]) 
     return wanted
 
 
-def _crop_video(video: Path, needed: dict[int, list[dict]], crops: str = "tight",
-                detector: Any = None) -> Iterable[tuple[dict, np.ndarray]]:
+def _crop_video(
+    video: Path, needed: dict[int, list[dict]], crops: str = "tight", detector: Any = None
+) -> Iterable[tuple[dict, np.ndarray]]:
     """RGB crops of the ground-truth boxes ``needed`` per frame: the tight boxes, and/or (``crops`` "detector"
     or "both") the boxes ``detector`` finds there, matched to a ground-truth box by IoU >= 0.5 and cut, filtered
     and JPEG-encoded as the pipeline cuts what it embeds."""
@@ -489,9 +503,11 @@ def _crop_video(video: Path, needed: dict[int, list[dict]], crops: str = "tight"
         cap.release()
 
 
-def _detector_crops(detector: Any, frames: list[tuple[int, np.ndarray]], needed: dict[int, list[dict]]
-                    ) -> Iterable[tuple[dict, np.ndarray]]:
+def _detector_crops(
+    detector: Any, frames: list[tuple[int, np.ndarray]], needed: dict[int, list[dict]]
+) -> Iterable[tuple[dict, np.ndarray]]:
     import cv2
+
     from camtrace.detection.selection import crop_box, is_cut_off
 
     for (index, frame), found in zip(frames, detector.detect([f for _, f in frames])):

@@ -20,11 +20,11 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from camtrace.training.datasets import PersonDataset, Sample
-from camtrace.training.metrics import count_reid_queries, reid_metrics, text_to_identity_metrics
 from tqdm import tqdm
 
 from camtrace.errors import InputError
+from camtrace.training.datasets import PersonDataset, Sample
+from camtrace.training.metrics import count_reid_queries, reid_metrics, text_to_identity_metrics
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,10 @@ def evaluate_model(encoder, dataset: PersonDataset, *, batch_size: int = 64, pro
     query_cams = [s.camera for s in chosen.queries]
     gallery_cams = [s.camera for s in chosen.gallery]
     if count_reid_queries(query_ids, gallery_ids, query_cams, gallery_cams):
-        queries = gallery if chosen.queries is chosen.gallery else _encode_images(
-            encoder, chosen.queries, batch_size, progress, "queries"
+        queries = (
+            gallery
+            if chosen.queries is chosen.gallery
+            else _encode_images(encoder, chosen.queries, batch_size, progress, "queries")
         )
         result["image_reid"] = reid_metrics(queries @ gallery.T, query_ids, gallery_ids, query_cams, gallery_cams)
         if getattr(encoder, "has_reid_head", False):  # the anchor head's re-id vectors, beside the pooled ones
@@ -105,10 +107,18 @@ def evaluate_model(encoder, dataset: PersonDataset, *, batch_size: int = 64, pro
 def _head_reid(encoder, chosen: EvaluationSet, batch_size: int, progress: bool) -> dict:
     head_encoder = _ReidImages(encoder)
     gallery = _encode_images(head_encoder, chosen.gallery, batch_size, progress, "gallery (head)")
-    queries = gallery if chosen.queries is chosen.gallery else _encode_images(
-        head_encoder, chosen.queries, batch_size, progress, "queries (head)")
-    return reid_metrics(queries @ gallery.T, [s.identity for s in chosen.queries], [s.identity for s in chosen.gallery],
-                        [s.camera for s in chosen.queries], [s.camera for s in chosen.gallery])
+    queries = (
+        gallery
+        if chosen.queries is chosen.gallery
+        else _encode_images(head_encoder, chosen.queries, batch_size, progress, "queries (head)")
+    )
+    return reid_metrics(
+        queries @ gallery.T,
+        [s.identity for s in chosen.queries],
+        [s.identity for s in chosen.gallery],
+        [s.camera for s in chosen.queries],
+        [s.camera for s in chosen.gallery],
+    )
 
 
 class _ReidImages:
@@ -125,8 +135,10 @@ class _ReidImages:
 def format_table(result: dict) -> str:
     """The figures as a small text table."""
     lines = []
-    protocols = [("text_to_identity", ("top1", "top5", "top10", "mrr", "cmc_auc20")),
-                 ("image_reid", ("top1", "top5", "top10", "map"))]
+    protocols = [
+        ("text_to_identity", ("top1", "top5", "top10", "mrr", "cmc_auc20")),
+        ("image_reid", ("top1", "top5", "top10", "map")),
+    ]
     if result.get("image_reid_head") is not None:
         protocols.append(("image_reid_head", ("top1", "top5", "top10", "map")))
     for protocol, keys in protocols:

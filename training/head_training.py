@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
 from camtrace.embedding.anchor_head import AnchorHead, build_anchor_head, vision_tokens
+from camtrace.inference import resolve_device
 from camtrace.training.datasets import PersonDataset
 from camtrace.training.evaluate import evaluate_model
 from camtrace.training.losses import triplet_loss
-from tqdm import tqdm
-
-from camtrace.inference import resolve_device
 
 if TYPE_CHECKING:
     from camtrace.training.trainer import TrainConfig, TrainResult
@@ -52,8 +52,9 @@ class HeadEncoder:
         try:
             with torch.inference_mode():
                 for start in range(0, len(arrays), self.batch_size):
-                    inputs = self.processor.image_processor(arrays[start : start + self.batch_size], return_tensors="pt",
-                                                            input_data_format="channels_last")
+                    inputs = self.processor.image_processor(
+                        arrays[start : start + self.batch_size], return_tensors="pt", input_data_format="channels_last"
+                    )
                     inputs = {k: v.to(self.device) for k, v in inputs.items()}
                     _, tokens, mask = vision_tokens(self.model, inputs, self.head.config.layer)
                     chunks.append(self.head(tokens.float(), mask).embedding.cpu().numpy())
@@ -68,8 +69,7 @@ class HeadEncoder:
 class AnchorHeadRun:
     """One head-training run: the frozen model, the head and its classifier, the optimizer and schedule."""
 
-    def __init__(self, config: TrainConfig, train_set: PersonDataset, val_set: PersonDataset | None,
-                 progress: bool) -> None:
+    def __init__(self, config: TrainConfig, train_set: PersonDataset, val_set: PersonDataset | None, progress: bool) -> None:
         from camtrace.training.trainer import load_base, warmup_then_linear
 
         self.config, self.train_set, self.val_set, self.progress = config, train_set, val_set, progress
@@ -80,12 +80,19 @@ class AnchorHeadRun:
         self.loaded = load_base(config.base, config.processor, config.text_max_length)
         self.model = self.loaded.model.to(self.device).eval()
         self.model.requires_grad_(False)
-        self.head = build_anchor_head(self.model, self.loaded.processor.tokenizer, self.loaded.text_kwargs,
-                                      self.loaded.lowercase, layer=config.anchor_layer, seed=config.seed).to(self.device)
+        self.head = build_anchor_head(
+            self.model,
+            self.loaded.processor.tokenizer,
+            self.loaded.text_kwargs,
+            self.loaded.lowercase,
+            layer=config.anchor_layer,
+            seed=config.seed,
+        ).to(self.device)
         self.classifier = torch.nn.Linear(self.head.config.width, len(label_of), bias=False).to(self.device)
         params = [*self.head.parameters(), *self.classifier.parameters()]
-        self.optimizer = torch.optim.AdamW([p for p in params if p.requires_grad], lr=config.head_lr,
-                                           weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in params if p.requires_grad], lr=config.head_lr, weight_decay=config.weight_decay
+        )
         self.batches_per_epoch = max(1, len(train_set) // config.batch_size)
         self.total_steps = config.epochs * self.batches_per_epoch
         schedule = warmup_then_linear(self.total_steps, config.warmup_ratio)
@@ -98,19 +105,28 @@ class AnchorHeadRun:
 
         config = self.config
         for epoch in range(config.epochs):
-            plan = plan_epoch(self.labels, config.seed, epoch, self.batches_per_epoch, config.images_per_identity,
-                              config.batch_size)
-            builder = BatchBuilder(self.train_set.samples, self.labels, plan, epoch * self.batches_per_epoch,
-                                   self.loaded.processor, self.loaded.text_kwargs, self.loaded.lowercase, config)
+            plan = plan_epoch(
+                self.labels, config.seed, epoch, self.batches_per_epoch, config.images_per_identity, config.batch_size
+            )
+            builder = BatchBuilder(
+                self.train_set.samples,
+                self.labels,
+                plan,
+                epoch * self.batches_per_epoch,
+                self.loaded.processor,
+                self.loaded.text_kwargs,
+                self.loaded.lowercase,
+                config,
+            )
             sums = dict.fromkeys(("loss", "id", "triplet", "diversity"), 0.0)
-            for item in tqdm(range(len(builder)), disable=not self.progress, unit="step",
-                             desc=f"epoch {epoch + 1}/{config.epochs} (anchor head)"):
+            for item in tqdm(
+                range(len(builder)), disable=not self.progress, unit="step", desc=f"epoch {epoch + 1}/{config.epochs} (anchor head)"
+            ):
                 for key, value in self._step(builder[item]).items():
                     sums[key] += value
                 if on_step is not None:
                     on_step(self.step)
-            entry = {"epoch": epoch + 1, "stage": "anchor head",
-                     **{k: round(v / max(1, len(builder)), 5) for k, v in sums.items()}}
+            entry = {"epoch": epoch + 1, "stage": "anchor head", **{k: round(v / max(1, len(builder)), 5) for k, v in sums.items()}}
             if self.val_set is not None:
                 entry["val"] = self.evaluate(self.val_set)
             log.info("epoch %d: %s", epoch + 1, json.dumps(entry))
@@ -143,8 +159,11 @@ class AnchorHeadRun:
 
         batch = self.config.eval_batch_size
         plain = evaluate_model(InMemoryEncoder(self.loaded, self.device, batch), dataset, batch_size=batch)
-        with_head = evaluate_model(HeadEncoder(self.model, self.loaded.processor, self.head, self.device, batch),
-                                   _without_captions(dataset), batch_size=batch)
+        with_head = evaluate_model(
+            HeadEncoder(self.model, self.loaded.processor, self.head, self.device, batch),
+            _without_captions(dataset),
+            batch_size=batch,
+        )
         return {**plain, "image_reid_head": with_head["image_reid"]}
 
     def save(self) -> TrainResult:
@@ -156,8 +175,15 @@ class AnchorHeadRun:
         self.loaded.processor.save_pretrained(out_dir)
         self.head.eval().cpu().save(out_dir)
         val_metrics = self.history[-1].get("val") if self.history else None
-        record = {"base": self.config.base, "processor": self.config.processor, "steps": self.step, "head": "anchors",
-                  "config": jsonable(asdict(self.config)), "history": self.history, "val_metrics": val_metrics}
+        record = {
+            "base": self.config.base,
+            "processor": self.config.processor,
+            "steps": self.step,
+            "head": "anchors",
+            "config": jsonable(asdict(self.config)),
+            "history": self.history,
+            "val_metrics": val_metrics,
+        }
         (out_dir / TRAINING_FILE).write_text(json.dumps(record, indent=1))
         return TrainResult(out_dir, self.step, self.history, val_metrics, None)
 
@@ -168,8 +194,9 @@ def _without_captions(dataset: PersonDataset) -> PersonDataset:
     return PersonDataset([replace(s, captions=[]) for s in dataset.samples], dataset.name)
 
 
-def train_anchor_head(config: TrainConfig, train_set: PersonDataset, val_set: PersonDataset | None,
-                      progress: bool = True, on_step=None) -> TrainResult:
+def train_anchor_head(
+    config: TrainConfig, train_set: PersonDataset, val_set: PersonDataset | None, progress: bool = True, on_step=None
+) -> TrainResult:
     """Train a head on ``config.base`` (frozen) and save both into ``config.out_dir``."""
     run = AnchorHeadRun(config, train_set, val_set, progress)
     run.fit(on_step)

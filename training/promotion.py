@@ -28,14 +28,14 @@ from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
-from camtrace.storage import CropStore, Database, VectorIndex, open_index
-from camtrace.storage.sql import Detection
-from camtrace.training.registry import ModelEntry, ModelRegistry, metric_value
 from tqdm import tqdm
 
 from camtrace.enums import ModelStatus
 from camtrace.errors import InputError, NotFoundError, StorageError
 from camtrace.services import Services
+from camtrace.storage import CropStore, Database, VectorIndex, open_index
+from camtrace.storage.sql import Detection
+from camtrace.training.registry import ModelEntry, ModelRegistry, metric_value
 from camtrace.types import IndexPoint, PointPayload
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,12 @@ class PromotionResult:
 # Comparing
 # ---------------------------------------------------------------------------
 def compare(
-    candidate_id: int, mine: float | None, baseline_id: int | None, theirs: float | None, metric: str, margin: float,
+    candidate_id: int,
+    mine: float | None,
+    baseline_id: int | None,
+    theirs: float | None,
+    metric: str,
+    margin: float,
     baseline_label: str | None = None,
 ) -> Comparison:
     """Does the candidate's figure beat the baseline's by ``margin`` points?"""
@@ -113,13 +118,23 @@ def compare(
     if mine is None or theirs is None:
         which = " and ".join(name for name, value in ((f"model {candidate_id}", mine), (other, theirs)) if value is None)
         return Comparison(
-            metric, margin, mine, theirs, baseline_id, False,
+            metric,
+            margin,
+            mine,
+            theirs,
+            baseline_id,
+            False,
             f"no {metric} for {which}; set CAMTRACE_VAL_DATASET to evaluate on a validation set",
         )
     passed = mine >= theirs + margin
     verdict = "beats" if passed else "does not beat"
     return Comparison(
-        metric, margin, mine, theirs, baseline_id, passed,
+        metric,
+        margin,
+        mine,
+        theirs,
+        baseline_id,
+        passed,
         f"model {candidate_id} {verdict} {other} on {metric}: {mine:.2f} vs {theirs:.2f} (needs +{margin:g} points)",
     )
 
@@ -180,7 +195,12 @@ def judge(services: Services, candidate: ModelEntry, baseline: ModelEntry | None
         return compare(candidate.id, mine, baseline.id, figure(services, baseline, metric, spec), metric, margin)
     if spec is None:
         return Comparison(
-            metric, margin, mine, None, None, True,
+            metric,
+            margin,
+            mine,
+            None,
+            None,
+            True,
             "no registered model serves now and no validation set is known (CAMTRACE_VAL_DATASET): nothing to beat",
         )
     # The configured model serves and was never registered: measure it on the same set.
@@ -192,7 +212,11 @@ def judge(services: Services, candidate: ModelEntry, baseline: ModelEntry | None
 # Re-embedding
 # ---------------------------------------------------------------------------
 def reembed(
-    encoder, index: VectorIndex, crops: CropStore, rows: Sequence[Detection], model_version: str,
+    encoder,
+    index: VectorIndex,
+    crops: CropStore,
+    rows: Sequence[Detection],
+    model_version: str,
     reid_index: VectorIndex | None = None,
 ) -> tuple[int, list[str]]:
     """Embed the stored crops of ``rows`` with ``encoder`` and upsert them into ``index`` (and, for a model with an
@@ -228,16 +252,21 @@ def reembed(
             id=row.point_id,
             vector=vector,
             payload=PointPayload(
-                row.camera_id, row.video_id, row.track_id, float(row.ts), int(row.frame_index),
-                (float(row.x1), float(row.y1), float(row.x2), float(row.y2)), float(row.det_conf), row.crop_key,
+                row.camera_id,
+                row.video_id,
+                row.track_id,
+                float(row.ts),
+                int(row.frame_index),
+                (float(row.x1), float(row.y1), float(row.x2), float(row.y2)),
+                float(row.det_conf),
+                row.crop_key,
                 model_version,
             ).as_dict(),
         )
         for row, vector in zip(kept, vectors, strict=True)
     ]
     if reid_vectors is not None and reid_index is not None:
-        reid_index.upsert([IndexPoint(id=p.id, vector=v, payload=p.payload)
-                           for p, v in zip(points, reid_vectors, strict=True)])
+        reid_index.upsert([IndexPoint(id=p.id, vector=v, payload=p.payload) for p, v in zip(points, reid_vectors, strict=True)])
     index.upsert(points)
     return len(points), missing
 
@@ -288,7 +317,12 @@ def open_model_index(services: Services, entry: ModelEntry | None, encoder=None)
 
 
 def reindex(
-    services: Services, entry: ModelEntry | None, *, progress: bool = True, in_service: bool = False, encoder=None,
+    services: Services,
+    entry: ModelEntry | None,
+    *,
+    progress: bool = True,
+    in_service: bool = False,
+    encoder=None,
     run_elsewhere: ReindexRunner | None = None,
 ) -> ReindexSummary:
     """Fill the index of ``entry``'s model (None: CAMTRACE_EMBED_MODEL) with every SQL detection's
@@ -310,14 +344,7 @@ def reindex(
     try:
         with hold_open:
             for attempt in range(MAX_CATCH_UP_PASSES + 1):
-                batches = []
-                for batch in missing_batches(services.db, index, settings.reindex_batch_size):
-                    # A crop gone from the store (deleted by hand) can never be embedded: report it, skip it.
-                    gone = [r.point_id for r in batch if r.point_id in summary.missing_crops
-                            or not services.crops.exists(r.crop_key)]
-                    summary.missing_crops.extend(p for p in gone if p not in summary.missing_crops)
-                    if kept := [r for r in batch if r.point_id not in gone]:
-                        batches.append(kept)
+                batches = _missing_with_crops(services, index, settings.reindex_batch_size, summary)
                 if not batches:
                     break
                 if attempt == MAX_CATCH_UP_PASSES:
@@ -345,6 +372,18 @@ def reindex(
     return summary
 
 
+def _missing_with_crops(services: Services, index: VectorIndex, batch_size: int, summary: ReindexSummary) -> list:
+    """Batches of the detections ``index`` lacks; a crop gone from the store (deleted by hand) can never be
+    embedded: it is reported in ``summary.missing_crops`` and skipped."""
+    batches = []
+    for batch in missing_batches(services.db, index, batch_size):
+        gone = [r.point_id for r in batch if r.point_id in summary.missing_crops or not services.crops.exists(r.crop_key)]
+        summary.missing_crops.extend(p for p in gone if p not in summary.missing_crops)
+        if kept := [r for r in batch if r.point_id not in gone]:
+            batches.append(kept)
+    return batches
+
+
 def _remove_deleted_here(services: Services, encoder, index: VectorIndex) -> int:
     """``remove_deleted_points`` on the model's index, and on its re-id index where it has an anchor head."""
     reid_index = reid_index_of(services, encoder)
@@ -356,8 +395,9 @@ def _remove_deleted_here(services: Services, encoder, index: VectorIndex) -> int
     return remove_deleted_points(services.db, index)
 
 
-def _reembed_here(services: Services, encoder, index: VectorIndex, batches: list[list[Detection]],
-                  summary: ReindexSummary, bar: tqdm) -> None:
+def _reembed_here(
+    services: Services, encoder, index: VectorIndex, batches: list[list[Detection]], summary: ReindexSummary, bar: tqdm
+) -> None:
     """One catch-up pass embedded in this process (with the model's re-id index, where it has an anchor head)."""
     reid_index = reid_index_of(services, encoder)
     try:
@@ -372,9 +412,7 @@ def _reembed_here(services: Services, encoder, index: VectorIndex, batches: list
             reid_index.close()
 
 
-def reindex_batch(
-    services: Services, job_id: str, model_id: int | None, point_ids: Sequence[str], encoders: dict
-) -> int:
+def reindex_batch(services: Services, job_id: str, model_id: int | None, point_ids: Sequence[str], encoders: dict) -> int:
     """One ``camtrace.reindex`` task: re-embed these points with model ``model_id`` (None: the
     configured one) into its index. ``encoders`` keeps one encoder per model in the worker process."""
     entry = None if model_id is None else services.registry.get(model_id)
@@ -406,7 +444,11 @@ def switch_to(services: Services, entry: ModelEntry, index_name: str) -> None:
 
 
 def promote(
-    services: Services, model_id: int | str, *, force: bool = False, progress: bool = True,
+    services: Services,
+    model_id: int | str,
+    *,
+    force: bool = False,
+    progress: bool = True,
     run_elsewhere: ReindexRunner | None = None,
 ) -> PromotionResult:
     """Check, re-index (here, or through ``run_elsewhere``) and switch to a registered model (see the
@@ -428,8 +470,9 @@ def promote(
     # pointer; one more pass after that picks up what they wrote.
     if settings.model_refresh_seconds:
         time.sleep(settings.model_refresh_seconds + 1.0)
-    late = reindex(services, registry.get(candidate.id), progress=False, in_service=True, encoder=encoder,
-                   run_elsewhere=run_elsewhere)
+    late = reindex(
+        services, registry.get(candidate.id), progress=False, in_service=True, encoder=encoder, run_elsewhere=run_elsewhere
+    )
     summary.embedded += late.embedded
     summary.points = late.points
     summary.missing_crops.extend(p for p in late.missing_crops if p not in summary.missing_crops)
@@ -443,9 +486,7 @@ def promote(
     )
 
 
-def rollback(
-    services: Services, *, progress: bool = True, run_elsewhere: ReindexRunner | None = None
-) -> ModelEntry | None:
+def rollback(services: Services, *, progress: bool = True, run_elsewhere: ReindexRunner | None = None) -> ModelEntry | None:
     """Switch back to the previously active model and its index (None: back to CAMTRACE_EMBED_MODEL).
 
     Crops ingested since the promotion are embedded into the restored index

@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from camtrace.storage.sql import ActiveModel, Database, Model
 from sqlalchemy import select, update
 
 from camtrace.enums import ModelStatus
 from camtrace.errors import InputError, NotFoundError, StorageError
+from camtrace.storage.sql import ActiveModel, Database, Model
 
 MODEL_STATUSES = tuple(ModelStatus)
 _POINTER_ID = 1
@@ -125,9 +125,7 @@ class ModelRegistry:
             "created_at": time.time(),
         }
         with self.db.write(f"registering model {folder_text}") as conn:
-            existing = conn.scalar(
-                select(Model.id).where(Model.folder == folder_text, Model.model_version == version).limit(1)
-            )
+            existing = conn.scalar(select(Model.id).where(Model.folder == folder_text, Model.model_version == version).limit(1))
             if existing is not None:
                 return int(existing)
             return int(conn.execute(Model.__table__.insert().values(**row).returning(Model.id)).scalar_one())
@@ -193,9 +191,7 @@ class ModelRegistry:
         return None if target is None else self.get(target.id)
 
     def _point(self, conn, model_id: int | None, index_name: str | None, now: float) -> None:
-        self.db.upsert(
-            conn, ActiveModel, [{"id": _POINTER_ID, "model_id": model_id, "index_name": index_name, "switched_at": now}]
-        )
+        self.db.upsert(conn, ActiveModel, [{"id": _POINTER_ID, "model_id": model_id, "index_name": index_name, "switched_at": now}])
 
     def _update(self, model_id: int, action: str, **values: Any) -> None:
         with self.db.write(f"{action} of model {model_id}") as conn:
@@ -227,9 +223,7 @@ class ModelRegistry:
     def active_pointer(self) -> tuple[int | None, str | None]:
         """(model id, index name) of the active model: one cheap read, polled by long-running services."""
         with self.db.guard("reading the active model"), self.db.engine.connect() as conn:
-            row = conn.execute(
-                select(ActiveModel.model_id, ActiveModel.index_name).where(ActiveModel.id == _POINTER_ID)
-            ).first()
+            row = conn.execute(select(ActiveModel.model_id, ActiveModel.index_name).where(ActiveModel.id == _POINTER_ID)).first()
         return (None, None) if row is None else (row.model_id, row.index_name)
 
     def by_version(self, model_version: str) -> ModelEntry | None:

@@ -222,6 +222,6 @@ def maybe_train(
         log.info("no training: %s", decision.reason)
         return None
     log.info("training: %s", decision.reason)
-    return run_training(services, TrainRequest(datasets=decision.datasets, val=decision.val), progress=progress,
-                        run_elsewhere=run_elsewhere)
-
+    return run_training(
+        services, TrainRequest(datasets=decision.datasets, val=decision.val), progress=progress, run_elsewhere=run_elsewhere
+    )

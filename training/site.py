@@ -51,10 +51,9 @@ class SitePerson:
 def load_site(path: Path):
     """The ``Sample`` list of a data dir (its database, crop store and index, through the model in service)."""
     from camtrace.search.evidence_service import EvidenceService
-    from camtrace.training.datasets import Sample
-
     from camtrace.services import Services
     from camtrace.settings import load_settings
+    from camtrace.training.datasets import Sample
 
     if not path.is_dir():
         raise InputError(f"site:{path} must name a camtrace data dir (CAMTRACE_DATA_DIR)")
@@ -101,8 +100,14 @@ def site_people(tracks, evidence, verdicts) -> list[SitePerson]:
             continue
         first = min(group, key=lambda i: (tracks[i].ts_start, tracks[i].track_id))
         start = tracks[first].ts_start
-        people.append(SitePerson(f"site-{tracks[first].track_id}", tuple(tracks[i].track_id for i in group), start,
-                                 f"{tracks[first].camera_id}:{int(start // CO_OCCURRENCE_SECONDS)}"))
+        people.append(
+            SitePerson(
+                f"site-{tracks[first].track_id}",
+                tuple(tracks[i].track_id for i in group),
+                start,
+                f"{tracks[first].camera_id}:{int(start // CO_OCCURRENCE_SECONDS)}",
+            )
+        )
     return sorted(people, key=lambda p: (p.first_seen, p.name))
 
 
@@ -143,8 +148,7 @@ def _mutual_best_matches(tracks, evidence) -> list[tuple[int, int]]:
         a, b = int(pairs.first[k]), int(pairs.second[k])
         if tracks[a].camera_id == tracks[b].camera_id or pairs.gap[k] < 0:
             continue
-        probability[k] = evidence.probability(float(pairs.score[k]), tracks[a].camera_id, tracks[b].camera_id,
-                                              float(pairs.gap[k]))
+        probability[k] = evidence.probability(float(pairs.score[k]), tracks[a].camera_id, tracks[b].camera_id, float(pairs.gap[k]))
         for key in ((a, tracks[b].camera_id), (b, tracks[a].camera_id)):
             if key not in best or probability[k] > best[key][0]:
                 best[key] = (probability[k], k)

@@ -32,15 +32,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
 from camtrace.embedding.families import MODEL_FAMILIES, pooled_output
 from camtrace.embedding.weights import from_pretrained
+from camtrace.errors import ConfigError, InputError
+from camtrace.inference import resolve_device
 from camtrace.training.datasets import PersonDataset, Sample, load_dataset, split_features
 from camtrace.training.evaluate import evaluate_model, evaluation_set
 from camtrace.training.losses import PersonContrastiveLoss
-from tqdm import tqdm
-
-from camtrace.errors import ConfigError, InputError
-from camtrace.inference import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,9 @@ class TrainResult:
 # --------------------------------------------------------------------------
 # Data: batch plans, augmentation, collation
 # --------------------------------------------------------------------------
-def plan_epoch(labels: list[int], seed: int, epoch: int, batches: int, per_identity: int, batch_size: int,
-               groups: dict[int, str] | None = None) -> list[list[int]]:
+def plan_epoch(
+    labels: list[int], seed: int, epoch: int, batches: int, per_identity: int, batch_size: int, groups: dict[int, str] | None = None
+) -> list[list[int]]:
     """``batches`` lists of sample indices: P identities x K images each, identities cycled in a shuffled order.
 
     Identities with a co-occurrence group (site data: tracks seen together are surely different people) fill a
@@ -209,8 +210,17 @@ def drop_features(caption: str, rng: np.random.Generator, rate: float) -> str:
 class BatchBuilder(torch.utils.data.Dataset):
     """Item i of an epoch's remaining plan -> model inputs of one batch (runs in DataLoader workers)."""
 
-    def __init__(self, samples: list[Sample], labels: list[int], plan: list[list[int]], first_step: int,
-                 processor: Any, text_kwargs: dict, lowercase: bool, config: TrainConfig) -> None:
+    def __init__(
+        self,
+        samples: list[Sample],
+        labels: list[int],
+        plan: list[list[int]],
+        first_step: int,
+        processor: Any,
+        text_kwargs: dict,
+        lowercase: bool,
+        config: TrainConfig,
+    ) -> None:
         self.samples, self.labels, self.plan, self.first_step = samples, labels, plan, first_step
         self.processor, self.text_kwargs, self.lowercase = processor, text_kwargs, lowercase
         self.config = config
@@ -373,7 +383,6 @@ def _load_data(config: TrainConfig) -> tuple[PersonDataset, PersonDataset | None
     detector = None
     if config.crops != "tight":
         from camtrace.detection import PersonDetector
-
         from camtrace.settings import load_settings
 
         detector = PersonDetector.from_settings(load_settings())  # CAMTRACE_DETECTOR_MODEL: the one that cuts crops
@@ -451,8 +460,7 @@ class TrainingRun:
     optimizer step of ``accumulate`` batches. Checkpoints hold everything needed to continue bit for bit.
     """
 
-    def __init__(self, config: TrainConfig, train_set: PersonDataset, val_set: PersonDataset | None,
-                 progress: bool) -> None:
+    def __init__(self, config: TrainConfig, train_set: PersonDataset, val_set: PersonDataset | None, progress: bool) -> None:
         self.config, self.train_set, self.val_set, self.progress = config, train_set, val_set, progress
         self.out_dir = Path(config.out_dir)
         label_of = {identity: i for i, identity in enumerate(train_set.identities)}
@@ -507,17 +515,26 @@ class TrainingRun:
 
     def _epoch_loader(self, epoch: int, step_in_epoch: int) -> torch.utils.data.DataLoader:
         config = self.config
-        plan = plan_epoch(self.labels, config.seed, epoch, self.batches_per_epoch, config.images_per_identity,
-                          config.batch_size, self.groups)
+        plan = plan_epoch(
+            self.labels, config.seed, epoch, self.batches_per_epoch, config.images_per_identity, config.batch_size, self.groups
+        )
         first_batch = step_in_epoch * config.accumulate
         # An epoch never spans the two stages: the heads stage is a whole number of epochs.
         stage_end = self.head_steps if self.stage == 1 else self.total_steps
         last_batch = min(self.batches_per_epoch, first_batch + (stage_end - self.step) * config.accumulate)
-        builder = BatchBuilder(self.train_set.samples, self.labels, plan[first_batch:last_batch],
-                               epoch * self.batches_per_epoch + first_batch, self.loaded.processor,
-                               self.loaded.text_kwargs, self.loaded.lowercase, config)
-        return torch.utils.data.DataLoader(builder, batch_size=None, shuffle=False, num_workers=config.num_workers,
-                                           pin_memory=self.device.type == "cuda")
+        builder = BatchBuilder(
+            self.train_set.samples,
+            self.labels,
+            plan[first_batch:last_batch],
+            epoch * self.batches_per_epoch + first_batch,
+            self.loaded.processor,
+            self.loaded.text_kwargs,
+            self.loaded.lowercase,
+            config,
+        )
+        return torch.utils.data.DataLoader(
+            builder, batch_size=None, shuffle=False, num_workers=config.num_workers, pin_memory=self.device.type == "cuda"
+        )
 
     def _epoch(self, on_step: Callable[[int], None] | None) -> None:
         config = self.config
@@ -526,8 +543,13 @@ class TrainingRun:
             self._make_stage(2)
         loader = self._epoch_loader(epoch, step_in_epoch)
         stage_name = "heads" if self.stage == 1 else "all"
-        bar = tqdm(total=self.steps_per_epoch, initial=step_in_epoch, disable=not self.progress, unit="step",
-                   desc=f"epoch {epoch + 1}/{config.head_epochs + config.epochs} ({stage_name})")
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=step_in_epoch,
+            disable=not self.progress,
+            unit="step",
+            desc=f"epoch {epoch + 1}/{config.head_epochs + config.epochs} ({stage_name})",
+        )
         for micro, batch in enumerate(loader):
             self._backward(batch)
             if (micro + 1) % config.accumulate:
@@ -577,8 +599,11 @@ class TrainingRun:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "sampler": {"seed": config.seed, "epoch": self.step // self.steps_per_epoch,
-                        "step_in_epoch": self.step % self.steps_per_epoch},
+            "sampler": {
+                "seed": config.seed,
+                "epoch": self.step // self.steps_per_epoch,
+                "step_in_epoch": self.step % self.steps_per_epoch,
+            },
             "rng": {"torch": torch.get_rng_state()},
             "history": self.history,
             "running": self.running.state(),
@@ -594,17 +619,25 @@ class TrainingRun:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(out_dir)
         self.loaded.processor.save_pretrained(out_dir)
-        record = {"base": config.base, "processor": config.processor, "steps": self.step,
-                  "config": jsonable(asdict(config)), "history": self.history, "val_metrics": val_metrics,
-                  "resumed_from": self.resumed_from}
+        record = {
+            "base": config.base,
+            "processor": config.processor,
+            "steps": self.step,
+            "config": jsonable(asdict(config)),
+            "history": self.history,
+            "val_metrics": val_metrics,
+            "resumed_from": self.resumed_from,
+        }
         (out_dir / TRAINING_FILE).write_text(json.dumps(record, indent=1))
         shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
         return TrainResult(out_dir, self.step, self.history, val_metrics, self.resumed_from)
 
 
 def _epoch_line(entry: dict) -> str:
-    line = (f"epoch {entry['epoch']} ({entry['stage']}): loss {entry['loss']:.4f} "
-            f"(image-text {entry['image_text']:.4f}, image-image {entry['image_image']:.4f})")
+    line = (
+        f"epoch {entry['epoch']} ({entry['stage']}): loss {entry['loss']:.4f} "
+        f"(image-text {entry['image_text']:.4f}, image-image {entry['image_image']:.4f})"
+    )
     val = entry.get("val") or {}
     if val.get("text_to_identity"):
         figures = val["text_to_identity"]
@@ -615,8 +648,7 @@ def _epoch_line(entry: dict) -> str:
 
 
 def _validate(loaded: LoadedModel, device: torch.device, val_set: PersonDataset, config: TrainConfig) -> dict:
-    return evaluate_model(InMemoryEncoder(loaded, device, config.eval_batch_size), val_set,
-                          batch_size=config.eval_batch_size)
+    return evaluate_model(InMemoryEncoder(loaded, device, config.eval_batch_size), val_set, batch_size=config.eval_batch_size)
 
 
 def jsonable(values: dict) -> dict:

@@ -14,18 +14,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from camtrace.detection import absolute_source
-from camtrace.storage import Database
-from camtrace.storage.sql import Job, SegmentTally
-from camtrace.workers.messages import SegmentRef
-from camtrace.workers.pipeline import expand_within, open_sources, register_video
 from tqdm import tqdm
 
+from camtrace.detection import absolute_source
 from camtrace.enums import TERMINAL_JOB_STATUSES, JobStatus, SegmentStatus
 from camtrace.errors import BrokerError, ConfigError, SourceError
 from camtrace.services import Services
 from camtrace.settings import Settings
+from camtrace.storage import Database
+from camtrace.storage.sql import Job, SegmentTally
 from camtrace.validation import mask_secrets
+from camtrace.workers.messages import SegmentRef
+from camtrace.workers.pipeline import expand_within, open_sources, register_video
 
 if TYPE_CHECKING:
     from camtrace.training.promotion import ReindexRunner, ReindexWork
@@ -36,7 +36,12 @@ NOT_QUEUED = "could not queue the job"  # the error of a job the broker never to
 
 
 def plan_ingest(
-    db: Database, job_id: str, source: str, camera_id: str, start_ts: float | None, segment_seconds: float,
+    db: Database,
+    job_id: str,
+    source: str,
+    camera_id: str,
+    start_ts: float | None,
+    segment_seconds: float,
     roots: Sequence[str] | None = None,
 ) -> list[SegmentRef]:
     """Register a source's videos and segments under ``job_id``; returns one ref per segment.
@@ -45,8 +50,7 @@ def plan_ingest(
     the roots is skipped and named in the job's error; a source left with no file fails.
     """
     uris, skipped = expand_within(source, None if roots is None else [Path(root) for root in roots])
-    outside = (f"skipped {len(skipped)} file(s) outside CAMTRACE_INGEST_ROOTS: {', '.join(skipped[:20])}"
-               if skipped else None)
+    outside = f"skipped {len(skipped)} file(s) outside CAMTRACE_INGEST_ROOTS: {', '.join(skipped[:20])}" if skipped else None
     if not uris:
         raise SourceError(f"every video of {source!r} lies outside CAMTRACE_INGEST_ROOTS: {outside}")
     videos = open_sources(uris, start_ts)
@@ -195,8 +199,13 @@ def submit_ingest(
     try:
         producer(settings).send_task(
             "camtrace.ingest",
-            kwargs={"job_id": job_id, "source": source, "camera_id": camera_id, "start_ts": start_ts,
-                    "roots": None if roots is None else [str(root) for root in roots]},
+            kwargs={
+                "job_id": job_id,
+                "source": source,
+                "camera_id": camera_id,
+                "start_ts": start_ts,
+                "roots": None if roots is None else [str(root) for root in roots],
+            },
             ignore_result=True,  # progress lives in SQL; nothing waits on the result backend
             **options,
         )
@@ -208,8 +217,9 @@ def submit_ingest(
 
 def unreachable_broker(settings: Settings, what: str, exc: BaseException) -> BrokerError:
     """The error of a task the broker did not take: which broker (without its password) and what to check."""
-    from camtrace.workers.ops import broker_hint
     from kombu.utils.url import maybe_sanitize_url
+
+    from camtrace.workers.ops import broker_hint
 
     return BrokerError(
         f"cannot reach the broker {maybe_sanitize_url(settings.broker_url)} to queue {what}: {exc}; "
@@ -238,8 +248,7 @@ def reindex_runner(services: Services) -> ReindexRunner | None:
     return functools.partial(reindex_on_workers, services)
 
 
-def reindex_on_workers(services: Services, work: ReindexWork, progress: tqdm | None = None,
-                       poll_seconds: float = 0.5) -> int:
+def reindex_on_workers(services: Services, work: ReindexWork, progress: tqdm | None = None, poll_seconds: float = 0.5) -> int:
     """Send each batch of ``work`` as a ``camtrace.reindex`` task to the embed queue and follow the
     ``reindex`` job in SQL until every batch is done or failed; returns the points the workers embedded."""
     from camtrace.workers.celery_app import producer

@@ -6,14 +6,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from camtrace.detection import VideoSource, absolute_source
-from camtrace.workers.jobs import refresh_job
-from camtrace.workers.pipeline import CropIndexer, SegmentWatch, detect_segment, open_sources, register_video
 from tqdm import tqdm
 
+from camtrace.detection import VideoSource, absolute_source
 from camtrace.enums import JobStatus, SegmentStatus
 from camtrace.errors import SourceError
 from camtrace.services import Services
+from camtrace.workers.jobs import refresh_job
+from camtrace.workers.pipeline import CropIndexer, SegmentWatch, detect_segment, open_sources, register_video
 
 
 @dataclass
@@ -60,8 +60,9 @@ def ingest_local(
         services.detector.load()
         model = services.model()  # one model for the whole ingest: its encoder writes into its own index
         model.encoder.load()
-        indexer = CropIndexer(model.encoder, model.index, services.db, services.crops, SegmentWatch(services, model),
-                              reid_index=model.reid_index)
+        indexer = CropIndexer(
+            model.encoder, model.index, services.db, services.crops, SegmentWatch(services, model), reid_index=model.reid_index
+        )
         db = services.db
         plans = [(video, video.segments(settings.segment_seconds)) for video in videos]
         summary = IngestSummary(job_id=str(uuid.uuid4()), camera_id=camera_id, videos=len(videos))

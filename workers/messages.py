@@ -10,10 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 
-from camtrace.workers.pipeline import SegmentResult, TrackSpan, crop_jpeg
 from pydantic import BaseModel, ConfigDict, Field
 
 from camtrace.types import Crop
+from camtrace.workers.pipeline import SegmentResult, TrackSpan, crop_jpeg
 
 
 class Message(BaseModel):
@@ -100,9 +100,15 @@ def part_to_message(part: SegmentResult) -> dict:
         segment_index=part.segment_index,
         tracks=[TrackSpanMessage(**span.__dict__) for span in part.tracks],
         crops=[
-            CropMessage(track_id=crop.track_id, frame_index=crop.frame_index, ts=crop.ts, box=crop.box,
-                        det_conf=crop.det_conf, quality=crop.quality,
-                        jpeg=base64.b64encode(crop_jpeg(crop)).decode("ascii"))
+            CropMessage(
+                track_id=crop.track_id,
+                frame_index=crop.frame_index,
+                ts=crop.ts,
+                box=crop.box,
+                det_conf=crop.det_conf,
+                quality=crop.quality,
+                jpeg=base64.b64encode(crop_jpeg(crop)).decode("ascii"),
+            )
             for crop in part.crops
         ],
     ).model_dump()
@@ -114,8 +120,16 @@ def part_from_message(message: dict) -> SegmentResult:
     part = SegmentResult(received.camera_id, received.video_id, received.segment_index)
     part.tracks = [TrackSpan(**span.model_dump()) for span in received.tracks]
     part.crops = [
-        Crop(track_id=crop.track_id, frame_index=crop.frame_index, ts=crop.ts, box=crop.box, det_conf=crop.det_conf,
-             quality=crop.quality, image=None, jpeg=crop.jpeg_bytes())  # image: decoded from the JPEG when embedded
+        Crop(
+            track_id=crop.track_id,
+            frame_index=crop.frame_index,
+            ts=crop.ts,
+            box=crop.box,
+            det_conf=crop.det_conf,
+            quality=crop.quality,
+            image=None,
+            jpeg=crop.jpeg_bytes(),
+        )  # image: decoded from the JPEG when embedded
         for crop in received.crops
     ]
     return part

@@ -13,9 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 
 FRAMES = Counter("camtrace_frames_total", "Frames decoded and run through the detector")
 CROPS = Counter("camtrace_crops_total", "Crops embedded and indexed")
-BATCH_SIZE = Histogram(
-    "camtrace_embed_batch_crops", "Crops per embed batch", buckets=(1, 4, 8, 16, 32, 64, 128, 256, 512)
-)
+BATCH_SIZE = Histogram("camtrace_embed_batch_crops", "Crops per embed batch", buckets=(1, 4, 8, 16, 32, 64, 128, 256, 512))
 TASK_SECONDS = Histogram("camtrace_task_seconds", "Task latency", ["task"], buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300))
 TASK_ERRORS = Counter("camtrace_task_errors_total", "Task failures (retried or final)", ["task"])
 
@@ -28,8 +26,9 @@ class QueueDepthCollector:
         self.queues = queues
 
     def collect(self):
-        from camtrace.workers.ops import queue_depths
         from prometheus_client.core import GaugeMetricFamily
+
+        from camtrace.workers.ops import queue_depths
 
         gauge = GaugeMetricFamily("camtrace_queue_depth", "Messages waiting per queue", labels=["queue"])
         try:

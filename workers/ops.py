@@ -10,14 +10,13 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from camtrace.storage import Database
-from camtrace.workers.cameras import CameraRecorder, CameraStatus, parse_segment_file_name, run_recorders
-from camtrace.workers.jobs import NOT_QUEUED, submit_ingest
-
 from camtrace.enums import JobStatus
 from camtrace.errors import BrokerError, NotFoundError, StorageError
 from camtrace.services import Services
+from camtrace.storage import Database
 from camtrace.validation import mask_secrets
+from camtrace.workers.cameras import CameraRecorder, CameraStatus, parse_segment_file_name, run_recorders
+from camtrace.workers.jobs import NOT_QUEUED, submit_ingest
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +85,9 @@ def cluster_status(services: Services) -> dict:
     report: dict = {"mode": "local", "cameras": camera_rows(services.db)}
     if not settings.broker_url:
         return report
-    from camtrace.workers.celery_app import QUEUES, producer
     from kombu.utils.url import maybe_sanitize_url
+
+    from camtrace.workers.celery_app import QUEUES, producer
 
     shown = maybe_sanitize_url(settings.broker_url)  # the password stays out of reports and logs
     report.update(mode="distributed", broker=shown, queues={}, workers={}, broker_error=None)
@@ -200,9 +200,7 @@ class CameraFleet:
     def sync(self) -> None:
         """Start recorders for cameras that appeared, stop those whose URL went or changed."""
         wanted = {
-            camera.id: camera.url
-            for camera in self.db.list_cameras()
-            if camera.url and (not self.names or camera.id in self.names)
+            camera.id: camera.url for camera in self.db.list_cameras() if camera.url and (not self.names or camera.id in self.names)
         }
         for camera_id in list(self.recorders):
             recorder, _, _ = self.recorders[camera_id]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from camtrace.detection import (
     CropSelector,
     MotionGate,
@@ -26,11 +27,10 @@ from camtrace.detection import (
     track_frames,
 )
 from camtrace.embedding import ImageTextEncoder
-from camtrace.storage import CropStore, Database, VectorIndex
-
 from camtrace.enums import SegmentStatus
 from camtrace.errors import CamtraceError, ConfigError
 from camtrace.settings import Settings
+from camtrace.storage import CropStore, Database, VectorIndex
 from camtrace.types import Crop, IndexPoint, PointPayload, make_track_id, point_id
 from camtrace.validation import inside_roots
 
@@ -189,15 +189,23 @@ class CropIndexer:
     middle leaves nothing that a retry does not repair.
     """
 
-    def __init__(self, encoder: ImageTextEncoder, index: VectorIndex, db: Database, crops: CropStore,
-                 watch: Callable[[SegmentResult, np.ndarray], object] | None = None,
-                 reid_index: VectorIndex | None = None) -> None:
+    def __init__(
+        self,
+        encoder: ImageTextEncoder,
+        index: VectorIndex,
+        db: Database,
+        crops: CropStore,
+        watch: Callable[[SegmentResult, np.ndarray], object] | None = None,
+        reid_index: VectorIndex | None = None,
+    ) -> None:
         """``watch``: called with every written segment (or part) and its vectors, the watchlist check.
         ``reid_index``: where the anchor head's re-id vectors go (camtrace.storage.reid); required when the
         encoder has a head, unused otherwise."""
         if encoder.has_reid_head and reid_index is None:
-            raise ConfigError(f"{encoder.model_name} has an anchor re-id head: pass its re-id index "
-                              "(EmbeddingModel.reid_index) so its re-id vectors are stored")
+            raise ConfigError(
+                f"{encoder.model_name} has an anchor re-id head: pass its re-id index "
+                "(EmbeddingModel.reid_index) so its re-id vectors are stored"
+            )
         self.encoder = encoder
         self.index = index
         self.db = db
@@ -264,8 +272,17 @@ class CropIndexer:
             pid = point_id(video_id, crop.frame_index, crop.track_id)
             key = crop_key(camera_id, video_id, pid)
             self.crops.put(key, crop_jpeg(crop))
-            payload = PointPayload(camera_id, video_id, crop.track_id, float(crop.ts), int(crop.frame_index),
-                                   crop.box, float(crop.det_conf), key, model_version)
+            payload = PointPayload(
+                camera_id,
+                video_id,
+                crop.track_id,
+                float(crop.ts),
+                int(crop.frame_index),
+                crop.box,
+                float(crop.det_conf),
+                key,
+                model_version,
+            )
             points.append(IndexPoint(id=pid, vector=vector, payload=payload.as_dict()))
             x1, y1, x2, y2 = (float(v) for v in crop.box)
             rows.append(
@@ -288,8 +305,9 @@ class CropIndexer:
             )
         if reid_vectors is not None and self.reid_index is not None:
             # Before the main index: a point there always has its re-id vector, whatever a crash interrupts.
-            self.reid_index.upsert([IndexPoint(id=p.id, vector=v, payload=p.payload)
-                                    for p, v in zip(points, reid_vectors, strict=True)])
+            self.reid_index.upsert(
+                [IndexPoint(id=p.id, vector=v, payload=p.payload) for p, v in zip(points, reid_vectors, strict=True)]
+            )
         self.index.upsert(points)
         return points, rows
 
@@ -315,9 +333,8 @@ class SegmentWatch:
     (camtrace.search.watch), and the alerts it stores are sent at once (what fails waits for the next pass)."""
 
     def __init__(self, services, model) -> None:
-        from camtrace.search.watch import Watcher
-
         from camtrace.notify import AlertSender
+        from camtrace.search.watch import Watcher
 
         self.watcher = Watcher(services, model)
         self.sender = AlertSender(services.settings, self.watcher.store)
@@ -331,9 +348,16 @@ class SegmentWatch:
         for row, crop in enumerate(result.crops):
             by_track.setdefault(crop.track_id, []).append(row)
         tracks = [
-            NewTrack(track_id, result.camera_id, float(spans[track_id].ts_start), float(spans[track_id].ts_end),
-                     np.asarray(vectors)[rows], best.get(track_id))
-            for track_id, rows in by_track.items() if track_id in spans
+            NewTrack(
+                track_id,
+                result.camera_id,
+                float(spans[track_id].ts_start),
+                float(spans[track_id].ts_end),
+                np.asarray(vectors)[rows],
+                best.get(track_id),
+            )
+            for track_id, rows in by_track.items()
+            if track_id in spans
         ]
         alerts = self.watcher.check(tracks)
         if alerts:

@@ -10,19 +10,19 @@ from __future__ import annotations
 import logging
 import time
 
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_init, worker_process_init
+from celery_batches import Batches
+
 from camtrace.detection import VideoSource
+from camtrace.enums import JobStatus
+from camtrace.errors import SourceError, StorageError
+from camtrace.services import Services
 from camtrace.workers import metrics
 from camtrace.workers.celery_app import declare_queues, make_celery
 from camtrace.workers.jobs import plan_ingest, refresh_job
 from camtrace.workers.messages import SegmentRef, part_from_message, part_to_message, split_into_parts
 from camtrace.workers.pipeline import CropIndexer, SegmentWatch, detect_segment
-from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_init, worker_process_init
-from celery_batches import Batches
-
-from camtrace.enums import JobStatus
-from camtrace.errors import SourceError, StorageError
-from camtrace.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,7 @@ SEGMENT_TIME_LIMITS = {"soft_time_limit": settings.task_time_limit, "time_limit"
 
 
 @app.task(name="camtrace.ingest", bind=True, max_retries=20, acks_late=True, **SEGMENT_TIME_LIMITS)
-def ingest(self, job_id: str, source: str, camera_id: str, start_ts: float | None = None,
-           roots: list[str] | None = None) -> int:
+def ingest(self, job_id: str, source: str, camera_id: str, start_ts: float | None = None, roots: list[str] | None = None) -> int:
     """Split a source into segments and send one detect task per segment (only files under ``roots``, if given)."""
     db = services().db
     try:
@@ -144,9 +143,7 @@ def detect(self, ref: dict) -> int:
         if state is None:  # done already, or belongs to a newer job: a redelivery
             return 0
         if state.attempts > settings.task_max_attempts:
-            db.fail_segment(
-                segment.segment_id, f"gave up after {state.attempts - 1} deliveries (worker lost or kept failing)"
-            )
+            db.fail_segment(segment.segment_id, f"gave up after {state.attempts - 1} deliveries (worker lost or kept failing)")
             refresh_job(db, segment.job_id)
             return 0
         try:
@@ -165,8 +162,12 @@ def detect(self, ref: dict) -> int:
         for number, part in enumerate(parts):
             send_patiently(
                 embed,
-                kwargs={"job_id": segment.job_id, "segment_id": segment.segment_id, "part": number,
-                        "message": part_to_message(part)}
+                kwargs={
+                    "job_id": segment.job_id,
+                    "segment_id": segment.segment_id,
+                    "part": number,
+                    "message": part_to_message(part),
+                },
             )
         metrics.FRAMES.inc(result.frames)
         metrics.TASK_SECONDS.labels("detect").observe(time.perf_counter() - started)
@@ -213,8 +214,7 @@ def embed_batch(messages: list[dict]) -> list[tuple[dict, BaseException]]:
     stages = services()
     db = stages.db
     model = stages.model()  # the encoder and the index of one model, whatever a promotion switches meanwhile
-    indexer = CropIndexer(model.encoder, model.index, db, stages.crops, segment_watch(stages, model),
-                          reid_index=model.reid_index)
+    indexer = CropIndexer(model.encoder, model.index, db, stages.crops, segment_watch(stages, model), reid_index=model.reid_index)
     decoded = []
     for kwargs in messages:
         try:
@@ -296,9 +296,8 @@ def maintain_index(self) -> int:
 @app.task(name="camtrace.deliver_alerts", bind=True, max_retries=5, acks_late=True)
 def deliver_alerts(self) -> int:
     """Send the watchlist alerts whose delivery (MQTT, a webhook) is due; returns how many got through."""
-    from camtrace.storage.watchlists import WatchStore
-
     from camtrace.notify import AlertSender
+    from camtrace.storage.watchlists import WatchStore
 
     try:
         return AlertSender(settings, WatchStore(services().db)).deliver().delivered

@@ -12,17 +12,17 @@ import asyncio
 import json
 import time
 
-from camtrace.api.deps import Auditor, allow, auditor, current_user
-from camtrace.api.responses import AUTHENTICATED, errors
-from camtrace.api.routers.watchlist import WatchDep, watch_of
-from camtrace.api.schemas import MAX_LIMIT, AlertActionIn, AlertOut, AlertsOut, crop_url
-from camtrace.storage.access import Principal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from camtrace.api.deps import Auditor, allow, auditor, current_user
+from camtrace.api.responses import AUTHENTICATED, errors
+from camtrace.api.routers.watchlist import WatchDep, watch_of
+from camtrace.api.schemas import MAX_LIMIT, AlertActionIn, AlertOut, AlertsOut, crop_url
 from camtrace.enums import AlertStatus, Role
 from camtrace.errors import InputError
+from camtrace.storage.access import Principal
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"], responses=AUTHENTICATED)
 STREAM_POLL_SECONDS = 1.0
@@ -32,8 +32,13 @@ STREAM_KEEPALIVE_SECONDS = 15.0
 def alert_out(alert) -> AlertOut:
     from camtrace.notify import alert_payload
 
-    return AlertOut(**{**alert.as_dict(), "crop_url": crop_url(alert.crop_key) if alert.crop_key else None,
-                       "track_url": alert_payload(alert, None)["track_url"]})
+    return AlertOut(
+        **{
+            **alert.as_dict(),
+            "crop_url": crop_url(alert.crop_key) if alert.crop_key else None,
+            "track_url": alert_payload(alert, None)["track_url"],
+        }
+    )
 
 
 @router.get("")
@@ -54,8 +59,9 @@ def alerts(
 
 @router.post("/{alert_id}/ack", responses=errors(400, 404))
 @allow(Role.OPERATOR)
-def handle_alert(alert_id: int, body: AlertActionIn, watch: WatchDep, user: Principal = Depends(current_user),
-                 audit: Auditor = Depends(auditor)) -> AlertOut:
+def handle_alert(
+    alert_id: int, body: AlertActionIn, watch: WatchDep, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
+) -> AlertOut:
     """Acknowledge an alert, or dismiss it (for a person: a verdict that the track shows someone else, which
     re-id and the same-person calibration learn from)."""
     with audit.change(f"alert_{body.action}", {"alert_id": alert_id}) as record:
@@ -64,8 +70,11 @@ def handle_alert(alert_id: int, body: AlertActionIn, watch: WatchDep, user: Prin
     return alert_out(alert)
 
 
-@router.get("/stream", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}})
+@router.get(
+    "/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}},
+)
 @allow(Role.OPERATOR)
 async def stream(request: Request, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)):
     """New alerts as they are raised, as server-sent events; ``after`` or Last-Event-ID: the last alert seen."""
@@ -97,5 +106,6 @@ async def stream(request: Request, user: Principal = Depends(current_user), audi
                 quiet_since = time.monotonic()
             await asyncio.sleep(STREAM_POLL_SECONDS)
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from fastapi import APIRouter, Query
+
 from camtrace.api.deps import AccessDep, allow, parse_moment
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import AuditOut, AuditPageOut
-from fastapi import APIRouter, Query
-
 from camtrace.enums import Role
 
 router = APIRouter(prefix="/api/audit", tags=["audit"], responses=AUTHENTICATED)
@@ -27,7 +27,11 @@ def audit_log(
 ) -> AuditPageOut:
     """Newest first."""
     rows = access.audit_rows(
-        username=user, action=action, since=parse_moment(since, "since"), until=parse_moment(until, "until"),
-        limit=limit, offset=offset,
+        username=user,
+        action=action,
+        since=parse_moment(since, "since"),
+        until=parse_moment(until, "until"),
+        limit=limit,
+        offset=offset,
     )
     return AuditPageOut(rows=[AuditOut(**row.as_dict()) for row in rows], limit=limit, offset=offset)

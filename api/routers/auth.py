@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from fastapi import APIRouter, Depends, Request, Response
+
 from camtrace.api.deps import (
     SESSION_COOKIE,
     AccessDep,
@@ -15,11 +17,9 @@ from camtrace.api.deps import (
 )
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import LoginIn, MeOut
-from camtrace.storage.access import SESSION_SECONDS, Principal
-from fastapi import APIRouter, Depends, Request, Response
-
 from camtrace.enums import Role
 from camtrace.errors import TooManyAttemptsError
+from camtrace.storage.access import SESSION_SECONDS, Principal
 
 router = APIRouter(prefix="/api", tags=["auth"])
 
@@ -74,4 +74,3 @@ def logout(request: Request, access: AccessDep) -> Response:
 @allow(Role.OPERATOR)
 def me(user: Principal = Depends(current_user)) -> MeOut:
     return MeOut(**user.as_dict())
-

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from fastapi import APIRouter, Depends
+
 from camtrace.api.deps import Auditor, ServicesDep, allow, auditor, current_user
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import CameraIn, CameraOut
-from camtrace.storage.access import Principal
-from fastapi import APIRouter, Depends
-
 from camtrace.enums import Role
+from camtrace.storage.access import Principal
 from camtrace.validation import mask_secrets
 
 router = APIRouter(prefix="/api/cameras", tags=["cameras"], responses=AUTHENTICATED)

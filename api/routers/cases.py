@@ -7,16 +7,16 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from camtrace.api.deps import Auditor, allow, auditor, current_user, search_of, services_of
-from camtrace.api.responses import AUTHENTICATED, errors
-from camtrace.api.schemas import CaseIn, CaseNoteIn, CaseOut, CasesOut, CaseTrackIn
-from camtrace.search.cases import CaseService
-from camtrace.storage.access import Principal
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
+from camtrace.api.deps import Auditor, allow, auditor, current_user, search_of, services_of
+from camtrace.api.responses import AUTHENTICATED, errors
+from camtrace.api.schemas import CaseIn, CaseNoteIn, CaseOut, CasesOut, CaseTrackIn
 from camtrace.enums import Role
+from camtrace.search.cases import CaseService
+from camtrace.storage.access import Principal
 
 router = APIRouter(prefix="/api/cases", tags=["cases"], responses=AUTHENTICATED)
 
@@ -38,8 +38,9 @@ def cases(case_service: CasesDep, user: Principal = Depends(current_user), audit
 
 @router.post("", status_code=201, responses=errors(400))
 @allow(Role.INVESTIGATOR)
-def create_case(body: CaseIn, case_service: CasesDep, user: Principal = Depends(current_user),
-                audit: Auditor = Depends(auditor)) -> CaseOut:
+def create_case(
+    body: CaseIn, case_service: CasesDep, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
+) -> CaseOut:
     with audit.change("case_create", {"title": body.title}) as record:
         made = case_service.store.create(body.title, user.username)
         record.result_ids.append(str(made.id))
@@ -48,8 +49,9 @@ def create_case(body: CaseIn, case_service: CasesDep, user: Principal = Depends(
 
 @router.get("/{case_id}", responses=errors(404))
 @allow(Role.INVESTIGATOR)
-def case(case_id: int, case_service: CasesDep, user: Principal = Depends(current_user),
-         audit: Auditor = Depends(auditor)) -> CaseOut:
+def case(
+    case_id: int, case_service: CasesDep, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
+) -> CaseOut:
     found = case_service.case(case_id, user.cameras)
     audit("case_view", {"case_id": case_id}, found.track_ids)
     return CaseOut(**found.as_dict())
@@ -57,8 +59,13 @@ def case(case_id: int, case_service: CasesDep, user: Principal = Depends(current
 
 @router.post("/{case_id}/tracks", responses=errors(400, 404))
 @allow(Role.INVESTIGATOR)
-def add_track(case_id: int, body: CaseTrackIn, case_service: CasesDep, user: Principal = Depends(current_user),
-              audit: Auditor = Depends(auditor)) -> CaseOut:
+def add_track(
+    case_id: int,
+    body: CaseTrackIn,
+    case_service: CasesDep,
+    user: Principal = Depends(current_user),
+    audit: Auditor = Depends(auditor),
+) -> CaseOut:
     with audit.change("case_add_track", {"case_id": case_id, "note": body.note}, [body.track_id]):
         changed = case_service.add_track(case_id, body.track_id, user.username, body.note, user.cameras)
     return CaseOut(**changed.as_dict())
@@ -66,18 +73,27 @@ def add_track(case_id: int, body: CaseTrackIn, case_service: CasesDep, user: Pri
 
 @router.post("/{case_id}/notes", responses=errors(400, 404))
 @allow(Role.INVESTIGATOR)
-def add_note(case_id: int, body: CaseNoteIn, case_service: CasesDep, user: Principal = Depends(current_user),
-             audit: Auditor = Depends(auditor)) -> CaseOut:
+def add_note(
+    case_id: int,
+    body: CaseNoteIn,
+    case_service: CasesDep,
+    user: Principal = Depends(current_user),
+    audit: Auditor = Depends(auditor),
+) -> CaseOut:
     with audit.change("case_note", {"case_id": case_id}, [str(case_id)]):
         changed = case_service.add_note(case_id, body.text, user.username, user.cameras)
     return CaseOut(**changed.as_dict())
 
 
-@router.get("/{case_id}/export", response_class=FileResponse,
-            responses={200: {"content": {"application/zip": {}}, "description": "The case archive."}, **errors(404)})
+@router.get(
+    "/{case_id}/export",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/zip": {}}, "description": "The case archive."}, **errors(404)},
+)
 @allow(Role.INVESTIGATOR)
-def export_case(case_id: int, case_service: CasesDep, user: Principal = Depends(current_user),
-                audit: Auditor = Depends(auditor)) -> FileResponse:
+def export_case(
+    case_id: int, case_service: CasesDep, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
+) -> FileResponse:
     """The case as a ZIP archive: case.json, crops, clips and manifest.json with every file's SHA-256 (the
     manifest's own hash is in the X-Manifest-SHA256 header: keep it to verify the archive later)."""
     folder = Path(tempfile.mkdtemp(prefix="camtrace-case-"))
@@ -90,6 +106,10 @@ def export_case(case_id: int, case_service: CasesDep, user: Principal = Depends(
         target.unlink(missing_ok=True)
         folder.rmdir()
 
-    return FileResponse(target, media_type="application/zip", filename=target.name,
-                        headers={"X-Manifest-SHA256": report.manifest_sha256, "Cache-Control": "no-store"},
-                        background=BackgroundTask(cleanup))
+    return FileResponse(
+        target,
+        media_type="application/zip",
+        filename=target.name,
+        headers={"X-Manifest-SHA256": report.manifest_sha256, "Cache-Control": "no-store"},
+        background=BackgroundTask(cleanup),
+    )

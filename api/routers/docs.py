@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from camtrace.api.deps import allow, public
-from camtrace.api.responses import AUTHENTICATED, errors
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
+from camtrace.api.deps import allow, public
+from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.enums import Role
 from camtrace.errors import NotFoundError
 
@@ -58,5 +58,4 @@ def docs_asset(name: str) -> Response:
     """Swagger UI's own files (public, like the page's: they hold nothing about this service)."""
     if name not in ASSETS:
         raise NotFoundError(f"no file '{name}' here")
-    return FileResponse(swagger_ui_dir() / name, media_type=ASSETS[name],
-                        headers={"Cache-Control": "public, max-age=86400"})
+    return FileResponse(swagger_ui_dir() / name, media_type=ASSETS[name], headers={"Cache-Control": "public, max-age=86400"})

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+from fastapi import APIRouter, Depends, Query
+
 from camtrace.api.deps import Auditor, ForbiddenError, ServicesDep, SettingsDep, allow, auditor
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import JobIn, JobOut
-from fastapi import APIRouter, Depends, Query
-
 from camtrace.enums import Role
 from camtrace.errors import SourceError
 from camtrace.validation import inside_roots
@@ -55,14 +55,14 @@ def submit(body: JobIn, services: ServicesDep, settings: SettingsDep, audit: Aud
     import uuid
 
     from camtrace.workers.jobs import current_job, job_dict, register_ingest, submit_ingest
+
     roots = settings.ingest_root_paths()
     path = checked_source(body.source, roots)
     if not settings.broker_url:
         from camtrace.errors import ConfigError
 
         raise ConfigError(
-            "ingest jobs need the workers: set CAMTRACE_BROKER_URL for this service "
-            "(in local mode run `camtrace ingest` instead)"
+            "ingest jobs need the workers: set CAMTRACE_BROKER_URL for this service (in local mode run `camtrace ingest` instead)"
         )
     job_id = str(uuid.uuid4())
     with audit.change("job_submit", body.model_dump(), [job_id]):  # the job row and its audit row, or neither

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from fastapi import APIRouter, Depends
+
 from camtrace.api.deps import Auditor, SearchDep, allow, auditor
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import LinkOut, LinksOut
-from fastapi import APIRouter, Depends
-
 from camtrace.enums import Role
 
 router = APIRouter(prefix="/api/links", tags=["links"], responses=AUTHENTICATED)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 from typing import Annotated
 
+from fastapi import APIRouter, Depends, File, Query, UploadFile
+
 from camtrace.api.deps import (
     Auditor,
     SearchDep,
@@ -28,11 +30,9 @@ from camtrace.api.schemas import (
     TrackSearchOut,
     crop_url,
 )
-from camtrace.storage.access import Principal
-from fastapi import APIRouter, Depends, File, Query, UploadFile
-
 from camtrace.enums import Role
 from camtrace.errors import TooLargeError
+from camtrace.storage.access import Principal
 
 RESULT_FIELDS = set(SearchResultOut.model_fields) - {"crop_url"}
 router = APIRouter(prefix="/api/search", tags=["search"], responses=AUTHENTICATED)
@@ -71,7 +71,8 @@ def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:
 @allow(Role.OPERATOR)
 @upload
 def search_image(
-    settings: SettingsDep, search: SearchDep,
+    settings: SettingsDep,
+    search: SearchDep,
     file: Annotated[UploadFile, File(description="A JPEG, PNG or WebP: a full frame or a person crop")],
     cameras: Annotated[list[str], Query(max_length=MAX_CAMERAS)] = [],  # noqa: B006 (FastAPI copies defaults)
     since: Annotated[str | None, Query(max_length=64, description="ISO 8601 time or epoch seconds")] = None,
@@ -80,9 +81,7 @@ def search_image(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
     offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
     detect: bool = True,
-    person: Annotated[
-        int | None, Query(ge=0, le=10_000, description="Index into the persons found; default: the largest.")
-    ] = None,
+    person: Annotated[int | None, Query(ge=0, le=10_000, description="Index into the persons found; default: the largest.")] = None,
     user: Principal = Depends(current_user),
     audit: Auditor = Depends(auditor),
 ) -> ImageSearchOut:
@@ -91,21 +90,37 @@ def search_image(
     A photo over CAMTRACE_MAX_UPLOAD_MB or CAMTRACE_MAX_UPLOAD_PIXELS (read from its header, before
     decoding) is answered 413."""
     from camtrace.search import decode_photo
+
     data = _read_upload(file, settings.max_upload_mb * 2**20)
     image = decode_photo(data, file.filename or "upload", max_pixels=settings.max_upload_pixels)
-    search_filter = search.make_filter(cameras, parse_moment(since, "since"), parse_moment(until, "until"),
-                                       allowed_cameras=user.cameras)
+    search_filter = search.make_filter(
+        cameras, parse_moment(since, "since"), parse_moment(until, "until"), allowed_cameras=user.cameras
+    )
     found = search.by_photo(image, search_filter, limit, offset=offset, min_score=min_score, detect=detect, person=person)
     results, persons, chosen = found.results, found.persons, found.person
     audit(
         "search_image",
-        {"file": file.filename, "bytes": len(data), "cameras": cameras, "since": since, "until": until,
-         "min_score": min_score, "limit": limit, "offset": offset, "detect": detect, "person": chosen},
+        {
+            "file": file.filename,
+            "bytes": len(data),
+            "cameras": cameras,
+            "since": since,
+            "until": until,
+            "min_score": min_score,
+            "limit": limit,
+            "offset": offset,
+            "detect": detect,
+            "person": chosen,
+        },
         [r.track_id for r in results],
     )
     persons_out = [
-        PersonOut(index=p.index, box=[float(v) for v in p.box], confidence=float(p.confidence),
-                  crop_url="data:image/jpeg;base64," + base64.b64encode(p.crop_jpeg).decode())
+        PersonOut(
+            index=p.index,
+            box=[float(v) for v in p.box],
+            confidence=float(p.confidence),
+            crop_url="data:image/jpeg;base64," + base64.b64encode(p.crop_jpeg).decode(),
+        )
         for p in persons
     ]
     return ImageSearchOut(results=results_out(results), limit=limit, offset=offset, persons=persons_out, person=chosen)
@@ -124,7 +139,10 @@ def search_track(
     never the query track, without the candidates already judged; most probably the same person first."""
     body = body or TrackSearchIn()
     results = search.reid(
-        track_id, limit=body.limit, offset=body.offset, same_camera=body.same_camera,
+        track_id,
+        limit=body.limit,
+        offset=body.offset,
+        same_camera=body.same_camera,
         min_probability=body.min_probability,
         allowed_cameras=user.cameras,
     )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from fastapi import APIRouter, Response
+
 from camtrace.api.deps import SettingsDep, allow, public
 from camtrace.api.responses import AUTHENTICATED
 from camtrace.api.schemas import HealthOut
-from fastapi import APIRouter, Response
-
 from camtrace.enums import Role
 
 router = APIRouter(tags=["system"])

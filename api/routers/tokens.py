@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from camtrace.api.deps import AccessDep, Auditor, allow, auditor
-from camtrace.api.responses import AUTHENTICATED, errors
 from fastapi import APIRouter, Depends, Response
 
+from camtrace.api.deps import AccessDep, Auditor, allow, auditor
+from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.enums import Role
 
 router = APIRouter(prefix="/api/tokens", tags=["users"], responses=AUTHENTICATED)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
+from fastapi import APIRouter, Depends, Query, Response
+
 from camtrace.api.deps import Auditor, SearchDep, ServicesDep, allow, auditor, current_user
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import ExportFormat, TraceOut, TraceStepOut, crop_url
-from camtrace.storage.access import Principal
-from fastapi import APIRouter, Depends, Query, Response
-
 from camtrace.enums import Role
+from camtrace.storage.access import Principal
 
 router = APIRouter(prefix="/api/trace", tags=["trace"], responses=AUTHENTICATED)
 MEDIA = {"csv": "text/csv", "json": "application/json", "html": "text/html"}
@@ -22,10 +22,18 @@ def trace_out(trace) -> TraceOut:
         seed_track_id=trace.seed_track_id,
         steps=[
             TraceStepOut(
-                track_id=s.track_id, camera_id=s.camera_id, ts_start=s.ts_start, ts_end=s.ts_end, score=s.score,
-                probability=s.probability, status=s.status, crop_url=crop_url(s.crop_key),
-                transit_seconds=s.transit_seconds, expected_transit_seconds=s.expected_transit_seconds,
-                transit_spread_seconds=s.transit_spread_seconds, implausible=bool(s.implausible),
+                track_id=s.track_id,
+                camera_id=s.camera_id,
+                ts_start=s.ts_start,
+                ts_end=s.ts_end,
+                score=s.score,
+                probability=s.probability,
+                status=s.status,
+                crop_url=crop_url(s.crop_key),
+                transit_seconds=s.transit_seconds,
+                expected_transit_seconds=s.expected_transit_seconds,
+                transit_spread_seconds=s.transit_spread_seconds,
+                implausible=bool(s.implausible),
                 merged_track_ids=list(s.merged_track_ids),
             )
             for s in trace.steps
@@ -36,8 +44,12 @@ def trace_out(trace) -> TraceOut:
 
 MinProbability = Annotated[
     float | None,
-    Query(ge=0.0, le=1.0, allow_inf_nan=False,
-          description="Probability a candidate needs to be a step of the path (default CAMTRACE_TRACE_MIN_SCORE)."),
+    Query(
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Probability a candidate needs to be a step of the path (default CAMTRACE_TRACE_MIN_SCORE).",
+    ),
 ]
 
 
@@ -66,7 +78,8 @@ def trace(
 @allow(Role.INVESTIGATOR)
 def export_trace(
     track_id: str,
-    services: ServicesDep, search: SearchDep,
+    services: ServicesDep,
+    search: SearchDep,
     format: ExportFormat = "csv",
     min_probability: MinProbability = None,
     user: Principal = Depends(current_user),

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from fastapi import APIRouter, Depends, Response
+
 from camtrace.api.deps import AccessDep, Auditor, ForbiddenError, allow, auditor, current_user
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import TokenCreatedOut, TokenIn, TokenOut, UserCreatedOut, UserIn, UserOut
-from camtrace.storage.access import Principal
-from fastapi import APIRouter, Depends, Response
-
 from camtrace.enums import Role
+from camtrace.storage.access import Principal
 
 router = APIRouter(prefix="/api/users", tags=["users"], responses=AUTHENTICATED)
 
@@ -25,8 +25,7 @@ def add_user(body: UserIn, access: AccessDep, audit: Auditor = Depends(auditor))
     """Create a user; the answer holds its first API token, shown this once."""
     detail = {"username": body.username, "role": body.role, "cameras": body.cameras, "token_expires": body.token_expires}
     with audit.change("user_add", detail, [body.username]) as entry:
-        token = access.add_user(body.username, body.role, body.cameras, body.password,
-                                token_expires_at=body.token_expires)
+        token = access.add_user(body.username, body.role, body.cameras, body.password, token_expires_at=body.token_expires)
         entry.detail["token_id"] = token.id
     user = access.get_user(body.username)
     return UserCreatedOut(**user.as_dict(), created_at=token.created_at, token=token.token, token_id=token.id)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from fastapi import APIRouter, Depends, Request, Response
+
 from camtrace.api.deps import Auditor, allow, auditor, current_user, services_of
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.schemas import WatchEntryIn, WatchEntryOut, WatchListOut
+from camtrace.enums import Role
 from camtrace.search.watch import WatchService
 from camtrace.storage.access import Principal
-from fastapi import APIRouter, Depends, Request, Response
-
-from camtrace.enums import Role
 
 router = APIRouter(prefix="/api/watchlist", tags=["watchlist"], responses=AUTHENTICATED)
 
@@ -42,8 +42,9 @@ def watchlist(watch: WatchDep, user: Principal = Depends(current_user), audit: A
 
 @router.post("", status_code=201, responses=errors(400, 404))
 @allow(Role.INVESTIGATOR)
-def add_entry(body: WatchEntryIn, watch: WatchDep, user: Principal = Depends(current_user),
-              audit: Auditor = Depends(auditor)) -> WatchEntryOut:
+def add_entry(
+    body: WatchEntryIn, watch: WatchDep, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
+) -> WatchEntryOut:
     """Watch for the person of a track (and the tracks confirmed as them) or for a description."""
     with audit.change("watch_add", body.model_dump()) as record:
         entry = watch.add(username=user.username, allowed_cameras=user.cameras, **body.model_dump())
@@ -54,8 +55,9 @@ def add_entry(body: WatchEntryIn, watch: WatchDep, user: Principal = Depends(cur
 
 @router.delete("/{entry_id}", status_code=204, response_class=Response, responses=errors(404))
 @allow(Role.INVESTIGATOR)
-def remove_entry(entry_id: int, watch: WatchDep, user: Principal = Depends(current_user),
-                 audit: Auditor = Depends(auditor)) -> Response:
+def remove_entry(
+    entry_id: int, watch: WatchDep, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
+) -> Response:
     """Stop watching (the entry's alerts stay)."""
     with audit.change("watch_remove", {"entry_id": entry_id}, [str(entry_id)]):
         watch.remove(entry_id, user.cameras)

@@ -56,15 +56,17 @@ def user() -> None:
 @click.option("--password-stdin", is_flag=True, help="Read a password for the page's login from stdin.")
 @click.option("--token-expires", help="When the first API token stops working (ISO time); default: never.")
 @click.option("--json", "as_json", is_flag=True, help="Print the user and the token as JSON.")
-def user_add(name: str, role: str, cameras: tuple[str, ...], password_stdin: bool, token_expires: str | None,
-             as_json: bool) -> None:
+def user_add(
+    name: str, role: str, cameras: tuple[str, ...], password_stdin: bool, token_expires: str | None, as_json: bool
+) -> None:
     """Create user NAME and print an API token (shown once: only its hash is stored)."""
     access = access_store()
     password = read_password(True) if password_stdin else None
     detail = {"username": name, "role": role, "cameras": list(cameras) or None}
     with audited_cli(access, "user_add", detail, [name]) as entry:
-        token = access.add_user(name, role, list(cameras) or None, password,
-                                token_expires_at=validation.moment(token_expires, "--token-expires"))
+        token = access.add_user(
+            name, role, list(cameras) or None, password, token_expires_at=validation.moment(token_expires, "--token-expires")
+        )
         entry.detail["token_id"] = token.id
     if as_json:
         click.echo(json.dumps({**access.get_user(name).as_dict(), "token": token.token, "token_id": token.id}))
@@ -157,14 +159,19 @@ def audit(ctx, username, since, until, action, limit, as_json) -> None:
     if ctx.invoked_subcommand is not None:
         return
     rows = access_store().audit_rows(
-        username=username, since=validation.moment(since, "--since"), until=validation.moment(until, "--until"),
-        action=action, limit=limit,
+        username=username,
+        since=validation.moment(since, "--since"),
+        until=validation.moment(until, "--until"),
+        action=action,
+        limit=limit,
     )
     echo_rows(
         [row.as_dict() for row in rows],
         as_json,
-        lambda r: f"{format_ts(r['ts'])}  {r['username'] or '-':<14} {r['action']:<14} {json.dumps(r['detail'])}"
-        + (f"  -> {len(r['result_ids'])} ids" if r["result_ids"] else ""),
+        lambda r: (
+            f"{format_ts(r['ts'])}  {r['username'] or '-':<14} {r['action']:<14} {json.dumps(r['detail'])}"
+            + (f"  -> {len(r['result_ids'])} ids" if r["result_ids"] else "")
+        ),
     )
 
 

@@ -71,8 +71,7 @@ def audited_cli(access, action: str, detail: dict, ids: list[str]):
 def embedder_facts(model) -> dict:
     """The embedding model in service and what runs it here: the settings' runtime and precision, or PyTorch
     for a model ONNX cannot take (read from its config: no weights load)."""
-    return {"model_version": model.encoder.model_version, "model_id": model.model_id,
-            "embed_runtime": model.encoder.runtime_label}
+    return {"model_version": model.encoder.model_version, "model_id": model.model_id, "embed_runtime": model.encoder.runtime_label}
 
 
 def detector_facts(services) -> dict:

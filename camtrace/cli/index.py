@@ -31,8 +31,9 @@ def embedded_index_dir(settings: Settings) -> Path:
 
 
 @index_group.command("migrate")
-@click.option("--layout", type=click.Choice(["compact", "exact"]), default=None,
-              help="Target layout; default CAMTRACE_INDEX_LAYOUT.")
+@click.option(
+    "--layout", type=click.Choice(["compact", "exact"]), default=None, help="Target layout; default CAMTRACE_INDEX_LAYOUT."
+)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
 def index_migrate(layout: str | None, no_progress: bool) -> None:
     """Move every shard of the embedded index to a layout: copy each point and payload into a new shard,
@@ -75,8 +76,7 @@ def index_serve() -> None:
     from camtrace.storage.owner import IndexOwner
 
     settings = load_settings()
-    owner = IndexOwner(embedded_index_dir(settings), layout=settings.index_layout,
-                       maintain_seconds=settings.index_maintain_seconds)
+    owner = IndexOwner(embedded_index_dir(settings), layout=settings.index_layout, maintain_seconds=settings.index_maintain_seconds)
     # shutdown() waits for the serving loop, which runs in this (the main) thread: ask from another.
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=owner.shutdown, daemon=True).start())
     click.echo(f"owning the index in {settings.index_dir} on {owner.path}", err=True)
@@ -97,9 +97,22 @@ def index_maintain(as_json: bool) -> None:
             done = shard.maintain()
         finally:
             shard.close()
-        rows.append({"shard": shard.name, "layout": done.layout, "points": done.points,
-                     "newly_indexed": done.newly_indexed, "unindexed": done.unindexed,
-                     "segments": done.segments, "seconds": round(done.seconds, 2)})
-    echo_rows(rows, as_json, lambda r: (
-        f"{r['shard']}: {r['layout']}, {r['points']} points, {r['newly_indexed']} newly indexed in "
-        f"{r['seconds']} s, {r['unindexed']} not yet indexed, {r['segments']} segments"))
+        rows.append(
+            {
+                "shard": shard.name,
+                "layout": done.layout,
+                "points": done.points,
+                "newly_indexed": done.newly_indexed,
+                "unindexed": done.unindexed,
+                "segments": done.segments,
+                "seconds": round(done.seconds, 2),
+            }
+        )
+    echo_rows(
+        rows,
+        as_json,
+        lambda r: (
+            f"{r['shard']}: {r['layout']}, {r['points']} points, {r['newly_indexed']} newly indexed in "
+            f"{r['seconds']} s, {r['unindexed']} not yet indexed, {r['segments']} segments"
+        ),
+    )

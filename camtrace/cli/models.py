@@ -35,12 +35,18 @@ from camtrace.settings import load_settings
 @click.option("--image-weight", type=float, default=0.5, show_default=True, help="Weight of the image-image loss.")
 @click.option("--text-drop", type=float, default=0.2, show_default=True, help="Chance of dropping each caption feature.")
 @click.option("--no-augment", is_flag=True, help="Train without image augmentation and caption feature dropout.")
-@click.option("--crops", type=click.Choice(values(TrainCrops)),
-              help="Footage with ground truth (synthetic:): tight boxes, the boxes CAMTRACE_DETECTOR_MODEL finds, cut "
-              "as the pipeline cuts what it embeds, or both (default: CAMTRACE_TRAIN_CROPS).")
-@click.option("--head", type=click.Choice(["anchors"]),
-              help="Train only a re-id head on the frozen model: anchors (SAGA-ReID: patch tokens of block "
-              "CAMTRACE_ANCHOR_LAYER pooled around text anchors) for --epochs at --head-lr; saved with the model.")
+@click.option(
+    "--crops",
+    type=click.Choice(values(TrainCrops)),
+    help="Footage with ground truth (synthetic:): tight boxes, the boxes CAMTRACE_DETECTOR_MODEL finds, cut "
+    "as the pipeline cuts what it embeds, or both (default: CAMTRACE_TRAIN_CROPS).",
+)
+@click.option(
+    "--head",
+    type=click.Choice(["anchors"]),
+    help="Train only a re-id head on the frozen model: anchors (SAGA-ReID: patch tokens of block "
+    "CAMTRACE_ANCHOR_LAYER pooled around text anchors) for --epochs at --head-lr; saved with the model.",
+)
 @click.option("--checkpoint-every", type=int, default=200, show_default=True, help="Steps between checkpoints.")
 @click.option("--resume", is_flag=True, help="Require a checkpoint in --out to resume from (resuming is automatic).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -57,9 +63,7 @@ def train_command(datasets, no_augment, resume, crops, no_register, queue, no_pr
     footage without labels, to adapt the image tower to its cameras). The output is a checkpoint folder
     CAMTRACE_EMBED_MODEL can name.
     """
-    from dataclasses import asdict
 
-    from camtrace.training.evaluate import format_table
     from camtrace.training.trainer import TrainConfig, train
 
     settings = load_settings()
@@ -72,29 +76,53 @@ def train_command(datasets, no_augment, resume, crops, no_register, queue, no_pr
         from camtrace.workers.jobs import submit_training
 
         asked = {name: options[name] for name in TrainRequest.model_fields if name in options}
-        task_id = submit_training(settings, TrainRequest(**{**asked, "datasets": list(datasets),
-                                                            "out_dir": str(options["out_dir"])}))
+        task_id = submit_training(
+            settings, TrainRequest(**{**asked, "datasets": list(datasets), "out_dir": str(options["out_dir"])})
+        )
         click.echo(json.dumps({"task_id": task_id}) if as_json else f"queued training run {task_id}")
         return
     # Options are named as the config's fields; the rest comes from the settings.
     config = TrainConfig(
-        datasets=list(datasets), augment=not no_augment, resume=True if resume else None,
-        crops=crops or settings.train_crops, device=settings.device, text_max_length=settings.embed_text_max_length,
-        anchor_layer=settings.anchor_layer, anchor_diversity=settings.anchor_diversity, **options,
+        datasets=list(datasets),
+        augment=not no_augment,
+        resume=True if resume else None,
+        crops=crops or settings.train_crops,
+        device=settings.device,
+        text_max_length=settings.embed_text_max_length,
+        anchor_layer=settings.anchor_layer,
+        anchor_diversity=settings.anchor_diversity,
+        **options,
     )
     result = train(config, progress=not no_progress)
-    model_id = None
-    if not no_register:
-        with make_services(settings) as services:
-            model_id = services.registry.register(
-                result.out_dir,
-                parent=config.base or settings.embed_model,
-                datasets={"train": list(config.datasets), "val": config.val},
-                settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
-                metrics={**(result.val_metrics or {}), **({"dataset": config.val} if config.val else {})},
-            )
-    summary = {"out_dir": str(result.out_dir), "steps": result.steps, "resumed_from": result.resumed_from,
-               "model_id": model_id, "history": result.history, "val_metrics": result.val_metrics}
+    model_id = None if no_register else _register(settings, config, result)
+    _report(result, model_id, as_json, no_progress)
+
+
+def _register(settings, config, result) -> int:
+    """The trained model in the registry, with what it was trained on and its validation figures."""
+    from dataclasses import asdict
+
+    with make_services(settings) as services:
+        return services.registry.register(
+            result.out_dir,
+            parent=config.base or settings.embed_model,
+            datasets={"train": list(config.datasets), "val": config.val},
+            settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+            metrics={**(result.val_metrics or {}), **({"dataset": config.val} if config.val else {})},
+        )
+
+
+def _report(result, model_id: int | None, as_json: bool, no_progress: bool) -> None:
+    from camtrace.training.evaluate import format_table
+
+    summary = {
+        "out_dir": str(result.out_dir),
+        "steps": result.steps,
+        "resumed_from": result.resumed_from,
+        "model_id": model_id,
+        "history": result.history,
+        "val_metrics": result.val_metrics,
+    }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -111,13 +139,23 @@ def train_command(datasets, no_augment, resume, crops, no_register, queue, no_pr
 @click.option("--dataset", required=True, help="Evaluation data as KIND:PATH.")
 @click.option("--model", help="Model folder or hub id (default: CAMTRACE_EMBED_MODEL with CAMTRACE_EMBED_PROCESSOR).")
 @click.option("--batch-size", type=int, help="Images per forward pass (default: CAMTRACE_EMBED_BATCH_SIZE).")
-@click.option("--raw-captions", is_flag=True,
-              help="Query with the dataset's captions exactly as given, not normalised to comma-separated features.")
+@click.option(
+    "--raw-captions",
+    is_flag=True,
+    help="Query with the dataset's captions exactly as given, not normalised to comma-separated features.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.option("--out", "out_file", type=click.Path(path_type=Path), help="Also write the figures as JSON to this file.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def eval_command(dataset: str, model: str | None, batch_size: int | None, raw_captions: bool, as_json: bool,
-                 out_file: Path | None, no_progress: bool) -> None:
+def eval_command(
+    dataset: str,
+    model: str | None,
+    batch_size: int | None,
+    raw_captions: bool,
+    as_json: bool,
+    out_file: Path | None,
+    no_progress: bool,
+) -> None:
     """Text -> identity (Top-1/5/10, MRR, CMC AUC@20) and image re-id (Top-1/5/10, mAP) figures, in percent.
 
     Text -> identity queries are every caption of every image of the split, a caption shared by several
@@ -133,16 +171,24 @@ def eval_command(dataset: str, model: str | None, batch_size: int | None, raw_ca
     data = load_dataset(dataset, raw_captions=raw_captions)
     encoder = ImageTextEncoder.from_settings(settings, model)
     figures = evaluate_model(encoder, data, batch_size=batch_size or settings.embed_batch_size, progress=not no_progress)
-    record = {"dataset": dataset, "model": encoder.model_name, "model_version": encoder.model_version,
-              "runtime": encoder.runtime_label, "captions": "raw" if raw_captions else "normalised", **figures}
+    record = {
+        "dataset": dataset,
+        "model": encoder.model_name,
+        "model_version": encoder.model_version,
+        "runtime": encoder.runtime_label,
+        "captions": "raw" if raw_captions else "normalised",
+        **figures,
+    }
     if out_file is not None:
         out_file.parent.mkdir(parents=True, exist_ok=True)
         out_file.write_text(json.dumps(record, indent=2))
     if as_json:
         click.echo(json.dumps(record, indent=2))
     else:
-        click.echo(f"{dataset} with {record['model_version']} on {record['runtime']}, {record['captions']} captions\n"
-                   f"{format_table(figures)}")
+        click.echo(
+            f"{dataset} with {record['model_version']} on {record['runtime']}, {record['captions']} captions\n"
+            f"{format_table(figures)}"
+        )
 
 
 @cli.group()
@@ -182,8 +228,7 @@ def models_promote(model_id: int, force: bool, no_progress: bool, as_json: bool)
     from camtrace.workers.jobs import reindex_runner
 
     with make_services() as services:
-        result = promote(services, model_id, force=force, progress=not no_progress,
-                         run_elsewhere=reindex_runner(services))
+        result = promote(services, model_id, force=force, progress=not no_progress, run_elsewhere=reindex_runner(services))
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
         return

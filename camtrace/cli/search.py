@@ -53,8 +53,11 @@ def search(text, image_path, no_detect, cameras, since, until, limit, as_json) -
 
 @cli.command("trace")
 @click.argument("track_id")
-@click.option("--min-probability", type=click.FloatRange(0.0, 1.0),
-              help="Probability a candidate needs to be a path step (default CAMTRACE_TRACE_MIN_SCORE).")
+@click.option(
+    "--min-probability",
+    type=click.FloatRange(0.0, 1.0),
+    help="Probability a candidate needs to be a path step (default CAMTRACE_TRACE_MIN_SCORE).",
+)
 @click.option("--alternatives", is_flag=True, help="Also list the candidates off the path.")
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
 def trace_command(track_id: str, min_probability: float | None, alternatives: bool, as_json: bool) -> None:
@@ -71,8 +74,10 @@ def trace_command(track_id: str, min_probability: float | None, alternatives: bo
         if step.expected_transit_seconds is not None:
             transit += f" (usually {step.expected_transit_seconds:.1f} ± {step.transit_spread_seconds:.1f} s)"
         flag = "  IMPLAUSIBLE: seen while the path is elsewhere" if step.implausible else ""
-        click.echo(f"{step.status:<11} {step.probability:>4.0%}  {step.camera_id:<12} {format_ts(step.ts_start)} .. "
-                   f"{format_ts(step.ts_end)}  track {step.track_id}{transit}{flag}")
+        click.echo(
+            f"{step.status:<11} {step.probability:>4.0%}  {step.camera_id:<12} {format_ts(step.ts_start)} .. "
+            f"{format_ts(step.ts_end)}  track {step.track_id}{transit}{flag}"
+        )
 
 
 @cli.group("links", invoke_without_command=True)
@@ -98,8 +103,10 @@ def print_links(evidence, as_json: bool) -> None:
     if not rows:
         click.echo(f"no camera links learned from {evidence.tracks} tracks yet")
     for row in rows:
-        click.echo(f"{row['camera_from']:>12} -> {row['camera_to']:<12} typical {row['transit_seconds']:7.1f} s  "
-                   f"± {row['spread_seconds']:5.1f} s  from {row['evidence']:6.1f} passages")
+        click.echo(
+            f"{row['camera_from']:>12} -> {row['camera_to']:<12} typical {row['transit_seconds']:7.1f} s  "
+            f"± {row['spread_seconds']:5.1f} s  from {row['evidence']:6.1f} passages"
+        )
     click.echo(f"learned from {evidence.tracks} tracks and {evidence.verdicts} verdicts")
 
 

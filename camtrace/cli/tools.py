@@ -22,8 +22,12 @@ from camtrace.settings import load_settings, settings_markdown
 @click.option("--identities", default=6, show_default=True)
 @click.option("--seconds", default=12.0, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--site", is_flag=True, help="A site: cameras along a corridor with consistent transit times, walkers at "
-              "1-2 m/s, look-alikes, groups and pillars (give it minutes and dozens of people).")
+@click.option(
+    "--site",
+    is_flag=True,
+    help="A site: cameras along a corridor with consistent transit times, walkers at "
+    "1-2 m/s, look-alikes, groups and pillars (give it minutes and dozens of people).",
+)
 def synth(out_dir: Path, cameras: int, identities: int, seconds: float, seed: int, site: bool) -> None:
     """Write synthetic footage (one video per camera) with ground truth, deterministic from SEED."""
     from camtrace.synthetic import generate_footage

@@ -26,8 +26,13 @@ def watch() -> None:
 
 def watch_line(row: dict) -> str:
     what = f"person of track {row['track_id']}" if row["kind"] == "person" else f"description {row['text']!r}"
-    bar = (f"p >= {row['min_probability']}" if row["min_probability"] is not None
-           else f"score >= {row['min_score']}" if row["min_score"] is not None else "p >= CAMTRACE_TRACE_MIN_SCORE")
+    bar = (
+        f"p >= {row['min_probability']}"
+        if row["min_probability"] is not None
+        else f"score >= {row['min_score']}"
+        if row["min_score"] is not None
+        else "p >= CAMTRACE_TRACE_MIN_SCORE"
+    )
     cameras = ", ".join(row["cameras"]) if row["cameras"] is not None else "all cameras"
     note = f"  note: {row['note']}" if row["note"] else ""
     return f"{row['id']:>4}  {what}  [{cameras}; {bar}] by {row['username']}{note}"
@@ -52,14 +57,29 @@ def watch_add(track_id, text, cameras, since, until, min_probability, min_score,
 
     services = make_services()
     access = access_store()
-    detail = {"track_id": track_id, "text": text, "cameras": list(cameras) or None, "since": since, "until": until,
-              "min_probability": min_probability, "min_score": min_score, "note": note}
+    detail = {
+        "track_id": track_id,
+        "text": text,
+        "cameras": list(cameras) or None,
+        "since": since,
+        "until": until,
+        "min_probability": min_probability,
+        "min_score": min_score,
+        "note": note,
+    }
     try:
         with audited_cli(access, "watch_add", detail, []) as record:
             entry = WatchService(services).add(
-                username=f"cli:{getpass.getuser()}", track_id=track_id, text=text, cameras=list(cameras) or None,
-                since=parse_time(since, "--since"), until=parse_time(until, "--until"),
-                min_probability=min_probability, min_score=min_score, note=note)
+                username=f"cli:{getpass.getuser()}",
+                track_id=track_id,
+                text=text,
+                cameras=list(cameras) or None,
+                since=parse_time(since, "--since"),
+                until=parse_time(until, "--until"),
+                min_probability=min_probability,
+                min_score=min_score,
+                note=note,
+            )
             record.result_ids.append(str(entry.id))
     finally:
         services.close()
@@ -106,13 +126,20 @@ def alerts_list(status: str | None, limit: int, as_json: bool) -> None:
     store = WatchStore(make_services().db)
     rows = []
     for alert in store.alerts(status=status, limit=limit):
-        deliveries = [{k: d.as_dict()[k] for k in ("label", "status", "attempts", "last_error")}
-                      for d in store.deliveries(alert.id)]
+        deliveries = [
+            {k: d.as_dict()[k] for k in ("label", "status", "attempts", "last_error")} for d in store.deliveries(alert.id)
+        ]
         rows.append({**alert.as_dict(), "deliveries": deliveries})
-    echo_rows(rows, as_json, lambda r: (
-        f"{r['id']:>5}  entry {r['entry_id']:<4} {r['camera_id']:<12} {format_ts(r['ts'])}  track {r['track_id']}  "
-        + (f"p={r['probability']:.2f}" if r["probability"] is not None else f"score={r['score']:.3f}")
-        + f"  {r['status']}  " + ", ".join(f"{d['label']}: {d['status']}" for d in r["deliveries"])))
+    echo_rows(
+        rows,
+        as_json,
+        lambda r: (
+            f"{r['id']:>5}  entry {r['entry_id']:<4} {r['camera_id']:<12} {format_ts(r['ts'])}  track {r['track_id']}  "
+            + (f"p={r['probability']:.2f}" if r["probability"] is not None else f"score={r['score']:.3f}")
+            + f"  {r['status']}  "
+            + ", ".join(f"{d['label']}: {d['status']}" for d in r["deliveries"])
+        ),
+    )
 
 
 @alerts.command("deliver")
@@ -215,8 +242,10 @@ def case_export(case_id: int, out: str | None, no_clips: bool, as_json: bool) ->
     if as_json:
         click.echo(json.dumps(report.as_dict()))
         return
-    click.echo(f"case {case_id} written to {report.path}: {report.files} files; manifest SHA-256 "
-               f"{report.manifest_sha256} (keep it apart from the archive)")
+    click.echo(
+        f"case {case_id} written to {report.path}: {report.files} files; manifest SHA-256 "
+        f"{report.manifest_sha256} (keep it apart from the archive)"
+    )
     for line in report.missing_clips:
         click.echo(f"no clip for track {line}", err=True)
 

@@ -8,13 +8,14 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import create_engine, pool
+
 from camtrace.storage import access as _access  # noqa: F401 (their tables join Base.metadata)
 from camtrace.storage import audit as _audit  # noqa: F401
 from camtrace.storage import cases as _cases  # noqa: F401
 from camtrace.storage import evidence as _evidence  # noqa: F401
 from camtrace.storage import watchlists as _watchlists  # noqa: F401
 from camtrace.storage.sql import Base
-from sqlalchemy import create_engine, pool
 
 config = context.config
 target_metadata = Base.metadata

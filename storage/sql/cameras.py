@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from camtrace.storage.sql.engine import SqlEngine
-from camtrace.storage.sql.rows import columns
-from camtrace.storage.sql.tables import Camera
 from sqlalchemy import select, update
 
 from camtrace.errors import NotFoundError
+from camtrace.storage.sql.engine import SqlEngine
+from camtrace.storage.sql.rows import columns
+from camtrace.storage.sql.tables import Camera
 
 
 class CameraRecords(SqlEngine):

@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from camtrace.storage.sql.tables import Base
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -22,6 +21,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from camtrace.errors import NotFoundError, StorageError
+from camtrace.storage.sql.tables import Base
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # Constant key for PostgreSQL's advisory lock around migrations ("camt").

@@ -6,11 +6,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from camtrace.storage.sql.engine import SqlEngine
-from camtrace.storage.sql.tables import FEEDBACK_VERDICTS, Feedback
 from sqlalchemy import delete, or_, select
 
 from camtrace.errors import StorageError
+from camtrace.storage.sql.engine import SqlEngine
+from camtrace.storage.sql.tables import FEEDBACK_VERDICTS, Feedback
 
 
 class FeedbackRecords(SqlEngine):
@@ -54,10 +54,7 @@ class FeedbackRecords(SqlEngine):
             _check_verdict(verdict)
         with self.guard("reading feedback"), self.sessions() as session:
             rows = _latest_per_pair(session.scalars(select(Feedback)))
-        return [
-            row for row in rows
-            if (verdict is None or row.verdict == verdict) and (since is None or row.created_at >= since)
-        ]
+        return [row for row in rows if (verdict is None or row.verdict == verdict) and (since is None or row.created_at >= since)]
 
 
 def _pair_clause(a: str, b: str) -> Any:

@@ -11,6 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from camtrace.enums import TERMINAL_JOB_STATUSES, JobStatus, SegmentStatus
+from camtrace.errors import NotFoundError, StorageError
 from camtrace.storage.sql.engine import SqlEngine
 from camtrace.storage.sql.rows import check_status, columns, plain_row
 from camtrace.storage.sql.tables import (
@@ -24,11 +29,6 @@ from camtrace.storage.sql.tables import (
     Video,
     segment_id,
 )
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
-
-from camtrace.enums import TERMINAL_JOB_STATUSES, JobStatus, SegmentStatus
-from camtrace.errors import NotFoundError, StorageError
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,12 @@ class IngestRecords(SqlEngine):
         return row["id"]
 
     def mark_segment(
-        self, segment_id: str, status: str, error: str | None = None, *, frames: int | None = None,
+        self,
+        segment_id: str,
+        status: str,
+        error: str | None = None,
+        *,
+        frames: int | None = None,
         crops: int | None = None,
     ) -> None:
         """Record a segment's outcome (and its frame and crop counts when given)."""
@@ -165,9 +170,7 @@ class IngestRecords(SqlEngine):
         with self.write(f"saving part {part} of segment {segment_id!r}") as conn:
             self.upsert(conn, SegmentPart, [{"segment_id": segment_id, "part": int(part), "crops": int(crops)}])
             done_parts, done_crops = conn.execute(
-                select(func.count(), func.coalesce(func.sum(SegmentPart.crops), 0)).where(
-                    SegmentPart.segment_id == segment_id
-                )
+                select(func.count(), func.coalesce(func.sum(SegmentPart.crops), 0)).where(SegmentPart.segment_id == segment_id)
             ).one()
             total = conn.scalar(select(Segment.parts_total).where(Segment.id == segment_id))
             if total is None or done_parts < total:
@@ -183,15 +186,23 @@ class IngestRecords(SqlEngine):
         """How a job's segments stand: count, crops and frames per status, and the first failures' errors."""
         with self.guard(f"reading segments of job {job_id!r}"), self.engine.connect() as conn:
             rows = conn.execute(
-                select(Segment.status, func.count(), func.coalesce(func.sum(Segment.crops), 0),
-                       func.coalesce(func.sum(Segment.frames), 0))
+                select(
+                    Segment.status,
+                    func.count(),
+                    func.coalesce(func.sum(Segment.crops), 0),
+                    func.coalesce(func.sum(Segment.frames), 0),
+                )
                 .where(Segment.job_id == job_id)
                 .group_by(Segment.status)
             ).all()
-            errors = list(conn.scalars(
-                select(Segment.id + ": " + Segment.error).where(Segment.job_id == job_id, Segment.status == SegmentStatus.FAILED)
-                .order_by(Segment.id).limit(20)
-            ))
+            errors = list(
+                conn.scalars(
+                    select(Segment.id + ": " + Segment.error)
+                    .where(Segment.job_id == job_id, Segment.status == SegmentStatus.FAILED)
+                    .order_by(Segment.id)
+                    .limit(20)
+                )
+            )
         by_status = {SegmentStatus(status): (int(count), int(crops), int(frames)) for status, count, crops, frames in rows}
         return SegmentTally(by_status, errors)
 

@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from camtrace.storage.sql.tables import Base
 
 from camtrace.errors import StorageError
+from camtrace.storage.sql.tables import Base
 
 
 def as_dict(row: Mapping | Any) -> dict[str, Any]:
@@ -25,9 +25,7 @@ def plain_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
 
 
-def columns(
-    model: type[Base], row: dict[str, Any], *, require: Sequence[str] = (), exclude: Sequence[str] = ()
-) -> dict[str, Any]:
+def columns(model: type[Base], row: dict[str, Any], *, require: Sequence[str] = (), exclude: Sequence[str] = ()) -> dict[str, Any]:
     names = set(model.__table__.columns.keys()) - set(exclude)
     unknown = set(row) - names
     if unknown:

@@ -151,7 +151,6 @@ class Feedback(Base):
     created_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
 
 
-
 class Model(Base):
     """One trained embedding model in the registry (camtrace.training.registry drives its lifecycle)."""
 

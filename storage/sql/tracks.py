@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from sqlalchemy import delete, func, select
+
 from camtrace.storage.sql.engine import SqlEngine
 from camtrace.storage.sql.rows import as_dict, columns
 from camtrace.storage.sql.tables import Camera, Detection, Segment, SegmentPart, Track, Video
-from sqlalchemy import delete, func, select
 
 
 class TrackRecords(SqlEngine):
@@ -118,6 +119,4 @@ class TrackRecords(SqlEngine):
     def counts(self) -> dict[str, int]:
         models = {"cameras": Camera, "videos": Video, "tracks": Track, "detections": Detection}
         with self.guard("counting rows"), self.engine.connect() as conn:
-            return {
-                name: int(conn.scalar(select(func.count()).select_from(model)) or 0) for name, model in models.items()
-            }
+            return {name: int(conn.scalar(select(func.count()).select_from(model)) or 0) for name, model in models.items()}
