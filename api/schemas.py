@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from camtrace import validation
@@ -17,6 +18,8 @@ from camtrace.errors import InputError
 ExportFormat = Literal["csv", "json", "html"]
 
 MAX_LIMIT = 200
+# A row id in a path: SQL integers are 64-bit, so a larger number is refused at the door (422), not in the database.
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A row id, as the listing routes give it.")]
 MAX_CAMERAS = 1000  # cameras named in one filter or user limit
 
 

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from camtrace.api.deps import Auditor, allow, auditor, current_user
 from camtrace.api.responses import AUTHENTICATED, errors
 from camtrace.api.routers.watchlist import WatchDep, watch_of
-from camtrace.api.schemas import MAX_LIMIT, AlertActionIn, AlertOut, AlertsOut, crop_url
+from camtrace.api.schemas import MAX_LIMIT, AlertActionIn, AlertOut, AlertsOut, RowId, crop_url
 from camtrace.enums import AlertStatus, Role
 from camtrace.errors import InputError
 from camtrace.storage.access import Principal
@@ -60,7 +60,11 @@ def alerts(
 @router.post("/{alert_id}/ack", responses=errors(400, 404))
 @allow(Role.OPERATOR)
 def handle_alert(
-    alert_id: int, body: AlertActionIn, watch: WatchDep, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
+    alert_id: RowId,
+    body: AlertActionIn,
+    watch: WatchDep,
+    user: Principal = Depends(current_user),
+    audit: Auditor = Depends(auditor),
 ) -> AlertOut:
     """Acknowledge an alert, or dismiss it (for a person: a verdict that the track shows someone else, which
     re-id and the same-person calibration learn from)."""

@@ -13,7 +13,7 @@ from starlette.background import BackgroundTask
 
 from camtrace.api.deps import Auditor, allow, auditor, current_user, search_of, services_of
 from camtrace.api.responses import AUTHENTICATED, errors
-from camtrace.api.schemas import CaseIn, CaseNoteIn, CaseOut, CasesOut, CaseTrackIn
+from camtrace.api.schemas import CaseIn, CaseNoteIn, CaseOut, CasesOut, CaseTrackIn, RowId
 from camtrace.enums import Role
 from camtrace.search.cases import CaseService
 from camtrace.storage.access import Principal
@@ -50,7 +50,7 @@ def create_case(
 @router.get("/{case_id}", responses=errors(404))
 @allow(Role.INVESTIGATOR)
 def case(
-    case_id: int, case_service: CasesDep, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
+    case_id: RowId, case_service: CasesDep, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
 ) -> CaseOut:
     found = case_service.case(case_id, user.cameras)
     audit("case_view", {"case_id": case_id}, found.track_ids)
@@ -60,7 +60,7 @@ def case(
 @router.post("/{case_id}/tracks", responses=errors(400, 404))
 @allow(Role.INVESTIGATOR)
 def add_track(
-    case_id: int,
+    case_id: RowId,
     body: CaseTrackIn,
     case_service: CasesDep,
     user: Principal = Depends(current_user),
@@ -74,7 +74,7 @@ def add_track(
 @router.post("/{case_id}/notes", responses=errors(400, 404))
 @allow(Role.INVESTIGATOR)
 def add_note(
-    case_id: int,
+    case_id: RowId,
     body: CaseNoteIn,
     case_service: CasesDep,
     user: Principal = Depends(current_user),
@@ -92,7 +92,7 @@ def add_note(
 )
 @allow(Role.INVESTIGATOR)
 def export_case(
-    case_id: int, case_service: CasesDep, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
+    case_id: RowId, case_service: CasesDep, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
 ) -> FileResponse:
     """The case as a ZIP archive: case.json, crops, clips and manifest.json with every file's SHA-256 (the
     manifest's own hash is in the X-Manifest-SHA256 header: keep it to verify the archive later)."""

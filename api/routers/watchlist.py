@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from camtrace.api.deps import Auditor, allow, auditor, current_user, services_of
 from camtrace.api.responses import AUTHENTICATED, errors
-from camtrace.api.schemas import WatchEntryIn, WatchEntryOut, WatchListOut
+from camtrace.api.schemas import RowId, WatchEntryIn, WatchEntryOut, WatchListOut
 from camtrace.enums import Role
 from camtrace.search.watch import WatchService
 from camtrace.storage.access import Principal
@@ -56,7 +56,7 @@ def add_entry(
 @router.delete("/{entry_id}", status_code=204, response_class=Response, responses=errors(404))
 @allow(Role.INVESTIGATOR)
 def remove_entry(
-    entry_id: int, watch: WatchDep, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
+    entry_id: RowId, watch: WatchDep, user: Principal = Depends(current_user), audit: Auditor = Depends(auditor)
 ) -> Response:
     """Stop watching (the entry's alerts stay)."""
     with audit.change("watch_remove", {"entry_id": entry_id}, [str(entry_id)]):
