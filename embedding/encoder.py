@@ -141,7 +141,7 @@ class ImageTextEncoder(InferenceModel):
         # Never ask for more positions than the text tower has.
         max_positions = getattr(config.text_config, "max_position_embeddings", None) or self.text_max_length
         text_kwargs = {"padding": family.text_padding, "max_length": min(self.text_max_length, max_positions), "truncation": True}
-        if version is None:
+        if version is None:  # not in the cache before loading: the download just made it, so its commit is known now
             commit = hub_cached_commit(ref)
             version = f"{ref}@{commit[:12]}" if commit else ref
         head = self._anchor_head(config)
