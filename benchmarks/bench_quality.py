@@ -334,33 +334,8 @@ def train_embedder(
     if is_complete(folder):
         return read_record(folder) | {"cached": True}
     out = fresh(folder) / "model"
-    command = [
-        sys.executable,
-        "-m",
-        "camtrace.cli",
-        "train",
-        *(arg for d in train_dirs for arg in ("--dataset", f"synthetic:{d}")),
-        "--out",
-        str(out),
-        "--base",
-        str(base),
-        # A random start has no heads worth training alone: the whole model from the first step.
-        "--head-epochs",
-        "0",
-        "--epochs",
-        str(cfg.epochs),
-        "--lr",
-        str(cfg.lr),
-        "--batch-size",
-        str(cfg.batch_size),
-        "--image-weight",
-        str(cfg.image_weight),
-        "--seed",
-        str(cfg.seed),
-        "--no-register",
-        "--crops",
-        crops,
-    ]
+    datasets = [f"synthetic:{d}" for d in train_dirs]
+    command = train_command(datasets, out, str(base), cfg, epochs=cfg.epochs, lr=cfg.lr, crops=crops)
     return run_training(command, folder, out, cfg, detector)
 
 
@@ -373,35 +348,36 @@ def adapt_embedder(
     if is_complete(folder):
         return read_record(folder) | {"cached": True}
     out = fresh(folder) / "model"
-    command = [
+    datasets = [f"site:{site_dir}", *(f"synthetic:{d}" for d in train_dirs)]
+    command = train_command(datasets, out, model, cfg, epochs=max(2, cfg.epochs // 2), lr=cfg.lr / 4, crops="both")
+    return run_training(command, folder, out, cfg, detector, data_dir=site_dir, serving=model)
+
+
+def train_command(
+    datasets: list[str], out: Path, base: str, cfg: EmbedderConfig, *, epochs: int, lr: float, crops: str
+) -> list[str]:
+    """``camtrace train`` on these datasets from ``base`` into ``out``, unregistered. A random start has no heads
+    worth training alone: the whole model trains from the first step (``--head-epochs 0``)."""
+    options = {
+        "--out": out,
+        "--base": base,
+        "--head-epochs": 0,
+        "--epochs": epochs,
+        "--lr": lr,
+        "--batch-size": cfg.batch_size,
+        "--image-weight": cfg.image_weight,
+        "--seed": cfg.seed,
+        "--crops": crops,
+    }
+    return [
         sys.executable,
         "-m",
         "camtrace.cli",
         "train",
-        "--dataset",
-        f"site:{site_dir}",
-        *(arg for d in train_dirs for arg in ("--dataset", f"synthetic:{d}")),
-        "--out",
-        str(out),
-        "--base",
-        model,
-        "--head-epochs",
-        "0",
-        "--epochs",
-        str(max(2, cfg.epochs // 2)),
-        "--lr",
-        str(cfg.lr / 4),
-        "--batch-size",
-        str(cfg.batch_size),
-        "--image-weight",
-        str(cfg.image_weight),
-        "--seed",
-        str(cfg.seed),
+        *(arg for dataset in datasets for arg in ("--dataset", dataset)),
+        *(str(arg) for option in options.items() for arg in option),
         "--no-register",
-        "--crops",
-        "both",
     ]
-    return run_training(command, folder, out, cfg, detector, data_dir=site_dir, serving=model)
 
 
 def run_training(

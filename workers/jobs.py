@@ -81,7 +81,8 @@ def plan_ingest(
 
 def job_progress(job: Job, tally: SegmentTally) -> dict[str, Any]:
     """The fields an ingest job's row should hold given its segments: counters, errors, and its end state once
-    every segment it owns is finished (idempotent, whatever got redelivered). Empty: nothing to change."""
+    every segment it owns is finished, stamped with when (idempotent, whatever got redelivered). Empty: nothing
+    to change."""
     if job.status == JobStatus.QUEUED:  # not planned yet: its segments are still being registered
         return {}
     done, failed = tally.of(SegmentStatus.DONE), tally.of(SegmentStatus.FAILED)
@@ -109,6 +110,7 @@ def job_progress(job: Job, tally: SegmentTally) -> dict[str, Any]:
             fields["status"] = JobStatus.SUPERSEDED
         else:
             fields["status"] = JobStatus.FAILED if done[0] == 0 else JobStatus.DONE
+        fields["finished_at"] = time.time()
     return fields
 
 
@@ -127,8 +129,6 @@ def current_job(db: Database, job_id: str) -> Job:
     job = db.get_job(job_id)
     if job.kind == "ingest":
         fields = job_progress(job, db.segment_tally(job_id))
-        if fields.get("status") in TERMINAL and job.finished_at is None:
-            fields["finished_at"] = time.time()
         for name, value in fields.items():  # the row is detached from its session: nothing is written
             setattr(job, name, value)
     return job
