@@ -30,7 +30,7 @@ from camtrace.search import SearchService
 from camtrace.services import Services
 from camtrace.settings import Settings
 from camtrace.storage import EdgeIndex
-from camtrace.training.promotion import PromotionRefused, ReindexWork, promote, reindex_batch, rollback
+from camtrace.training.promotion import PromotionRefused, ReindexWork, judge, promote, reindex_batch, rollback
 from camtrace.workers.jobs import apply_retention
 from camtrace.workers.local import ingest_local
 
@@ -341,4 +341,21 @@ def test_a_promotion_hands_its_batches_to_the_runner_it_is_given(env, other_mode
     model = services.model()
     assert model.model_id == b and all_point_ids(model.index) == detections
     assert services.db.get_job(job.id).segments_done == len(handed[0].batches)
+    services.close()
+
+
+@pytest.mark.parametrize(("head_map", "passes"), [(60.0, True), (45.0, False)])
+def test_a_model_with_a_re_id_head_is_judged_on_the_head_s_re_id(
+    tmp_path: Path, tiny_yolo_dir: Path, tiny_siglip_dir: Path, other_models, head_map: float, passes: bool
+) -> None:
+    """Photo queries of a model with an anchor head are answered by the head: its image_reid figures are the head's,
+    whatever the tower's own pooled vector reaches."""
+    env = settings_for(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir)
+    services = Services(make_settings({**env, "CAMTRACE_PROMOTE_METRIC": "image_reid.map", "CAMTRACE_PROMOTE_MARGIN": "1"}))
+    serving = services.registry.register(other_models[0], metrics={"image_reid": {"map": 50.0}})
+    candidate = services.registry.register(
+        other_models[1], metrics={"image_reid": {"map": 55.0}, "image_reid_head": {"map": head_map}}
+    )
+    comparison = judge(services, services.registry.get(candidate), services.registry.get(serving))
+    assert (comparison.candidate, comparison.baseline, comparison.passed) == (head_map, 50.0, passes)
     services.close()

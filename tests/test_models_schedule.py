@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from distributed_fixtures import Worker, camtrace_env, redis_server, settings_from, wait_for  # noqa: F401
 
 from camtrace.cli import cli
+from camtrace.embedding.anchor_head import HEAD_WEIGHTS
 from camtrace.services import Services
 from camtrace.settings import Settings
 from camtrace.training.schedule import maybe_train, training_due
@@ -160,6 +161,15 @@ def test_queued_training_and_a_promotion_on_real_workers(
         crop = cv2.cvtColor(cv2.imread(str(services.crops.path(row.crop_key))), cv2.COLOR_BGR2RGB)
         assert np.allclose(stored.vector, model.encoder.encode_images([crop])[0], atol=1e-4)
         assert stored.payload["model_version"] == model.encoder.model_version
+
+        # An anchor re-id head trained on the worker too, on the frozen trained model, judged with and without it.
+        head_run = [*("train", "--dataset", spec, "--base", trained.folder, "--out", str(tmp_path / "head")), "--queue"]
+        queued = runner.invoke(cli, [*head_run, "--head", "anchors", "--epochs", "1", "--batch-size", "16"], env=env)
+        assert queued.exit_code == 0 and "queued training run" in queued.output, queued.output
+        wait_for(lambda: len(services.registry.list()) == 2, 180, "the model with its head in the registry", interval=0.5)
+        with_head = next(entry for entry in services.registry.list() if entry.id != trained.id)
+        assert with_head.settings["head"] == "anchors" and (tmp_path / "head" / HEAD_WEIGHTS).is_file()
+        assert with_head.metrics["image_reid_head"]["map"] >= 0 and with_head.metrics["image_reid"]["map"] >= 0
         services.close()
     finally:
         worker.stop()

@@ -169,7 +169,7 @@ def evaluate_on(services: Services, encoder, spec: str) -> dict:
 def figure(services: Services, entry: ModelEntry, metric: str, spec: str | None) -> float | None:
     """``entry``'s ``metric`` on the validation set ``spec``: the stored figure when it was measured
     there (or where is unknown), else evaluated now. Results of a model that had none are stored."""
-    stored, measured_on = entry.metric(metric), entry.metrics.get("dataset")
+    stored, measured_on = served_figure(entry.metrics, metric), entry.metrics.get("dataset")
     if stored is not None and (spec is None or measured_on in (None, spec)):
         return stored
     if spec is None:
@@ -177,7 +177,16 @@ def figure(services: Services, entry: ModelEntry, metric: str, spec: str | None)
     results = evaluate_on(services, services.encoder_for(entry), spec)
     if stored is None:
         services.registry.set_metrics(entry.id, {**entry.metrics, **results, "dataset": spec})
-    return metric_value(results, metric)
+    return served_figure(results, metric)
+
+
+def served_figure(metrics: Mapping | None, metric: str) -> float | None:
+    """``metric`` as the model would serve it: a model with an anchor re-id head answers photo queries with the
+    head's vectors, so its ``image_reid.*`` figures are those of the head (``image_reid_head.*``)."""
+    section, _, name = metric.partition(".")
+    if section == "image_reid" and isinstance(metrics, Mapping) and isinstance(metrics.get("image_reid_head"), Mapping):
+        return metric_value(metrics, f"image_reid_head.{name}")
+    return metric_value(metrics, metric)
 
 
 def judge(services: Services, candidate: ModelEntry, baseline: ModelEntry | None) -> Comparison:
@@ -204,7 +213,7 @@ def judge(services: Services, candidate: ModelEntry, baseline: ModelEntry | None
             "no registered model serves now and no validation set is known (CAMTRACE_VAL_DATASET): nothing to beat",
         )
     # The configured model serves and was never registered: measure it on the same set.
-    theirs = metric_value(evaluate_on(services, services.encoder_for(None), spec), metric)
+    theirs = served_figure(evaluate_on(services, services.encoder_for(None), spec), metric)
     return compare(candidate.id, mine, None, theirs, metric, margin, "the configured model (CAMTRACE_EMBED_MODEL)")
 
 

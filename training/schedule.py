@@ -30,7 +30,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -59,6 +59,7 @@ class TrainRequest(BaseModel):
     head_lr: float | None = None
     batch_size: int | None = None
     seed: int | None = None
+    head: Literal["anchors"] | None = None  # train only a re-id head on the frozen base (camtrace train --head)
     promote: bool | None = None  # default: CAMTRACE_AUTO_PROMOTE
 
 
@@ -175,6 +176,9 @@ def train_config(services: Services, request: TrainRequest):
         device=settings.device,
         text_max_length=settings.embed_text_max_length,
         crops=settings.train_crops,
+        head=request.head,
+        anchor_layer=settings.anchor_layer,
+        anchor_diversity=settings.anchor_diversity,
         **overrides,
     )
 

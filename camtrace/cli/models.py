@@ -14,7 +14,6 @@ from camtrace.cli.base import (
     make_services,
 )
 from camtrace.enums import TrainCrops, values
-from camtrace.errors import InputError
 from camtrace.settings import load_settings
 
 
@@ -69,8 +68,6 @@ def train_command(datasets, no_augment, resume, crops, no_register, queue, no_pr
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     options["out_dir"] = options["out_dir"].resolve()
-    if queue and options.get("head"):
-        raise InputError("--head trains here, not on the train worker; leave out --queue")
     if queue:  # the train worker trains, registers and (with CAMTRACE_AUTO_PROMOTE) promotes
         from camtrace.training.schedule import TrainRequest
         from camtrace.workers.jobs import submit_training
