@@ -115,6 +115,9 @@ def test_head_training_refuses_what_it_cannot_do(tiny_siglip_dir, footage, tmp_p
         train(config, progress=False)
     with pytest.raises(ConfigError, match="anchors"):
         train(TrainConfig([f"synthetic:{footage.root}"], tmp_path / "m", head="parts", crops="tight"), progress=False)
+    resumed = TrainConfig([f"synthetic:{footage.root}"], tmp_path / "m", head="anchors", resume=True, crops="tight")
+    with pytest.raises(ConfigError, match="no checkpoints: leave out --resume"):
+        train(resumed, progress=False)
 
 
 def test_a_head_trains_on_siglip2_and_the_encoder_uses_it(tiny_siglip2_dir, footage, tmp_path):

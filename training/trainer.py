@@ -110,6 +110,8 @@ class TrainConfig:
             raise ConfigError(f"--head must be 'anchors' (or left out to fine-tune the model), not {self.head!r}")
         if self.head and self.epochs < 1:
             raise ConfigError("--head anchors trains the head for --epochs epochs: set --epochs to 1 or more")
+        if self.head and self.resume:
+            raise ConfigError("--head runs are short (the backbone frozen) and keep no checkpoints: leave out --resume")
         for name in ("batch_size", "images_per_identity", "accumulate", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
