@@ -98,6 +98,14 @@ class TrainConfig:
     anchor_diversity: float = 0.1
     triplet_margin: float = 0.3
 
+    def _check_head(self) -> None:
+        if self.head not in (None, "anchors"):
+            raise ConfigError(f"--head must be 'anchors' (or left out to fine-tune the model), not {self.head!r}")
+        if self.head and self.epochs < 1:
+            raise ConfigError("--head anchors trains the head for --epochs epochs: set --epochs to 1 or more")
+        if self.head and self.resume:
+            raise ConfigError("--head runs are short (the backbone frozen) and keep no checkpoints: leave out --resume")
+
     def check(self) -> None:
         if not self.datasets:
             raise ConfigError("name at least one training dataset (--dataset KIND:PATH)")
@@ -106,12 +114,7 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be 0 or more")
         if self.epochs + self.head_epochs == 0:
             raise ConfigError("nothing to train: --epochs and --head-epochs are both 0")
-        if self.head not in (None, "anchors"):
-            raise ConfigError(f"--head must be 'anchors' (or left out to fine-tune the model), not {self.head!r}")
-        if self.head and self.epochs < 1:
-            raise ConfigError("--head anchors trains the head for --epochs epochs: set --epochs to 1 or more")
-        if self.head and self.resume:
-            raise ConfigError("--head runs are short (the backbone frozen) and keep no checkpoints: leave out --resume")
+        self._check_head()
         for name in ("batch_size", "images_per_identity", "accumulate", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
