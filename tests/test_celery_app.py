@@ -1,15 +1,17 @@
-"""The Celery app's configuration and the worker command line, as the settings make them."""
+"""The Celery app's configuration, its tasks and the worker command line, as the settings make them."""
 
 from __future__ import annotations
 
 import pytest
+from celery_batches import Batches
 from click.testing import CliRunner
 from distributed_fixtures import broker  # noqa: F401
 
 from camtrace.cli import cli
 from camtrace.errors import ConfigError
-from camtrace.settings import Settings
-from camtrace.workers.celery_app import QUEUES, make_celery, model_threads, worker_argv
+from camtrace.settings import Settings, load_settings
+from camtrace.workers.celery_app import QUEUES, TASK_ROUTES, make_celery, model_threads, worker_argv
+from camtrace.workers.tasks import backoff, create_app
 
 
 def settings(tmp_path, **fields) -> Settings:
@@ -55,29 +57,64 @@ def test_redis_redelivers_just_above_the_task_time_limit_derived_from_the_segmen
     assert short.effective_visibility_timeout == 72 < 3600
 
 
-def worker_tasks(monkeypatch, tmp_path, **env: str):
-    """The workers' task module as a worker started with ``env`` loads it."""
-    import importlib
+def test_segment_tasks_carry_the_derived_time_limits(tmp_path):
+    worker = settings(tmp_path, segment_seconds=4)
+    tasks = create_app(worker).tasks
+    detect, ingest, embed = tasks["camtrace.detect"], tasks["camtrace.ingest"], tasks["camtrace.embed"]
+    assert (detect.soft_time_limit, detect.time_limit) == (42, 52)
+    assert ingest.time_limit == 52 < worker.effective_visibility_timeout == 72
+    assert backoff(worker, 10) == 72 / 3  # a delayed retry stays well inside the visibility timeout
+    assert embed.time_limit is None  # batches are not segment tasks; training is not bounded either
+    assert tasks["camtrace.train"].time_limit is None
+
+
+def test_the_factory_puts_every_task_on_its_app_with_the_given_settings(tmp_path):
+    app = create_app(settings(tmp_path, segment_seconds=4, embed_batch_size=64, embed_gather_seconds=0.5))
+    assert app.camtrace_settings.segment_seconds == 4
+    camtrace_tasks = {name: task for name, task in app.tasks.items() if name.startswith("camtrace.")}
+    stages = {"ingest", "detect", "embed", "train", "reindex"}
+    periodic = {"retention", "learn_evidence", "maintain_index", "deliver_alerts"}
+    assert set(camtrace_tasks) == set(TASK_ROUTES) == {f"camtrace.{name}" for name in stages | periodic}
+    embed = camtrace_tasks["camtrace.embed"]
+    assert isinstance(embed, Batches) and (embed.flush_every, embed.flush_interval) == (8, 0.5)
+    assert [name for name, task in camtrace_tasks.items() if not task.acks_late] == ["camtrace.train"]
+    retries = {name: camtrace_tasks[name].max_retries for name in ("camtrace.ingest", "camtrace.detect", "camtrace.reindex")}
+    assert retries == dict.fromkeys(retries, 20) and camtrace_tasks["camtrace.maintain_index"].max_retries == 0
+    # Each app holds its own tasks: another built from other settings has other limits, a sender's app none.
+    other = create_app(settings(tmp_path, segment_seconds=60)).tasks["camtrace.detect"]
+    assert (other.soft_time_limit, camtrace_tasks["camtrace.detect"].soft_time_limit) == (210, 42)
+    assert not [name for name in make_celery(settings(tmp_path)).tasks if name.startswith("camtrace.")]
+
+
+# Settings refuse this environment: a module that read them at import would fail to import. (Celery's own
+# fallback app, "default", may appear: the count is of camtrace's apps.)
+UNREADABLE = {"CAMTRACE_SEGMENT_SECONDS": "not-a-number", "CAMTRACE_BROKER_URL": "kafka://127.0.0.1:9092"}
+IMPORT_EVERYTHING = """
+import gc, importlib, pkgutil, celery, camtrace.workers
+for module in pkgutil.iter_modules(camtrace.workers.__path__):
+    importlib.import_module(f"camtrace.workers.{module.name}")
+import camtrace.cli, camtrace.workers.tasks
+print(len([thing for thing in gc.get_objects() if isinstance(thing, celery.Celery) and thing.main == "camtrace"]))
+"""
+
+
+def test_importing_the_tasks_and_the_command_line_builds_no_app_and_reads_no_settings(tmp_path, monkeypatch):
+    import os
+    import subprocess
     import sys
 
-    for name, value in {"CAMTRACE_DATA_DIR": str(tmp_path), **env}.items():
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CAMTRACE_")}
+    env.update(UNREADABLE, CAMTRACE_DATA_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", IMPORT_EVERYTHING], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "0"
+    for name, value in UNREADABLE.items():  # the environment does stop whatever reads the settings
         monkeypatch.setenv(name, value)
-    module = sys.modules.get("camtrace.workers.tasks")
-    return importlib.reload(module) if module else importlib.import_module("camtrace.workers.tasks")
-
-
-def test_segment_tasks_carry_the_derived_time_limits(tmp_path, monkeypatch):
-    tasks = worker_tasks(monkeypatch, tmp_path, CAMTRACE_BROKER_URL="redis://127.0.0.1:6390/0", CAMTRACE_SEGMENT_SECONDS="4")
-    assert (tasks.detect.soft_time_limit, tasks.detect.time_limit) == (42, 52)
-    assert tasks.ingest.time_limit == 52 < tasks.settings.effective_visibility_timeout == 72
-    assert tasks.embed.time_limit is None  # batches are not segment tasks
-    assert tasks.backoff(10) == 72 / 3  # a delayed retry stays well inside the visibility timeout
-    assert tasks.embed.time_limit is None  # batches are not segment tasks; training is not bounded either
+    with pytest.raises((ConfigError, ValueError)):
+        load_settings()
 
 
 def test_a_visibility_timeout_below_the_task_time_limit_is_refused_naming_both(tmp_path, monkeypatch):
-    from camtrace.settings import load_settings
-
     assert settings(tmp_path, segment_seconds=4, visibility_timeout=53).effective_visibility_timeout == 53
     monkeypatch.setenv("CAMTRACE_SEGMENT_SECONDS", "4")
     monkeypatch.setenv("CAMTRACE_VISIBILITY_TIMEOUT", "52")
@@ -89,7 +126,7 @@ def test_a_visibility_timeout_below_the_task_time_limit_is_refused_naming_both(t
         load_settings()
 
 
-def test_rabbitmq_uses_quorum_queues_publisher_confirms_and_no_result_backend(tmp_path, monkeypatch):
+def test_rabbitmq_uses_quorum_queues_publisher_confirms_and_no_result_backend(tmp_path):
     rabbit = Settings(data_dir=tmp_path, broker_url="amqp://guest:guest@127.0.0.1:5672//")
     assert rabbit.broker_kind == "rabbitmq"
     app = make_celery(rabbit)
@@ -106,8 +143,7 @@ def test_rabbitmq_uses_quorum_queues_publisher_confirms_and_no_result_backend(tm
     assert {queue.queue_arguments["x-queue-type"] for queue in classic.conf.task_queues} == {"classic"}
     # The embed worker's prefetch holds more messages than one batch gathers, on either broker.
     argv = worker_argv(rabbit, "embed")
-    tasks = worker_tasks(monkeypatch, tmp_path, CAMTRACE_BROKER_URL=rabbit.broker_url)
-    assert int(argv[argv.index("--prefetch-multiplier") + 1]) >= tasks.embed.flush_every
+    assert int(argv[argv.index("--prefetch-multiplier") + 1]) >= create_app(rabbit).tasks["camtrace.embed"].flush_every
 
 
 def test_retention_is_scheduled_only_when_a_limit_is_set_and_the_evidence_always(tmp_path):

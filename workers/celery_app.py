@@ -16,7 +16,7 @@ import os
 from celery import Celery
 from kombu import Exchange, Queue
 
-from camtrace.settings import Settings, load_settings
+from camtrace.settings import Settings
 
 QUEUES = ("ingest", "detect", "embed", "train")
 
@@ -107,8 +107,9 @@ def broker_options(settings: Settings) -> dict:
     }
 
 
-def make_celery(settings: Settings | None = None) -> Celery:
-    settings = settings or load_settings()
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app configured from ``settings``, with no task on it (senders send by name; the workers'
+    app, tasks included, is ``tasks.create_app``)."""
     if not settings.broker_url:
         from camtrace.errors import ConfigError
 

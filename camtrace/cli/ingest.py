@@ -119,19 +119,20 @@ def worker(queues: str, device: str | None, pool: str | None, concurrency: int |
         from camtrace.workers import metrics
 
         metrics.serve(settings.metrics_port, settings.broker_url, QUEUES)
-    from camtrace.workers.tasks import app
+    from camtrace.workers.tasks import create_app
 
-    app.worker_main(argv)
+    # Read again: the app's settings (and so every process's) carry the thread count set above.
+    create_app(load_settings()).worker_main(argv)
 
 
 @cli.command()
 def beat() -> None:
     """Run Celery beat: retention (CAMTRACE_RETENTION_DAYS) and other periodic work."""
-    from camtrace.workers.tasks import app
+    from camtrace.workers.tasks import create_app
 
     settings = load_settings()
     schedule = settings.resolved_data_dir / "celerybeat-schedule"
-    app.Beat(loglevel=settings.log_level, schedule=str(schedule)).run()
+    create_app(settings).Beat(loglevel=settings.log_level, schedule=str(schedule)).run()
 
 
 @cli.command()
