@@ -56,8 +56,17 @@ def segment_watch(stages: Services, model) -> SegmentWatch:
     """The process's watchlist check for ``model`` (its matrix of entries stays loaded between batches)."""
     watch = _watches.get(model.index.model_version)
     if watch is None or watch.watcher.model is not model:
-        watch = _watches[model.index.model_version] = SegmentWatch(stages, model)
+        watch = _watches[model.index.model_version] = SegmentWatch(stages, model, queue_delivery)
     return watch
+
+
+def queue_delivery(alert_ids: list[int]) -> None:
+    """The first try of new alerts, as a task of its own: the embed batch never waits on MQTT or a webhook.
+    A message that cannot be sent now loses nothing: beat's ``deliver_alerts`` pass finds the pending rows."""
+    try:
+        deliver_alerts.apply_async(kwargs={"alert_ids": list(alert_ids)}, retry=False)
+    except Exception as exc:  # the broker is away: beat sends them
+        log.warning("could not queue the delivery of alerts %s (%r); beat's pass sends them", alert_ids, exc)
 
 
 @worker_process_init.connect
@@ -294,13 +303,14 @@ def maintain_index(self) -> int:
 
 
 @app.task(name="camtrace.deliver_alerts", bind=True, max_retries=5, acks_late=True)
-def deliver_alerts(self) -> int:
-    """Send the watchlist alerts whose delivery (MQTT, a webhook) is due; returns how many got through."""
+def deliver_alerts(self, alert_ids: list[int] | None = None) -> int:
+    """Send the watchlist alerts whose delivery (MQTT, a webhook) is due (of ``alert_ids`` only: the first try
+    of new alerts, queued by the embed worker); returns how many got through."""
     from camtrace.notify import AlertSender
     from camtrace.storage.watchlists import WatchStore
 
     try:
-        return AlertSender(settings, WatchStore(services().db)).deliver().delivered
+        return AlertSender(settings, WatchStore(services().db)).deliver(alert_ids).delivered
     except TRANSIENT_ERRORS as exc:
         raise self.retry(exc=exc, countdown=backoff(self.request.retries))
 
