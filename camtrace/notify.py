@@ -44,6 +44,7 @@ SEND_TIMEOUT_SECONDS = 5.0
 CLAIM_SECONDS = 60.0  # a delivery being sent is not sent by another process meanwhile (longer than any try takes)
 FIRST_RETRY_SECONDS = 10.0
 LONGEST_RETRY_SECONDS = 3600.0
+DELIVERY_THREAD_IDLE_SECONDS = 30.0  # a delivery thread with nothing to send for this long ends
 
 
 def webhook_key(url: str) -> str:
@@ -174,14 +175,21 @@ class DeliveryThread:
         if not alert_ids:
             return
         with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
+            self._queue.put(list(alert_ids))
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="alert-delivery", daemon=True)
                 self._thread.start()
-        self._queue.put(list(alert_ids))
 
     def _run(self) -> None:
         while True:
-            alert_ids = self._queue.get()
+            try:
+                alert_ids = self._queue.get(timeout=DELIVERY_THREAD_IDLE_SECONDS)
+            except queue.Empty:
+                with self._start_lock:  # ends when idle; the next alerts start a new one
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
             try:
                 self.sender.deliver(alert_ids)
             except Exception:  # the database is away: the rows stay pending for the next pass

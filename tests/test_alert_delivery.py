@@ -1,8 +1,8 @@
 """Alert delivery stays off the ingest path: a webhook receiver that hangs (longer than the sender's timeout) does
-not hold up the ingest that raised the alert, MQTT still gets it at once, and the webhook gets it on the retry.
+not hold up the embed call that raised the alert, MQTT still gets it at once, and the webhook gets it on the retry.
 
-Real parts: the synthetic footage ingested by the real pipeline (tiny random embedder, the figure detector), the
-Mosquitto on 127.0.0.1:1883, a real HTTP receiver that checks the signature."""
+Real parts: a segment of the synthetic footage detected and embedded by the real pipeline stages (tiny random
+embedder, the figure detector), the Mosquitto on 127.0.0.1:1883, a real HTTP receiver that checks the signature."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from camtrace.search.watch import WatchService
 from camtrace.services import Services
 from camtrace.storage.watchlists import WatchStore
 from camtrace.synthetic import FigureDetector
-from camtrace.workers.local import ingest_local
+from camtrace.workers.pipeline import CropIndexer, SegmentWatch, detect_segment, open_sources, register_video
 
 SYSTEM_MQTT_PORT = 1883  # scripts/test starts Mosquitto there
 HOUR = 3600.0
@@ -64,7 +64,19 @@ class HangingReceiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def test_a_hanging_webhook_does_not_hold_up_the_ingest_and_the_alert_still_arrives(
+def detected_segment(services: Services, path: str, camera: str, start_ts: float):
+    """The first segment of a video, registered and detected: what the embed step receives."""
+    (video,) = open_sources(path, start_ts)
+    segments = video.segments(services.settings.segment_seconds)
+    job_id = services.db.create_job("ingest", path, camera).id
+    register_video(services.db, video, camera, segments, job_id)
+    try:
+        return detect_segment(video, segments[0], camera, services.detector, services.settings)
+    finally:
+        video.close()
+
+
+def test_a_hanging_webhook_does_not_hold_up_the_embed_call_and_the_alert_still_arrives(
     tmp_path, footage, tiny_yolo_dir, tiny_siglip_dir
 ):
     events: list[str] = []
@@ -88,19 +100,22 @@ def test_a_hanging_webhook_does_not_hold_up_the_ingest_and_the_alert_still_arriv
         services.detector = FigureDetector(footage.background(camera))
         WatchService(services).add(username="ivy", text="anyone at all", min_score=-1.0, note="everyone")
         sender = DeliveryThread(services.settings, store)
-        ingest_local(services, str(footage.videos[camera]), camera, footage.start_ts[camera], progress=False, send=sender)
-        events.append("ingest returned")
-        # One alert (once per stay on a camera), with a delivery row per target. The ingest did not wait for the
-        # receiver: it returned before the receiver answered and before the webhook's try ended.
+        result = detected_segment(services, str(footage.videos[camera]), camera, footage.start_ts[camera])
+        model = services.model()
+        indexer = CropIndexer(model.encoder, model.index, services.db, services.crops, SegmentWatch(services, model, sender))
+        indexer.index_segment(result)  # the embed call: crops embedded, written, checked against the watchlist
+        events.append("embed returned")
+        # One alert (once per stay on a camera), with a delivery row per target. The embed call did not wait for
+        # the receiver: it returned before the receiver answered and before the webhook's try ended.
         (alert,) = store.alerts(limit=10)
         tried = {d.label.split(" ")[0]: d.attempts for d in store.deliveries(alert.id)}
         assert tried[receiver.url] == 0 and "receiver answered" not in events, (tried, events)
         # MQTT gets it from the delivery thread while the webhook hangs.
-        wait_for(lambda: subscriber.messages, 20, "the alert on MQTT")
+        wait_for(lambda: subscriber.messages, 60, "the alert on MQTT")
         assert [m["id"] for m in subscriber.messages] == [alert.id]
-        wait_for(lambda: "receiver got a request" in events, 20, "the webhook call")
+        wait_for(lambda: "receiver got a request" in events, 60, "the webhook call")
         # The hanging call ends in the sender's timeout: logged, kept for a retry.
-        wait_for(lambda: store.deliveries(alert.id)[1].attempts == 1, 4 * SEND_TIMEOUT_SECONDS, "the webhook try to time out")
+        wait_for(lambda: store.deliveries(alert.id)[1].attempts == 1, 12 * SEND_TIMEOUT_SECONDS, "the webhook try to time out")
         webhook = store.deliveries(alert.id)[1]
         assert webhook.status == "pending" and "Timeout" in webhook.last_error, webhook
         # The receiver is back: the next pass (beat's task calls the same) delivers it, once.
@@ -110,7 +125,7 @@ def test_a_hanging_webhook_does_not_hold_up_the_ingest_and_the_alert_still_arriv
         assert report.delivered == 1, report
         assert [b["id"] for b in receiver.bodies] == [alert.id] and receiver.bodies[0]["entry_note"] == "everyone"
         assert {d.status for d in store.deliveries(alert.id)} == {"delivered"}
-        assert events.index("ingest returned") < events.index("receiver answered"), events
+        assert events.index("embed returned") < events.index("receiver answered"), events
     finally:
         receiver.release.set()
         subscriber.close()
