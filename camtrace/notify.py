@@ -10,6 +10,11 @@ after 10 s, 20 s, 40 s ... up to an hour, CAMTRACE_ALERT_DELIVERY_ATTEMPTS
 times in all: a broker or receiver that is down loses nothing, beat (or
 ``camtrace alerts deliver``) sends what waits once it is back.
 
+The embed path only stores an alert and its delivery rows; the first try
+happens elsewhere (``DeliveryThread`` in a local process, a queued
+``camtrace.deliver_alerts`` task in distributed mode), so a slow or dead
+receiver never slows ingest.
+
 Everything a target receives is what ``alert_payload`` builds: ids, camera,
 times, probability and links relative to the service (no disk paths).
 """
@@ -20,6 +25,8 @@ import hashlib
 import hmac
 import json
 import logging
+import queue
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +44,7 @@ SEND_TIMEOUT_SECONDS = 5.0
 CLAIM_SECONDS = 60.0  # a delivery being sent is not sent by another process meanwhile (longer than any try takes)
 FIRST_RETRY_SECONDS = 10.0
 LONGEST_RETRY_SECONDS = 3600.0
+DELIVERY_THREAD_IDLE_SECONDS = 30.0  # a delivery thread with nothing to send for this long ends
 
 
 def webhook_key(url: str) -> str:
@@ -107,10 +115,7 @@ class AlertSender:
     def deliver(self, alert_ids: Sequence[int] | None = None, now: float | None = None) -> DeliveryReport:
         """Try every due delivery (of ``alert_ids`` only, when given) once; never raises for a target's failure."""
         report = DeliveryReport()
-        due = self.store.due_deliveries(now)
-        if alert_ids is not None:
-            wanted = set(alert_ids)
-            due = [d for d in due if d.alert_id in wanted]
+        due = self.store.due_deliveries(now, alert_ids=alert_ids)
         if not due:
             return report
         entries = {e.id: e for e in self.store.entries()}
@@ -152,6 +157,54 @@ class AlertSender:
         if not self.settings.webhook_secret:
             raise RuntimeError("CAMTRACE_WEBHOOK_SECRET is not set: webhooks are sent signed only")
         post_webhook(url, body, self.settings.webhook_secret)
+
+
+class DeliveryThread:
+    """Sends the alerts it is handed from a thread of its own: the caller (the embed path) never waits on a
+    target. What a try does not deliver stays pending in SQL for the next pass (beat, ``camtrace alerts
+    deliver``); ``flush`` waits, for a while, until what was handed over has had its try."""
+
+    def __init__(self, settings: Settings, store: WatchStore) -> None:
+        self.sender = AlertSender(settings, store)
+        self._queue: queue.Queue[list[int]] = queue.Queue()
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, alert_ids: Sequence[int]) -> None:
+        """Queue a first try of these alerts' deliveries; returns at once."""
+        if not alert_ids:
+            return
+        with self._start_lock:
+            self._queue.put(list(alert_ids))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="alert-delivery", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                alert_ids = self._queue.get(timeout=DELIVERY_THREAD_IDLE_SECONDS)
+            except queue.Empty:
+                with self._start_lock:  # ends when idle; the next alerts start a new one
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
+            try:
+                self.sender.deliver(alert_ids)
+            except Exception:  # the database is away: the rows stay pending for the next pass
+                log.exception("could not send alerts %s now; they wait for the next delivery pass", alert_ids)
+            finally:
+                self._queue.task_done()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until every queued alert had its try; False if some had not."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
 
 def post_webhook(url: str, body: bytes, secret: str) -> None:

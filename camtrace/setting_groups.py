@@ -90,11 +90,12 @@ class PipelineSettings(BaseSettings):
 
     sample_fps: float = Field(5.0, gt=0.0, description="Frames per second sampled from each video.")
     segment_seconds: float = Field(60.0, gt=0.0, description="Length of a segment: the unit of tracking and of work.")
-    live_segment_seconds: float | None = Field(
-        None,
+    live_segment_seconds: float = Field(
+        5.0,
         gt=0.0,
         description="Live cameras are cut into files this long, each indexed (and checked against the "
-        "watchlist) when it ends: 8 brings alerts within about 10 s; unset: CAMTRACE_SEGMENT_SECONDS.",
+        "watchlist) when it ends: a watchlist alert comes at most this long plus the file's processing after a "
+        "person's first frame (the 10 s goal); longer files mean fewer, longer tracks.",
     )
     tracker: str = Field(
         "motion",

@@ -79,7 +79,6 @@ class Settings(
         "detector_imgsz",
         "mqtt_url",
         "webhook_secret",
-        "live_segment_seconds",
         mode="before",
     )
     @classmethod
@@ -209,8 +208,8 @@ class Settings(
 
     @property
     def live_segment_length(self) -> float:
-        """Seconds of a live camera's segment file (CAMTRACE_LIVE_SEGMENT_SECONDS, else CAMTRACE_SEGMENT_SECONDS)."""
-        return float(self.live_segment_seconds or self.segment_seconds)
+        """Seconds of a live camera's segment file (CAMTRACE_LIVE_SEGMENT_SECONDS)."""
+        return float(self.live_segment_seconds)
 
     def webhook_url_list(self) -> list[str]:
         """CAMTRACE_WEBHOOK_URLS as a list."""

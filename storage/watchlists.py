@@ -357,8 +357,8 @@ class WatchStore:
         return _alert(row)
 
     # Deliveries ---------------------------------------------------------------
-    def due_deliveries(self, now: float | None = None, limit: int = 100) -> list[Delivery]:
-        """Pending deliveries whose time has come, oldest first."""
+    def due_deliveries(self, now: float | None = None, limit: int = 100, alert_ids: Sequence[int] | None = None) -> list[Delivery]:
+        """Pending deliveries whose time has come (of ``alert_ids`` only, when given), oldest first."""
         now = time.time() if now is None else now
         query = (
             select(AlertDeliveryRow)
@@ -366,6 +366,8 @@ class WatchStore:
             .order_by(AlertDeliveryRow.id)
             .limit(limit)
         )
+        if alert_ids is not None:
+            query = query.where(AlertDeliveryRow.alert_id.in_(list(alert_ids)))
         with self.db.guard("reading alert deliveries"), self.db.engine.connect() as conn:
             return [_delivery(row) for row in conn.execute(query).all()]
 

@@ -344,3 +344,37 @@ def test_a_watchlist_alert_arrives_live_as_a_banner_and_is_dismissed(browser, pa
     ]
     expect(limited.get_by_test_id("alert-banner")).to_have_count(0)
     assert script_errors == [] and limited_errors == []
+
+
+def test_a_track_clip_plays_in_the_track_view(browser, page_service, tmp_path):
+    page, script_errors = open_page(browser, page_service)
+    sign_in(page, "otto")
+    search(page, "person")
+    page.get_by_test_id("result-card").first.get_by_test_id("open-track").click()
+    expect(page.get_by_test_id("track-view")).to_be_visible()
+    video = page.get_by_test_id("track-clip")
+    expect(video).to_be_visible()
+    # Muted, so headless Chromium lets the page start it like any browser would let a click.
+    page.evaluate(
+        """() => {
+            const video = document.querySelector('[data-testid=track-clip]');
+            window.clipPlaying = false;
+            video.addEventListener('playing', () => { window.clipPlaying = true; });
+            return video.play();
+        }"""
+    )
+    page.wait_for_function("() => window.clipPlaying")
+    started = page.evaluate("() => document.querySelector('[data-testid=track-clip]').currentTime")
+    page.wait_for_function(
+        "start => { const v = document.querySelector('[data-testid=track-clip]');"
+        " return !v.paused && v.currentTime > start + 0.5; }",
+        arg=started,
+    )
+    facts = page.evaluate(
+        """() => { const v = document.querySelector('[data-testid=track-clip]');
+                   return { width: v.videoWidth, height: v.videoHeight, duration: v.duration, error: v.error }; }"""
+    )
+    assert facts["width"] > 0 and facts["height"] > 0 and facts["error"] is None, facts
+    page.screenshot(path=tmp_path / "clip.png")
+    expect(page.get_by_test_id("clip-missing")).to_be_hidden()
+    assert script_errors == []

@@ -111,7 +111,7 @@ def test_a_dead_url_backs_off_exponentially_and_reports_offline(tmp_path):
 
 def test_camera_commands_and_the_recording_service(mjpeg_camera, tmp_path, tiny_yolo_dir, tiny_siglip_dir):
     """`camera add/list/remove` in SQL, and the service that records, reconnects and ingests (local mode)."""
-    env = camtrace_env(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir, CAMTRACE_SEGMENT_SECONDS="1.5")
+    env = camtrace_env(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir, CAMTRACE_LIVE_SEGMENT_SECONDS="1.5")
     runner = CliRunner()
 
     def camtrace(*args: str, code: int = 0):
@@ -174,7 +174,7 @@ def test_segments_recorded_while_the_broker_is_away_are_queued_once_it_is_back(
     from camtrace.workers.cameras import parse_segment_file_name
 
     redis = RedisServer(tmp_path / "redis")  # not started yet: the broker is away
-    env = camtrace_env(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir, redis.url, CAMTRACE_SEGMENT_SECONDS="1")
+    env = camtrace_env(tmp_path / "data", tiny_yolo_dir, tiny_siglip_dir, redis.url, CAMTRACE_LIVE_SEGMENT_SECONDS="1")
     services = Services(settings_from(env))
     services.db.ensure_camera("gate", url=mjpeg_camera.url)
 

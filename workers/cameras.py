@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT_MS = 5000
 READ_TIMEOUT_MS = 5000
+STALL_SECONDS = 1.0  # a gap between frames this long ends the segment file (its frames are on a fixed clock)
 
 
 @dataclass
@@ -104,6 +105,9 @@ class CameraRecorder:
         return capture
 
     def _record(self, capture: cv2.VideoCapture, stop: threading.Event) -> None:
+        """Sampled frames on a fixed grid from the segment's start: frame i of a file is the picture at start +
+        i / sample_fps (a frame covering several grid slots is written for each), so the times of tracks and
+        alerts are those of the camera, not drifting behind by the reads' jitter over a long segment."""
         writer: SegmentWriter | None = None
         next_sample = 0.0
         try:
@@ -113,12 +117,18 @@ class CameraRecorder:
                     return
                 now = time.time()
                 self.status.last_frame_at = now
-                if now < next_sample:
-                    continue
-                next_sample = now + self.sample_interval
+                if writer is not None and now - next_sample > STALL_SECONDS:
+                    self._finish(writer)  # the stream stalled: a new file starts at the true time
+                    writer = None
                 if writer is None:
                     writer = SegmentWriter(self.out_dir, self.camera_id, now, self.sample_fps, frame.shape)
-                writer.write(frame)
+                    next_sample = now
+                if now < next_sample:
+                    continue
+                slots = 1 + int((now - next_sample) / self.sample_interval)
+                for _ in range(slots):
+                    writer.write(frame)
+                next_sample += slots * self.sample_interval
                 if now - writer.start_ts >= self.segment_seconds:
                     self._finish(writer)
                     writer = None

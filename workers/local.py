@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -11,9 +12,13 @@ from tqdm import tqdm
 from camtrace.detection import VideoSource, absolute_source
 from camtrace.enums import JobStatus, SegmentStatus
 from camtrace.errors import SourceError
+from camtrace.notify import DeliveryThread
 from camtrace.services import Services
+from camtrace.storage.watchlists import WatchStore
 from camtrace.workers.jobs import refresh_job
 from camtrace.workers.pipeline import CropIndexer, SegmentWatch, detect_segment, open_sources, register_video
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,8 +54,33 @@ def _register_job(db, source: str, camera_id: str, plans, job_id: str) -> None:
     db.update_job(job_id, status=JobStatus.RUNNING)
 
 
+ALERT_FLUSH_SECONDS = 30.0  # how long an ingest's end waits for its alerts' first tries (the rest wait for beat)
+
+
 def ingest_local(
-    services: Services, source: str, camera_id: str, start_ts: float | None = None, progress: bool = True
+    services: Services,
+    source: str,
+    camera_id: str,
+    start_ts: float | None = None,
+    progress: bool = True,
+    send: DeliveryThread | None = None,
+) -> IngestSummary:
+    """Ingest ``source`` in this process. Alerts are sent by ``send`` (a long-running caller's
+    ``DeliveryThread``), else by one of this ingest's own, whose tries the ingest's end waits for."""
+    own = send is None
+    send = DeliveryThread(services.settings, WatchStore(services.db)) if send is None else send
+    try:
+        return _ingest(services, source, camera_id, start_ts, progress, send)
+    finally:
+        if own and not send.flush(ALERT_FLUSH_SECONDS):
+            log.warning(
+                "alert deliveries still being tried after %.0f s; beat or `camtrace alerts deliver` sends the rest",
+                ALERT_FLUSH_SECONDS,
+            )
+
+
+def _ingest(
+    services: Services, source: str, camera_id: str, start_ts: float | None, progress: bool, send: DeliveryThread
 ) -> IngestSummary:
     settings = services.settings
     began = time.perf_counter()
@@ -60,9 +90,8 @@ def ingest_local(
         services.detector.load()
         model = services.model()  # one model for the whole ingest: its encoder writes into its own index
         model.encoder.load()
-        indexer = CropIndexer(
-            model.encoder, model.index, services.db, services.crops, SegmentWatch(services, model), reid_index=model.reid_index
-        )
+        watch = SegmentWatch(services, model, send)
+        indexer = CropIndexer(model.encoder, model.index, services.db, services.crops, watch, reid_index=model.reid_index)
         db = services.db
         plans = [(video, video.segments(settings.segment_seconds)) for video in videos]
         summary = IngestSummary(job_id=str(uuid.uuid4()), camera_id=camera_id, videos=len(videos))

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from camtrace.enums import JobStatus
 from camtrace.errors import BrokerError, NotFoundError, StorageError
+from camtrace.notify import DeliveryThread
 from camtrace.services import Services
 from camtrace.storage import Database
+from camtrace.storage.watchlists import WatchStore
 from camtrace.validation import mask_secrets
 from camtrace.workers.cameras import CameraRecorder, CameraStatus, parse_segment_file_name, run_recorders
 from camtrace.workers.jobs import NOT_QUEUED, submit_ingest
@@ -129,6 +131,7 @@ class CameraFleet:
         self._outbox: queue.Queue[tuple[str, Path, float] | None] = queue.Queue()
         self._closing = threading.Event()
         self._hand_off_thread: threading.Thread | None = None
+        self._alerts: DeliveryThread | None = None  # local mode: sends the alerts of every segment, off the ingest
         known = set(self.db.camera_ids())
         missing = self.names - known
         if missing:
@@ -143,7 +146,9 @@ class CameraFleet:
             return
         from camtrace.workers.local import ingest_local
 
-        ingest_local(self.services, str(path), camera_id, start_ts, progress=False)
+        if self._alerts is None:
+            self._alerts = DeliveryThread(self.settings, WatchStore(self.db))
+        ingest_local(self.services, str(path), camera_id, start_ts, progress=False, send=self._alerts)
 
     def _hand_off_loop(self) -> None:
         """Turn queued segments into ingests in order; keep retrying one while its error is transient."""
@@ -263,3 +268,5 @@ class CameraFleet:
             self._hand_off_thread.join(timeout=self.drain_seconds)
             self._closing.set()  # an outage outlasted the drain: the files wait for the next start
             self._hand_off_thread.join(timeout=5)
+        if self._alerts is not None:
+            self._alerts.flush(self.drain_seconds)  # what is still pending then waits for the next delivery pass

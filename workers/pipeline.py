@@ -330,14 +330,16 @@ def best_crop_keys(result: SegmentResult) -> dict[str, str]:
 
 class SegmentWatch:
     """The watchlist check of the embed path: each written segment's tracks go to the ``Watcher``
-    (camtrace.search.watch), and the alerts it stores are sent at once (what fails waits for the next pass)."""
+    (camtrace.search.watch), which stores the alerts with their delivery rows; their ids go to ``send``, which
+    sends them elsewhere (a ``DeliveryThread`` by default; the distributed worker queues a task), so no
+    target is waited on here. What a try misses waits for the next delivery pass."""
 
-    def __init__(self, services, model) -> None:
-        from camtrace.notify import AlertSender
+    def __init__(self, services, model, send: Callable[[list[int]], object] | None = None) -> None:
+        from camtrace.notify import DeliveryThread
         from camtrace.search.watch import Watcher
 
         self.watcher = Watcher(services, model)
-        self.sender = AlertSender(services.settings, self.watcher.store)
+        self.send = send if send is not None else DeliveryThread(services.settings, self.watcher.store)
 
     def __call__(self, result: SegmentResult, vectors: np.ndarray) -> list:
         from camtrace.search.watch import NewTrack
@@ -361,5 +363,5 @@ class SegmentWatch:
         ]
         alerts = self.watcher.check(tracks)
         if alerts:
-            self.sender.deliver([alert.id for alert in alerts])
+            self.send([alert.id for alert in alerts])
         return alerts

@@ -27,7 +27,7 @@ from camtrace.errors import SourceError, StorageError
 from camtrace.services import Services
 from camtrace.settings import Settings
 from camtrace.workers import metrics
-from camtrace.workers.celery_app import declare_queues, make_celery
+from camtrace.workers.celery_app import declare_queues, make_celery, producer
 from camtrace.workers.jobs import plan_ingest, refresh_job
 from camtrace.workers.messages import SegmentRef, part_from_message, part_to_message, split_into_parts
 from camtrace.workers.pipeline import CropIndexer, SegmentWatch, detect_segment
@@ -61,8 +61,22 @@ def segment_watch(stages: Services, model) -> SegmentWatch:
     """The process's watchlist check for ``model`` (its matrix of entries stays loaded between batches)."""
     watch = _watches.get(model.index.model_version)
     if watch is None or watch.watcher.model is not model:
-        watch = _watches[model.index.model_version] = SegmentWatch(stages, model)
+        watch = _watches[model.index.model_version] = SegmentWatch(stages, model, queue_delivery(stages.settings))
     return watch
+
+
+def queue_delivery(settings: Settings):
+    """What the embed path hands new alerts to: the first try as a task of its own, so the embed batch never
+    waits on MQTT or a webhook. A message that cannot be sent now loses nothing: beat's ``deliver_alerts`` pass
+    finds the pending rows."""
+
+    def send(alert_ids: list[int]) -> None:
+        try:
+            producer(settings).send_task("camtrace.deliver_alerts", kwargs={"alert_ids": list(alert_ids)}, retry=False)
+        except Exception as exc:  # the broker is away: beat sends them
+            log.warning("could not queue the delivery of alerts %s (%r); beat's pass sends them", alert_ids, exc)
+
+    return send
 
 
 def _fresh_process(**_: object) -> None:
@@ -318,14 +332,15 @@ def maintain_index(self) -> int:
     return 0 if done is None else int(getattr(done, "newly_indexed", 0))
 
 
-def deliver_alerts(self) -> int:
-    """Send the watchlist alerts whose delivery (MQTT, a webhook) is due; returns how many got through."""
+def deliver_alerts(self, alert_ids: list[int] | None = None) -> int:
+    """Send the watchlist alerts whose delivery (MQTT, a webhook) is due (of ``alert_ids`` only: the first try
+    of new alerts, queued by the embed worker); returns how many got through."""
     from camtrace.notify import AlertSender
     from camtrace.storage.watchlists import WatchStore
 
     settings = self.app.camtrace_settings
     try:
-        return AlertSender(settings, WatchStore(services(settings).db)).deliver().delivered
+        return AlertSender(settings, WatchStore(services(settings).db)).deliver(alert_ids).delivered
     except TRANSIENT_ERRORS as exc:
         raise self.retry(exc=exc, countdown=backoff(settings, self.request.retries))
 

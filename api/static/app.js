@@ -413,6 +413,7 @@ async function openTrack(trackId, { findElsewhere = false, fromHistory = false }
     $("track-span").textContent = formatSpan(track.ts_start, track.ts_end);
     $("track-duration").textContent = formatDuration(track.ts_end - track.ts_start);
     $("track-frame").src = track.frame_url || `/api/tracks/${encodeURIComponent(track.track_id)}/frame`;
+    showClip(track.track_id);
     $("track-crops").replaceChildren(...track.crops.map((crop) =>
       el("figure", { class: "crop", dataset: { testid: "track-crop" } },
         el("img", { src: crop.crop_url, alt: `Crop at ${formatTime(crop.ts)}`, loading: "lazy" }),
@@ -427,6 +428,19 @@ async function openTrack(trackId, { findElsewhere = false, fromHistory = false }
     }
     if (findElsewhere) await loadCandidates();
   });
+}
+
+// The sighting's video (WebM, cut by the service on first request; byte ranges let the player seek). Muted, so
+// that a browser lets the page start it; a source that is gone shows a line instead of a broken player.
+function showClip(trackId) {
+  const video = $("track-clip");
+  $("clip-missing").hidden = true;
+  video.hidden = false;
+  video.onerror = () => {
+    video.hidden = true;
+    $("clip-missing").hidden = false;
+  };
+  video.src = `/api/tracks/${encodeURIComponent(trackId)}/clip`;
 }
 
 async function loadCandidates({ append = false } = {}) {
@@ -765,6 +779,7 @@ function wire() {
 
 function backToResults({ fromHistory = false } = {}) {
   state.track = null;
+  $("track-clip").pause();
   state.traceOpen = false;
   showView("results");
   if (!fromHistory && trackInAddress()) history.pushState(null, "", location.pathname + location.search);
