@@ -130,6 +130,18 @@ def test_camera_links_recover_the_transit_times():
     assert set(links) == {"cam1->cam2", "cam2->cam1", "cam2->cam3", "cam3->cam2", "cam1->cam3", "cam3->cam1"}
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_link_with_a_few_passages_among_many_strangers_stays_narrow(seed):
+    """16 people in 4 minutes, looks hard to tell apart: about a dozen passages per link among hundreds of chance
+    pairs. Fitted freely, the transit widened by taking in chance matches (12 s of spread for a 1 s truth on
+    seed 0); the spread's prior keeps it near the passages'."""
+    tracks, truth = corridor(people=16, seconds=240.0, noise=1.5, seed=seed)
+    links = {link.key: link for link in learn_evidence(tracks).links()}
+    for key in ("cam1->cam2", "cam2->cam1"):
+        assert links[key].transit_seconds == pytest.approx(20.0, abs=1.5), key
+        assert links[key].spread_seconds < 3.0, key
+
+
 def test_a_track_split_on_one_camera_is_found_again():
     tracks, truth = corridor(people=300, seconds=1800.0, fragments=0.2)
     evidence = learn_evidence(tracks)
