@@ -544,9 +544,7 @@ def evaluate_configuration(
             elif study == "traces":
                 extra.update(study_traces(search, seeds, identities))
         if keep is not None:
-            if keep.exists():
-                shutil.rmtree(keep)
-            shutil.copytree(data_dir, keep)
+            copy_data_dir(data_dir, keep)
         if study == "traces":  # other processes open the shard: this one has let it go
             extra.update(study_shells(search, seeds, identities, data_dir, settings))
         label = services.encoder.runtime_label
@@ -569,6 +567,22 @@ def evaluate_configuration(
         "reid_by_probability": reid_ranked,
         **extra,
     }
+
+
+def copy_data_dir(data_dir: Path, copy: Path) -> None:
+    """A copy of a data dir this process has open. The SQLite file goes through SQLite's backup API: copying it as a
+    file would open and close it here, and closing any descriptor of a file drops every POSIX lock the process holds
+    on it, SQLite's included (other processes then checkpoint under this one's readers, which read a malformed
+    database)."""
+    import contextlib
+    import sqlite3
+
+    if copy.exists():
+        shutil.rmtree(copy)
+    shutil.copytree(data_dir, copy, ignore=shutil.ignore_patterns("camtrace.db*"))
+    with contextlib.closing(sqlite3.connect(data_dir / "camtrace.db")) as source:
+        with contextlib.closing(sqlite3.connect(copy / "camtrace.db")) as target:
+            source.backup(target)
 
 
 def reid_by_probability(search, identities: dict[str, str | None], cameras: dict[str, str]) -> dict:
