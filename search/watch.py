@@ -55,7 +55,8 @@ class Sighting:
 
 @dataclass(frozen=True)
 class NewTrack:
-    """A track just indexed: where and when, its crops' vectors and its best crop."""
+    """A track just indexed: where and when, its crops' vectors (text-aligned, and the anchor head's re-id vectors
+    when the model has one) and its best crop."""
 
     track_id: str
     camera_id: str
@@ -63,6 +64,12 @@ class NewTrack:
     ts_end: float
     vectors: np.ndarray
     crop_key: str | None
+    reid_vectors: np.ndarray | None = None
+
+    @property
+    def match_vectors(self) -> np.ndarray:
+        """What a person is matched on: the vectors re-id and the identity evidence use."""
+        return self.vectors if self.reid_vectors is None else self.reid_vectors
 
 
 def _visible(entry: WatchEntry, allowed_cameras: Sequence[str] | None, track_camera: str | None) -> bool:
@@ -209,15 +216,36 @@ class WatchService:
 
 
 @dataclass
-class _Matrix:
-    """The active entries' examples: rows of ``vectors`` belong to entry ``owner[row]``."""
+class _Examples:
+    """Example vectors of some entries in one vector space: rows of ``vectors`` belong to entry ``owner[row]``."""
 
-    key: tuple
-    entries: list[WatchEntry]
     vectors: np.ndarray  # (examples, dim), L2-normalised
     owner: np.ndarray  # (examples,) index into entries, ascending: each entry's examples are one run of rows
     starts: np.ndarray  # first row of each run
     present: np.ndarray  # the entry of each run
+
+    @classmethod
+    def of(cls, rows: list[np.ndarray], owner: list[int]) -> _Examples:
+        dim = rows[0].shape[0] if rows else 0
+        matrix = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+        owners = np.asarray(owner, np.int64)
+        order = np.argsort(owners, kind="stable")
+        matrix, owners = matrix[order], owners[order]
+        if len(matrix):
+            matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+        starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]]) if len(owners) else np.zeros(0, np.int64)
+        return cls(matrix, owners, starts, owners[starts])
+
+
+@dataclass
+class _Matrix:
+    """The active entries' examples: descriptions as text vectors, people as the crops' re-id vectors (the
+    text-aligned ones for a model without an anchor head), each matched against the new crops' own kind."""
+
+    key: tuple
+    entries: list[WatchEntry]
+    texts: _Examples
+    people: _Examples
     sightings: dict[int, list[Sighting]]  # person entries: where the person is known to have been
     decided: dict[int, frozenset[str]]  # person entries: tracks never to alert on (theirs, or rejected)
 
@@ -250,7 +278,9 @@ class Watcher:
         from camtrace.search.trace import resolve_identity
 
         entries = self.store.entries()
-        db, index = self.services.db, self.model.index
+        db, index = self.services.db, self.model.match_index  # the anchor head's re-id vectors where there is one
+        text_rows: list[np.ndarray] = []
+        text_owner: list[int] = []
         rows: list[np.ndarray] = []
         owner: list[int] = []
         sightings: dict[int, list[Sighting]] = {}
@@ -259,8 +289,8 @@ class Watcher:
         if texts:
             text_vectors = self.model.encoder.encode_texts([t for _, t in texts])
             for (i, _), vector in zip(texts, text_vectors, strict=True):
-                rows.append(np.asarray(vector, np.float32))
-                owner.append(i)
+                text_rows.append(np.asarray(vector, np.float32))
+                text_owner.append(i)
         with index.session():
             for i, entry in enumerate(entries):
                 if entry.kind != WatchKind.PERSON or not entry.track_id:
@@ -277,21 +307,13 @@ class Watcher:
                 for vector in vectors:
                     rows.append(np.asarray(vector, np.float32))
                     owner.append(i)
-        dim = rows[0].shape[0] if rows else 0
-        matrix = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
-        owners = np.asarray(owner, np.int64)
-        order = np.argsort(owners, kind="stable")
-        matrix, owners = matrix[order], owners[order]
-        if len(matrix):
-            matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-        starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]]) if len(owners) else np.zeros(0, np.int64)
-        return _Matrix(key, entries, matrix, owners, starts, owners[starts], sightings, decided)
+        return _Matrix(key, entries, _Examples.of(text_rows, text_owner), _Examples.of(rows, owner), sightings, decided)
 
     def matches(self, tracks: Sequence[NewTrack]) -> list[NewAlert]:
         """The alerts the new tracks raise (nothing stored)."""
         tracks = [t for t in tracks if len(t.vectors)]
         current = self._current() if tracks else None
-        if current is None or not len(current.vectors):
+        if current is None or not (len(current.texts.vectors) or len(current.people.vectors)):
             return []
         scores = _best_scores(current, tracks)
         people = any(e.kind == WatchKind.PERSON for e in current.entries)
@@ -379,14 +401,21 @@ def _description(text: str | None) -> str:
 
 
 def _best_scores(current: _Matrix, tracks: Sequence[NewTrack]) -> np.ndarray:
-    """(tracks, entries): each track's best similarity to each entry's examples (-inf: the entry has none).
-    One product of every new crop with every example, then the best pair by two reductions."""
-    crops = np.concatenate([np.asarray(t.vectors, np.float32) for t in tracks])
-    first_crop = np.cumsum([0] + [len(t.vectors) for t in tracks[:-1]])
-    per_track = np.maximum.reduceat(crops @ current.vectors.T, first_crop, axis=0)  # (tracks, examples)
+    """(tracks, entries): each track's best similarity to each entry's examples (-inf: the entry has none), texts
+    against the crops' text-aligned vectors and people against their re-id vectors."""
     scores = np.full((len(tracks), len(current.entries)), -np.inf, np.float32)
-    scores[:, current.present] = np.maximum.reduceat(per_track, current.starts, axis=1)
+    for examples, crops_of in ((current.texts, lambda t: t.vectors), (current.people, lambda t: t.match_vectors)):
+        if len(examples.vectors):
+            scores[:, examples.present] = _best_of_runs(examples, [np.asarray(crops_of(t), np.float32) for t in tracks])
     return scores
+
+
+def _best_of_runs(examples: _Examples, crops_per_track: list[np.ndarray]) -> np.ndarray:
+    """(tracks, runs): one product of every new crop with every example, then the best pair by two reductions."""
+    crops = np.concatenate(crops_per_track)
+    first_crop = np.cumsum([0] + [len(c) for c in crops_per_track[:-1]])
+    per_track = np.maximum.reduceat(crops @ examples.vectors.T, first_crop, axis=0)  # (tracks, examples)
+    return np.maximum.reduceat(per_track, examples.starts, axis=1)
 
 
 def _shared(rivals: list[tuple[NewTrack, float, float]]) -> list[tuple[NewTrack, float, float]]:

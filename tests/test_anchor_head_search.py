@@ -138,3 +138,25 @@ def test_retention_deletes_from_both_indexes(headed_service):
     deleted = apply_retention(services, times[len(times) // 2])
     assert 0 < deleted < before
     assert model.index.point_ids() == model.reid_index.point_ids() and len(model.index.point_ids()) == before - deleted
+
+
+def test_a_watched_person_is_matched_on_the_reid_vectors(headed_service):
+    """A person on the watchlist is compared on the head's re-id vectors, as re-id and the identity evidence
+    are: a new track whose re-id vectors are the person's scores 1 however unlike its text-aligned vectors are."""
+    from camtrace.search.watch import NewTrack, Watcher, WatchService
+
+    services = headed_service.services
+    model = services.model()
+    track = max(services.db.tracks_by_ids(list(_track_ids(services))).values(), key=lambda t: t.n_boxes)
+    WatchService(services).add(username="ines", track_id=track.id, min_probability=0.001)
+    with model.match_index.session():
+        reid = np.stack([p.vector for p in model.match_index.track_points(track.id)])
+    unlike = np.random.default_rng(0).normal(size=(len(reid), model.encoder.dim)).astype(np.float32)
+    later = track.ts_end + 3600.0  # an hour on: no camera link says anything, appearance decides
+    new = NewTrack("later:0:1", track.camera_id, later, later + 5, unlike / np.linalg.norm(unlike, axis=1, keepdims=True), None, reid)
+    found = Watcher(services, model).matches([new])
+    assert [alert.track_id for alert in found] == ["later:0:1"] and found[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+def _track_ids(services):
+    return {row.track_id for page in services.db.detection_pages() for row in page}

@@ -195,10 +195,11 @@ class CropIndexer:
         index: VectorIndex,
         db: Database,
         crops: CropStore,
-        watch: Callable[[SegmentResult, np.ndarray], object] | None = None,
+        watch: Callable[..., object] | None = None,
         reid_index: VectorIndex | None = None,
     ) -> None:
-        """``watch``: called with every written segment (or part) and its vectors, the watchlist check.
+        """``watch``: called with every written segment (or part) and its vectors (and, for a model with an anchor
+        head, its re-id vectors), the watchlist check.
         ``reid_index``: where the anchor head's re-id vectors go (camtrace.storage.reid); required when the
         encoder has a head, unused otherwise."""
         if encoder.has_reid_head and reid_index is None:
@@ -253,8 +254,11 @@ class CropIndexer:
         )
         self.db.upsert_detections(rows)
         if self.watch is not None and points:
-            # The watchlist matches on the text-aligned vectors (a description entry needs them).
-            self.watch(result, vectors[:, : self.encoder.dim] if self.reid_index is not None else vectors)
+            # Descriptions match the text-aligned vectors, people the re-id vectors (the anchor head's, if any).
+            if self.reid_index is not None:
+                self.watch(result, vectors[:, : self.encoder.dim], vectors[:, self.encoder.dim :])
+            else:
+                self.watch(result, vectors)
         return len(points)
 
     def write_points(
@@ -341,7 +345,7 @@ class SegmentWatch:
         self.watcher = Watcher(services, model)
         self.send = send if send is not None else DeliveryThread(services.settings, self.watcher.store)
 
-    def __call__(self, result: SegmentResult, vectors: np.ndarray) -> list:
+    def __call__(self, result: SegmentResult, vectors: np.ndarray, reid_vectors: np.ndarray | None = None) -> list:
         from camtrace.search.watch import NewTrack
 
         spans = {span.track_id: span for span in result.tracks}
@@ -357,6 +361,7 @@ class SegmentWatch:
                 float(spans[track_id].ts_end),
                 np.asarray(vectors)[rows],
                 best.get(track_id),
+                None if reid_vectors is None else np.asarray(reid_vectors)[rows],
             )
             for track_id, rows in by_track.items()
             if track_id in spans
