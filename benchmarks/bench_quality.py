@@ -542,7 +542,7 @@ def evaluate_configuration(
                     "+ path": trace_study.trace_row(search, seeds, identities, TraceMethod.PATH, settings.trace_min_score)
                 }
             elif study == "traces":
-                extra.update(study_traces(search, seeds, identities))
+                extra.update(study_traces(search, seeds, identities, settings.trace_min_score))
         if keep is not None:
             copy_data_dir(data_dir, keep)
         if study == "traces":  # other processes open the shard: this one has let it go
@@ -604,9 +604,10 @@ def reid_by_probability(search, identities: dict[str, str | None], cameras: dict
 CONFIRMED_PEOPLE = 8  # people whose traces an investigator works through before the others are measured again
 
 
-def study_traces(search, seeds: dict[str, str], identities) -> dict:
+def study_traces(search, seeds: dict[str, str], identities, bar: float) -> dict:
     """Every part of the trace and the calibration, in this process."""
-    return {"traces": trace_study.trace_rows(search, seeds, identities), "calibration": trace_study.calibration(search, identities)}
+    traces = trace_study.trace_rows(search, seeds, identities, bar)
+    return {"traces": traces, "calibration": trace_study.calibration(search, identities)}
 
 
 def study_shells(search, seeds: dict[str, str], identities, data_dir: Path, settings) -> dict:
@@ -620,9 +621,9 @@ def study_shells(search, seeds: dict[str, str], identities, data_dir: Path, sett
     study["cli_agrees"] = f"{agree}/{asked}"
     people = sorted(seeds)[:CONFIRMED_PEOPLE]
     others = {person: seed for person, seed in seeds.items() if person not in people}
-    before = trace_study.trace_row(search, others, identities, TraceMethod.PATH, 0.5)
+    before = trace_study.trace_row(search, others, identities, TraceMethod.PATH, settings.trace_min_score)
     verdicts = trace_study.investigator_confirms(search, seeds, identities, people)
-    after = trace_study.trace_row(search, others, identities, TraceMethod.PATH, 0.5)
+    after = trace_study.trace_row(search, others, identities, TraceMethod.PATH, settings.trace_min_score)
     study["confirmed"] = {
         "people": len(people),
         "verdicts": verdicts,

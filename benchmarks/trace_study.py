@@ -67,15 +67,16 @@ def trace_row(search, seeds: Mapping[str, str], identities, method, min_probabil
     return trace_figures_over(returned, wanted_tracks(seeds, identities))
 
 
-def trace_rows(search, seeds, identities) -> dict[str, dict]:
-    """Each part of a trace added in turn (one process, one index: only the trace's method differs)."""
+def trace_rows(search, seeds, identities, bar: float) -> dict[str, dict]:
+    """Each part of a trace added in turn (one process, one index: only the trace's method differs); the parts
+    that speak in probabilities at ``bar`` (CAMTRACE_TRACE_MIN_SCORE), the cosine one at the old 0.7."""
     from camtrace.search.trace import TraceMethod
 
     return {
         "cosine >= 0.7": trace_row(search, seeds, identities, TraceMethod.SCORE, 0.7),
-        "+ calibration": trace_row(search, seeds, identities, TraceMethod.APPEARANCE, 0.5),
-        "+ camera links": trace_row(search, seeds, identities, TraceMethod.LINKS, 0.5),
-        "+ path": trace_row(search, seeds, identities, TraceMethod.PATH, 0.5),
+        "+ calibration": trace_row(search, seeds, identities, TraceMethod.APPEARANCE, bar),
+        "+ camera links": trace_row(search, seeds, identities, TraceMethod.LINKS, bar),
+        "+ path": trace_row(search, seeds, identities, TraceMethod.PATH, bar),
     }
 
 
