@@ -344,7 +344,8 @@ def adapt_embedder(
 ) -> dict:
     """Adapt ``model`` to the test cameras: ``camtrace train`` on the site's own ingested tracks (no labels), with
     the labelled training footage mixed in to keep the text tower aligned."""
-    folder = cache_folder(cache, "embedder-adapted", key | {"embedder": asdict(cfg), "from": model})
+    # The text tower is frozen while adapting (the trainer's default for site: datasets since it was measured).
+    folder = cache_folder(cache, "embedder-adapted", key | {"embedder": asdict(cfg), "from": model, "text": "frozen"})
     if is_complete(folder):
         return read_record(folder) | {"cached": True}
     out = fresh(folder) / "model"

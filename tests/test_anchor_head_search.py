@@ -152,8 +152,9 @@ def test_a_watched_person_is_matched_on_the_reid_vectors(headed_service):
     with model.match_index.session():
         reid = np.stack([p.vector for p in model.match_index.track_points(track.id)])
     unlike = np.random.default_rng(0).normal(size=(len(reid), model.encoder.dim)).astype(np.float32)
+    unlike /= np.linalg.norm(unlike, axis=1, keepdims=True)
     later = track.ts_end + 3600.0  # an hour on: no camera link says anything, appearance decides
-    new = NewTrack("later:0:1", track.camera_id, later, later + 5, unlike / np.linalg.norm(unlike, axis=1, keepdims=True), None, reid)
+    new = NewTrack("later:0:1", track.camera_id, later, later + 5, unlike, None, reid)
     found = Watcher(services, model).matches([new])
     assert [alert.track_id for alert in found] == ["later:0:1"] and found[0].score == pytest.approx(1.0, abs=1e-4)
 

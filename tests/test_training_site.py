@@ -187,6 +187,42 @@ def test_adapting_to_the_site_lifts_re_id_of_people_it_never_had_labels_for(
     )
 
 
+@pytest.mark.parametrize(("freeze_text", "text_kept"), [(None, True), (False, False)])
+def test_adapting_with_labelled_data_mixed_in_keeps_the_text_tower_unless_told(
+    walked_site, monkeypatch, tmp_path, torch_threads_restored, freeze_text, text_kept
+):
+    """A site's footage with captioned footage mixed in: the text tower stays as it was by default (adapting
+    with it trained halved description search on the quick benchmark world), and trains with --train-text."""
+    import torch
+    from transformers import AutoModel
+
+    from camtrace.training.trainer import TrainConfig, train
+
+    footage, data_dir, env = walked_site
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    config = TrainConfig(
+        datasets=[f"site:{data_dir}", f"synthetic:{footage.root}"],
+        out_dir=tmp_path / "adapted",
+        base=env["CAMTRACE_EMBED_MODEL"],
+        head_epochs=0,
+        epochs=1,
+        lr=2e-3,
+        batch_size=32,
+        device="cpu",
+        crops="tight",
+        freeze_text=freeze_text,
+    )
+    result = train(config, progress=False)
+    start, adapted = AutoModel.from_pretrained(env["CAMTRACE_EMBED_MODEL"]), AutoModel.from_pretrained(result.out_dir)
+    same = [
+        torch.equal(a, b)
+        for (name, a), (_, b) in zip(start.named_parameters(), adapted.named_parameters())
+        if name.startswith("text_model.")
+    ]
+    assert all(same) == text_kept
+
+
 def test_promotion_refuses_an_adapted_model_that_does_not_beat_the_one_in_service(walked_site, tmp_path, monkeypatch):
     from camtrace.training.promotion import PromotionRefused, promote
 

@@ -60,6 +60,7 @@ class TrainRequest(BaseModel):
     batch_size: int | None = None
     seed: int | None = None
     head: Literal["anchors"] | None = None  # train only a re-id head on the frozen base (camtrace train --head)
+    freeze_text: bool | None = None  # default: frozen only when no dataset has captions
     promote: bool | None = None  # default: CAMTRACE_AUTO_PROMOTE
 
 
@@ -164,7 +165,7 @@ def train_config(services: Services, request: TrainRequest):
     out_dir = request.out_dir or str(settings.resolved_data_dir / "models" / time.strftime("%Y%m%d-%H%M%S"))
     overrides = {
         name: value
-        for name in ("epochs", "head_epochs", "lr", "head_lr", "batch_size", "seed")
+        for name in ("epochs", "head_epochs", "lr", "head_lr", "batch_size", "seed", "freeze_text")
         if (value := getattr(request, name)) is not None
     }
     return TrainConfig(

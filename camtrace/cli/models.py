@@ -51,6 +51,13 @@ from camtrace.settings import load_settings
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", "num_workers", type=int, default=0, show_default=True, help="Data loader processes.")
 @click.option("--no-register", is_flag=True, help="Do not add the trained model to the model registry.")
+@click.option(
+    "--freeze-text/--train-text",
+    "freeze_text",
+    default=None,
+    help="Keep the text tower as it is (default: frozen when adapting to a site: dataset or when no dataset has "
+    "captions, trained otherwise).",
+)
 @click.option("--queue", is_flag=True, help="Send the run to the train worker (distributed mode) instead of training here.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
