@@ -172,19 +172,18 @@ def test_adapting_to_the_site_lifts_re_id_of_people_it_never_had_labels_for(
     # Measured: mAP 70.5 -> 96.1, Top-1 90.6 -> 99.0 on the 96 held-out ground-truth crops.
     assert after["map"] >= before["map"] + 10, (before, after)
     # Site data has no captions: the text tower kept its weights, so text queries meet the same text vectors.
+    assert tower_kept(env["CAMTRACE_EMBED_MODEL"], result.out_dir, "text_model.")
+    assert not tower_kept(env["CAMTRACE_EMBED_MODEL"], result.out_dir, "vision_model.")
+
+
+def tower_kept(before, after, prefix: str) -> bool:
+    """Whether every weight under ``prefix`` is the same in both checkpoints."""
+    import torch
     from transformers import AutoModel
 
-    start, adapted = AutoModel.from_pretrained(env["CAMTRACE_EMBED_MODEL"]), AutoModel.from_pretrained(result.out_dir)
-    assert all(
-        torch.equal(a, b)
-        for (name, a), (_, b) in zip(start.named_parameters(), adapted.named_parameters())
-        if name.startswith("text_model.")
-    )
-    assert not all(
-        torch.equal(a, b)
-        for (name, a), (_, b) in zip(start.named_parameters(), adapted.named_parameters())
-        if name.startswith("vision_model.")
-    )
+    start, end = AutoModel.from_pretrained(before), AutoModel.from_pretrained(after)
+    pairs = zip(start.named_parameters(), end.named_parameters())
+    return all(torch.equal(a, b) for (name, a), (_, b) in pairs if name.startswith(prefix))
 
 
 @pytest.mark.parametrize(("freeze_text", "text_kept"), [(None, True), (False, False)])
@@ -193,9 +192,6 @@ def test_adapting_with_labelled_data_mixed_in_keeps_the_text_tower_unless_told(
 ):
     """A site's footage with captioned footage mixed in: the text tower stays as it was by default (adapting
     with it trained halved description search on the quick benchmark world), and trains with --train-text."""
-    import torch
-    from transformers import AutoModel
-
     from camtrace.training.trainer import TrainConfig, train
 
     footage, data_dir, env = walked_site
@@ -214,13 +210,7 @@ def test_adapting_with_labelled_data_mixed_in_keeps_the_text_tower_unless_told(
         freeze_text=freeze_text,
     )
     result = train(config, progress=False)
-    start, adapted = AutoModel.from_pretrained(env["CAMTRACE_EMBED_MODEL"]), AutoModel.from_pretrained(result.out_dir)
-    same = [
-        torch.equal(a, b)
-        for (name, a), (_, b) in zip(start.named_parameters(), adapted.named_parameters())
-        if name.startswith("text_model.")
-    ]
-    assert all(same) == text_kept
+    assert tower_kept(env["CAMTRACE_EMBED_MODEL"], result.out_dir, "text_model.") == text_kept
 
 
 def test_promotion_refuses_an_adapted_model_that_does_not_beat_the_one_in_service(walked_site, tmp_path, monkeypatch):
