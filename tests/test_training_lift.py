@@ -54,9 +54,10 @@ def test_training_lifts_text_to_identity_on_held_out_people(learnable_siglip_dir
     losses = [entry["loss"] for entry in result.history]
     assert len(losses) == 17 and losses[-1] < losses[0] - 1.0
     assert result.val_metrics is not None and set(result.val_metrics) == {"text_to_identity", "image_reid"}
-    # Measured on this footage with one thread: Top-1 0 -> 10, Top-5 30 -> 65, MRR 16 -> 33, CMC AUC@20 55 -> 79
-    # (Top-1 over 20 queries moves by 5 points a query: the ranks as a whole carry the lift).
+    # Measured on this footage with one thread: Top-1 0 -> 10, Top-5 30 -> 65, MRR 16 -> 33, CMC AUC@20 55 -> 79;
+    # on an AVX2-only CPU (other float sums) Top-1 0 -> 20, Top-5 30 -> 50, MRR 16 -> 35 (Top-1 and Top-5 over 20
+    # queries move by 5 points a query: the ranks as a whole carry the lift).
     assert after["top1"] >= before["top1"] + 5, (before, after)
-    assert after["top5"] >= before["top5"] + 25, (before, after)
+    assert after["top5"] >= before["top5"] + 15, (before, after)
     assert after["mrr"] >= before["mrr"] + 15, (before, after)
     assert after["cmc_auc20"] >= before["cmc_auc20"] + 12, (before, after)
